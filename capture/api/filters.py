@@ -1,0 +1,66 @@
+"""Query filters for packets and flows: time range, ip, port, protocol, sensor, sequence range."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+
+from capture.models import Flow, Packet
+
+
+@extend_schema_field({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
+class IPFilter(django_filters.CharFilter):
+    """An IPv4 or IPv6 address; anything else is a 400 naming the parameter.
+
+    (A plain CharFilter passed any text to the database: PostgreSQL's inet column then raised a 500.)
+    """
+
+    field_class = forms.GenericIPAddressField
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number, as the schema says (a NumberFilter took "0.5" for a port or sequence number)."""
+
+    field_class = forms.IntegerField
+
+
+class _TrafficFilter(django_filters.FilterSet):
+    sensor = django_filters.CharFilter(field_name="sensor__name")
+    ip = IPFilter(method="filter_ip", label="source or destination IP")
+    port = IntegerFilter(method="filter_port", label="source or destination port")
+    protocol = django_filters.CharFilter(field_name="protocol", lookup_expr="iexact")
+    src_ip = IPFilter()
+    dst_ip = IPFilter()
+    src_port = IntegerFilter()
+    dst_port = IntegerFilter()
+
+    def filter_ip(self, queryset, name, value):
+        return queryset.filter(Q(src_ip=value) | Q(dst_ip=value))
+
+    def filter_port(self, queryset, name, value):
+        return queryset.filter(Q(src_port=value) | Q(dst_port=value))
+
+
+class PacketFilter(_TrafficFilter):
+    since = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
+    seq_from = IntegerFilter(field_name="seq", lookup_expr="gte")
+    seq_to = IntegerFilter(field_name="seq", lookup_expr="lte")
+    ip_version = IntegerFilter()
+
+    class Meta:
+        model = Packet
+        fields = ["sensor", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "ip_version"]
+
+
+class FlowFilter(_TrafficFilter):
+    since = django_filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt")
+
+    class Meta:
+        model = Flow
+        fields = ["sensor", "protocol", "src_ip", "dst_ip", "src_port", "dst_port"]

@@ -1,0 +1,94 @@
+"""Capture's API views: configuration, interfaces, packets, flows (they orchestrate; services decide)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from capture import host, services
+from capture.api.filters import FlowFilter, PacketFilter
+from capture.api.serializers import (
+    ConfigChangeSerializer,
+    ConfigUpdateSerializer,
+    FlowSerializer,
+    InterfaceSerializer,
+    MonitorConfigSerializer,
+    PacketSerializer,
+)
+from capture.models import ConfigChange, Flow, Packet
+
+
+def config_error_response(exc: services.ConfigError) -> Response:
+    return Response(
+        {"detail": "invalid configuration", "fields": exc.errors}, status=status.HTTP_400_BAD_REQUEST
+    )
+
+
+class ConfigView(APIView):
+    """GET the active configuration; POST a partial update (unknown keys and bad values: 400)."""
+
+    @extend_schema(responses=MonitorConfigSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(MonitorConfigSerializer(services.get_config()).data)
+
+    @extend_schema(request=ConfigUpdateSerializer, responses={200: MonitorConfigSerializer})
+    def post(self, request: Request) -> Response:
+        try:
+            config, change = services.update_config(request.data, user=request.user, source="api")
+        except services.ConfigError as exc:
+            return config_error_response(exc)
+        if change is not None:
+            services.announce_config(config)
+        return Response(MonitorConfigSerializer(config).data)
+
+
+class ConfigHistoryView(APIView):
+    """GET the most recent configuration changes (who, when, old and new values)."""
+
+    @extend_schema(responses=ConfigChangeSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        changes = ConfigChange.objects.select_related("user")[:100]
+        return Response(ConfigChangeSerializer(changes, many=True).data)
+
+
+class InterfacesView(APIView):
+    """GET the host's capture interfaces (from dumpcap -D), plus the 'demo' pseudo-interface."""
+
+    @extend_schema(
+        responses={
+            200: InterfaceSerializer(many=True),
+            503: OpenApiResponse(description="dumpcap is missing: the detail says what to install"),
+        }
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            interfaces = host.list_interfaces()
+        except host.ToolMissing as exc:
+            return Response(
+                {
+                    "detail": str(exc),
+                    "interfaces": [{"name": host.DEMO_INTERFACE, "description": "simulated traffic"}],
+                },
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        interfaces.append({"name": host.DEMO_INTERFACE, "description": "simulated traffic"})
+        return Response(InterfaceSerializer(interfaces, many=True).data)
+
+
+class PacketListView(generics.ListAPIView):
+    """GET /api/packets/: stored packets, newest first, filtered and paginated."""
+
+    serializer_class = PacketSerializer
+    filterset_class = PacketFilter
+    queryset = Packet.objects.select_related("sensor")
+
+
+class FlowListView(generics.ListAPIView):
+    """GET /api/flows/: flows (5-tuple aggregates), most recently seen first, filtered and paginated."""
+
+    serializer_class = FlowSerializer
+    filterset_class = FlowFilter
+    queryset = Flow.objects.select_related("sensor")

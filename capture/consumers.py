@@ -1,0 +1,507 @@
+"""The live-monitoring WebSocket at /ws/monitor/ (protocol: docs/websocket.md).
+
+One consumer per browser tab or API client. It relays what producers publish to the channel
+layer groups (capture process: packets, stats, capture state; Celery: anomalies, exports) and
+accepts a few commands (start/stop capture, update the configuration, choose streams/filters).
+Everything a client sends is size-checked, rate-limited and validated before it reaches
+capture: a bad message gets an ``error`` reply and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from capture import control, events, host, services
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+MAX_MESSAGE_BYTES = 64 * 1024
+RATE_PER_SECOND = 20.0
+RATE_BURST = 40
+PACKET_MESSAGES_PER_SECOND = 4
+PACKET_BUFFER = 200
+TOKEN_RECHECK_SECONDS = 30.0
+MAX_NAME = 64
+MAX_BPF = 1024
+STREAMS = ("packets", "anomalies", "stats", "exports")
+
+
+class ClientError(Exception):
+    """A client message we refuse; becomes an ``error`` reply (the connection stays open)."""
+
+    def __init__(
+        self,
+        error: str,
+        field: str | None = None,
+        fields: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.fields = fields if fields is not None else ({field: error} if field else {})
+        self.field = field if field is not None else next(iter(self.fields), None)
+        self.extra = extra
+
+    def as_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "error", "error": self.error, **self.extra}
+        if self.field is not None:
+            message["field"] = self.field
+            message["fields"] = self.fields
+        return message
+
+
+class TokenBucket:
+    """Per-connection rate limit: ``rate`` messages a second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        return round(max(0.0, 1.0 - self.tokens) / self.rate, 3)
+
+
+def _initial_state(user: Any) -> dict[str, Any]:
+    """The ``connected`` payload: configuration and per-sensor capture status (DB + Redis)."""
+    try:
+        heartbeats = control.read_heartbeats(control.redis_client())
+    except Exception as exc:  # Redis down: the DB counters still describe the sensors
+        log.warning("could not read capture heartbeats: %s", exc)
+        heartbeats = {}
+    return {
+        "type": "connected",
+        "server_time": timezone.now().isoformat(),
+        "user": user.get_username(),
+        "config": services.config_as_dict(services.get_config()),
+        "capture": services.sensor_status(heartbeats),
+        "streams": list(STREAMS),
+        "limits": {
+            "max_message_bytes": MAX_MESSAGE_BYTES,
+            "messages_per_second": RATE_PER_SECOND,
+            "burst": RATE_BURST,
+            "packet_messages_per_second": PACKET_MESSAGES_PER_SECOND,
+            "packet_buffer": PACKET_BUFFER,
+        },
+    }
+
+
+def _token_still_valid(key: str) -> bool:
+    from netmon.auth import valid_token_user
+
+    return valid_token_user(key) is not None
+
+
+def _optional_str(
+    data: dict[str, Any], key: str, max_length: int, *, allow_empty: bool = False
+) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ClientError(f"{key} must be a string, got {type(value).__name__}", field=key)
+    if not value and not allow_empty:
+        raise ClientError(f"{key} must not be empty (leave it out instead)", field=key)
+    if len(value) > max_length:
+        raise ClientError(f"{key} must be at most {max_length} characters", field=key)
+    return value
+
+
+def _check_fields(data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed - {"type", "id"})
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ClientError(
+            f"unknown field {unknown[0]!r} for {data['type']}; allowed fields: {known}", field=unknown[0]
+        )
+
+
+def _validate_capture_target(interface: str | None, bpf: str | None) -> None:
+    """Blocking checks (libpcap, socket) run in a thread by the caller."""
+    if interface is not None and not host.is_valid_interface(interface):
+        names = ", ".join([host.DEMO_INTERFACE, *host.host_interface_names()])
+        raise ClientError(
+            f"this host has no interface {interface!r}; choose one of: {names}", field="interface"
+        )
+    if bpf:
+        try:
+            host.compile_bpf(bpf)
+        except host.ToolMissing as exc:
+            raise ClientError(f"cannot check the filter: {exc}", field="bpf") from None
+        except ValueError as exc:
+            raise ClientError(f"bpf does not compile: {exc}", field="bpf") from None
+
+
+def _apply_config(data: Any, user: Any) -> dict[str, Any]:
+    config, change = services.update_config(data, user=user, source="websocket")
+    if change is not None:
+        services.announce_config(config)  # broadcasts config.updated to every dashboard
+    return {"config": services.config_as_dict(config), "changed": change is not None}
+
+
+def _normalise_ip(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ClientError(f"ip {value!r} is not an IPv4 or IPv6 address", field="ip") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # records carry IPv4 as dotted quads
+    return str(address)
+
+
+class MonitorConsumer(AsyncJsonWebsocketConsumer):
+    """Relays live capture, detection and export events to one client and takes its commands."""
+
+    async def connect(self) -> None:
+        # Accept first so the client sees the 4401 close code (a refused handshake is only a 403).
+        await self.accept()
+        self.user = self.scope.get("user")
+        self.token: str | None = self.scope.get("auth_token")
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        if self.user is None or not self.user.is_authenticated:
+            await self.send_json(
+                {"type": "error", "error": "authentication required: log in or pass ?token="}
+            )
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            self._closed = True
+            return
+        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.streams: set[str] = set()
+        self.sensor_filter: str | None = None
+        self.ip_filter: str | None = None
+        self._packets: deque[dict[str, Any]] = deque()
+        self._packets_dropped = 0
+        self._packets_sensors: set[str] = set()
+        self._packets_read_at: float | None = None
+        self._packets_first_read_at: float | None = None
+        self._last_packet_send = 0.0
+        self._flush_task: asyncio.Task | None = None
+        await self.channel_layer.group_add(events.GROUP_CONTROL, self.channel_name)
+        self.groups.append(events.GROUP_CONTROL)
+        await self._set_streams(set(STREAMS))
+        await self.send_json(await database_sync_to_async(_initial_state)(self.user))
+        if self.token:
+            self._tasks.append(asyncio.ensure_future(self._recheck_token_periodically()))
+
+    async def disconnect(self, code: int) -> None:
+        self._closed = True
+        for task in [*getattr(self, "_tasks", []), getattr(self, "_flush_task", None)]:
+            if task is not None:
+                task.cancel()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            if str(message.get("type", "")).startswith("websocket."):
+                raise
+            # A malformed or unknown producer message must not take the client's connection down.
+            log.exception("dropped channel-layer message of type %r", message.get("type"))
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, cls=DjangoJSONEncoder)
+
+    # --- authentication -----------------------------------------------------------------------
+    async def _token_ok(self) -> bool:
+        if not self.token:
+            return True
+        if await database_sync_to_async(_token_still_valid)(self.token):
+            return True
+        if not self._closed:
+            self._closed = True
+            await self.send_json({"type": "error", "error": "token expired or revoked: get a new one"})
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+        return False
+
+    async def _recheck_token_periodically(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+            try:
+                if not await self._token_ok():
+                    return
+            except Exception as exc:  # database hiccup: try again next round rather than drop the client
+                log.warning("token re-check failed: %s", exc)
+
+    # --- client -> server ---------------------------------------------------------------------
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if self._closed:
+            return
+        content: dict[str, Any] | None = None
+        try:
+            content = self._parse(text_data, bytes_data)
+            if not await self._token_ok():
+                return
+            reply = await self._handle(content)
+        except ClientError as exc:
+            reply = exc.as_message()
+        except Exception:
+            log.exception("websocket message failed")
+            reply = {"type": "error", "error": "internal error; see the server log"}
+        if reply is not None:
+            if content is not None and "id" in content:
+                reply["id"] = content["id"]
+            await self.send_json(reply)
+
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        # Cheap checks first: an oversized or flooding client costs no JSON parsing.
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_MESSAGE_BYTES:
+            raise ClientError(f"message too large: {size} bytes, the limit is {MAX_MESSAGE_BYTES}")
+        if not self.bucket.take():
+            raise ClientError(
+                f"rate limit exceeded: at most {RATE_PER_SECOND:g} messages per second "
+                f"(bursts of {RATE_BURST}); message ignored",
+                retry_after=self.bucket.retry_after(),
+            )
+        if text_data is None:
+            raise ClientError("binary frames are not accepted: send JSON text")
+        try:
+            content = json.loads(text_data)
+        except ValueError as exc:
+            raise ClientError(f"malformed JSON: {exc}") from None
+        if not isinstance(content, dict):
+            raise ClientError(f"expected a JSON object with a 'type', got a JSON {type(content).__name__}")
+        kind = content.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise ClientError("missing 'type': one of " + ", ".join(self._COMMANDS), field="type")
+        if kind not in self._COMMANDS:
+            raise ClientError(
+                f"unknown message type {kind[:64]!r}; expected one of: {', '.join(self._COMMANDS)}",
+                field="type",
+            )
+        return content
+
+    async def _handle(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        return await getattr(self, self._COMMANDS[content["type"]])(content)
+
+    async def _cmd_start_capture(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        _check_fields(content, {"interface", "bpf", "sensor"})
+        interface = _optional_str(content, "interface", MAX_NAME)
+        bpf = _optional_str(content, "bpf", MAX_BPF, allow_empty=True)
+        sensor = _optional_str(content, "sensor", MAX_NAME)
+        await sync_to_async(_validate_capture_target, thread_sensitive=False)(interface, bpf)
+        return await self._request_capture("start", "starting", sensor, interface, bpf)
+
+    async def _cmd_stop_capture(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        _check_fields(content, {"sensor"})
+        sensor = _optional_str(content, "sensor", MAX_NAME)
+        return await self._request_capture("stop", "stopping", sensor)
+
+    async def _request_capture(
+        self,
+        action: str,
+        state: str,
+        sensor: str | None,
+        interface: str | None = None,
+        bpf: str | None = None,
+    ) -> dict[str, Any] | None:
+        try:
+            command = await sync_to_async(control.request_capture, thread_sensitive=False)(
+                action, sensor=sensor, interface=interface, bpf=bpf
+            )
+        except Exception as exc:  # Redis down: tell the client instead of pretending
+            log.warning("capture %s request failed: %s", action, exc)
+            raise ClientError(f"could not reach the capture processes (Redis): {exc}") from None
+        status: dict[str, Any] = {
+            "type": "capture.status",
+            "sensor": sensor or control.ALL_SENSORS,
+            "state": state,
+            "requested_by": self.user.get_username(),
+            "version": command["version"],
+        }
+        if interface is not None:
+            status["interface"] = interface
+        if bpf is not None:
+            status["bpf"] = bpf
+        await self.channel_layer.group_send(events.GROUP_CONTROL, status)
+        return None  # the broadcast reaches this client too
+
+    async def _cmd_update_config(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        _check_fields(content, {"config"})
+        if "config" not in content:
+            raise ClientError("missing 'config': an object of configuration keys", field="config")
+        if not isinstance(content["config"], dict):
+            raise ClientError("config must be an object of configuration keys", field="config")
+        if not content["config"]:
+            raise ClientError("config is empty: give at least one key to change", field="config")
+        try:
+            result = await database_sync_to_async(_apply_config)(content["config"], self.user)
+        except services.ConfigError as exc:
+            raise ClientError("invalid configuration", fields=exc.errors) from None
+        if result["changed"]:
+            return None  # announce_config's broadcast reaches this client too
+        return {"type": "config_updated", "config": result["config"], "changed": False}
+
+    async def _cmd_subscribe(self, content: dict[str, Any]) -> dict[str, Any]:
+        _check_fields(content, {"streams", "sensor", "ip"})
+        streams = content.get("streams")
+        if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+            raise ClientError(
+                "streams must be a list of stream names from: " + ", ".join(STREAMS), field="streams"
+            )
+        unknown = sorted(set(streams) - set(STREAMS))
+        if unknown:
+            raise ClientError(
+                f"unknown stream {unknown[0][:64]!r}; choose from: {', '.join(STREAMS)}", field="streams"
+            )
+        sensor = _optional_str(content, "sensor", MAX_NAME, allow_empty=True) or None
+        ip = _optional_str(content, "ip", 64, allow_empty=True)
+        ip = _normalise_ip(ip) if ip else None
+        self.sensor_filter, self.ip_filter = sensor, ip
+        await self._set_streams(set(streams))
+        if "packets" not in self.streams or sensor or ip:
+            # Buffered packets were chosen under the old filters.
+            self._clear_packets()
+        return {
+            "type": "subscribed",
+            "streams": [s for s in STREAMS if s in self.streams],
+            "sensor": self.sensor_filter,
+            "ip": self.ip_filter,
+        }
+
+    async def _cmd_ping(self, content: dict[str, Any]) -> dict[str, Any]:
+        _check_fields(content, set())
+        return {"type": "pong", "server_time": timezone.now().isoformat()}
+
+    _COMMANDS = {
+        "start_capture": "_cmd_start_capture",
+        "stop_capture": "_cmd_stop_capture",
+        "update_config": "_cmd_update_config",
+        "subscribe": "_cmd_subscribe",
+        "ping": "_cmd_ping",
+    }
+
+    def _stream_group(self, stream: str) -> str:
+        return {
+            "packets": events.GROUP_PACKETS,
+            "stats": events.GROUP_STATS,
+            "anomalies": events.GROUP_ANOMALIES,
+            "exports": events.export_group(self.user.id),
+        }[stream]
+
+    async def _set_streams(self, wanted: set[str]) -> None:
+        for stream in STREAMS:
+            group = self._stream_group(stream)
+            if stream in wanted and stream not in self.streams:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups.append(group)
+            elif stream not in wanted and stream in self.streams:
+                await self.channel_layer.group_discard(group, self.channel_name)
+                self.groups.remove(group)
+        self.streams = set(wanted)
+
+    # --- filters ------------------------------------------------------------------------------
+    def _wanted(self, item: dict[str, Any]) -> bool:
+        if self.sensor_filter and item.get("sensor") != self.sensor_filter:
+            return False
+        return not (self.ip_filter and self.ip_filter not in (item.get("src_ip"), item.get("dst_ip")))
+
+    # --- server -> client (channel-layer group messages) --------------------------------------
+    async def _relay(self, event: dict[str, Any], client_type: str) -> None:
+        if not self._closed:
+            await self.send_json({**event, "type": client_type})
+
+    async def packet_captured(self, event: dict[str, Any]) -> None:
+        if "packets" not in self.streams:
+            return
+        packets = [p for p in event.get("packets") or [] if isinstance(p, dict) and self._wanted(p)]
+        if not packets:
+            return
+        self._packets.extend(packets)
+        overflow = len(self._packets) - PACKET_BUFFER
+        for _ in range(max(0, overflow)):
+            self._packets.popleft()  # the newest packets matter most on a live table
+        self._packets_dropped += max(0, overflow)
+        self._packets_sensors.update(str(p.get("sensor", event.get("sensor", ""))) for p in packets)
+        read_at = event.get("read_at")
+        if isinstance(read_at, int | float) and not isinstance(read_at, bool):
+            read_at = float(read_at)
+            newest, oldest = self._packets_read_at, self._packets_first_read_at
+            self._packets_read_at = read_at if newest is None else max(newest, read_at)
+            self._packets_first_read_at = read_at if oldest is None else min(oldest, read_at)
+        if self._flush_task is None:
+            delay = self._last_packet_send + 1.0 / PACKET_MESSAGES_PER_SECOND - time.monotonic()
+            if delay <= 0:
+                await self._flush_packets()
+            else:
+                # Coalesce: whatever arrives until then goes out in one message.
+                self._flush_task = asyncio.ensure_future(self._flush_packets_later(delay))
+
+    async def _flush_packets_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._flush_task = None
+        await self._flush_packets()
+
+    async def _flush_packets(self) -> None:
+        if not self._packets or self._closed:
+            return
+        sensors = self._packets_sensors
+        message = {
+            "type": "packet_captured",
+            "sensor": next(iter(sensors)) if len(sensors) == 1 else control.ALL_SENSORS,
+            "read_at": self._packets_read_at,
+            "first_read_at": self._packets_first_read_at,
+            "packets": list(self._packets),
+            "dropped": self._packets_dropped,
+        }
+        self._clear_packets()
+        self._packets_dropped = 0
+        self._last_packet_send = time.monotonic()
+        await self.send_json(message)
+
+    def _clear_packets(self) -> None:
+        self._packets.clear()
+        self._packets_sensors = set()
+        self._packets_read_at = None
+        self._packets_first_read_at = None
+
+    async def stats(self, event: dict[str, Any]) -> None:
+        if not self.sensor_filter or event.get("sensor") == self.sensor_filter:
+            await self._relay(event, "stats")
+
+    async def anomaly_detected(self, event: dict[str, Any]) -> None:
+        anomaly = event.get("anomaly")
+        if isinstance(anomaly, dict) and self._wanted(anomaly):
+            await self._relay(event, "anomaly_detected")
+
+    async def capture_status(self, event: dict[str, Any]) -> None:
+        await self._relay(event, "capture_status")
+
+    async def config_updated(self, event: dict[str, Any]) -> None:
+        await self._relay(event, "config_updated")
+
+    async def export_progress(self, event: dict[str, Any]) -> None:
+        await self._relay(event, "export_progress")
+
+    async def export_ready(self, event: dict[str, Any]) -> None:
+        await self._relay(event, "export_ready")

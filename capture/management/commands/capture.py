@@ -1,0 +1,189 @@
+"""`manage.py capture`: the long-running capture process of one sensor (live, pcap files or demo)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from capture import services, sources
+from capture.host import DEMO_INTERFACE
+from capture.models import Sensor
+from capture.pcapio import CaptureFileError, ReadStats
+from capture.runner import CaptureRunner, FileCounts, enqueue_ingest
+from capture.stream import StreamPublisher, make_client
+
+DEMO_RATE = 200.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Capture packets (live from an interface, from pcap/pcapng files, or simulated with --demo), "
+        "publish them to Redis in batches and have the workers store and score them."
+    )
+
+    def add_arguments(self, parser):
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument(
+            "--interface", "-i", help="live capture on this interface (default: the config's)"
+        )
+        source.add_argument("--pcap", nargs="+", metavar="FILE", help="read pcap/pcapng files (gzip too)")
+        source.add_argument("--demo", action="store_true", help="simulated traffic with labeled attacks")
+        parser.add_argument("--bpf", help="capture filter (BPF syntax) for live capture")
+        parser.add_argument(
+            "--depth", choices=["basic", "intermediate", "deep"], help="override analysis_depth"
+        )
+        parser.add_argument("--realtime", action="store_true", help="pcap: replay with the original timing")
+        parser.add_argument("--rate", type=float, help="pcap: replay at this many packets/s; demo: packets/s")
+        parser.add_argument("--sensor", help="sensor name (default: NETMON_SENSOR or the host name)")
+        parser.add_argument("--count", type=int, help="stop after this many packets")
+        parser.add_argument("--duration", type=float, help="stop after this many seconds")
+        parser.add_argument("--summary-json", type=Path, help="write per-file and total counts here on exit")
+        parser.add_argument("--batch-size", type=int, default=settings.NETMON_BATCH_SIZE)
+        parser.add_argument("--seed", type=int, help="demo: random seed (default: time)")
+
+    def handle(self, *args, **opts):
+        sensor = opts["sensor"] or settings.NETMON_SENSOR or socket.gethostname()
+        config = services.get_config()
+        redis = make_client(settings.REDIS_URL)
+        publisher = StreamPublisher(
+            sensor, client=make_client(settings.REDIS_URL), buffer_size=config.buffer_size,
+            batch_size=opts["batch_size"],
+            # the runner trims by packets (buffer_size); this entry cap is only a backstop
+            max_entries=max(64, config.buffer_size),
+        )  # fmt: skip
+        runner = CaptureRunner(sensor, publisher, lambda s: enqueue_ingest(redis, s), redis_client=redis)
+        publisher.on_published = runner.on_published
+        runner.batch_size = opts["batch_size"]
+        deadline = time.monotonic() + opts["duration"] if opts["duration"] else None
+        self.terminate = False
+
+        def on_signal(signum, frame):
+            self.terminate = True
+            runner.request_interrupt()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        runner.start_reporter()
+        exit_code = 0
+        try:
+            if opts["pcap"]:
+                exit_code = self.run_pcaps(runner, opts, deadline)
+            else:
+                self.run_live(runner, opts, config, deadline)
+        finally:
+            runner.drain(timeout=15)
+            runner.announce_state(Sensor.State.EXITED)
+            runner.stop_reporter()
+            publisher.close(timeout=5)
+            summary = runner.summary()
+            if opts["summary_json"]:
+                opts["summary_json"].write_text(json.dumps(summary, indent=2))
+            totals = summary["totals"]
+            self.stdout.write(
+                f"{sensor}: read {totals['packets_read']:,}, published {totals['published']:,}, "
+                f"undecodable {totals['undecodable']:,}, dropped {totals['dropped']:,}"
+                + (f" ({totals['drop_reasons']})" if totals["dropped"] else "")
+            )
+        if exit_code:
+            sys.exit(exit_code)
+
+    # --- pcap files ---------------------------------------------------------------------------
+    def run_pcaps(self, runner: CaptureRunner, opts: dict[str, Any], deadline: float | None) -> int:
+        runner.set_mode(Sensor.Mode.PCAP, reason=f"{len(opts['pcap'])} file(s)")
+        runner.wait_for_workers = True
+        runner.announce_state(Sensor.State.RUNNING)
+        failed = 0
+        for path in opts["pcap"]:
+            stats = ReadStats()
+            try:
+                base = runner.file_base_seq(sources.file_key(path))
+                chunks = sources.pcap_chunks(
+                    path, stats, opts["batch_size"], realtime=opts["realtime"], rate=opts["rate"]
+                )
+                finished = runner.consume(chunks, count=opts["count"], deadline=deadline, base_seq=base)
+            except (CaptureFileError, OSError) as exc:
+                failed += 1
+                self.stderr.write(f"{path}: {exc}")
+                runner.files.setdefault(path, FileCounts(path)).file_stats = {"error": str(exc)}
+                continue
+            finally:
+                if path in runner.files:
+                    runner.files[path].file_stats = {**stats.as_dict(), **runner.files[path].file_stats}
+            for problem in stats.details[:5]:
+                self.stderr.write(f"{path}: {problem}")
+            if not finished and (self.terminate or opts["count"] or deadline):
+                break
+        return 1 if failed else 0
+
+    # --- live capture and demo, under remote control --------------------------------------------
+    def run_live(self, runner: CaptureRunner, opts: dict[str, Any], config, deadline: float | None) -> None:
+        desired = {
+            "interface": DEMO_INTERFACE if opts["demo"] else (opts["interface"] or config.network_interface),
+            "bpf": opts["bpf"] if opts["bpf"] is not None else config.bpf_filter,
+            "depth": opts["depth"] or config.analysis_depth,
+        }
+        follow_config = not (opts["demo"] or opts["interface"])
+        running = True
+        while not self.terminate:
+            if running:
+                chunks, close = self.open_source(runner, desired, opts)
+                runner.interrupt.clear()
+                runner.announce_state(Sensor.State.RUNNING)
+                try:
+                    runner.consume(chunks, count=opts["count"], deadline=deadline)
+                finally:
+                    close()
+            else:
+                runner.interrupt.wait(0.2)
+            if self.terminate or (opts["count"] and runner.read >= opts["count"]):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            runner.interrupt.clear()
+            while runner.commands:
+                command = runner.commands.popleft()
+                if command["action"] == "stop":
+                    running = False
+                    runner.announce_state(Sensor.State.STOPPED)
+                elif command["action"] == "start":
+                    running = True
+                    desired["interface"] = command.get("interface") or desired["interface"]
+                    if command.get("bpf") is not None:
+                        desired["bpf"] = command["bpf"]
+                elif command["action"] == "reconfigure" and follow_config:
+                    config = services.get_config()
+                    desired.update(
+                        interface=config.network_interface, bpf=config.bpf_filter, depth=config.analysis_depth
+                    )
+                    runner.publisher.buffer_size = config.buffer_size
+
+    def open_source(self, runner: CaptureRunner, desired: dict[str, Any], opts: dict[str, Any]):
+        """The chunks of the desired source and a function that closes it; demo when live cannot start."""
+        interface = desired["interface"]
+        if interface == DEMO_INTERFACE:
+            runner.set_mode(Sensor.Mode.DEMO, reason="demo mode requested")
+            return sources.demo_chunks(
+                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"]
+            ), lambda: None
+        try:
+            engine = sources.open_live(interface, desired["bpf"], desired["depth"])
+        except sources.CaptureUnavailable as exc:
+            reason = str(exc)
+            self.stderr.write(
+                f"live capture on {interface} is not possible: {reason}; switching to demo mode"
+            )
+            runner.set_mode(Sensor.Mode.DEMO, reason=reason, interface=interface, bpf=desired["bpf"])
+            return sources.demo_chunks(
+                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"]
+            ), lambda: None
+        runner.set_mode(Sensor.Mode.LIVE, reason="", interface=interface, bpf=desired["bpf"])
+        runner.on_interrupt = engine.stop
+        return sources.live_chunks(engine, interface), engine.stop

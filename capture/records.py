@@ -1,0 +1,190 @@
+"""The compact packet record and the batch wire format shared by capture, detection and exports.
+
+A batch of packets travels as one NumPy structured array (``RECORD_DTYPE``), so the capture
+process can decode, publish and the worker can featurise and store whole batches with
+vectorised code instead of one Python object per packet.
+
+One Redis stream entry holds one batch: ``h`` is a msgpack header and ``r`` the raw bytes of
+the record array. See ``encode_batch``/``decode_batch``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+FORMAT_VERSION = 1
+
+# IP addresses are 16 bytes: IPv6 as is, IPv4 mapped as ::ffff:a.b.c.d, all zero when absent.
+# MAC addresses are 48-bit integers (0 when absent).
+RECORD_DTYPE = np.dtype(
+    [
+        ("seq", "<u8"),  # per-sensor sequence number, assigned by capture, gap-free
+        ("ts", "<f8"),  # capture time, seconds since the epoch (UTC)
+        ("iface", "u1"),  # index into the batch header's interface list
+        ("length", "<u4"),  # original length on the wire
+        ("caplen", "<u4"),  # bytes captured
+        ("eth_type", "<u2"),  # EtherType after VLAN tags (0 when not Ethernet)
+        ("vlan", "<u2"),  # outermost 802.1Q VLAN id (0: untagged)
+        ("src_mac", "<u8"),
+        ("dst_mac", "<u8"),
+        ("ip_version", "u1"),  # 0, 4 or 6
+        ("proto", "u1"),  # IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6; 0 when not IP)
+        ("src_ip", "u1", (16,)),
+        ("dst_ip", "u1", (16,)),
+        ("sport", "<u2"),  # TCP/UDP source port; ICMP type
+        ("dport", "<u2"),  # TCP/UDP destination port; ICMP code
+        ("tcp_flags", "<u2"),  # FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128
+        ("ttl", "u1"),  # IPv4 TTL or IPv6 hop limit
+        ("payload_len", "<u4"),  # transport payload bytes (captured or implied by headers)
+        ("frag", "u1"),  # 1: an IP fragment (first or later)
+        ("status", "u1"),  # 0: decoded; otherwise a DECODE_ERRORS code (decoded as far as possible)
+        ("label", "u1"),  # demo/synthetic ground truth: 0 normal, else ATTACK_LABELS code
+    ]
+)
+
+# Reasons a frame could be decoded only partly; the record still exists and is stored.
+DECODE_ERRORS: dict[int, str] = {
+    0: "",
+    1: "truncated link-layer header",
+    2: "truncated IPv4 header",
+    3: "bad IPv4 header length",
+    4: "truncated IPv6 header",
+    5: "truncated transport header",
+    6: "unsupported link type",
+    7: "malformed IPv6 extension header",
+    8: "truncated ARP packet",
+    9: "bad IP version",
+    10: "malformed packet (deep dissector)",
+}
+DECODE_ERROR_CODES = {v: k for k, v in DECODE_ERRORS.items()}
+
+ATTACK_LABELS: dict[int, str] = {0: "", 1: "port_scan", 2: "syn_flood", 3: "udp_flood", 4: "http_flood"}
+
+PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 58: "ICMPv6", 132: "SCTP"}
+ETH_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x88CC: "LLDP", 0x8847: "MPLS", 0x86DD: "IPv6", 0x0800: "IPv4"}
+
+APP_FIELDS = ("app_protocol", "dns_query", "http_host", "http_method", "tls_sni")
+
+_V4_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def empty_records(n: int) -> np.ndarray:
+    """A zero-filled record array of length ``n``."""
+    return np.zeros(n, dtype=RECORD_DTYPE)
+
+
+def ip_to_bytes(text: str) -> bytes:
+    """'10.0.0.1' or '2001:db8::1' -> the 16-byte form used in records."""
+    addr = ipaddress.ip_address(text)
+    if addr.version == 4:
+        return _V4_PREFIX + addr.packed
+    return addr.packed
+
+
+def ip_to_text(raw: bytes | np.ndarray, version: int) -> str | None:
+    """The 16-byte form -> text, or None when the record has no IP layer."""
+    raw = bytes(raw)
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    if version == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return None
+
+
+def mac_to_text(value: int) -> str:
+    """48-bit integer -> 'aa:bb:cc:dd:ee:ff' ('' when absent)."""
+    if not value:
+        return ""
+    h = f"{int(value):012x}"
+    return ":".join(h[i : i + 2] for i in range(0, 12, 2))
+
+
+def protocol_name(eth_type: int, proto: int, ip_version: int) -> str:
+    """The short protocol name shown to operators: TCP, UDP, ICMP, ARP, ... or 'other'."""
+    if ip_version:
+        return PROTO_NAMES.get(int(proto), f"IP-{int(proto)}")
+    return ETH_NAMES.get(int(eth_type), "other" if eth_type else "unknown")
+
+
+@dataclass
+class Batch:
+    """One batch of records from one sensor, as carried by a stream entry."""
+
+    sensor: str
+    records: np.ndarray
+    interfaces: list[str] = field(default_factory=lambda: [""])
+    # seq -> {app_protocol, dns_query, ...}: only for records dissected in deep mode
+    app: dict[int, dict[str, str]] = field(default_factory=dict)
+    # wall-clock time the first packet of the batch was read, for end-to-end latency
+    read_at: float = 0.0
+    published_at: float = 0.0
+
+    @property
+    def first_seq(self) -> int:
+        return int(self.records["seq"][0]) if len(self.records) else 0
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.records["seq"][-1]) if len(self.records) else 0
+
+
+def encode_batch(batch: Batch) -> dict[bytes, bytes]:
+    """Batch -> the fields of one Redis stream entry."""
+    header = {
+        "v": FORMAT_VERSION,
+        "sensor": batch.sensor,
+        "first_seq": batch.first_seq,
+        "last_seq": batch.last_seq,
+        "count": len(batch.records),
+        "ifaces": batch.interfaces,
+        "app": {int(k): v for k, v in batch.app.items()},
+        "read_at": batch.read_at,
+        "published_at": batch.published_at,
+    }
+    records = np.ascontiguousarray(batch.records, dtype=RECORD_DTYPE)
+    return {b"h": msgpack.packb(header), b"r": records.tobytes()}
+
+
+class BatchFormatError(ValueError):
+    """A stream entry that is not a batch this version understands."""
+
+
+def decode_batch(fields: dict[Any, bytes]) -> Batch:
+    """The fields of one Redis stream entry -> Batch (raises BatchFormatError)."""
+    head_raw = fields.get(b"h", fields.get("h"))
+    body = fields.get(b"r", fields.get("r"))
+    if head_raw is None or body is None:
+        raise BatchFormatError("stream entry has no 'h'/'r' fields")
+    try:
+        header = msgpack.unpackb(head_raw, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise BatchFormatError(f"unreadable batch header: {exc}") from exc
+    if header.get("v") != FORMAT_VERSION:
+        raise BatchFormatError(f"batch format version {header.get('v')!r}, expected {FORMAT_VERSION}")
+    if len(body) % RECORD_DTYPE.itemsize or len(body) // RECORD_DTYPE.itemsize != header["count"]:
+        raise BatchFormatError("batch body length does not match its header")
+    records = np.frombuffer(body, dtype=RECORD_DTYPE).copy()
+    return Batch(
+        sensor=header["sensor"],
+        records=records,
+        interfaces=list(header.get("ifaces") or [""]),
+        app={int(k): v for k, v in (header.get("app") or {}).items()},
+        read_at=float(header.get("read_at") or 0.0),
+        published_at=float(header.get("published_at") or 0.0),
+    )
+
+
+def stream_key(sensor: str) -> str:
+    """The Redis stream a sensor's batches go to."""
+    return f"netmon:stream:{sensor}"
+
+
+def ingest_scheduled_key(sensor: str) -> str:
+    """Set (briefly) while an ingest task for the sensor is queued: one task, not one per batch."""
+    return f"netmon:ingest:scheduled:{sensor}"

@@ -1,0 +1,218 @@
+"""Capture's domain logic: the configuration (validation, updates, history) and sensor status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from capture import control, events, host
+from capture.models import (
+    BUFFER_SIZE_MAX,
+    BUFFER_SIZE_MIN,
+    AnalysisDepth,
+    ConfigChange,
+    EncryptionAlgorithm,
+    FeatureLevel,
+    MlModel,
+    MonitorConfig,
+    Sensor,
+)
+
+CONFIG_KEYS = (
+    "network_interface",
+    "bpf_filter",
+    "buffer_size",
+    "analysis_depth",
+    "ml_model",
+    "feature_level",
+    "encryption_algorithm",
+)
+log = logging.getLogger(__name__)
+_CHOICES = {
+    "analysis_depth": AnalysisDepth.values,
+    "ml_model": MlModel.values,
+    "feature_level": FeatureLevel.values,
+    "encryption_algorithm": EncryptionAlgorithm.values,
+}
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: ``errors`` maps each offending key to a message naming what is allowed."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{key}: {message}" for key, message in errors.items()))
+
+
+def get_config() -> MonitorConfig:
+    """The active configuration row, created with defaults on first use."""
+    config, _ = MonitorConfig.objects.get_or_create(pk=1)
+    return config
+
+
+def config_as_dict(config: MonitorConfig) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in CONFIG_KEYS}
+
+
+def _validate_value(key: str, value: Any) -> Any:
+    if key in _CHOICES:
+        allowed = _CHOICES[key]
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
+        return value
+    if key == "buffer_size":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"must be an integer from {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX:,}, got {value!r}"
+            )
+        if not BUFFER_SIZE_MIN <= value <= BUFFER_SIZE_MAX:
+            raise ValueError(f"must be from {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX:,}, got {value:,}")
+        return value
+    if key == "network_interface":
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be an interface name or 'demo'")
+        if not host.is_valid_interface(value):
+            names = ", ".join([host.DEMO_INTERFACE, *host.host_interface_names()])
+            raise ValueError(f"this host has no interface {value!r}; choose one of: {names}")
+        return value
+    if key == "bpf_filter":
+        if not isinstance(value, str):
+            raise ValueError("must be a string in BPF syntax, e.g. 'tcp port 443'")
+        if len(value) > 1024:
+            raise ValueError("must be at most 1024 characters")
+        try:
+            host.compile_bpf(value)
+        except host.ToolMissing as exc:
+            raise ValueError(f"cannot check the filter: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"does not compile: {exc}") from None
+        return value
+    raise AssertionError(key)  # pragma: no cover - callers check keys first
+
+
+def validate_config_changes(data: Any) -> dict[str, Any]:
+    """Check a partial update; returns the cleaned values or raises ConfigError naming every bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError({"non_field_errors": "expected a JSON object of configuration keys"})
+    errors: dict[str, str] = {}
+    cleaned: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in CONFIG_KEYS:
+            errors[str(key)] = f"unknown configuration key; known keys: {', '.join(CONFIG_KEYS)}"
+            continue
+        try:
+            cleaned[key] = _validate_value(key, value)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if errors:
+        raise ConfigError(errors)
+    return cleaned
+
+
+def update_config(
+    data: Any, user: Any = None, source: str = "api"
+) -> tuple[MonitorConfig, ConfigChange | None]:
+    """Validate and apply a partial update, recording who changed what. Returns (config, change or None)."""
+    cleaned = validate_config_changes(data)
+    with transaction.atomic():
+        get_config()  # make sure the row exists before locking it
+        config = MonitorConfig.objects.select_for_update().get(pk=1)
+        old = {key: getattr(config, key) for key in cleaned if getattr(config, key) != cleaned[key]}
+        if not old:
+            return config, None
+        for key in old:
+            setattr(config, key, cleaned[key])
+        config.save()
+        change = ConfigChange.objects.create(
+            user=user if getattr(user, "is_authenticated", False) else None,
+            source=source,
+            old_values=old,
+            new_values={key: cleaned[key] for key in old},
+        )
+    return config, change
+
+
+def record_admin_change(config: MonitorConfig, old: dict[str, Any], user: Any) -> ConfigChange | None:
+    """History entry for an edit made in the Django admin (already validated by the admin form)."""
+    changed = {key: value for key, value in old.items() if getattr(config, key) != value}
+    if not changed:
+        return None
+    return ConfigChange.objects.create(
+        user=user,
+        source="admin",
+        old_values=changed,
+        new_values={key: getattr(config, key) for key in changed},
+    )
+
+
+def announce_config(config: MonitorConfig) -> None:
+    """Tell running capture processes and connected dashboards that the configuration changed."""
+    try:
+        control.request_capture("reconfigure")
+    except Exception as exc:  # Redis down: capture re-reads the config when it reconnects
+        log.warning("could not notify capture processes: %s", exc)
+    events.broadcast(events.GROUP_CONTROL, {"type": "config.updated", "config": config_as_dict(config)})
+
+
+def sensor_status(heartbeats: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per-sensor capture state and counters, merging DB counters with live heartbeats from Redis."""
+    heartbeats = heartbeats or {}
+    rows = []
+    for sensor in Sensor.objects.order_by("name"):
+        live = heartbeats.get(sensor.name)
+        rows.append(
+            {
+                "sensor": sensor.name,
+                "alive": live is not None,
+                "state": (live or {}).get("state", sensor.state if live else Sensor.State.EXITED),
+                "mode": (live or {}).get("mode", sensor.mode),
+                "mode_reason": (live or {}).get("mode_reason", sensor.mode_reason),
+                "interface": (live or {}).get("interface", sensor.interface),
+                "bpf_filter": (live or {}).get("bpf", sensor.bpf_filter),
+                "packets_captured": max(sensor.packets_read, (live or {}).get("packets_read", 0)),
+                "packets_published": max(sensor.packets_published, (live or {}).get("packets_published", 0)),
+                "packets_undecodable": max(
+                    sensor.packets_undecodable, (live or {}).get("packets_undecodable", 0)
+                ),
+                "packets_stored": sensor.packets_stored,
+                "packets_scored": sensor.packets_scored,
+                "packets_dropped": sensor.packets_dropped_capture + sensor.packets_dropped_stream,
+                "drop_reasons": _drop_reasons(sensor),
+                "queue_lag_packets": max(0, sensor.last_seq_published - sensor.last_seq_ingested),
+                "last_heartbeat": sensor.last_heartbeat,
+            }
+        )
+    return rows
+
+
+def _drop_reasons(sensor: Sensor) -> dict[str, int]:
+    reasons = dict(sensor.drop_reasons or {})
+    if sensor.packets_dropped_stream:
+        reasons["backlog over buffer_size or lost from Redis"] = sensor.packets_dropped_stream
+    return reasons
+
+
+def prune_retention(keep_packets: int, keep_days: int) -> dict[str, int]:
+    """Delete packets beyond the newest ``keep_packets`` or older than ``keep_days``, and old flows."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from capture.models import Flow, IngestedBatch, Packet
+
+    deleted = {"packets": 0, "flows": 0, "batches": 0}
+    cutoff = timezone.now() - timedelta(days=keep_days) if keep_days else None
+    if cutoff is not None:
+        deleted["packets"] += Packet.objects.filter(ts__lt=cutoff).delete()[0]
+        deleted["flows"] += Flow.objects.filter(last_seen__lt=cutoff).delete()[0]
+        deleted["batches"] += IngestedBatch.objects.filter(ingested_at__lt=cutoff).delete()[0]
+    if keep_packets:
+        # ids grow with insertion: everything below the id of the Nth newest packet goes.
+        boundary = Packet.objects.order_by("-id").values_list("id", flat=True)[
+            keep_packets : keep_packets + 1
+        ]
+        if boundary:
+            deleted["packets"] += Packet.objects.filter(id__lte=boundary[0]).delete()[0]
+    return deleted

@@ -1,0 +1,59 @@
+"""Admin pages for model versions (activate), anomalies (mark false positive) and incidents."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from detection import services
+from detection.models import Anomaly, DetectionModel, Incident
+
+
+@admin.register(DetectionModel)
+class DetectionModelAdmin(admin.ModelAdmin):
+    list_display = ("kind", "version", "feature_level", "status", "is_active", "packet_count", "threshold",
+                    "training_seconds", "created_at")  # fmt: skip
+    list_filter = ("kind", "status", "is_active", "feature_level")
+    readonly_fields = [f.name for f in DetectionModel._meta.fields]
+    actions = ["activate"]
+
+    @admin.action(description="Make the selected version the active one of its kind")
+    def activate(self, request, queryset):
+        for row in queryset:
+            try:
+                services.activate_model(row)
+                self.message_user(request, f"{row.kind} v{row.version} is now active")
+            except services.ActivationError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(admin.ModelAdmin):
+    list_display = ("ts", "sensor", "src_ip", "dst_ip", "dst_port", "score", "threshold", "model_kind",
+                    "false_positive", "explanation")  # fmt: skip
+    list_filter = ("false_positive", "model_kind", "sensor")
+    search_fields = ("src_ip", "dst_ip", "explanation")
+    readonly_fields = [f.name for f in Anomaly._meta.fields if f.name != "false_positive"]
+    actions = ["mark_false_positive"]
+    list_select_related = ("sensor",)
+
+    @admin.action(description="Mark as false positive (normal traffic for the next training)")
+    def mark_false_positive(self, request, queryset):
+        updated = queryset.update(false_positive=True)
+        self.message_user(request, f"{updated} anomalies marked as false positives")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    list_display = ("last_seen", "sensor", "src_ip", "anomaly_count", "max_score", "first_seen", "summary")
+    list_filter = ("sensor",)
+    search_fields = ("src_ip",)
+    readonly_fields = [f.name for f in Incident._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,44 @@
+"""Serializers for anomalies, incidents and model versions."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from capture.models import FeatureLevel, MlModel
+from detection.models import Anomaly, DetectionModel
+
+
+class AnomalySerializer(serializers.ModelSerializer):
+    sensor = serializers.CharField(source="sensor.name", read_only=True)
+    packets_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Anomaly
+        fields = ["id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port",
+                  "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
+                  "false_positive", "incident", "created_at", "packets_url"]  # fmt: skip
+        read_only_fields = [f for f in fields if f != "false_positive"]
+
+    def get_packets_url(self, anomaly: Anomaly) -> str:
+        """The packets around this one (50 before and after)."""
+        return (
+            f"/api/packets/?sensor={anomaly.sensor.name}&seq_from={max(1, anomaly.packet_seq - 50)}"
+            f"&seq_to={anomaly.packet_seq + 50}"
+        )
+
+
+class DetectionModelSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DetectionModel
+        fields = ["id", "kind", "version", "feature_level", "status", "progress", "error", "is_active",
+                  "created_at", "source", "data_from", "data_until", "packet_count", "threshold",
+                  "training_seconds", "metrics"]  # fmt: skip
+        read_only_fields = fields
+
+
+class TrainRequestSerializer(serializers.Serializer):
+    model = serializers.ChoiceField(MlModel.choices, required=False)
+    feature_level = serializers.ChoiceField(FeatureLevel.choices, required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    sensor = serializers.CharField(required=False)

@@ -1,0 +1,90 @@
+"""Detection quality metrics: ROC AUC overall and per attack type, TPR at fixed false-positive rates.
+
+Pure NumPy. Labels follow ``capture.records.ATTACK_LABELS``: 0 is benign, any other code an
+attack. Per-attack figures compare that attack's packets with all benign packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from capture.records import ATTACK_LABELS
+
+DEFAULT_FPRS = (0.01, 0.001)
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN if one class is empty."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ss = s[order]
+    # average ranks (1-based) over runs of equal scores
+    first = np.ones(len(ss), bool)
+    first[1:] = ss[1:] != ss[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(ss))
+    avg = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(ss))
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def tpr_at_fpr(y_true: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """Share of attack rows scored above the threshold that flags at most ``fpr`` of benign rows."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    neg = np.sort(s[~y])
+    if len(neg) == 0 or not y.any():
+        return float("nan")
+    # the smallest threshold with #(benign > threshold) <= fpr * n_benign
+    allowed = int(np.floor(fpr * len(neg)))
+    threshold = neg[len(neg) - allowed - 1] if allowed < len(neg) else -np.inf
+    return float((s[y] > threshold).mean())
+
+
+def evaluate(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    threshold: float | None = None,
+    names: Mapping[int, str] = ATTACK_LABELS,
+) -> dict[str, Any]:
+    """Metrics for per-packet ``scores`` against ``labels`` (0 benign, else an attack code).
+
+    Returns ``{"overall": {...}, "per_attack": {name: {...}}}``; each block has ``auc``,
+    ``tpr@<fpr>`` and ``n``; with ``threshold``, also ``detected`` (attack rows above it) and
+    overall ``false_alarms`` (benign rows above it).
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape:
+        raise ValueError("labels and scores differ in length")
+    benign = labels == 0
+
+    def block(mask: np.ndarray) -> dict[str, float]:
+        sel = benign | mask
+        y = mask[sel]
+        s = scores[sel]
+        out: dict[str, float] = {"n": int(mask.sum()), "auc": roc_auc(y, s)}
+        for f in fprs:
+            out[f"tpr@{f:g}"] = tpr_at_fpr(y, s, f)
+        if threshold is not None:
+            out["detected"] = float((s[y] > threshold).mean()) if y.any() else float("nan")
+        return out
+
+    overall = block(~benign)
+    if threshold is not None:
+        overall["false_alarms"] = float((scores[benign] > threshold).mean()) if benign.any() else float("nan")
+    per = {}
+    for code in sorted(int(c) for c in np.unique(labels) if c):
+        per[names.get(code, str(code)) or str(code)] = block(labels == code)
+    return {"overall": overall, "per_attack": per}

@@ -1,0 +1,906 @@
+"""Vectorised feature extraction from packet records for anomaly detection.
+
+Three levels, each a superset of the previous one:
+
+``low``
+    per-packet header features: lengths, protocol, port classes and service ports, TCP flag bits,
+    TTL, direction relative to private address space.
+``standard``
+    plus exact sliding-window statistics (window ``WINDOW`` seconds) per source host, destination
+    host, directed host pair and bidirectional flow: packet and byte rates, size and inter-arrival
+    mean/std, distinct destination ports / hosts / source ports, SYNs per ACK, RSTs.
+``advanced``
+    plus damped incremental statistics at several time scales (decay ``DECAYS`` per second) per
+    source host, destination host, host pair and socket, in the spirit of Kitsune's AfterImage
+    (Mirsky et al., NDSS 2018): decayed packet weight, size mean/std, the pair's two directions
+    combined (magnitude, radius, share of the other direction) and inter-arrival jitter.
+
+Statistics carry across calls in a ``FeatureState`` (one per sensor) that serialises to bytes.
+Feeding a stream in batches of any size gives the same features as feeding it at once: windows
+keep a tail of the last ``WINDOW`` seconds of packets, and the damped statistics are computed per
+key with an exact parallel scan of the recurrence ``s_i = decay_i * s_{i-1} + x_i`` (only products
+of decays <= 1 and sums of non-negative terms, so no overflow or cancellation at any time span).
+Keys idle for more than ``IDLE_RESET`` seconds (per key kind) start afresh, which is what makes evicting them
+invisible; the key caps (``max_keys``, ``max_tail``) only bite under extreme load.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVELS = ("low", "standard", "advanced")
+WINDOW = 2.0  # seconds, sliding window of the standard level
+DECAYS = (5.0, 3.0, 1.0, 0.1, 0.01)  # per second: half-lives 0.2 s ... 100 s
+# Seconds without packets after which a key's damped statistics start afresh (and the key may be
+# evicted). Sockets are short-lived and numerous, so they are forgotten sooner.
+IDLE_RESET = {"src": 600.0, "dst": 600.0, "chan": 300.0, "sock": 60.0}
+STATE_VERSION = 1
+
+_MAX_TS = 1e10  # timestamps are clipped to [0, this] (year 2286); beyond is garbage
+_MAX_IAT = 3600.0
+_OUT_LIMIT = 1e12  # features are clipped to +-this before float32
+_SCAN_BLOCK = 64
+_CHUNK = 65536
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature: its name, a description for people and a sentence template for explanations.
+
+    ``text`` is formatted with ``value`` (the feature's value for the packet) and the packet's
+    ``src``, ``dst``, ``sport``, ``dport``, ``proto``; ``kind`` tells how to phrase "normal"
+    ("flag": a 0/1 property; "code": a category; otherwise a magnitude with ``unit``).
+    """
+
+    name: str
+    description: str
+    text: str
+    kind: str = "value"
+    unit: str = ""
+    level: str = "low"
+
+
+# ---------------------------------------------------------------------------------- feature specs
+
+
+def _low_specs() -> list[FeatureSpec]:
+    s: list[FeatureSpec] = [
+        FeatureSpec("length", "frame length on the wire (bytes)", "a {value:.0f}-byte packet", unit="bytes"),
+        FeatureSpec("payload_len", "transport payload (bytes)", "a {value:.0f}-byte payload", unit="bytes"),
+        FeatureSpec(
+            "header_len", "header bytes (frame minus payload)", "{value:.0f} bytes of headers", unit="bytes"
+        ),
+    ]
+    for name, what in (("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP"), ("other_ip", "another IP protocol")):
+        s.append(FeatureSpec(f"proto_{name}", f"packet is {what}", f"the packet is {what}", "flag"))
+    s.append(FeatureSpec("non_ip", "packet is not IP (ARP, LLDP, ...)", "the packet is not IP", "flag"))
+    s.append(FeatureSpec("ipv6", "packet is IPv6", "the packet is IPv6", "flag"))
+    for end in ("sport", "dport"):
+        side = "source" if end == "sport" else "destination"
+        for cls, rng in (("wellknown", "0-1023"), ("registered", "1024-49151"), ("ephemeral", "49152-65535")):
+            s.append(
+                FeatureSpec(
+                    f"{end}_{cls}",
+                    f"{side} port is {cls} ({rng})",
+                    f"the {side} port {{{end}}} is {cls}",
+                    "flag",
+                )
+            )
+    for name, ports in (("http", "80/8080"), ("https", "443"), ("dns", "53"), ("ssh", "22"), ("ntp", "123")):
+        s.append(
+            FeatureSpec(f"svc_{name}", f"either port is {ports}", f"the packet uses port {ports}", "flag")
+        )
+    for flag in ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"):
+        f = flag.upper()
+        s.append(FeatureSpec(f"flag_{flag}", f"TCP {f} flag set", f"the TCP {f} flag is set", "flag"))
+    s.append(FeatureSpec("ttl", "IP TTL / hop limit", "TTL {value:.0f}", "code"))
+    for name, what in (
+        ("int_int", "internal to internal"),
+        ("int_ext", "internal to external"),
+        ("ext_int", "external to internal"),
+        ("ext_ext", "external to external"),
+    ):
+        s.append(
+            FeatureSpec(f"dir_{name}", f"direction {what} (RFC 1918/loopback = internal)", f"{what}", "flag")
+        )
+    s.append(
+        FeatureSpec("dst_multicast", "broadcast or multicast destination", "a broadcast destination", "flag")
+    )
+    s.append(FeatureSpec("fragment", "IP fragment", "the packet is an IP fragment", "flag"))
+    s.append(FeatureSpec("decode_error", "frame only partly decodable", "the frame is malformed", "flag"))
+    s.append(FeatureSpec("icmp_error", "ICMP unreachable / time exceeded", "an ICMP error message", "flag"))
+    return s
+
+
+def _standard_specs(window: float) -> list[FeatureSpec]:
+    w = f"{window:g} s"
+
+    def spec(name: str, desc: str, text: str, unit: str = "") -> FeatureSpec:
+        return FeatureSpec(name, f"{desc} over the last {w}", text, "value", unit, "standard")
+
+    return [
+        spec("src_pkts_per_s", "packets/s sent by the source host",
+             "{src} sent {value:.0f} packets/s", "packets/s"),
+        spec("src_bytes_per_s", "bytes/s sent by the source host",
+             "{src} sent {value:.0f} bytes/s", "bytes/s"),
+        spec("src_size_mean", "mean packet size from the source",
+             "{src} sent packets of {value:.0f} bytes on average"),
+        spec("src_size_std", "std of packet size from the source",
+             "{src}'s packet sizes varied by {value:.0f} bytes"),
+        spec("src_iat_mean", "mean gap between packets from the source",
+             "{src} sent a packet every {value:.4f} s", "s"),
+        spec("src_iat_std", "std of gaps between packets from the source",
+             "{src}'s packet gaps varied by {value:.4f} s"),
+        spec("src_distinct_dports", "distinct destination ports contacted by the source",
+             f"{{src}} contacted {{value:.0f}} distinct ports in {w}", "ports"),
+        spec("src_distinct_dsts", "distinct destination hosts contacted by the source",
+             f"{{src}} contacted {{value:.0f}} distinct hosts in {w}", "hosts"),
+        spec("src_distinct_sports", "distinct source ports used by the source",
+             f"{{src}} sent from {{value:.0f}} distinct source ports in {w}", "ports"),
+        spec("src_syn_share", "SYN/ACK ratio of the source: SYNs (without ACK) / (SYNs + ACKs) sent",
+             f"{{value:.0%}} of {{src}}'s SYN/ACK packets in {w} were connection attempts (SYN)"),
+        spec("src_rst_per_s", "RSTs/s sent by the source",
+             "{src} sent {value:.0f} resets (RST) per second", "RST/s"),
+        spec("dst_pkts_per_s", "packets/s received by the destination host",
+             "{dst} received {value:.0f} packets/s", "packets/s"),
+        spec("dst_bytes_per_s", "bytes/s received by the destination",
+             "{dst} received {value:.0f} bytes/s", "bytes/s"),
+        spec("dst_distinct_srcs", "distinct hosts sending to the destination",
+             f"{{dst}} was contacted by {{value:.0f}} distinct hosts in {w}", "hosts"),
+        spec("dst_distinct_dports", "distinct ports hit on the destination",
+             f"{{value:.0f}} distinct ports of {{dst}} were contacted in {w}", "ports"),
+        spec("dst_syn_per_s", "SYNs/s received by the destination",
+             "{dst} received {value:.0f} connection attempts (SYN) per second", "SYN/s"),
+        spec("chan_pkts_per_s", "packets/s from source to destination",
+             "{src} sent {value:.0f} packets/s to {dst}", "packets/s"),
+        spec("chan_bytes_per_s", "bytes/s from source to destination",
+             "{src} sent {value:.0f} bytes/s to {dst}"),
+        spec("chan_size_mean", "mean packet size source to destination",
+             "{src} sent {dst} packets of {value:.0f} bytes on average", "bytes"),
+        spec("chan_size_std", "std of packet size source to destination",
+             "sizes of packets from {src} to {dst} varied by {value:.0f} bytes", "bytes"),
+        spec("chan_distinct_dports", "distinct destination ports from source to destination",
+             f"{{src}} contacted {{value:.0f}} distinct ports on {{dst}} in {w}", "ports"),
+        spec("chan_distinct_sports", "distinct source ports from source to destination",
+             f"{{src}} used {{value:.0f}} distinct source ports towards {{dst}} in {w}", "ports"),
+        spec("flow_pkts_per_s", "packets/s of the flow (both directions)",
+             "the flow {src}:{sport} - {dst}:{dport} carried {value:.0f} packets/s", "packets/s"),
+        spec("flow_bytes_per_s", "bytes/s of the flow (both directions)",
+             "the flow {src}:{sport} - {dst}:{dport} carried {value:.0f} bytes/s", "bytes/s"),
+        spec("flow_size_mean", "mean packet size of the flow",
+             "the flow {src}:{sport} - {dst}:{dport} had packets of {value:.0f} bytes on average", "bytes"),
+        spec("flow_fwd_share", "share of the flow's packets in this packet's direction",
+             "{value:.0%} of the flow's packets went from {src} to {dst}"),
+    ]  # fmt: skip
+
+
+def _advanced_specs(decays: tuple[float, ...]) -> list[FeatureSpec]:
+    out: list[FeatureSpec] = []
+    for lam in decays:
+        hl = f"half-life {1 / lam:g} s"
+
+        def spec(name: str, desc: str, text: str, unit: str = "", hl: str = hl) -> FeatureSpec:
+            return FeatureSpec(name, f"{desc} (damped, {hl})", f"{text} ({hl})", "value", unit, "advanced")
+
+        sfx = f"l{lam:g}"
+        for ent, who, verb in (("src", "{src}", "sent"), ("dst", "{dst}", "received")):
+            out += [
+                spec(f"{ent}_w_{sfx}", f"decayed packet count {verb} by the {ent} host",
+                     f"{who} {verb} about {{value:.0f}} recent packets", "packets"),
+                spec(f"{ent}_mean_{sfx}", f"decayed mean size of packets {verb} by the {ent} host",
+                     f"packets {verb} by {who} averaged {{value:.0f}} bytes", "bytes"),
+                spec(f"{ent}_std_{sfx}", f"decayed std of sizes of packets {verb} by the {ent} host",
+                     f"sizes of packets {verb} by {who} varied by {{value:.0f}} bytes", "bytes"),
+            ]  # fmt: skip
+        for ent, what in (("chan", "{src} to {dst}"), ("sock", "{src}:{sport} to {dst}:{dport}")):
+            out += [
+                spec(f"{ent}_w_{sfx}", f"decayed packet count {ent} this direction",
+                     f"about {{value:.0f}} recent packets from {what}", "packets"),
+                spec(f"{ent}_mean_{sfx}", f"decayed mean size {ent} this direction",
+                     f"packets from {what} averaged {{value:.0f}} bytes", "bytes"),
+                spec(f"{ent}_std_{sfx}", f"decayed size std {ent} this direction",
+                     f"sizes of packets from {what} varied by {{value:.0f}} bytes", "bytes"),
+                spec(f"{ent}_magnitude_{sfx}", f"sqrt of the two directions' squared mean sizes ({ent})",
+                     f"the two directions of {what} had a size magnitude of {{value:.0f}}", "bytes"),
+                spec(f"{ent}_radius_{sfx}", f"sqrt of the two directions' summed size variances ({ent})",
+                     f"the two directions of {what} had a size radius of {{value:.0f}}", "bytes"),
+                spec(f"{ent}_reverse_share_{sfx}", f"share of packets in the reverse direction ({ent})",
+                     f"{{value:.0%}} of recent packets between the two ends of {what} were replies"),
+            ]  # fmt: skip
+            if ent == "chan":
+                out += [
+                    spec(f"chan_jitter_mean_{sfx}", "decayed mean gap between packets of the host pair",
+                         "packets between {src} and {dst} came every {value:.4f} s", "s"),
+                    spec(f"chan_jitter_std_{sfx}", "decayed std of gaps between packets of the host pair",
+                         "gaps between packets of {src} and {dst} varied by {value:.4f} s", "s"),
+                ]  # fmt: skip
+    return out
+
+
+def feature_specs(
+    level: str, *, window: float = WINDOW, decays: tuple[float, ...] = DECAYS
+) -> list[FeatureSpec]:
+    """The specs of the features at ``level``, in column order."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown feature level {level!r}; known: {', '.join(LEVELS)}")
+    specs = _low_specs()
+    if level in ("standard", "advanced"):
+        specs += _standard_specs(window)
+    if level == "advanced":
+        specs += _advanced_specs(tuple(decays))
+    return specs
+
+
+def feature_names(level: str, *, window: float = WINDOW, decays: tuple[float, ...] = DECAYS) -> list[str]:
+    """Column names of the feature matrix at ``level``."""
+    return [s.name for s in feature_specs(level, window=window, decays=decays)]
+
+
+_ALL_SPECS = {s.name: s for s in feature_specs("advanced")}
+
+
+def describe(name: str) -> FeatureSpec:
+    """The spec of a feature by name (default window and decays; unknown names get a plain spec)."""
+    spec = _ALL_SPECS.get(name)
+    if spec is None:
+        return FeatureSpec(name, name, f"{name} = {{value:.3g}}")
+    return spec
+
+
+# ------------------------------------------------------------------------------------ hashing
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit hash (uint64 arithmetic wraps)."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _mix(a ^ _mix(b + np.uint64(0x9E3779B97F4A7C15)))
+
+
+def _host_hash(ip: np.ndarray, mac: np.ndarray, version: np.ndarray) -> np.ndarray:
+    words = np.ascontiguousarray(ip).view("<u8").reshape(-1, 2)
+    h = _combine(_mix(words[:, 0]), words[:, 1])
+    # Non-IP frames are keyed by MAC, tagged so a MAC never collides with an address.
+    return np.where(version == 0, _mix(mac ^ np.uint64(0xA5A5_0000_0000_0000)), h)
+
+
+# ------------------------------------------------------------------------------------ scan
+
+
+def _scan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """In place on ``b`` (``a`` is scratch): ``s[i] = a[i] * s[i-1] + b[i]`` with ``s[-1] = 0``.
+
+    ``a``: (n, L) factors in [0, 1]; ``b``: (n, L, m). Two-level blocked scan: a sequential pass
+    inside blocks of ``_SCAN_BLOCK`` rows, vectorised across blocks; the block ends solved by the
+    same scan recursively; then each block gets its predecessor's end times its decay product.
+    """
+    n = len(a)
+    blk = _SCAN_BLOCK
+    if n <= blk:
+        for i in range(1, n):
+            b[i] += a[i][..., None] * b[i - 1]
+        return b
+    nb = n // blk
+    full = nb * blk
+    S = b[:full].reshape(nb, blk, *b.shape[1:])
+    A = a[:full].reshape(nb, blk, *a.shape[1:])
+    tmp = np.empty_like(S[:, 0])
+    for j in range(1, blk):
+        np.multiply(A[:, j, ..., None], S[:, j - 1], out=tmp)
+        S[:, j] += tmp
+        A[:, j] *= A[:, j - 1]
+    ends = _scan(A[:, -1].copy(), S[:, -1].copy())
+    S[1:] += A[1:, ..., None] * ends[:-1, None]
+    for i in range(full, n):
+        b[i] += a[i][..., None] * b[i - 1]
+    return b
+
+
+# ------------------------------------------------------------------------------------ state
+
+
+class _KeyTable:
+    """Damped sums per key: sorted 64-bit keys, last time seen, sums (K, len(decays), m)."""
+
+    def __init__(self, n_decays: int, m: int, idle: float) -> None:
+        self.idle = idle
+        self.keys = np.zeros(0, np.uint64)
+        self.t_last = np.zeros(0, np.float64)
+        self.sums = np.zeros((0, n_decays, m), np.float64)
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.searchsorted(self.keys, keys)
+        idx_c = np.minimum(idx, max(len(self.keys) - 1, 0))
+        found = (
+            (idx < len(self.keys)) & (self.keys[idx_c] == keys)
+            if len(self.keys)
+            else np.zeros(len(keys), bool)
+        )
+        return idx_c, found
+
+    def update(
+        self, keys: np.ndarray, t_last: np.ndarray, sums: np.ndarray, now: float, max_keys: int
+    ) -> None:
+        idx, found = self.lookup(keys)
+        self.t_last[idx[found]] = t_last[found]
+        self.sums[idx[found]] = sums[found]
+        new = ~found
+        if new.any():
+            k = np.concatenate([self.keys, keys[new]])
+            order = np.argsort(k, kind="stable")
+            self.keys = k[order]
+            self.t_last = np.concatenate([self.t_last, t_last[new]])[order]
+            self.sums = np.concatenate([self.sums, sums[new]])[order]
+        self.evict(now, max_keys)
+
+    def evict(self, now: float, max_keys: int) -> None:
+        keep = self.t_last >= now - self.idle
+        if keep.sum() > max_keys:
+            # Over the cap: keep the most recently seen keys (approximate from here on).
+            cut = np.partition(self.t_last[keep], -max_keys)[-max_keys]
+            keep &= self.t_last >= cut
+        if not keep.all():
+            self.keys, self.t_last, self.sums = self.keys[keep], self.t_last[keep], self.sums[keep]
+
+
+_TABLE_WIDTH = {"src": 3, "dst": 3, "chan": 9, "sock": 6}
+_TAIL_COLUMNS = (
+    ("t", np.float64),
+    ("tq", np.int64),
+    ("size", np.float64),
+    ("src", np.uint64),
+    ("dst", np.uint64),
+    ("sport", np.uint64),
+    ("dport", np.uint64),
+    ("flow", np.uint64),
+    ("flow_dir", np.bool_),
+    ("syn", np.bool_),
+    ("ack", np.bool_),
+    ("rst", np.bool_),
+)
+
+
+class FeatureState:
+    """The per-sensor memory of the stateful features; ``to_bytes``/``from_bytes`` for Redis.
+
+    Holds the last timestamp (time never goes backwards: later packets are clamped to it), the
+    tail of packets of the last ``window`` seconds (standard level) and the damped sums per key
+    (advanced level). Bounded: ``max_tail`` packets and ``max_keys`` keys per table.
+    """
+
+    def __init__(
+        self,
+        level: str = "advanced",
+        *,
+        window: float = WINDOW,
+        decays: tuple[float, ...] = DECAYS,
+        max_keys: int = 50_000,
+        max_tail: int = 200_000,
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown feature level {level!r}")
+        self.level = level
+        self.window = float(window)
+        self.decays = tuple(float(d) for d in decays)
+        self.max_keys = int(max_keys)
+        self.max_tail = int(max_tail)
+        self.t_last = -math.inf
+        self.packets = 0
+        self.tail = {name: np.zeros(0, dtype) for name, dtype in _TAIL_COLUMNS}
+        self.tables = {
+            name: _KeyTable(len(self.decays), m, IDLE_RESET[name]) for name, m in _TABLE_WIDTH.items()
+        }
+
+    def to_bytes(self) -> bytes:
+        """Serialise (npz, no pickle)."""
+        meta = {
+            "version": STATE_VERSION,
+            "level": self.level,
+            "window": self.window,
+            "decays": list(self.decays),
+            "max_keys": self.max_keys,
+            "max_tail": self.max_tail,
+            "t_last": self.t_last if math.isfinite(self.t_last) else None,
+            "packets": self.packets,
+        }
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+        arrays.update({f"tail_{k}": v for k, v in self.tail.items()})
+        for name, tab in self.tables.items():
+            arrays[f"{name}_keys"] = tab.keys
+            arrays[f"{name}_t"] = tab.t_last
+            arrays[f"{name}_sums"] = tab.sums
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeatureState:
+        """Restore a state saved by ``to_bytes`` (raises ValueError on another version)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            if meta.get("version") != STATE_VERSION:
+                raise ValueError(f"feature state version {meta.get('version')!r}, expected {STATE_VERSION}")
+            st = cls(
+                meta["level"],
+                window=meta["window"],
+                decays=tuple(meta["decays"]),
+                max_keys=meta["max_keys"],
+                max_tail=meta["max_tail"],
+            )
+            st.t_last = -math.inf if meta["t_last"] is None else float(meta["t_last"])
+            st.packets = int(meta["packets"])
+            st.tail = {name: z[f"tail_{name}"].astype(dtype) for name, dtype in _TAIL_COLUMNS}
+            for name, tab in st.tables.items():
+                tab.keys = z[f"{name}_keys"]
+                tab.t_last = z[f"{name}_t"]
+                tab.sums = z[f"{name}_sums"]
+        return st
+
+    def memory_bytes(self) -> int:
+        """Approximate size of the state's arrays."""
+        n = sum(v.nbytes for v in self.tail.values())
+        return n + sum(t.keys.nbytes + t.t_last.nbytes + t.sums.nbytes for t in self.tables.values())
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+_PRIVATE_V4 = (
+    (0x0A000000, 0xFF000000),  # 10/8
+    (0xAC100000, 0xFFF00000),  # 172.16/12
+    (0xC0A80000, 0xFFFF0000),  # 192.168/16
+    (0x7F000000, 0xFF000000),  # 127/8
+    (0xA9FE0000, 0xFFFF0000),  # 169.254/16
+)
+
+
+def _internal(ip: np.ndarray, version: np.ndarray) -> np.ndarray:
+    v4 = ip[:, 12:16].astype(np.uint32)
+    a = (v4[:, 0] << 24) | (v4[:, 1] << 16) | (v4[:, 2] << 8) | v4[:, 3]
+    priv4 = np.zeros(len(ip), bool)
+    for net, mask in _PRIVATE_V4:
+        priv4 |= (a & mask) == net
+    loop6 = (ip[:, :15] == 0).all(axis=1) & (ip[:, 15] == 1)
+    priv6 = ((ip[:, 0] & 0xFE) == 0xFC) | ((ip[:, 0] == 0xFE) & ((ip[:, 1] & 0xC0) == 0x80)) | loop6
+    return np.where(version == 4, priv4, np.where(version == 6, priv6, False))
+
+
+def _port_class(port: np.ndarray, has_ports: np.ndarray) -> list[np.ndarray]:
+    return [
+        has_ports & (port < 1024),
+        has_ports & (port >= 1024) & (port < 49152),
+        has_ports & (port >= 49152),
+    ]
+
+
+class _Grouping:
+    """Packets grouped by key: stable order (time order inside a group) and group bookkeeping."""
+
+    def __init__(self, key: np.ndarray) -> None:
+        n = len(key)
+        self.n = n
+        self.order = np.argsort(key, kind="stable")
+        ks = key[self.order]
+        self.first = np.ones(n, bool)
+        if n:
+            self.first[1:] = ks[1:] != ks[:-1]
+        self.gstart = np.flatnonzero(self.first)
+        grank_sorted = np.cumsum(self.first) - 1
+        self.grank_sorted = grank_sorted
+        self.pos = np.empty(n, np.int64)
+        self.pos[self.order] = np.arange(n)
+        self.grank = np.empty(n, np.int64)
+        self.grank[self.order] = grank_sorted
+        self.sorted_keys = ks
+
+
+# ------------------------------------------------------------------------------------ extractor
+
+
+class FeatureExtractor:
+    """Turns record batches into float32 feature matrices at one level (see module docstring)."""
+
+    def __init__(
+        self,
+        level: str = "advanced",
+        *,
+        window: float = WINDOW,
+        decays: tuple[float, ...] = DECAYS,
+        max_keys: int = 50_000,
+        max_tail: int = 200_000,
+        chunk: int = _CHUNK,
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown feature level {level!r}; known: {', '.join(LEVELS)}")
+        if window <= 0 or not decays or min(decays) <= 0:
+            raise ValueError("window and decays must be positive")
+        self.level = level
+        self.window = float(window)
+        self.decays = tuple(float(d) for d in decays)
+        self.max_keys = max_keys
+        self.max_tail = max_tail
+        self.chunk = chunk
+        self.specs = feature_specs(level, window=self.window, decays=self.decays)
+        self.names = [s.name for s in self.specs]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def new_state(self) -> FeatureState:
+        """An empty state matching this extractor."""
+        return FeatureState(
+            self.level, window=self.window, decays=self.decays, max_keys=self.max_keys, max_tail=self.max_tail
+        )
+
+    def transform(self, records: np.ndarray, state: FeatureState | None = None) -> np.ndarray:
+        """Features of ``records`` (float32, shape (n, n_features)); updates ``state`` in place.
+
+        Without a state the batch is featurised as a stream of its own. Never returns NaN/inf.
+        """
+        if state is None:
+            state = self.new_state()
+        elif (state.level, state.window, state.decays) != (self.level, self.window, self.decays):
+            raise ValueError("feature state was made for another level, window or decays")
+        n = len(records)
+        out = np.empty((n, self.n_features), np.float32)
+        for lo in range(0, n, self.chunk):
+            hi = min(n, lo + self.chunk)
+            out[lo:hi] = self._transform_chunk(records[lo:hi], state)
+        return out
+
+    # -- one chunk
+
+    def _transform_chunk(self, rec: np.ndarray, state: FeatureState) -> np.ndarray:
+        n = len(rec)
+        t = rec["ts"].astype(np.float64)
+        t = np.where(np.isfinite(t), t, 0.0)
+        t = np.clip(t, 0.0, _MAX_TS)
+        start = state.t_last if math.isfinite(state.t_last) else 0.0
+        t = np.maximum.accumulate(np.concatenate([[start], t]))[1:]
+        version = rec["ip_version"]
+        proto = rec["proto"].astype(np.int64)
+        has_ports = (version > 0) & ((proto == 6) | (proto == 17))
+        sport = np.where(has_ports, rec["sport"], 0).astype(np.uint64)
+        dport = np.where(has_ports, rec["dport"], 0).astype(np.uint64)
+        flags = rec["tcp_flags"].astype(np.int64) * (proto == 6)
+        src = _host_hash(rec["src_ip"], rec["src_mac"], version)
+        dst = _host_hash(rec["dst_ip"], rec["dst_mac"], version)
+
+        cols = [self._low(rec, version, proto, has_ports, flags)]
+        if self.level != "low":
+            size = rec["length"].astype(np.float64)
+            # Sockets are unordered: both directions of a conversation share one key.
+            e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
+            e_dst = _combine(dst, dport * np.uint64(257) + proto.astype(np.uint64))
+            flow = _combine(np.minimum(e_src, e_dst), np.maximum(e_src, e_dst))
+            cur = {
+                "t": t,
+                "tq": np.round(t * 1e6).astype(np.int64),
+                "size": size,
+                "src": src,
+                "dst": dst,
+                "sport": sport,
+                "dport": dport,
+                "flow": flow,
+                "flow_dir": e_src <= e_dst,
+                "syn": (flags & 2).astype(bool) & ~(flags & 16).astype(bool),
+                "ack": (flags & 16).astype(bool),
+                "rst": (flags & 4).astype(bool),
+            }
+            cols.append(self._standard(cur, state))
+            if self.level == "advanced":
+                cols.append(self._advanced(t, size, src, dst, e_src, e_dst, state))
+        state.t_last = float(t[-1]) if n else state.t_last
+        state.packets += n
+        x = np.empty((n, self.n_features), np.float32)
+        c0 = 0
+        for block in cols:
+            # clip maps +-inf to the limit; NaN (0/0 on garbage input) becomes 0
+            np.clip(block, -_OUT_LIMIT, _OUT_LIMIT, out=block)
+            block[np.isnan(block)] = 0.0
+            x[:, c0 : c0 + block.shape[1]] = block
+            c0 += block.shape[1]
+        return x
+
+    @staticmethod
+    def _low(
+        rec: np.ndarray, version: np.ndarray, proto: np.ndarray, has_ports: np.ndarray, flags: np.ndarray
+    ):
+        n = len(rec)
+        length = rec["length"].astype(np.float64)
+        payload = rec["payload_len"].astype(np.float64)
+        is_ip = version > 0
+        sp = rec["sport"].astype(np.int64)
+        dp = rec["dport"].astype(np.int64)
+        src_int = _internal(rec["src_ip"], version)
+        dst_int = _internal(rec["dst_ip"], version)
+        dst_mc = (rec["dst_mac"] == 0xFFFFFFFFFFFF) | ((version == 4) & (rec["dst_ip"][:, 12] >= 224))
+        dst_mc |= (version == 6) & (rec["dst_ip"][:, 0] == 0xFF)
+
+        def either(*ports: int) -> np.ndarray:
+            return has_ports & (np.isin(sp, ports) | np.isin(dp, ports))
+
+        cols = [
+            length,
+            payload,
+            np.maximum(length - payload, 0.0),
+            is_ip & (proto == 6),
+            is_ip & (proto == 17),
+            is_ip & ((proto == 1) | (proto == 58)),
+            is_ip & ~np.isin(proto, (1, 6, 17, 58)),
+            ~is_ip,
+            version == 6,
+            *_port_class(sp, has_ports),
+            *_port_class(dp, has_ports),
+            either(80, 8080),
+            either(443),
+            either(53),
+            either(22),
+            either(123),
+            *[(flags & bit) > 0 for bit in (1, 2, 4, 8, 16, 32, 64, 128)],
+            rec["ttl"].astype(np.float64),
+            is_ip & src_int & dst_int,
+            is_ip & src_int & ~dst_int,
+            is_ip & ~src_int & dst_int,
+            is_ip & ~src_int & ~dst_int,
+            dst_mc,
+            rec["frag"] > 0,
+            rec["status"] > 0,
+            is_ip & (((proto == 1) & np.isin(sp, (3, 11))) | ((proto == 58) & np.isin(sp, (1, 3)))),
+        ]
+        x = np.empty((n, len(cols)), np.float64)
+        for i, c in enumerate(cols):
+            x[:, i] = c
+        return x
+
+    # -- standard level: exact sliding windows over tail + chunk
+
+    def _standard(self, cur: dict[str, np.ndarray], state: FeatureState) -> np.ndarray:
+        W = self.window
+        off = len(state.tail["t"])
+        c = {k: np.concatenate([state.tail[k], cur[k]]) for k in cur}
+        N = len(c["t"])
+        t = c["t"]
+        idx = np.arange(N)
+        mine = slice(off, N)
+        kstart = np.searchsorted(t, t - W, side="right")  # first packet inside each packet's window
+        texp = np.searchsorted(t, t + W, side="left")  # first packet whose window no longer holds it
+        size = c["size"]
+        src, dst = c["src"], c["dst"]
+        chan = _combine(src, dst)
+        out = []
+
+        groups = {name: _Grouping(key) for name, key in (("src", src), ("dst", dst), ("chan", chan))}
+        groups["flow"] = _Grouping(c["flow"])
+
+        def window(g: _Grouping) -> tuple[np.ndarray, np.ndarray]:
+            comp = g.grank_sorted * (N + 1) + g.order
+            ws = np.searchsorted(comp, g.grank[mine] * (N + 1) + kstart[mine], side="left")
+            return ws, g.pos[mine]
+
+        def wsum(g: _Grouping, ws: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
+            cs = np.concatenate([[0.0], np.cumsum(v[g.order], dtype=np.float64)])
+            return cs[p + 1] - cs[ws]
+
+        def distinct(g: _Grouping, value: np.ndarray) -> np.ndarray:
+            kv = _combine(g.sorted_keys, value[g.order])  # in g's sorted order
+            o = np.argsort(kv, kind="stable")
+            same = kv[o][1:] == kv[o][:-1]
+            nxt = np.full(N, N, np.int64)  # next occurrence, as a position in g's order...
+            nxt[o[:-1][same]] = o[1:][same]
+            # ...converted to the packet index, comparable with texp
+            nxt_idx = np.where(nxt < N, g.order[np.minimum(nxt, N - 1)], N)
+            end = np.minimum(nxt_idx, texp[g.order])
+            comp_end = np.sort(g.grank_sorted * (N + 1) + end)
+            gi = g.grank[mine]
+            ended = np.searchsorted(comp_end, gi * (N + 1) + idx[mine], side="right") - g.gstart[gi]
+            return (g.pos[mine] - g.gstart[gi] + 1) - ended
+
+        def size_stats(g: _Grouping, ws: np.ndarray, p: np.ndarray, cnt: np.ndarray) -> list[np.ndarray]:
+            # Sizes are integers, so these sums are exact and the variance numerator too.
+            s1 = wsum(g, ws, p, size)
+            s2 = wsum(g, ws, p, size * size)
+            var = np.maximum(cnt * s2 - s1 * s1, 0.0) / (cnt * cnt)
+            return [s1 / W, s1 / cnt, np.sqrt(var)]
+
+        # per source host
+        g = groups["src"]
+        ws, p = window(g)
+        cnt = (p - ws + 1).astype(np.float64)
+        rate_b, mean, std = size_stats(g, ws, p, cnt)
+        iat_mean, iat_std = self._gaps(g, ws, p, c["tq"])
+        syn = wsum(g, ws, p, c["syn"].astype(np.float64))
+        ack = wsum(g, ws, p, c["ack"].astype(np.float64))
+        rst = wsum(g, ws, p, c["rst"].astype(np.float64))
+        out += [cnt / W, rate_b, mean, std, iat_mean, iat_std]
+        out += [
+            distinct(g, c["dport"]),
+            distinct(g, dst),
+            distinct(g, c["sport"]),
+            syn / np.maximum(syn + ack, 1.0),
+        ]
+        out += [rst / W]
+
+        # per destination host
+        g = groups["dst"]
+        ws, p = window(g)
+        cnt = (p - ws + 1).astype(np.float64)
+        out += [cnt / W, wsum(g, ws, p, size) / W, distinct(g, src), distinct(g, c["dport"])]
+        out += [wsum(g, ws, p, c["syn"].astype(np.float64)) / W]
+
+        # per directed host pair
+        g = groups["chan"]
+        ws, p = window(g)
+        cnt = (p - ws + 1).astype(np.float64)
+        rate_b, mean, std = size_stats(g, ws, p, cnt)
+        out += [cnt / W, rate_b, mean, std, distinct(g, c["dport"]), distinct(g, c["sport"])]
+
+        # per bidirectional flow
+        g = groups["flow"]
+        ws, p = window(g)
+        cnt = (p - ws + 1).astype(np.float64)
+        s1 = wsum(g, ws, p, size)
+        fwd = wsum(g, ws, p, c["flow_dir"].astype(np.float64))
+        share = np.where(c["flow_dir"][mine], fwd, cnt - fwd) / cnt
+        out += [cnt / W, s1 / W, s1 / cnt, share]
+
+        # Keep the packets that windows of later packets can still reach.
+        keep_from = int(np.searchsorted(t, t[-1] - W, side="right")) if N else 0
+        keep_from = max(keep_from, N - state.max_tail)
+        state.tail = {k: v[keep_from:].copy() for k, v in c.items()}
+        return np.stack(out, axis=1)
+
+    def _gaps(
+        self, g: _Grouping, ws: np.ndarray, p: np.ndarray, tq: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the gaps between a key's packets inside the window, in seconds.
+
+        Gaps are whole microseconds and sums are int64, so the result is exact whatever the
+        batching (a window's gaps add up to at most the window, so nothing overflows).
+        """
+        tqs = tq[g.order]
+        gap = np.zeros(g.n, np.int64)
+        gap[1:] = np.where(g.first[1:], 0, tqs[1:] - tqs[:-1])
+        np.minimum(gap, int(self.window * 1e6) + 1, out=gap)
+        cs1 = np.concatenate([[0], np.cumsum(gap)])
+        cs2 = np.concatenate([[0], np.cumsum(gap * gap)])
+        k = p - ws  # gaps inside the window
+        s1 = cs1[p + 1] - cs1[ws + 1]
+        s2 = cs2[p + 1] - cs2[ws + 1]
+        kf = np.maximum(k, 1).astype(np.float64)
+        multi = k > 0
+        mean = np.where(multi, s1 / kf, self.window * 1e6)
+        num = (k * s2 - s1 * s1).astype(np.float64)
+        std = np.where(multi, np.sqrt(np.maximum(num, 0.0)) / kf, 0.0)
+        return mean * 1e-6, std * 1e-6
+
+    # -- advanced level: damped statistics per key via exact scans
+
+    def _advanced(
+        self,
+        t: np.ndarray,
+        size: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        e_src: np.ndarray,
+        e_dst: np.ndarray,
+        state: FeatureState,
+    ) -> np.ndarray:
+        lam = np.asarray(self.decays)
+        n = len(t)
+        L = len(lam)
+        now = float(t[-1])
+        s2 = size * size
+        parts: dict[str, np.ndarray] = {}
+
+        def run(name: str, key: np.ndarray, build) -> tuple[_Grouping, np.ndarray]:
+            """Damped sums per key, in the grouping's sorted order, state folded in and updated."""
+            tab = state.tables[name]
+            g = _Grouping(key)
+            ts = t[g.order]
+            gkeys = g.sorted_keys[g.first]
+            ti, found = tab.lookup(gkeys)
+            t_prev = np.full(len(gkeys), -np.inf)
+            t_prev[found] = tab.t_last[ti[found]]
+            prev = np.empty(n)
+            prev[1:] = ts[:-1]
+            prev[g.first] = t_prev
+            dt = ts - prev
+            reset = dt > tab.idle  # includes keys never seen (dt = inf)
+            a = np.exp2(-lam[None, :] * np.minimum(dt, tab.idle)[:, None])
+            a[reset] = 0.0
+            cols = build(g.order, reset, np.minimum(dt, _MAX_IAT))
+            b = np.empty((n, L, len(cols)))
+            for k, col in enumerate(cols):
+                b[:, :, k] = col[:, None]
+            fpos = g.gstart
+            carry = found & ~reset[fpos]
+            b[fpos[carry]] += a[fpos[carry]][:, :, None] * tab.sums[ti[carry]]
+            a[fpos] = 0.0
+            S = _scan(a, b)
+            last = np.concatenate([g.gstart[1:], [n]]) - 1
+            tab.update(gkeys, ts[last], S[last], now, state.max_keys)
+            return g, S
+
+        def plain(order: np.ndarray, reset: np.ndarray, dt: np.ndarray) -> list[np.ndarray]:
+            return [np.ones(n), size[order], s2[order]]
+
+        for name, key in (("src", src), ("dst", dst)):
+            g, S = run(name, key, plain)
+            w = S[:, :, 0]
+            mean = S[:, :, 1] / w
+            S[:, :, 1] = mean
+            S[:, :, 2] = _std(S[:, :, 2] / w, mean)
+            parts[name] = S[g.pos]  # back to packet order
+
+        for name, a_end, b_end in (("chan", src, dst), ("sock", e_src, e_dst)):
+            jitter = name == "chan"
+            d = a_end <= b_end
+            key = _combine(np.minimum(a_end, b_end), np.maximum(a_end, b_end))
+
+            def build(order: np.ndarray, reset: np.ndarray, dt: np.ndarray, d=d, jitter=jitter) -> list:
+                fw = d[order].astype(np.float64)
+                bw = 1.0 - fw
+                x, xx = size[order], s2[order]
+                cols = [fw, fw * x, fw * xx, bw, bw * x, bw * xx]
+                if jitter:
+                    h = (~reset).astype(np.float64)
+                    cols += [h, h * dt, h * dt * dt]
+                return cols
+
+            g, S = run(name, key, build)
+            dd = d[g.order][:, None, None]
+            this = np.where(dd, S[:, :, 0:3], S[:, :, 3:6])
+            other = np.where(dd, S[:, :, 3:6], S[:, :, 0:3])
+            w_t, w_o = this[:, :, 0], other[:, :, 0]
+            mean_t = this[:, :, 1] / w_t
+            var_t = _var(this[:, :, 2] / w_t, mean_t)
+            has_o = w_o > 1e-12
+            w_o_safe = np.where(has_o, w_o, 1.0)
+            mean_o = np.where(has_o, other[:, :, 1] / w_o_safe, 0.0)
+            var_o = np.where(has_o, _var(other[:, :, 2] / w_o_safe, mean_o), 0.0)
+            o = np.empty((n, L, 8 if jitter else 6))
+            o[:, :, 0] = w_t
+            o[:, :, 1] = mean_t
+            o[:, :, 2] = np.sqrt(var_t)
+            o[:, :, 3] = np.sqrt(mean_t * mean_t + mean_o * mean_o)
+            o[:, :, 4] = np.sqrt(var_t + var_o)
+            o[:, :, 5] = w_o / (w_t + w_o)
+            if jitter:
+                wj = S[:, :, 6]
+                has_j = wj > 1e-12
+                wj_safe = np.where(has_j, wj, 1.0)
+                jm = np.where(has_j, S[:, :, 7] / wj_safe, 0.0)
+                o[:, :, 6] = jm
+                o[:, :, 7] = np.where(has_j, np.sqrt(_var(S[:, :, 8] / wj_safe, jm)), 0.0)
+            parts[name] = o[g.pos]
+        # Per decay: src (3), dst (3), chan (8), sock (6) columns, as in _advanced_specs.
+        out = np.concatenate([parts["src"], parts["dst"], parts["chan"], parts["sock"]], axis=2)
+        return out.reshape(n, L * 20)
+
+
+def _var(mean_sq: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    v = mean_sq - mean * mean
+    # E[x^2] - E[x]^2 cancels: treat relative noise below 1e-9 as zero so that results do not
+    # depend on how the stream was batched.
+    return np.where(v > 1e-9 * (mean * mean) + 1e-18, v, 0.0)
+
+
+def _std(mean_sq: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    return np.sqrt(_var(mean_sq, mean))

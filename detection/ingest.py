@@ -1,0 +1,222 @@
+"""Draining a sensor's Redis stream in order: decode, score, store, acknowledge.
+
+One worker at a time holds a sensor's lock and reads its stream through a consumer group, so
+batches are featurised in stream order whatever order their tasks arrive in, and the stateful
+feature statistics (kept in Redis per sensor) stay exact. Crash safety:
+
+* packets, flows, anomalies and the batch receipt commit in one transaction (idempotent on
+  sensor + first seq), then the feature state is saved, then the entry is acknowledged;
+* an entry a dead worker read but never acknowledged stays pending in the consumer group and
+  is read again first by the next lock holder (the lock expires if its holder dies);
+* a gap in sequence numbers (entries trimmed at the stream's bound, or lost with a Redis
+  restart) is counted as dropped, so stored + dropped always adds up to what was published;
+  the part of a gap the capture dropped itself (announced in the entry's ``dropped_before``
+  field) is not counted again: stored + dropped by capture + dropped in the stream = read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from capture import storage
+from capture.models import Sensor
+from capture.records import BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
+from capture.stream import DROPPED_FIELD
+from detection import scoring
+
+log = logging.getLogger(__name__)
+
+GROUP = "netmon-ingest"
+CONSUMER = "ingest"  # one consumer name: the lock makes the holder the only reader
+LOCK_TTL = 15.0
+READ_COUNT = 20
+
+
+def _state_key(sensor: str) -> str:
+    return f"netmon:ingest:state:{sensor}"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=3)
+
+
+@dataclass
+class SensorState:
+    """What the ingest of a sensor remembers between batches: the last seq processed and feature state."""
+
+    last_seq: int = 0
+    features: bytes = b""
+
+    def dumps(self) -> bytes:
+        return msgpack.packb({"last_seq": self.last_seq, "features": self.features})
+
+    @classmethod
+    def loads(cls, raw: bytes | None, sensor: Sensor) -> SensorState:
+        if not raw:
+            # Redis lost the state (restart): continue after what the database has, with cold statistics.
+            return cls(last_seq=sensor.last_seq_ingested)
+        data = msgpack.unpackb(raw)
+        return cls(last_seq=int(data["last_seq"]), features=data.get("features") or b"")
+
+
+@dataclass
+class IngestResult:
+    """What one drain did (for logs, tests and benchmarks)."""
+
+    batches: int = 0
+    packets: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    anomalies: int = 0
+    locked_out: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+def ensure_group(client: redis.Redis, sensor: str) -> None:
+    try:
+        client.xgroup_create(stream_key(sensor), GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def mark_scheduled(client: redis.Redis, sensor: str) -> bool:
+    """True if the caller should enqueue an ingest task (none is queued for this sensor already)."""
+    return bool(client.set(ingest_scheduled_key(sensor), b"1", nx=True, ex=5))
+
+
+def _read(client: redis.Redis, sensor: str, pending: bool) -> list[tuple[bytes, dict | None]]:
+    try:
+        reply = client.xreadgroup(
+            GROUP, CONSUMER, {stream_key(sensor): "0" if pending else ">"}, count=READ_COUNT
+        )
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        ensure_group(client, sensor)  # the stream vanished (Redis restarted): start over
+        return []
+    return reply[0][1] if reply else []
+
+
+def drain_sensor(
+    sensor_name: str, client: redis.Redis | None = None, max_seconds: float = 60.0
+) -> IngestResult:
+    """Process every unprocessed batch of ``sensor_name``'s stream, in order. Safe to call concurrently."""
+    client = client or redis_client()
+    result = IngestResult()
+    lock = client.lock(f"netmon:lock:ingest:{sensor_name}", timeout=LOCK_TTL, blocking=False)
+    if not lock.acquire():
+        result.locked_out = True
+        return result
+    try:
+        client.delete(ingest_scheduled_key(sensor_name))
+        ensure_group(client, sensor_name)
+        sensor, _ = Sensor.objects.get_or_create(name=sensor_name)
+        state = SensorState.loads(client.get(_state_key(sensor_name)), sensor)
+        deadline = time.monotonic() + max_seconds
+        pending = True  # first what a previous holder read but never acknowledged
+        while time.monotonic() < deadline:
+            entries = _read(client, sensor_name, pending)
+            if not entries:
+                if pending:
+                    pending = False
+                    continue
+                break
+            for entry_id, fields in entries:
+                _process_entry(client, sensor, state, entry_id, fields, result)
+                lock.extend(LOCK_TTL, replace_ttl=True)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("ingest lock for %s expired while draining", sensor_name)
+    return result
+
+
+def _process_entry(
+    client: redis.Redis,
+    sensor: Sensor,
+    state: SensorState,
+    entry_id: bytes,
+    fields: dict | None,
+    result: IngestResult,
+) -> None:
+    stream = stream_key(sensor.name)
+    entry = entry_id.decode()
+    if not fields:  # pending entry deleted by trimming: its seq gap is counted with the next batch
+        client.xack(stream, GROUP, entry_id)
+        return
+    try:
+        batch = decode_batch(fields)
+    except BatchFormatError as exc:
+        log.error("sensor %s: unreadable stream entry %s skipped: %s", sensor.name, entry, exc)
+        client.xack(stream, GROUP, entry_id)
+        return
+    if batch.last_seq <= state.last_seq:  # stored before a crash, or a duplicate publish
+        result.skipped += 1
+        client.xack(stream, GROUP, entry_id)
+        return
+    if batch.first_seq <= state.last_seq:  # overlaps what we have: keep only the new tail
+        batch.records = batch.records[batch.records["seq"] > state.last_seq]
+    gap = max(0, batch.first_seq - state.last_seq - 1)  # sequence numbers start at 1
+    # packets the capture dropped itself (its buffer overflowed while Redis was away) are in its own
+    # counters already: only the rest of the gap was lost on the way
+    gap -= min(gap, _capture_dropped_before(fields))
+    scored = scoring.score_batch(sensor, batch, state)
+    with transaction.atomic():
+        stored = storage.store_batch(sensor, batch, entry, dropped_before=gap)
+        anomalies = scoring.save_anomalies(sensor, batch, scored) if stored.stored else []
+        if stored.stored and scored is not None:
+            Sensor.objects.filter(pk=sensor.pk).update(
+                packets_scored=F("packets_scored") + len(batch.records)
+            )
+    state.last_seq = batch.last_seq
+    if scored is not None:
+        state.features = scored.feature_state
+    client.set(_state_key(sensor.name), state.dumps())
+    client.xack(stream, GROUP, entry_id)
+    if stored.stored:
+        result.batches += 1
+        result.packets += stored.packets
+        result.dropped += gap
+        result.anomalies += len(anomalies)
+        if batch.read_at:
+            result.latencies.append(time.time() - batch.read_at)
+        scoring.broadcast_anomalies(anomalies, batch)
+    else:
+        result.skipped += 1
+
+
+def _capture_dropped_before(fields: dict) -> int:
+    raw = fields.get(DROPPED_FIELD, fields.get(DROPPED_FIELD.decode()))
+    try:
+        return max(0, int(raw)) if raw else 0
+    except ValueError:
+        return 0
+
+
+def known_sensors(client: redis.Redis) -> list[str]:
+    prefix = len(stream_key(""))
+    return [key.decode()[prefix:] for key in client.scan_iter(match=stream_key("*"), count=100)]
+
+
+def sensors_needing_ingest(client: redis.Redis) -> list[str]:
+    """Sensors whose stream has entries not yet delivered or not yet acknowledged."""
+    needy = []
+    for sensor in known_sensors(client):
+        try:
+            groups = client.xinfo_groups(stream_key(sensor))
+        except redis.ResponseError:
+            continue
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        if group is None or group.get("pending") or group.get("lag") is None or group.get("lag"):
+            needy.append(sensor)
+    return needy

@@ -1,0 +1,107 @@
+"""Detection's data: trained model versions, anomalies and the incidents that group them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class ModelKind(models.TextChoices):
+    """What ``ml_model`` selects: each kind has its own versions; ``both`` is the combined pair."""
+
+    ISOLATION_FOREST = "isolation_forest"
+    AUTOENCODER = "autoencoder"
+    BOTH = "both"
+
+
+class DetectionModel(models.Model):
+    """A trained, versioned detector (scaler + model + threshold) whose artifact lives on disk."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        READY = "ready"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=20, choices=ModelKind.choices)
+    version = models.PositiveIntegerField()
+    feature_level = models.CharField(max_length=16)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    source = models.CharField(
+        max_length=255, blank=True, default="", help_text="pcap files or packet time range"
+    )
+    data_from = models.DateTimeField(null=True, blank=True)
+    data_until = models.DateTimeField(null=True, blank=True)
+    packet_count = models.BigIntegerField(default=0)
+    threshold = models.FloatField(null=True, blank=True)
+    training_seconds = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    artifact_path = models.CharField(max_length=512, blank=True, default="")
+
+    class Meta:
+        ordering = ["kind", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "version"], name="detectionmodel_unique_version"),
+            models.UniqueConstraint(
+                fields=["kind"], condition=models.Q(is_active=True), name="detectionmodel_one_active_per_kind"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.version} ({self.feature_level}){' active' if self.is_active else ''}"
+
+
+class Incident(models.Model):
+    """Anomalies from one source grouped while it keeps triggering (closed after a quiet period)."""
+
+    sensor = models.ForeignKey("capture.Sensor", on_delete=models.CASCADE, related_name="incidents")
+    src_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    anomaly_count = models.PositiveIntegerField(default=0)
+    max_score = models.FloatField(default=0.0)
+    summary = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return f"{self.src_ip or 'unknown source'} {self.first_seen:%H:%M:%S}-{self.last_seen:%H:%M:%S}"
+
+
+class Anomaly(models.Model):
+    """A packet scored over its model's threshold, with the reason in words."""
+
+    sensor = models.ForeignKey("capture.Sensor", on_delete=models.CASCADE, related_name="anomalies")
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="anomalies"
+    )
+    packet_seq = models.BigIntegerField()
+    ts = models.DateTimeField(db_index=True)
+    protocol = models.CharField(max_length=12, blank=True, default="")
+    src_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    dst_ip = models.GenericIPAddressField(null=True, blank=True)
+    src_port = models.PositiveIntegerField(default=0)
+    dst_port = models.PositiveIntegerField(default=0)
+    score = models.FloatField()
+    threshold = models.FloatField()
+    model_kind = models.CharField(max_length=20)
+    model_versions = models.JSONField(default=dict)
+    explanation = models.TextField()
+    contributions = models.JSONField(default=list)
+    false_positive = models.BooleanField(default=False, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-ts", "-id"]
+        verbose_name_plural = "anomalies"
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "packet_seq"], name="anomaly_unique_sensor_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.src_ip} score {self.score:.2f} > {self.threshold:.2f}"

@@ -1,0 +1,213 @@
+"""Scoring a batch with the active model and turning scores over its threshold into anomalies.
+
+The model in use is the active version of the configured ``ml_model`` kind. Until one is
+trained, ``score_batch`` returns None: packets are still stored, and /api/status says how to
+train one. Stateful features continue the sensor's state (kept in Redis by detection.ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from django.db.models import F
+from django.db.models.functions import Greatest
+
+from capture import events
+from capture import services as capture_services
+from capture.models import Sensor
+from capture.records import Batch, ip_to_text, protocol_name
+from detection import ml
+from detection.features import FeatureExtractor, FeatureState
+from detection.models import Anomaly, DetectionModel, Incident
+
+log = logging.getLogger(__name__)
+
+INCIDENT_QUIET = timedelta(seconds=60)  # a source quiet this long closes its incident
+BROADCAST_PER_BATCH = 10
+
+
+@dataclass
+class ScoredBatch:
+    """Scores of one batch, which of its packets are anomalies, and the feature state after it."""
+
+    scores: np.ndarray
+    threshold: float
+    is_anomaly: np.ndarray
+    explanations: dict[int, tuple[str, list[dict[str, Any]]]]  # row index -> (text, contributions)
+    model_kind: str
+    model_versions: dict[str, int]
+    feature_state: bytes
+
+
+class _ModelCache:
+    """The model in use, loaded once per worker process and reloaded when the active version changes.
+
+    Which version is active is asked of the database for every batch (one indexed query per
+    thousands of packets), so switching or deactivating a model takes effect on the next batch.
+    """
+
+    def __init__(self) -> None:
+        self.row: DetectionModel | None = None
+        self.model: ml.AnomalyModel | None = None
+        self.extractor: FeatureExtractor | None = None
+
+    def current(self) -> tuple[DetectionModel, ml.AnomalyModel, FeatureExtractor] | None:
+        kind = capture_services.get_config().ml_model
+        ready = DetectionModel.Status.READY
+        row = DetectionModel.objects.filter(kind=kind, is_active=True, status=ready).first()
+        if row is None:
+            self.row = self.model = self.extractor = None
+            return None
+        if self.row is None or row.pk != self.row.pk:
+            self.model = ml.load_model(row.artifact_path)
+            self.extractor = FeatureExtractor(row.feature_level)
+        self.row = row
+        return self.row, self.model, self.extractor
+
+
+_models = _ModelCache()
+
+
+def score_records(
+    model: ml.AnomalyModel, extractor: FeatureExtractor, records: np.ndarray, state: FeatureState
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features, scores) of records, continuing ``state``: the one code path for live and offline scoring."""
+    X = extractor.transform(records, state)
+    return X, model.score(X)
+
+
+def load_state(raw: bytes, extractor: FeatureExtractor) -> FeatureState:
+    if raw:
+        try:
+            state = FeatureState.from_bytes(raw)
+            if state.level == extractor.level:
+                return state
+        except Exception as exc:  # a state from another version: start cold rather than fail
+            log.warning("feature state unusable, starting fresh: %s", exc)
+    return extractor.new_state()
+
+
+def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
+    """Score ``batch`` with the model in use (None while none is active)."""
+    current = _models.current()
+    if current is None:
+        return None
+    row, model, extractor = current
+    fstate = load_state(state.features, extractor)
+    X, scores = score_records(model, extractor, batch.records, fstate)
+    flagged = np.flatnonzero(scores > model.threshold)
+    explanations: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+    if len(flagged):
+        for i, contributions in zip(flagged.tolist(), model.explain(X[flagged]), strict=True):
+            text = ml.explain_text(model, batch.records[i], contributions)
+            explanations[i] = (text, ml.contributions_as_dicts(contributions))
+    return ScoredBatch(
+        scores=scores,
+        threshold=float(model.threshold),
+        is_anomaly=scores > model.threshold,
+        explanations=explanations,
+        model_kind=row.kind,
+        model_versions={row.kind: row.version},
+        feature_state=fstate.to_bytes(),
+    )
+
+
+def _incidents_for(sensor: Sensor, sources: dict[str | None, list[int]], ts: list[datetime], scores) -> dict:
+    """The open incident of each source (created when none is open), updated with this batch's anomalies."""
+    result = {}
+    for src, rows in sources.items():
+        first, last = min(ts[i] for i in rows), max(ts[i] for i in rows)
+        top = float(max(scores[i] for i in rows))
+        incident = (
+            Incident.objects.filter(sensor=sensor, src_ip=src, last_seen__gte=first - INCIDENT_QUIET)
+            .order_by("-last_seen")
+            .first()
+        )
+        if incident is None:
+            incident = Incident.objects.create(
+                sensor=sensor,
+                src_ip=src,
+                first_seen=first,
+                last_seen=last,
+                anomaly_count=len(rows),
+                max_score=top,
+            )
+        else:
+            Incident.objects.filter(pk=incident.pk).update(
+                last_seen=Greatest(F("last_seen"), last),
+                anomaly_count=F("anomaly_count") + len(rows),
+                max_score=Greatest(F("max_score"), top),
+            )
+        result[src] = incident
+    return result
+
+
+def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> list[Anomaly]:
+    """Anomaly rows (grouped into incidents per source) for the flagged packets of a stored batch."""
+    if scored is None or not scored.explanations:
+        return []
+    records = batch.records
+    rows = sorted(scored.explanations)
+    ts = {i: datetime.fromtimestamp(float(records["ts"][i]), tz=UTC) for i in rows}
+    src = {i: ip_to_text(records["src_ip"][i], int(records["ip_version"][i])) for i in rows}
+    by_source: dict[str | None, list[int]] = {}
+    for i in rows:
+        by_source.setdefault(src[i], []).append(i)
+    incidents = _incidents_for(sensor, by_source, ts, scored.scores)
+    for source, incident in incidents.items():
+        if not incident.summary:
+            incident.summary = scored.explanations[by_source[source][0]][0][:2000]
+            Incident.objects.filter(pk=incident.pk, summary="").update(summary=incident.summary)
+    anomalies = []
+    for i in rows:
+        r = records[i]
+        version = int(r["ip_version"])
+        text, contributions = scored.explanations[i]
+        anomalies.append(
+            Anomaly(
+                sensor=sensor, incident=incidents[src[i]], packet_seq=int(r["seq"]), ts=ts[i],
+                protocol=protocol_name(int(r["eth_type"]), int(r["proto"]), version), src_ip=src[i],
+                dst_ip=ip_to_text(r["dst_ip"], version), src_port=int(r["sport"]), dst_port=int(r["dport"]),
+                score=float(scored.scores[i]), threshold=scored.threshold, model_kind=scored.model_kind,
+                model_versions=scored.model_versions, explanation=text, contributions=contributions,
+            )
+        )  # fmt: skip
+    # One transaction with the batch receipt: no duplicates to ignore, and the ids come back.
+    return Anomaly.objects.bulk_create(anomalies, batch_size=2000)
+
+
+def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[str, Any]:
+    return {
+        "id": anomaly.pk,
+        "sensor": sensor_name,
+        "ts": anomaly.ts.isoformat(),
+        "src_ip": anomaly.src_ip,
+        "dst_ip": anomaly.dst_ip,
+        "protocol": anomaly.protocol,
+        "src_port": anomaly.src_port,
+        "dst_port": anomaly.dst_port,
+        "score": anomaly.score,
+        "threshold": anomaly.threshold,
+        "model": anomaly.model_kind,
+        "explanation": anomaly.explanation,
+        "packet_seq": anomaly.packet_seq,
+        "incident_id": anomaly.incident_id,
+        "read_at": read_at,
+    }
+
+
+def broadcast_anomalies(anomalies: list[Anomaly], batch: Batch) -> None:
+    """The highest-scoring anomalies of a batch to dashboards (the API lists them all)."""
+    if not anomalies:
+        return
+    top = sorted(anomalies, key=lambda a: a.score, reverse=True)[:BROADCAST_PER_BATCH]
+    for anomaly in top:
+        events.broadcast(
+            events.GROUP_ANOMALIES,
+            {"type": "anomaly.detected", "anomaly": anomaly_event(anomaly, batch.sensor, batch.read_at),
+             "batch_anomalies": len(anomalies)},
+        )  # fmt: skip

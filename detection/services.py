@@ -1,0 +1,226 @@
+"""Detection's domain logic: training and versioning models, activation rules, status, anomaly marking."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from capture import services as capture_services
+from capture import storage
+from capture.models import Packet
+from capture.records import RECORD_DTYPE
+from detection import ml
+from detection.features import FeatureExtractor
+from detection.models import Anomaly, DetectionModel
+
+log = logging.getLogger(__name__)
+
+TRAIN_HINT = (
+    "no active model: train one with `python manage.py train_detector --pcap FILE` or POST /api/models/train"
+)
+FEATURE_CHUNK = 100_000
+
+
+class ActivationError(ValueError):
+    """A model that may not become active (not ready, or trained at another feature level)."""
+
+
+def active_models() -> list[DetectionModel]:
+    return list(DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY))
+
+
+def detection_status() -> dict[str, Any]:
+    """The detection part of /api/status: active model versions and recent anomaly count."""
+    models = active_models()
+    config = capture_services.get_config()
+    since = timezone.now() - timedelta(hours=1)
+    in_use = next((m for m in models if m.kind == config.ml_model), None)
+    note = ""
+    if in_use is None:
+        note = TRAIN_HINT.replace("no active model", f"no active {config.ml_model} model")
+    elif in_use.feature_level != config.feature_level:
+        note = (
+            f"the active {in_use.kind} model was trained at feature level {in_use.feature_level}, "
+            f"the configuration says {config.feature_level}: scoring uses the model's level"
+        )
+    return {
+        "models": {
+            m.kind: {
+                "version": m.version,
+                "feature_level": m.feature_level,
+                "threshold": m.threshold,
+                "id": m.pk,
+            }
+            for m in models
+        },
+        "model_in_use": in_use.kind if in_use else None,
+        "models_note": note,
+        "anomalies_last_hour": Anomaly.objects.filter(ts__gte=since, false_positive=False).count(),
+    }
+
+
+# --- training data -------------------------------------------------------------------------------
+def records_from_pcaps(paths: Iterable[str]) -> Iterator[np.ndarray]:
+    """Decoded records of capture files, in file order (what ``capture --pcap`` would publish)."""
+    from capture.decode import decode_frames
+    from capture.pcapio import ReadStats, iter_frame_batches
+
+    seq = 1
+    for path in paths:
+        for frames in iter_frame_batches(path, 65536, stats=ReadStats()):
+            records = decode_frames(frames, seq)
+            seq += len(records)
+            yield records
+
+
+def records_from_database(
+    since: datetime | None, until: datetime | None, sensor: str | None = None
+) -> Iterator[np.ndarray]:
+    """Stored packets in time order, without the ones flagged as real anomalies.
+
+    Packets an operator marked as false positives stay in: the next model should learn that they
+    are normal. Packets behind anomalies nobody disputed are left out, so attacks are not learnt.
+    """
+    qs = Packet.objects.order_by("sensor_id", "seq")
+    if since:
+        qs = qs.filter(ts__gte=since)
+    if until:
+        qs = qs.filter(ts__lt=until)
+    if sensor:
+        qs = qs.filter(sensor__name=sensor)
+    flagged = set(Anomaly.objects.filter(false_positive=False).values_list("sensor_id", "packet_seq"))
+    fields = ["sensor_id", "seq", "ts", "length", "payload_len", "ip_version", "protocol", "src_ip", "dst_ip",
+              "src_port", "dst_port", "tcp_flags", "ttl", "vlan", "src_mac", "dst_mac"]  # fmt: skip
+    chunk: list[dict] = []
+    for row in qs.values(*fields).iterator(chunk_size=20_000):
+        if (row["sensor_id"], row["seq"]) in flagged:
+            continue
+        chunk.append(row)
+        if len(chunk) >= FEATURE_CHUNK:
+            yield storage.records_from_packets(chunk)
+            chunk = []
+    if chunk:
+        yield storage.records_from_packets(chunk)
+
+
+def featurise(chunks: Iterable[np.ndarray], level: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features of a record stream at ``level`` (one state, in order). Returns (X, records)."""
+    extractor = FeatureExtractor(level)
+    state = extractor.new_state()
+    xs, recs = [], []
+    for records in chunks:
+        if len(records):
+            xs.append(extractor.transform(records, state))
+            recs.append(records)
+    if not xs:
+        return np.zeros((0, extractor.n_features), np.float32), np.zeros(0, RECORD_DTYPE)
+    return np.concatenate(xs), np.concatenate(recs)
+
+
+# --- training ------------------------------------------------------------------------------------
+def next_version(kind: str) -> int:
+    return (DetectionModel.objects.filter(kind=kind).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def create_training(kind: str, level: str, source: str, user: Any = None) -> DetectionModel:
+    """A registry row for a model about to be trained (status training)."""
+    if kind not in ml.MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(ml.MODEL_KINDS)}")
+    if level not in ("low", "standard", "advanced"):
+        raise ValueError(f"unknown feature level {level!r}; known: low, standard, advanced")
+    with transaction.atomic():
+        return DetectionModel.objects.create(
+            kind=kind, version=next_version(kind), feature_level=level, source=source[:255],
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )  # fmt: skip
+
+
+def train(
+    model_row: DetectionModel,
+    chunks: Iterable[np.ndarray],
+    *,
+    activate: bool = True,
+    progress: Callable[[float], None] = lambda p: None,
+    **model_kw: Any,
+) -> DetectionModel:
+    """Featurise, fit, calibrate and save a model for ``model_row``; activate it if asked.
+
+    On failure the row is marked failed with the reason and re-raised (ml.TrainingError for too
+    little data).
+    """
+    started = time.perf_counter()
+    try:
+        progress(0.05)
+        X, records = featurise(chunks, model_row.feature_level)
+        progress(0.4)
+        model = ml.train_model(model_row.kind, X, FeatureExtractor(model_row.feature_level).names,
+                               level=model_row.feature_level, **model_kw)  # fmt: skip
+        progress(0.9)
+        path = Path(settings.NETMON_MODEL_DIR) / f"{model_row.kind}-v{model_row.version}"
+        if path.exists():
+            shutil.rmtree(path)
+        model.save(path)
+        scores = model.score(X)
+    except Exception as exc:
+        model_row.status, model_row.error = DetectionModel.Status.FAILED, str(exc)[:2000]
+        model_row.save(update_fields=["status", "error"])
+        raise
+    model_row.status = DetectionModel.Status.READY
+    model_row.progress = 1.0
+    model_row.threshold = float(model.threshold)
+    model_row.packet_count = len(X)
+    model_row.training_seconds = round(time.perf_counter() - started, 3)
+    model_row.artifact_path = str(path)
+    if len(records):
+        model_row.data_from = datetime.fromtimestamp(float(records["ts"].min()), tz=UTC)
+        model_row.data_until = datetime.fromtimestamp(float(records["ts"].max()), tz=UTC)
+    model_row.metrics = {
+        "n_features": int(X.shape[1]),
+        "flagged_training_share": float(np.mean(scores > model.threshold)),
+        "score_median": float(np.median(scores)),
+        "quantile": model.quantile,
+    }
+    model_row.save()
+    progress(1.0)
+    if activate:
+        try:
+            activate_model(model_row)
+        except ActivationError as exc:  # trained for another level: kept, not activated
+            log.warning("%s", exc)
+    return model_row
+
+
+def activate_model(model_row: DetectionModel, force_level: bool = False) -> DetectionModel:
+    """Make ``model_row`` the one active version of its kind (refusing a feature-level mismatch)."""
+    if model_row.status != DetectionModel.Status.READY:
+        raise ActivationError(f"{model_row} is {model_row.status}, not ready")
+    level = capture_services.get_config().feature_level
+    if model_row.feature_level != level and not force_level:
+        raise ActivationError(
+            f"{model_row.kind} v{model_row.version} was trained at feature level {model_row.feature_level}, "
+            f"but the configured feature_level is {level}: retrain at {level} or change the configuration"
+        )
+    with transaction.atomic():
+        DetectionModel.objects.filter(kind=model_row.kind, is_active=True).exclude(pk=model_row.pk).update(
+            is_active=False
+        )
+        model_row.is_active = True
+        model_row.save(update_fields=["is_active"])
+    return model_row
+
+
+def mark_false_positive(anomaly: Anomaly, value: bool = True) -> Anomaly:
+    anomaly.false_positive = value
+    anomaly.save(update_fields=["false_positive"])
+    return anomaly

@@ -1,0 +1,80 @@
+"""Export API: create (202), list, detail, delete, and download (owner only)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exports import services, tasks
+from exports.api.serializers import ExportJobSerializer, ExportRequestSerializer
+from exports.models import ExportJob
+
+
+def own_job(request: Request, job_id) -> ExportJob:
+    """The requesting user's job, or 404 (another user's job is indistinguishable from none)."""
+    job = ExportJob.objects.filter(pk=job_id, owner=request.user).first()
+    if job is None:
+        raise Http404("no such export")
+    return job
+
+
+class ExportListView(APIView):
+    """GET: your exports. POST: queue a new export (202 with its id and URL)."""
+
+    @extend_schema(responses=ExportJobSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        jobs = ExportJob.objects.filter(owner=request.user)[:200]
+        return Response(ExportJobSerializer(jobs, many=True).data)
+
+    @extend_schema(request=ExportRequestSerializer, responses={202: ExportJobSerializer})
+    def post(self, request: Request) -> Response:
+        try:
+            with transaction.atomic():
+                job = services.create_export(request.user, request.data)
+                transaction.on_commit(lambda: tasks.run_export.delay(str(job.id)))
+        except services.ExportRequestError as exc:
+            return Response({"detail": "invalid export request", "fields": exc.errors}, status=400)
+        body = ExportJobSerializer(job).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class ExportDetailView(APIView):
+    """GET one of your exports; DELETE it and its file."""
+
+    @extend_schema(responses=ExportJobSerializer)
+    def get(self, request: Request, job_id) -> Response:
+        return Response(ExportJobSerializer(own_job(request, job_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, job_id) -> Response:
+        services.delete_export(own_job(request, job_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ExportDownloadView(APIView):
+    """GET the encrypted file of one of your succeeded exports (streamed)."""
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="the export file"),
+            409: OpenApiResponse(description="the export has not succeeded (yet)"),
+            410: OpenApiResponse(description="the file is gone (expired or deleted)"),
+        }
+    )
+    def get(self, request: Request, job_id):
+        job = own_job(request, job_id)
+        if job.status != ExportJob.Status.SUCCEEDED or not job.file_path:
+            return Response({"detail": f"export is {job.status}, not ready to download"}, status=409)
+        try:
+            handle = open(job.file_path, "rb")  # noqa: SIM115 - FileResponse closes it
+        except FileNotFoundError:
+            return Response({"detail": "the export file is gone (expired or deleted)"}, status=410)
+        name = f"netmon-{job.dataset}-{job.id}.{job.format}.nmx"
+        return FileResponse(
+            handle, as_attachment=True, filename=name, content_type="application/octet-stream"
+        )

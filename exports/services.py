@@ -1,0 +1,374 @@
+"""Exports' domain logic: validate a request into an ExportJob, run it (stream rows -> serialise ->
+encrypt -> file), expire old files, and hand passphrases to the worker without storing them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from capture import services as capture_services
+from capture.models import Flow, Packet
+from detection.models import Anomaly
+from exports import crypto
+from exports.formats import FILE_EXTENSIONS, serialise
+from exports.models import ExportJob, RecipientKey
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 50_000
+MIN_PASSPHRASE = 8
+PASSPHRASE_TTL = 3600
+
+COLUMNS = {
+    "packets": [
+        "sensor", "seq", "ts", "interface", "src_mac", "dst_mac", "ip_version", "protocol", "src_ip",
+        "dst_ip", "src_port", "dst_port", "length", "tcp_flags", "ttl", "vlan", "app_protocol", "dns_query",
+        "http_host", "http_method", "tls_sni", "decode_error",
+    ],
+    "flows": [
+        "sensor", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "first_seen", "last_seen",
+        "packets", "bytes",
+    ],
+    "anomalies": [
+        "id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "score",
+        "threshold", "model_kind", "explanation", "false_positive", "incident_id",
+    ],
+}  # fmt: skip
+FILTER_KEYS = {"since", "until", "sensor", "ip", "port", "protocol", "anomalies_only"}
+
+
+class ExportRequestError(ValueError):
+    """A request that cannot become an export: ``errors`` maps each field to what is wrong."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+# --- keys from the environment ------------------------------------------------------------------
+def key_ring() -> dict[str, bytes]:
+    """NETMON_EXPORT_KEYS parsed (raises crypto.InvalidKeyError naming the bad entry)."""
+    return crypto.parse_key_ring(settings.NETMON_EXPORT_KEYS) if settings.NETMON_EXPORT_KEYS else {}
+
+
+def hmac_key() -> bytes:
+    raw = settings.NETMON_EXPORT_HMAC_KEY
+    if not raw:
+        raise crypto.MissingKeyError("the SHA mode needs NETMON_EXPORT_HMAC_KEY (base64, 32 random bytes)")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise crypto.InvalidKeyError("NETMON_EXPORT_HMAC_KEY is not valid base64") from None
+
+
+# --- passphrases: sealed in Redis for the worker, never in the database or a task argument -------
+def _seal_key() -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"netmon export passphrase").derive(
+        settings.SECRET_KEY.encode()
+    )
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+def seal_passphrase(job_id: str, passphrase: str) -> None:
+    nonce = os.urandom(12)
+    sealed = nonce + AESGCM(_seal_key()).encrypt(nonce, passphrase.encode(), str(job_id).encode())
+    _redis().set(f"netmon:export:secret:{job_id}", sealed, ex=PASSPHRASE_TTL)
+
+
+def unseal_passphrase(job_id: str) -> str:
+    sealed = _redis().getdel(f"netmon:export:secret:{job_id}")
+    if not sealed:
+        raise crypto.MissingKeyError("the passphrase for this export has expired; create the export again")
+    return AESGCM(_seal_key()).decrypt(sealed[:12], sealed[12:], str(job_id).encode()).decode()
+
+
+# --- requests -----------------------------------------------------------------------------------
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_filters(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ExportRequestError({"filters": "must be an object"})
+    errors, clean = {}, {}
+    for key, value in raw.items():
+        if key not in FILTER_KEYS:
+            errors[f"filters.{key}"] = f"unknown filter; known: {', '.join(sorted(FILTER_KEYS))}"
+        elif key in {"since", "until"}:
+            try:
+                parsed = parse_datetime(value) if isinstance(value, str) else None
+            except ValueError:  # well formed but impossible, e.g. 2026-02-30T00:00:00Z
+                parsed = None
+            if parsed is None:
+                errors[f"filters.{key}"] = "must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z"
+            else:
+                clean[key] = value
+        elif key == "port":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                errors["filters.port"] = "must be an integer from 0 to 65535"
+            else:
+                clean[key] = value
+        elif key == "anomalies_only":
+            if not isinstance(value, bool):
+                errors["filters.anomalies_only"] = "must be true or false"
+            else:
+                clean[key] = value
+        elif not isinstance(value, str) or not value or "\x00" in value:
+            # (PostgreSQL cannot store a NUL character: it was a 500 when the job was saved)
+            errors[f"filters.{key}"] = "must be a non-empty string without NUL characters"
+        elif key == "ip" and not _is_ip(value):
+            # (the worker's query on PostgreSQL's inet column failed on anything else)
+            errors["filters.ip"] = f"{value!r} is not an IPv4 or IPv6 address"
+        else:
+            clean[key] = value
+    if errors:
+        raise ExportRequestError(errors)
+    return clean
+
+
+def create_export(user: Any, data: Any) -> ExportJob:
+    """Validate an export request and create its job (queued). Raises ExportRequestError."""
+    if not isinstance(data, dict):
+        raise ExportRequestError({"non_field_errors": "expected a JSON object"})
+    errors: dict[str, str] = {}
+    dataset = data.get("dataset", "packets")
+    fmt = data.get("format", "json")
+    algorithm = data.get("algorithm") or capture_services.get_config().encryption_algorithm
+    if dataset not in ExportJob.Dataset.values:
+        errors["dataset"] = f"{dataset!r} is not one of: {', '.join(ExportJob.Dataset.values)}"
+    if fmt not in ExportJob.Format.values:
+        errors["format"] = f"{fmt!r} is not one of: {', '.join(ExportJob.Format.values)}"
+    if algorithm not in ExportJob.Algorithm.values:
+        errors["algorithm"] = f"{algorithm!r} is not one of: {', '.join(ExportJob.Algorithm.values)}"
+    unknown = set(data) - {"dataset", "format", "algorithm", "key_id", "passphrase", "recipient",
+                           "public_key_pem", "filters"}  # fmt: skip
+    for key in sorted(unknown):
+        errors[key] = "unknown field"
+    try:
+        filters = _parse_filters(data.get("filters"))
+    except ExportRequestError as exc:
+        errors.update(exc.errors)
+        filters = {}
+    job = ExportJob(owner=user, dataset=dataset, format=fmt, algorithm=algorithm, filters=filters)
+    passphrase = data.get("passphrase")
+    if not errors:
+        errors.update(_check_keys(job, data, passphrase))
+    if errors:
+        raise ExportRequestError(errors)
+    job.save()
+    if passphrase:
+        seal_passphrase(str(job.id), passphrase)
+    return job
+
+
+def _check_keys(job: ExportJob, data: dict[str, Any], passphrase: Any) -> dict[str, str]:
+    algorithm = job.algorithm
+    if algorithm in {"AES-256", "AES-192"}:
+        key_id = data.get("key_id")
+        if (key_id is None) == (passphrase is None):
+            return {
+                "key_id": f"{algorithm} needs exactly one of key_id (from NETMON_EXPORT_KEYS) or passphrase"
+            }
+        if passphrase is not None:
+            if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE:
+                return {"passphrase": f"must be a string of at least {MIN_PASSPHRASE} characters"}
+            job.uses_passphrase = True
+            return {}
+        try:
+            ring = key_ring()
+        except crypto.ExportError as exc:
+            return {"key_id": f"server key ring unusable: {exc}"}
+        if not isinstance(key_id, str) or key_id not in ring:
+            known = ", ".join(sorted(ring)) or "none configured (set NETMON_EXPORT_KEYS)"
+            return {"key_id": f"unknown key id {key_id!r}; known: {known}"}
+        if len(ring[key_id]) != (32 if algorithm == "AES-256" else 24):
+            return {"key_id": f"key {key_id!r} is not a {algorithm} key ({len(ring[key_id]) * 8} bits)"}
+        job.key_id = key_id
+        return {}
+    if algorithm == "RSA":
+        recipient, pem = data.get("recipient"), data.get("public_key_pem")
+        if (recipient is None) == (pem is None):
+            return {
+                "recipient": "RSA needs exactly one of recipient (a registered key's name) or public_key_pem"
+            }
+        if recipient is not None:
+            found = (
+                RecipientKey.objects.filter(name=recipient).first()
+                if isinstance(recipient, str) and "\x00" not in recipient  # (a 500 on PostgreSQL)
+                else None
+            )
+            if found is None:
+                names = ", ".join(RecipientKey.objects.values_list("name", flat=True)) or "none registered"
+                return {"recipient": f"no recipient key named {recipient!r}; registered: {names}"}
+            job.recipient = found
+            return {}
+        if not isinstance(pem, str):
+            return {"public_key_pem": "must be a PEM string"}
+        try:
+            validate_public_key(pem)
+        except crypto.ExportError as exc:
+            return {"public_key_pem": str(exc)}
+        job.recipient_public_key_pem = pem
+        return {}
+    try:
+        hmac_key()
+    except crypto.ExportError as exc:
+        return {"algorithm": f"SHA exports are not available on this server: {exc}"}
+    return {}
+
+
+def validate_public_key(pem: str) -> str:
+    """Check an RSA public key PEM (>= 2048 bits); returns its fingerprint (raises crypto.ExportError)."""
+    import io
+
+    crypto.ExportWriter(io.BytesIO(), "RSA", public_key_pem=pem)
+    return crypto.public_key_fingerprint(pem)
+
+
+# --- running ------------------------------------------------------------------------------------
+def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as dicts in COLUMNS order, streamed from the database in chunks."""
+    f = job.filters
+    if job.dataset == "packets":
+        qs = Packet.objects.order_by("sensor_id", "seq")
+        time_field, start_field = "ts", "ts"
+    elif job.dataset == "flows":
+        qs = Flow.objects.order_by("id")
+        time_field, start_field = "last_seen", "first_seen"
+    else:
+        qs = Anomaly.objects.order_by("id")
+        time_field, start_field = "ts", "ts"
+    if "since" in f:
+        qs = qs.filter(**{f"{time_field}__gte": parse_datetime(f["since"])})
+    if "until" in f:
+        qs = qs.filter(**{f"{start_field}__lt": parse_datetime(f["until"])})
+    if "sensor" in f:
+        qs = qs.filter(sensor__name=f["sensor"])
+    if "ip" in f:
+        qs = qs.filter(Q(src_ip=f["ip"]) | Q(dst_ip=f["ip"]))
+    if "port" in f:
+        qs = qs.filter(Q(src_port=f["port"]) | Q(dst_port=f["port"]))
+    if "protocol" in f:
+        qs = qs.filter(protocol__iexact=f["protocol"])
+    if f.get("anomalies_only"):
+        if job.dataset == "packets":
+            qs = qs.filter(sensor__anomalies__packet_seq=F("seq"))
+        elif job.dataset == "anomalies":
+            qs = qs.filter(false_positive=False)
+    columns = [c for c in COLUMNS[job.dataset] if c != "sensor"]
+    yield from (
+        qs.annotate(sensor_name=F("sensor__name")).values(*columns, "sensor_name").iterator(chunk_size=5000)
+    )
+
+
+def _renamed(
+    rows: Iterator[dict[str, Any]], counter: list[int], on_progress: Callable[[int], None]
+) -> Iterator:
+    n = 0
+    for row in rows:
+        row["sensor"] = row.pop("sensor_name")
+        n += 1
+        if n % PROGRESS_EVERY == 0:
+            counter[0] = n
+            on_progress(n)
+        yield row
+    counter[0] = n
+
+
+def writer_keys(job: ExportJob) -> dict[str, Any]:
+    if job.algorithm == "RSA":
+        pem = job.recipient.public_key_pem if job.recipient_id else job.recipient_public_key_pem
+        return {"public_key_pem": pem}
+    if job.algorithm == "SHA":
+        return {"hmac_key": hmac_key()}
+    if job.uses_passphrase:
+        return {"passphrase": unseal_passphrase(str(job.id))}
+    return {"key_ring": key_ring(), "key_id": job.key_id}
+
+
+def export_path(job: ExportJob) -> Path:
+    return settings.NETMON_EXPORT_DIR / f"{job.id}{FILE_EXTENSIONS[job.format]}.nmx"
+
+
+def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: None) -> crypto.ExportInfo:
+    """Stream the job's rows into its encrypted file. A failure leaves no file behind."""
+    directory = settings.NETMON_EXPORT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    final = export_path(job)
+    counter = [0]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{job.id}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            writer = crypto.ExportWriter(handle, job.algorithm, **writer_keys(job))
+            for piece in serialise(
+                job.format, _renamed(dataset_rows(job), counter, on_progress), COLUMNS[job.dataset]
+            ):
+                writer.write(piece)
+            info = writer.close()
+        os.chmod(tmp_name, 0o600)
+        os.replace(tmp_name, final)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    job.row_count = job.rows_written = counter[0]
+    job.size_bytes = info.file_size
+    job.plaintext_sha256 = info.plaintext_sha256
+    job.file_sha256 = info.file_sha256
+    job.file_path = str(final)
+    return info
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def delete_export(job: ExportJob) -> None:
+    if job.file_path:
+        Path(job.file_path).unlink(missing_ok=True)
+    job.delete()
+
+
+def expire_exports(max_age_hours: int, now: datetime | None = None) -> int:
+    """Delete files of exports older than ``max_age_hours``; their jobs stay, marked expired."""
+    now = now or timezone.now()
+    expired = 0
+    for job in ExportJob.objects.filter(
+        status=ExportJob.Status.SUCCEEDED, finished_at__lt=now - timedelta(hours=max_age_hours)
+    ):
+        if job.file_path:
+            Path(job.file_path).unlink(missing_ok=True)
+        job.status = ExportJob.Status.EXPIRED
+        job.file_path = ""
+        job.save(update_fields=["status", "file_path"])
+        expired += 1
+    return expired

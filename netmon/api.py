@@ -1,0 +1,155 @@
+"""Project-wide API pieces: JSON error handling, the token endpoint, health and the status overview."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import connection
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from capture import control
+from capture import services as capture_services
+
+log = logging.getLogger(__name__)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus a JSON 500 (logged) instead of Django's HTML page for unexpected errors."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("unhandled API error", exc_info=exc)
+        return Response({"detail": "internal error; see the server log"}, status=500)
+    return response
+
+
+def json_not_found(request, exception=None) -> JsonResponse:
+    return JsonResponse({"detail": f"no such route: {request.path}"}, status=404)
+
+
+def json_server_error(request) -> JsonResponse:
+    return JsonResponse({"detail": "internal error; see the server log"}, status=500)
+
+
+class TokenView(ObtainAuthToken):
+    """POST username/password -> {"token": ...}; rate limited per client address."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+    permission_classes = [AllowAny]  # as ObtainAuthToken's empty list, but the schema then says so
+    renderer_classes = ObtainAuthToken.renderer_classes
+
+    @extend_schema(
+        request=inline_serializer(
+            "TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}
+        ),
+        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+def check_redis() -> dict[str, Any]:
+    try:
+        control.redis_client().ping()
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True}
+
+
+def check_database() -> dict[str, Any]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def collect_status() -> dict[str, Any]:
+    """Everything /api/status shows, from every app."""
+    from detection import services as detection_services
+
+    redis_health = check_redis()
+    heartbeats = {}
+    if redis_health["ok"]:
+        try:
+            heartbeats = control.read_heartbeats(control.redis_client())
+        except Exception as exc:
+            redis_health = {"ok": False, "error": str(exc)}
+    sensors = capture_services.sensor_status(heartbeats)
+    capturing = any(s["alive"] and s["state"] == "running" for s in sensors)
+    primary = next((s for s in sensors if s["alive"]), sensors[0] if sensors else None)
+    totals = {
+        key: sum(s[key] for s in sensors)
+        for key in (
+            "packets_captured",
+            "packets_stored",
+            "packets_scored",
+            "packets_dropped",
+            "queue_lag_packets",
+        )
+    }
+    return {
+        "capturing": capturing,
+        "mode": primary["mode"] if primary else None,
+        "mode_reason": primary["mode_reason"] if primary else "no capture process has reported yet",
+        "sensors": sensors,
+        "totals": totals,
+        **detection_services.detection_status(),
+        "redis": redis_health,
+        "database": check_database(),
+    }
+
+
+class StatusView(APIView):
+    """GET /api/status: capture state per sensor, counters, anomalies, models, queue lag, health."""
+
+    @extend_schema(responses=inline_serializer("Status", {"capturing": serializers.BooleanField()}))
+    def get(self, request: Request) -> Response:
+        return Response(collect_status())
+
+
+class HealthView(APIView):
+    """GET /healthz: the process answers (no authentication, no dependencies)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses=inline_serializer("Health", {"status": serializers.CharField()}))
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+_READY = inline_serializer(
+    "Ready",
+    {
+        "status": serializers.CharField(),
+        "redis": serializers.BooleanField(),
+        "database": serializers.BooleanField(),
+    },
+)
+
+
+class ReadyView(APIView):
+    """GET /readyz: Redis and the database are reachable (503 otherwise)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: _READY, 503: _READY})
+    def get(self, request: Request) -> Response:
+        checks = {"redis": check_redis(), "database": check_database()}
+        ready = all(check["ok"] for check in checks.values())
+        # Error details stay in the log: this endpoint is public.
+        body = {"status": "ready" if ready else "not ready", **{k: v["ok"] for k, v in checks.items()}}
+        return Response(body, status=200 if ready else 503)

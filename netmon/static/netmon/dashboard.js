@@ -1,0 +1,849 @@
+/*
+ * Netmon dashboard: live data over the WebSocket /ws/monitor/ (protocol: docs/websocket.md),
+ * configuration and exports over the JSON API with the session cookie and CSRF token.
+ * No dependencies: the charts are drawn on <canvas> here.
+ */
+(function () {
+  "use strict";
+
+  const WINDOW_S = 300; // chart span
+  const MIX_WINDOW = 60; // protocol mix and top talkers: the last 60 stats messages per sensor
+  const MAX_PACKET_ROWS = 100;
+  const MAX_ANOMALIES = 60;
+  const MAX_EVENTS = 6;
+  const STATUS_REFRESH_MS = 10000;
+  const CONFIG_KEYS = [
+    "network_interface", "bpf_filter", "buffer_size", "analysis_depth",
+    "ml_model", "feature_level", "encryption_algorithm",
+  ];
+
+  // --- small helpers --------------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fmtNumber(value, digits) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    const abs = Math.abs(value);
+    if (abs >= 1e9) return (value / 1e9).toFixed(abs >= 1e10 ? 1 : 2) + "G";
+    if (abs >= 1e6) return (value / 1e6).toFixed(abs >= 1e7 ? 1 : 2) + "M";
+    if (abs >= 1e4) return (value / 1e3).toFixed(abs >= 1e5 ? 0 : 1) + "k";
+    return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits === undefined ? 0 : digits });
+  }
+
+  function fmtBytes(value) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    let v = Math.abs(value);
+    let i = 0;
+    while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+    return (v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+  }
+
+  const pad = (n, w) => String(n).padStart(w || 2, "0");
+
+  function fmtClock(date, millis) {
+    if (!(date instanceof Date) || Number.isNaN(date.getTime())) return "";
+    const base = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+    return millis ? `${base}.${pad(date.getMilliseconds(), 3)}` : base;
+  }
+
+  function toDate(ts) {
+    if (ts === null || ts === undefined || ts === "") return null;
+    return typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
+  }
+
+  function tcpFlags(bits) {
+    if (!bits) return "";
+    const names = [[1, "F"], [2, "S"], [4, "R"], [8, "P"], [16, "A"], [32, "U"], [64, "E"], [128, "C"]];
+    return names.filter(([bit]) => bits & bit).map(([, n]) => n).join("");
+  }
+
+  function endpoint(ip, port) {
+    if (!ip) return "–";
+    const host = ip.includes(":") ? `[${ip}]` : ip;
+    return port ? `${host}:${port}` : host;
+  }
+
+  function setText(id, text) {
+    const node = $(id);
+    if (node && node.textContent !== text) node.textContent = text;
+  }
+
+  // --- JSON API (session cookie + CSRF token) -------------------------------------------
+  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+
+  async function api(method, url, body) {
+    const options = {
+      method,
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.headers["X-CSRFToken"] = csrfToken;
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (error) {
+      return { ok: false, status: 0, body: { detail: "the server is unreachable" } };
+    }
+    if (response.status === 401 || response.status === 403) {
+      if (response.redirected || response.status === 401) goToLogin();
+    }
+    let data = null;
+    const type = response.headers.get("Content-Type") || "";
+    if (type.includes("json")) {
+      try { data = await response.json(); } catch (error) { data = null; }
+    }
+    return { ok: response.ok, status: response.status, body: data };
+  }
+
+  function goToLogin() {
+    window.location.assign("/accounts/login/?next=" + encodeURIComponent(window.location.pathname));
+  }
+
+  // Field errors from either {"detail", "fields": {key: msg}} or DRF's {key: [msgs]}.
+  function fieldErrors(body) {
+    if (!body || typeof body !== "object") return {};
+    const source = body.fields && typeof body.fields === "object" ? body.fields : body;
+    const out = {};
+    for (const [key, value] of Object.entries(source)) {
+      if (key === "detail" && source === body) continue;
+      out[key] = Array.isArray(value) ? value.join(" ") : String(value);
+    }
+    return out;
+  }
+
+  function showFieldErrors(form, errors) {
+    form.querySelectorAll("[data-error-for]").forEach((node) => { node.textContent = ""; });
+    form.querySelectorAll(".invalid").forEach((node) => node.classList.remove("invalid"));
+    const unplaced = [];
+    for (const [key, message] of Object.entries(errors || {})) {
+      const slot = form.querySelector(`[data-error-for="${CSS.escape(key)}"]`);
+      const input = form.querySelector(`[name="${CSS.escape(key)}"]`);
+      if (input) input.classList.add("invalid");
+      if (slot) slot.textContent = message;
+      else unplaced.push(`${key}: ${message}`);
+    }
+    const general = form.querySelector('[data-error-for="non_field_errors"]');
+    if (general && unplaced.length) general.textContent = unplaced.join(" · ");
+  }
+
+  function setMessage(id, text, kind) {
+    const node = $(id);
+    node.textContent = text || "";
+    node.className = "form-message" + (kind ? " " + kind : "");
+  }
+
+  // --- line chart on a canvas -----------------------------------------------------------
+  class LineChart {
+    constructor(canvas, color, format) {
+      this.canvas = canvas;
+      this.color = color;
+      this.format = format;
+      this.points = []; // [epoch seconds, value]
+      new ResizeObserver(() => this.draw()).observe(canvas);
+    }
+
+    push(t, value) {
+      this.points.push([t, value]);
+      const cutoff = t - WINDOW_S - 5;
+      while (this.points.length && this.points[0][0] < cutoff) this.points.shift();
+    }
+
+    niceMax(value) {
+      if (value <= 0) return 1;
+      const magnitude = Math.pow(10, Math.floor(Math.log10(value)));
+      for (const step of [1, 2, 2.5, 5, 10]) {
+        if (value <= step * magnitude) return step * magnitude;
+      }
+      return 10 * magnitude;
+    }
+
+    draw() {
+      const canvas = this.canvas;
+      const ratio = window.devicePixelRatio || 1;
+      const width = canvas.clientWidth;
+      const height = canvas.clientHeight;
+      if (!width || !height) return;
+      if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+        canvas.width = Math.round(width * ratio);
+        canvas.height = Math.round(height * ratio);
+      }
+      const ctx = canvas.getContext("2d");
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      ctx.clearRect(0, 0, width, height);
+
+      const now = Date.now() / 1000;
+      const start = now - WINDOW_S;
+      const visible = this.points.filter(([t]) => t >= start - 2);
+      const left = 56;
+      const right = 10;
+      const top = 8;
+      const bottom = 20;
+      const plotW = width - left - right;
+      const plotH = height - top - bottom;
+      const max = this.niceMax(Math.max(0, ...visible.map(([, v]) => v)) * 1.1);
+      const x = (t) => left + ((t - start) / WINDOW_S) * plotW;
+      const y = (v) => top + plotH - (v / max) * plotH;
+
+      // grid + y labels
+      ctx.font = "11px system-ui, sans-serif";
+      ctx.textBaseline = "middle";
+      ctx.textAlign = "right";
+      for (let i = 0; i <= 4; i += 1) {
+        const value = (max * i) / 4;
+        const gy = Math.round(y(value)) + 0.5;
+        ctx.strokeStyle = i === 0 ? "#c9d2dc" : "#edf0f4";
+        ctx.lineWidth = 1;
+        ctx.beginPath();
+        ctx.moveTo(left, gy);
+        ctx.lineTo(width - right, gy);
+        ctx.stroke();
+        ctx.fillStyle = "#5a6676";
+        ctx.fillText(this.format(value), left - 8, gy);
+      }
+      // x labels: one a minute
+      ctx.textAlign = "center";
+      ctx.textBaseline = "top";
+      for (let m = 0; m <= WINDOW_S / 60; m += 1) {
+        const t = now - m * 60;
+        ctx.fillStyle = "#8b96a5";
+        ctx.fillText(m === 0 ? "now" : `-${m} min`, Math.min(Math.max(x(t), left + 16), width - right - 14), top + plotH + 5);
+      }
+      this.canvas.dataset.points = String(visible.length);
+      this.canvas.dataset.last = visible.length ? String(visible[visible.length - 1][1]) : "";
+      if (!visible.length) {
+        ctx.fillStyle = "#8b96a5";
+        ctx.textAlign = "center";
+        ctx.textBaseline = "middle";
+        ctx.fillText("waiting for data", left + plotW / 2, top + plotH / 2);
+        return;
+      }
+
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(left, top - 2, plotW, plotH + 4);
+      ctx.clip();
+      // Break the line where samples are missing (capture stopped), instead of bridging the gap.
+      const segments = [];
+      let current = [];
+      visible.forEach(([t, v], i) => {
+        if (i > 0 && t - visible[i - 1][0] > 5) { segments.push(current); current = []; }
+        current.push([x(t), y(v)]);
+      });
+      segments.push(current);
+      for (const segment of segments) {
+        if (!segment.length) continue;
+        const gradient = ctx.createLinearGradient(0, top, 0, top + plotH);
+        gradient.addColorStop(0, this.color + "33");
+        gradient.addColorStop(1, this.color + "05");
+        ctx.beginPath();
+        ctx.moveTo(segment[0][0], top + plotH);
+        segment.forEach(([px, py]) => ctx.lineTo(px, py));
+        ctx.lineTo(segment[segment.length - 1][0], top + plotH);
+        ctx.closePath();
+        ctx.fillStyle = gradient;
+        ctx.fill();
+        ctx.beginPath();
+        segment.forEach(([px, py], i) => (i ? ctx.lineTo(px, py) : ctx.moveTo(px, py)));
+        ctx.strokeStyle = this.color;
+        ctx.lineWidth = 1.8;
+        ctx.lineJoin = "round";
+        ctx.stroke();
+        if (segment.length === 1) {
+          ctx.fillStyle = this.color;
+          ctx.beginPath();
+          ctx.arc(segment[0][0], segment[0][1], 2.5, 0, Math.PI * 2);
+          ctx.fill();
+        }
+      }
+      const [lx, ly] = segments[segments.length - 1].slice(-1)[0];
+      ctx.fillStyle = this.color;
+      ctx.beginPath();
+      ctx.arc(lx, ly, 3, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.restore();
+    }
+  }
+
+  const ppsChart = new LineChart($("chart-pps"), "#1d5fd6", (v) => fmtNumber(v));
+  const bpsChart = new LineChart($("chart-bps"), "#13794a", (v) => fmtBytes(v).replace(" ", ""));
+
+  // --- state ----------------------------------------------------------------------------
+  const sensors = new Map(); // name -> merged status (connected/api status + live stats/capture_status)
+  const latestStats = new Map(); // name -> last stats message
+  const mixHistory = new Map(); // name -> [{protocols, talkers}] (last MIX_WINDOW)
+  let packetRows = []; // newest first
+  let packetsDroppedTotal = 0;
+  let anomalyCount = 0;
+  let anomaliesLastHour = null;
+  let liveConfig = null;
+
+  // --- KPIs -----------------------------------------------------------------------------
+  function freshStats() {
+    const now = Date.now() / 1000;
+    return [...latestStats.values()].filter((s) => now - (s.ts || 0) < 10);
+  }
+
+  function renderKpis() {
+    const stats = freshStats();
+    const pps = stats.reduce((sum, s) => sum + (s.packets_per_s || 0), 0);
+    const bps = stats.reduce((sum, s) => sum + (s.bytes_per_s || 0), 0);
+    setText("kpi-pps", stats.length ? fmtNumber(pps, 1) : "–");
+    setText("kpi-pps-sub", stats.length ? `${stats.length} sensor${stats.length > 1 ? "s" : ""} reporting` : "no live sensor");
+    setText("kpi-bps", stats.length ? fmtBytes(bps) + "/s" : "–");
+    let stored = 0;
+    let dropped = 0;
+    let lag = 0;
+    for (const s of sensors.values()) {
+      const live = latestStats.get(s.sensor);
+      stored += s.packets_stored || 0;
+      dropped += Math.max(s.packets_dropped || 0, (live && live.packets_dropped) || 0);
+      lag += Math.max(0, live ? live.queue_lag_packets || 0 : s.queue_lag_packets || 0);
+    }
+    setText("kpi-stored", sensors.size ? fmtNumber(stored) : "–");
+    setText("kpi-dropped", sensors.size ? fmtNumber(dropped) : "–");
+    $("kpi-dropped-card").classList.toggle("alert", dropped > 0);
+    setText("kpi-lag", sensors.size ? fmtNumber(lag) : "–");
+    const shown = anomaliesLastHour === null ? anomalyCount : Math.max(anomaliesLastHour, anomalyCount);
+    setText("kpi-anomalies", fmtNumber(shown));
+    $("kpi-anomalies-card").classList.toggle("alert", shown > 0);
+  }
+
+  // --- protocol mix and top talkers -----------------------------------------------------
+  function renderBars(listId, emptyId, entries, format) {
+    const list = $(listId);
+    $(emptyId).classList.toggle("hidden", entries.length > 0);
+    const max = Math.max(1, ...entries.map(([, v]) => v));
+    const total = entries.reduce((sum, [, v]) => sum + v, 0) || 1;
+    list.replaceChildren(
+      ...entries.map(([label, value]) =>
+        el("li", { dataset: { label } },
+          el("span", { class: "label mono", title: label, text: label }),
+          el("span", { class: "track" }, el("span", { class: "fill", style: `width:${((value / max) * 100).toFixed(1)}%` })),
+          el("span", { class: "value", text: format(value, total) }),
+        ),
+      ),
+    );
+  }
+
+  function renderMix() {
+    const protocols = new Map();
+    const talkers = new Map();
+    for (const history of mixHistory.values()) {
+      for (const entry of history) {
+        for (const [name, count] of Object.entries(entry.protocols || {})) {
+          protocols.set(name, (protocols.get(name) || 0) + Number(count || 0));
+        }
+        for (const pair of entry.talkers || []) {
+          if (Array.isArray(pair) && pair.length >= 2) talkers.set(pair[0], (talkers.get(pair[0]) || 0) + Number(pair[1] || 0));
+        }
+      }
+    }
+    const byValue = (a, b) => b[1] - a[1];
+    renderBars("protocol-bars", "protocol-empty", [...protocols.entries()].sort(byValue).slice(0, 10),
+      (v, total) => `${((v / total) * 100).toFixed(v / total < 0.1 ? 1 : 0)}% · ${fmtNumber(v)}`);
+    renderBars("talker-bars", "talker-empty", [...talkers.entries()].sort(byValue).slice(0, 10), (v) => fmtBytes(v));
+  }
+
+  // --- capture state --------------------------------------------------------------------
+  const STATE_CLASS = { running: "ok", starting: "info", stopping: "warn", stopped: "warn", exited: "bad" };
+
+  function mergeSensor(name, fields) {
+    if (!name || name === "*") return;
+    const current = sensors.get(name) || { sensor: name };
+    sensors.set(name, Object.assign(current, fields));
+  }
+
+  function renderCaptureState() {
+    const list = [...sensors.values()].sort((a, b) => a.sensor.localeCompare(b.sensor));
+    const live = list.filter((s) => s.alive !== false);
+    const running = live.filter((s) => s.state === "running");
+    const badge = $("capture-state");
+    let state;
+    let label;
+    if (!list.length) { state = "none"; label = "no sensor"; }
+    else if (running.length) { state = "running"; label = running.length > 1 ? `capturing · ${running.length} sensors` : "capturing"; }
+    else {
+      const pending = list.find((s) => s.state === "starting" || s.state === "stopping");
+      state = pending ? pending.state : (live.length ? live[0].state || "stopped" : "exited");
+      label = { starting: "starting…", stopping: "stopping…", stopped: "stopped", exited: "not running" }[state] || state;
+    }
+    badge.dataset.state = state;
+    badge.className = "badge " + (STATE_CLASS[state] || "");
+    badge.textContent = label;
+
+    const primary = running[0] || live[0] || list[0];
+    const modeBadge = $("capture-mode");
+    if (primary && primary.mode) {
+      modeBadge.classList.remove("hidden");
+      modeBadge.dataset.mode = primary.mode;
+      modeBadge.className = "badge plain " + (primary.mode === "live" ? "info" : "warn");
+      modeBadge.textContent = primary.mode === "demo" ? "demo mode" : primary.mode;
+      const reason = primary.mode_reason || "";
+      setText("mode-reason", primary.mode === "live" ? "" : reason);
+      $("mode-reason").title = reason;
+    } else {
+      modeBadge.classList.add("hidden");
+      setText("mode-reason", "");
+    }
+
+    const sensorList = $("sensor-list");
+    sensorList.replaceChildren(
+      ...list.map((s) => {
+        const st = s.alive === false && s.state !== "starting" ? "exited" : s.state || "unknown";
+        const detail = [s.mode, s.interface, s.packets_captured !== undefined ? `${fmtNumber(s.packets_captured)} captured` : null]
+          .filter(Boolean).join(" · ");
+        return el("li", { dataset: { sensor: s.sensor, state: st } },
+          el("span", { class: "badge " + (STATE_CLASS[st] || ""), text: st }),
+          el("span", { class: "name", text: s.sensor }),
+          el("span", { class: "detail", text: detail }));
+      }),
+    );
+    if (!list.length) sensorList.append(el("li", { class: "muted", text: "No capture process has reported yet." }));
+
+    const select = $("capture-sensor");
+    const chosen = select.value;
+    const names = list.map((s) => s.sensor);
+    const existing = [...select.options].slice(1).map((o) => o.value);
+    if (names.join("\n") !== existing.join("\n")) {
+      select.replaceChildren(el("option", { value: "", text: "All sensors" }), ...names.map((n) => el("option", { value: n, text: n })));
+      select.value = names.includes(chosen) ? chosen : "";
+    }
+  }
+
+  function logCaptureEvent(text) {
+    const list = $("capture-events");
+    list.prepend(el("li", {}, el("time", { text: fmtClock(new Date()) }), text));
+    while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+  }
+
+  // --- packets table --------------------------------------------------------------------
+  function addPackets(message) {
+    const incoming = (message.packets || []).slice().reverse();
+    packetRows = incoming.concat(packetRows).slice(0, MAX_PACKET_ROWS);
+    packetsDroppedTotal += message.dropped || 0;
+    const body = $("packet-rows");
+    const fragment = document.createDocumentFragment();
+    for (const p of packetRows) {
+      const proto = String(p.protocol || "");
+      fragment.append(
+        el("tr", { dataset: { seq: p.seq } },
+          el("td", { class: "num mono", text: fmtClock(toDate(p.ts), true) }),
+          el("td", { text: p.sensor || message.sensor || "" }),
+          el("td", { class: "num mono", text: p.seq }),
+          el("td", { class: "mono", text: endpoint(p.src_ip, p.src_port) }),
+          el("td", { class: "mono", text: endpoint(p.dst_ip, p.dst_port) }),
+          el("td", {}, el("span", { class: "proto proto-" + proto.replace(/[^A-Za-z0-9]/g, ""), text: proto || "?" })),
+          el("td", { class: "muted", text: p.app_protocol || "" }),
+          el("td", { class: "num", text: p.length }),
+          el("td", { class: "mono", text: tcpFlags(p.tcp_flags) }),
+        ),
+      );
+    }
+    body.replaceChildren(fragment);
+    body.dataset.count = String(packetRows.length);
+    body.dataset.lastSeq = packetRows.length ? String(packetRows[0].seq) : "";
+    $("packet-empty").classList.toggle("hidden", packetRows.length > 0);
+    setText("packet-rate", packetsDroppedTotal ? `${fmtNumber(packetsDroppedTotal)} not shown (sampled)` : "");
+  }
+
+  // --- anomaly feed ---------------------------------------------------------------------
+  const seenAnomalies = new Set();
+
+  function addAnomaly(anomaly, fresh) {
+    if (!anomaly || typeof anomaly !== "object") return;
+    if (anomaly.id !== undefined && seenAnomalies.has(anomaly.id)) return;
+    if (anomaly.id !== undefined) seenAnomalies.add(anomaly.id);
+    const score = Number(anomaly.score);
+    const threshold = Number(anomaly.threshold);
+    const scale = Math.max(score, threshold, 1e-9) * 1.1;
+    const seq = Number(anomaly.packet_seq);
+    const links = el("div", { class: "anomaly-links" });
+    if (anomaly.sensor && Number.isFinite(seq)) {
+      const query = new URLSearchParams({ sensor: anomaly.sensor, seq_from: Math.max(0, seq - 50), seq_to: seq + 50 });
+      links.append(el("a", { href: `/api/packets/?${query}`, target: "_blank", rel: "noopener", text: `packets around #${seq}` }));
+    }
+    if (anomaly.src_ip) {
+      links.append(el("a", { href: `/admin/capture/packet/?q=${encodeURIComponent(anomaly.src_ip)}`, target: "_blank", rel: "noopener", text: `all packets of ${anomaly.src_ip}` }));
+    }
+    const item = el("li", { class: fresh ? "fresh" : "", dataset: { anomalyId: anomaly.id ?? "" } },
+      el("div", { class: "anomaly-head" },
+        el("span", { class: "score", text: Number.isFinite(score) ? score.toFixed(3) : "?" }),
+        el("span", { class: "score-vs", text: Number.isFinite(threshold) ? `vs threshold ${threshold.toFixed(3)}` : "" }),
+        el("span", { class: "badge plain", text: anomaly.model || "model" }),
+        el("time", { text: fmtClock(toDate(anomaly.ts)) })),
+      el("div", { class: "anomaly-flow mono" },
+        `${endpoint(anomaly.src_ip, anomaly.src_port)} → ${endpoint(anomaly.dst_ip, anomaly.dst_port)} `,
+        el("span", { class: "muted", text: `${anomaly.protocol || ""} · ${anomaly.sensor || ""}` })),
+      anomaly.explanation ? el("div", { class: "anomaly-why", text: anomaly.explanation }) : null,
+      Number.isFinite(score) && Number.isFinite(threshold)
+        ? el("div", { class: "meter", title: `score ${score} / threshold ${threshold}` },
+          el("span", { class: "fill", style: `width:${((score / scale) * 100).toFixed(1)}%` }),
+          el("span", { class: "mark", style: `left:${((threshold / scale) * 100).toFixed(1)}%` }))
+        : null,
+      links);
+    const feed = $("anomaly-feed");
+    if (fresh) feed.prepend(item); else feed.append(item);
+    while (feed.children.length > MAX_ANOMALIES) feed.lastChild.remove();
+    $("anomaly-empty").classList.toggle("hidden", feed.children.length > 0);
+    if (fresh) anomalyCount += 1;
+    setText("anomaly-count", String(feed.children.length));
+  }
+
+  async function loadRecentAnomalies() {
+    const result = await api("GET", "/api/anomalies/?limit=30");
+    if (!result.ok || !result.body) return; // the detection API may not be installed
+    const items = Array.isArray(result.body) ? result.body : result.body.results || [];
+    items.forEach((a) => addAnomaly(a, false));
+  }
+
+  // --- capture controls -----------------------------------------------------------------
+  async function loadInterfaces() {
+    const result = await api("GET", "/api/interfaces");
+    const list = (result.body && (Array.isArray(result.body) ? result.body : result.body.interfaces)) || [];
+    const select = $("capture-interface");
+    const datalist = $("interface-options");
+    const options = list.map((i) => el("option", { value: i.name, text: i.description ? `${i.name} — ${i.description}` : i.name }));
+    select.replaceChildren(el("option", { value: "", text: "(configured)" }), ...options);
+    datalist.replaceChildren(...list.map((i) => el("option", { value: i.name, label: i.description || i.name })));
+    if (!result.ok && result.body && result.body.detail) setMessage("capture-message", result.body.detail, "bad");
+  }
+
+  function captureCommand(type) {
+    const form = $("capture-form");
+    showFieldErrors(form, {});
+    const message = { type };
+    const sensor = $("capture-sensor").value;
+    if (sensor) message.sensor = sensor;
+    if (type === "start_capture") {
+      const iface = $("capture-interface").value;
+      const bpf = $("capture-bpf").value.trim();
+      if (iface) message.interface = iface;
+      if (bpf) message.bpf = bpf;
+    }
+    const sent = socket.request(message, (reply) => {
+      if (reply.type === "error") {
+        setMessage("capture-message", reply.error, "bad");
+        if (reply.fields) showFieldErrors(form, reply.fields);
+      }
+    });
+    setMessage("capture-message", sent ? (type === "start_capture" ? "Starting…" : "Stopping…") : "Not connected", sent ? "" : "bad");
+  }
+
+  // --- configuration form ---------------------------------------------------------------
+  const configForm = $("config-form");
+  let configLoaded = null;
+
+  function fillConfig(config, onlyUntouched) {
+    for (const key of CONFIG_KEYS) {
+      const input = configForm.elements[key];
+      if (!input || config[key] === undefined) continue;
+      if (onlyUntouched && input.dataset.dirty === "1") continue;
+      input.value = config[key];
+      input.dataset.dirty = "";
+    }
+    configLoaded = Object.assign({}, configLoaded || {}, config);
+  }
+
+  function configChanges() {
+    const changes = {};
+    for (const key of CONFIG_KEYS) {
+      const input = configForm.elements[key];
+      let value = input.value;
+      if (key === "buffer_size") value = value === "" ? value : Number(value);
+      if (!configLoaded || String(configLoaded[key]) !== String(value)) changes[key] = value;
+    }
+    return changes;
+  }
+
+  async function loadConfig() {
+    const result = await api("GET", "/api/config");
+    if (result.ok && result.body) fillConfig(result.body, false);
+    else setMessage("config-message", "Could not load the configuration" + (result.body && result.body.detail ? `: ${result.body.detail}` : ""), "bad");
+  }
+
+  async function saveConfig(event) {
+    event.preventDefault();
+    const changes = configChanges();
+    showFieldErrors(configForm, {});
+    if (!Object.keys(changes).length) { setMessage("config-message", "Nothing to save", ""); return; }
+    setMessage("config-message", "Saving…", "");
+    const result = await api("POST", "/api/config", changes);
+    if (result.ok) {
+      fillConfig(result.body, false);
+      setMessage("config-message", "Saved", "ok");
+    } else if (result.status === 400) {
+      showFieldErrors(configForm, fieldErrors(result.body));
+      setMessage("config-message", (result.body && result.body.detail) || "Invalid configuration", "bad");
+    } else {
+      setMessage("config-message", (result.body && result.body.detail) || `Failed (HTTP ${result.status})`, "bad");
+    }
+  }
+
+  // --- exports --------------------------------------------------------------------------
+  const exportForm = $("export-form");
+  const exportJobs = new Map();
+  let exportsAvailable = true;
+
+  function renderExports() {
+    const jobs = [...exportJobs.values()].sort((a, b) => String(b.created_at || "").localeCompare(String(a.created_at || "")));
+    const STATUS = { succeeded: "ok", ready: "ok", running: "info", queued: "plain", failed: "bad", expired: "warn" };
+    $("export-rows").replaceChildren(
+      ...jobs.map((job) => {
+        const status = job.status || "queued";
+        const progress = status === "running" && job.rows_written ? ` · ${fmtNumber(job.rows_written)} rows` : "";
+        const download = job.download_url
+          ? el("a", { href: job.download_url, download: "", "data-testid": "export-download", text: "Download" })
+          : job.error ? el("span", { class: "muted", title: job.error, text: String(job.error).slice(0, 60) }) : "";
+        return el("tr", { dataset: { jobId: job.id, status } },
+          el("td", { class: "num", text: job.created_at ? new Date(job.created_at).toLocaleString() : "" }),
+          el("td", { text: job.dataset || "" }),
+          el("td", { text: job.format || "" }),
+          el("td", { text: job.algorithm || "" }),
+          el("td", {}, el("span", { class: "badge " + (STATUS[status] || ""), text: status }), progress),
+          el("td", { class: "num", text: job.row_count !== null && job.row_count !== undefined ? fmtNumber(job.row_count) : "" }),
+          el("td", { class: "num", text: job.size_bytes ? fmtBytes(job.size_bytes) : "" }),
+          el("td", {}, download));
+      }),
+    );
+    const empty = $("export-empty");
+    empty.classList.toggle("hidden", jobs.length > 0 || !exportsAvailable);
+  }
+
+  async function loadExports() {
+    const result = await api("GET", "/api/exports/");
+    if (!result.ok) {
+      exportsAvailable = false;
+      exportForm.querySelectorAll("button, input, select").forEach((node) => { node.disabled = true; });
+      setMessage("export-message", result.status === 404 ? "Exports are not available on this server yet." : `Exports could not be loaded (HTTP ${result.status}).`, "bad");
+      renderExports();
+      return;
+    }
+    const items = Array.isArray(result.body) ? result.body : (result.body && result.body.results) || [];
+    exportJobs.clear();
+    items.forEach((job) => exportJobs.set(String(job.id), job));
+    renderExports();
+  }
+
+  function updateJob(job) {
+    if (!job || job.id === undefined) return;
+    const key = String(job.id);
+    if (!exportJobs.has(key)) { loadExports(); return; }
+    Object.assign(exportJobs.get(key), job);
+    renderExports();
+  }
+
+  async function createExport(event) {
+    event.preventDefault();
+    if (!exportsAvailable) return;
+    const body = {};
+    for (const name of ["dataset", "format", "algorithm", "key_id", "passphrase"]) {
+      const value = exportForm.elements[name].value.trim();
+      if (value) body[name] = value;
+    }
+    showFieldErrors(exportForm, {});
+    setMessage("export-message", "Queuing…", "");
+    const result = await api("POST", "/api/exports/", body);
+    if (result.ok) {
+      exportForm.elements.passphrase.value = "";
+      if (result.body && result.body.id !== undefined) exportJobs.set(String(result.body.id), result.body);
+      renderExports();
+      setMessage("export-message", "Export queued", "ok");
+    } else {
+      showFieldErrors(exportForm, fieldErrors(result.body));
+      setMessage("export-message", (result.body && result.body.detail) || `Failed (HTTP ${result.status})`, "bad");
+    }
+  }
+
+  // --- periodic status (counters the socket does not carry) ------------------------------
+  async function refreshStatus() {
+    const result = await api("GET", "/api/status");
+    if (!result.ok || !result.body) return;
+    for (const s of result.body.sensors || []) mergeSensor(s.sensor, s);
+    if (typeof result.body.anomalies_last_hour === "number") {
+      anomaliesLastHour = result.body.anomalies_last_hour;
+      anomalyCount = 0; // the server's count already includes what arrived live
+    }
+    renderCaptureState();
+    renderKpis();
+  }
+
+  // --- the WebSocket, with reconnect backoff --------------------------------------------
+  const socket = {
+    ws: null,
+    nextId: 1,
+    pending: new Map(),
+    backoff: 1000,
+    timer: null,
+
+    url() {
+      return (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + "/ws/monitor/";
+    },
+
+    status(state, text) {
+      const badge = $("ws-status");
+      badge.dataset.state = state;
+      badge.className = "badge " + ({ open: "ok", connecting: "warn", closed: "bad" }[state] || "");
+      badge.textContent = text;
+    },
+
+    connect() {
+      clearTimeout(this.timer);
+      this.status("connecting", "connecting…");
+      const ws = new WebSocket(this.url());
+      this.ws = ws;
+      ws.onopen = () => { this.status("open", "live"); };
+      ws.onmessage = (event) => {
+        let message;
+        try { message = JSON.parse(event.data); } catch (error) { return; }
+        if (message.id !== undefined && this.pending.has(message.id)) {
+          const callback = this.pending.get(message.id);
+          this.pending.delete(message.id);
+          callback(message);
+        }
+        handle(message);
+      };
+      ws.onclose = (event) => {
+        if (this.ws !== ws) return;
+        this.pending.clear();
+        if (event.code === 4401) {
+          this.status("closed", "signed out");
+          goToLogin();
+          return;
+        }
+        const delay = Math.min(30000, this.backoff) * (0.8 + Math.random() * 0.4);
+        this.backoff = Math.min(30000, this.backoff * 2);
+        this.status("closed", `reconnecting in ${Math.ceil(delay / 1000)} s`);
+        this.timer = setTimeout(() => this.connect(), delay);
+      };
+    },
+
+    request(message, callback) {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+      const id = this.nextId++;
+      if (callback) this.pending.set(id, callback);
+      this.ws.send(JSON.stringify(Object.assign({ id }, message)));
+      return true;
+    },
+  };
+
+  function handle(message) {
+    switch (message.type) {
+      case "connected":
+        socket.backoff = 1000;
+        sensors.clear();
+        for (const s of message.capture || []) mergeSensor(s.sensor, s);
+        if (message.config) { liveConfig = message.config; fillConfig(message.config, true); }
+        renderCaptureState();
+        renderKpis();
+        break;
+      case "stats": {
+        const ts = Number(message.ts) || Date.now() / 1000;
+        latestStats.set(message.sensor, Object.assign({}, message, { ts }));
+        const history = mixHistory.get(message.sensor) || [];
+        history.push({ protocols: message.protocols, talkers: message.top_talkers });
+        while (history.length > MIX_WINDOW) history.shift();
+        mixHistory.set(message.sensor, history);
+        mergeSensor(message.sensor, { state: message.state, mode: message.mode, alive: true });
+        const stats = freshStats();
+        const pps = stats.reduce((sum, s) => sum + (s.packets_per_s || 0), 0);
+        const bps = stats.reduce((sum, s) => sum + (s.bytes_per_s || 0), 0);
+        ppsChart.push(ts, pps);
+        bpsChart.push(ts, bps);
+        setText("chart-pps-now", fmtNumber(pps, 1));
+        setText("chart-bps-now", fmtBytes(bps) + "/s");
+        ppsChart.draw();
+        bpsChart.draw();
+        renderMix();
+        renderKpis();
+        renderCaptureState();
+        break;
+      }
+      case "packet_captured":
+        addPackets(message);
+        break;
+      case "anomaly_detected":
+        addAnomaly(message.anomaly, true);
+        renderKpis();
+        break;
+      case "capture_status": {
+        const fields = { state: message.state };
+        if (message.mode) fields.mode = message.mode;
+        if (message.reason !== undefined) fields.mode_reason = message.reason;
+        if (message.interface) fields.interface = message.interface;
+        if (["running", "starting"].includes(message.state)) fields.alive = true;
+        if (message.sensor === "*") {
+          for (const name of sensors.keys()) mergeSensor(name, fields);
+        } else {
+          mergeSensor(message.sensor, fields);
+        }
+        const who = message.requested_by ? ` (by ${message.requested_by})` : "";
+        const target = message.sensor === "*" ? "all sensors" : message.sensor;
+        logCaptureEvent(`${target}: ${message.state}${message.mode ? ", " + message.mode : ""}${who}`);
+        setMessage("capture-message", `${target}: ${message.state}`, message.state === "running" ? "ok" : "");
+        renderCaptureState();
+        break;
+      }
+      case "config_updated":
+        if (message.config) { liveConfig = message.config; fillConfig(message.config, true); }
+        setMessage("config-message", message.changed === false ? "No change" : "Configuration updated", "ok");
+        break;
+      case "export_progress":
+      case "export_ready":
+        updateJob(message.job);
+        break;
+      case "error":
+        if (message.id === undefined) console.warn("netmon websocket:", message.error);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // --- wiring ---------------------------------------------------------------------------
+  $("capture-start").addEventListener("click", () => captureCommand("start_capture"));
+  $("capture-stop").addEventListener("click", () => captureCommand("stop_capture"));
+  configForm.addEventListener("submit", saveConfig);
+  configForm.addEventListener("input", (event) => { if (event.target.name) event.target.dataset.dirty = "1"; });
+  $("config-reset").addEventListener("click", () => {
+    showFieldErrors(configForm, {});
+    if (configLoaded) fillConfig(liveConfig || configLoaded, false);
+    setMessage("config-message", "", "");
+  });
+  exportForm.addEventListener("submit", createExport);
+  exportForm.elements.algorithm.addEventListener("change", (event) => {
+    $("export-sha-note").hidden = event.target.value !== "SHA";
+  });
+
+  // Keep the time axis moving and stale KPIs honest even when no stats arrive.
+  setInterval(() => { ppsChart.draw(); bpsChart.draw(); renderKpis(); }, 1000);
+  setInterval(refreshStatus, STATUS_REFRESH_MS);
+
+  socket.connect();
+  loadConfig();
+  loadInterfaces();
+  loadExports();
+  loadRecentAnomalies();
+  refreshStatus();
+  renderKpis();
+  renderCaptureState();
+})();

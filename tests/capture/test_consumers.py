@@ -1,0 +1,666 @@
+"""The /ws/monitor/ WebSocket: auth, every client command and error, every relayed event, coalescing.
+
+The communicator talks to ``netmon.asgi.application`` (origin check + session/token middleware)
+and the consumer uses the real channels-redis layer on the test Redis database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from capture import consumers, control, events
+from capture.models import ConfigChange, MonitorConfig, Sensor
+from netmon.asgi import application
+
+pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
+
+ORIGIN = (b"origin", b"http://testserver")
+TIMEOUT = 5
+VERSION_KEY = "netmon:capture:version"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+_OPEN: list[WebsocketCommunicator] = []
+
+
+@pytest.fixture(autouse=True)
+async def clean_layer(redis_client):
+    """Empty Redis (groups, control keys) around each test; end its sockets and this loop's layer pools."""
+    yield
+    while _OPEN:
+        communicator = _OPEN.pop()
+        if not communicator.future.done():
+            await communicator.disconnect(timeout=TIMEOUT)
+    await get_channel_layer().close_pools()
+
+
+def socket(
+    path: str = "/ws/monitor/", headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=headers or [ORIGIN])
+    _OPEN.append(communicator)
+    return communicator
+
+
+@pytest.fixture
+def session_headers(user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return [ORIGIN, (b"cookie", cookie.encode())]
+
+
+@pytest.fixture
+def other_session_headers(other_user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(other_user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return [ORIGIN, (b"cookie", cookie.encode())]
+
+
+@pytest.fixture
+def token(user) -> Token:
+    return Token.objects.create(user=user)
+
+
+async def open_socket(
+    headers: list[tuple[bytes, bytes]], path: str = "/ws/monitor/"
+) -> WebsocketCommunicator:
+    """A connected, authenticated socket whose ``connected`` greeting has been read."""
+    communicator = socket(path, headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
+    hello = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert hello["type"] == "connected", hello
+    communicator.hello = hello
+    return communicator
+
+
+async def request(communicator: WebsocketCommunicator, message: dict) -> dict:
+    await communicator.send_json_to(message)
+    return await communicator.receive_json_from(timeout=TIMEOUT)
+
+
+async def publish(group: str, message: dict) -> None:
+    # The producers' path: a synchronous broadcast() from the capture process or a Celery task.
+    assert await sync_to_async(events.broadcast)(group, message)
+
+
+async def receive_until(communicator: WebsocketCommunicator, kind: str) -> dict:
+    for _ in range(50):
+        message = await communicator.receive_json_from(timeout=TIMEOUT)
+        if message["type"] == kind:
+            return message
+    raise AssertionError(f"no {kind} message")
+
+
+async def drain(communicator: WebsocketCommunicator, quiet: float = 1.0) -> list[dict]:
+    """Every message until the socket is quiet for ``quiet`` seconds."""
+    messages = []
+    while not await communicator.receive_nothing(timeout=quiet):
+        messages.append(await communicator.receive_json_from(timeout=TIMEOUT))
+    return messages
+
+
+def packet(seq: int, sensor: str = "s1", src: str = "10.0.0.1", dst: str = "10.0.0.2") -> dict:
+    return {
+        "seq": seq,
+        "ts": 1_700_000_000.0 + seq / 1000,
+        "sensor": sensor,
+        "src_ip": src,
+        "dst_ip": dst,
+        "src_port": 40000 + seq % 1000,
+        "dst_port": 443,
+        "protocol": "TCP",
+        "length": 60,
+        "tcp_flags": 2,
+        "app_protocol": "",
+    }
+
+
+def anomaly(anomaly_id: int, sensor: str = "s1", src: str = "10.0.0.9", dst: str = "10.0.0.2") -> dict:
+    return {
+        "id": anomaly_id,
+        "sensor": sensor,
+        "ts": "2025-01-01T00:00:00+00:00",
+        "src_ip": src,
+        "dst_ip": dst,
+        "protocol": "TCP",
+        "src_port": 5555,
+        "dst_port": 22,
+        "score": 0.97,
+        "threshold": 0.8,
+        "model": "autoencoder",
+        "explanation": "many SYNs to distinct ports",
+        "packet_seq": 1234,
+        "incident_id": None,
+        "read_at": 1_700_000_000.5,
+    }
+
+
+def control_version(redis_client) -> int:
+    return int(redis_client.get(VERSION_KEY) or 0)
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+async def test_anonymous_socket_is_closed_with_4401():
+    communicator = socket()
+
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+
+    assert connected  # accepted first, so that the browser sees the close code
+    assert "authentication required" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert await communicator.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_unknown_token_is_closed_with_4401(user):
+    communicator = socket("/ws/monitor/?token=not-a-token")
+
+    await communicator.connect(timeout=TIMEOUT)
+
+    assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "error"
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+
+
+async def test_session_user_is_greeted_with_config_and_capture_status(session_headers, redis_client):
+    # Given a sensor that reported a heartbeat and a non-default configuration
+    await sync_to_async(Sensor.objects.create)(name="s1", packets_read=42)
+    await sync_to_async(MonitorConfig.objects.create)(pk=1, network_interface="demo", buffer_size=5000)
+    control.write_heartbeat(
+        "s1", {"state": "running", "mode": "demo", "mode_reason": "no pcap"}, redis_client
+    )
+
+    communicator = await open_socket(session_headers)
+    hello = communicator.hello
+
+    assert hello["user"] == "alice"
+    assert hello["server_time"]
+    assert hello["config"]["network_interface"] == "demo"
+    assert hello["config"]["buffer_size"] == 5000
+    assert set(hello["config"]) == {
+        "network_interface",
+        "bpf_filter",
+        "buffer_size",
+        "analysis_depth",
+        "ml_model",
+        "feature_level",
+        "encryption_algorithm",
+    }
+    (sensor,) = hello["capture"]
+    assert sensor["sensor"] == "s1"
+    assert sensor["alive"] is True
+    assert sensor["mode"] == "demo"
+    assert sensor["mode_reason"] == "no pcap"
+    assert sensor["packets_captured"] == 42
+
+
+async def test_token_user_connects_and_can_ping(token):
+    communicator = await open_socket([ORIGIN], f"/ws/monitor/?token={token.key}")
+
+    reply = await request(communicator, {"type": "ping", "id": 7})
+
+    assert communicator.hello["user"] == "alice"
+    assert reply["type"] == "pong"
+    assert reply["id"] == 7
+
+
+async def test_revoked_token_closes_the_socket_on_its_next_message(token):
+    communicator = await open_socket([ORIGIN], f"/ws/monitor/?token={token.key}")
+
+    await sync_to_async(Token.objects.filter(key=token.key).delete)()
+    await communicator.send_json_to({"type": "stop_capture"})
+
+    assert "revoked" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+
+
+async def test_expired_token_closes_the_socket_at_the_periodic_check(token, monkeypatch, redis_client):
+    monkeypatch.setattr(consumers, "TOKEN_RECHECK_SECONDS", 0.2)
+    communicator = await open_socket([ORIGIN], f"/ws/monitor/?token={token.key}")
+
+    old = timezone.now() - timedelta(hours=settings.NETMON_TOKEN_TTL_HOURS + 1)
+    await sync_to_async(Token.objects.filter(key=token.key).update)(created=old)
+
+    assert "expired" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+    assert control_version(redis_client) == 0
+
+
+# --- client commands -------------------------------------------------------------------------
+
+
+async def test_start_capture_writes_the_command_and_tells_every_dashboard(
+    session_headers, other_session_headers, redis_client
+):
+    alice = await open_socket(session_headers)
+    bob = await open_socket(other_session_headers)
+
+    await alice.send_json_to(
+        {"type": "start_capture", "sensor": "s1", "interface": "demo", "bpf": "tcp port 443"}
+    )
+
+    for communicator in (alice, bob):
+        status = await receive_until(communicator, "capture_status")
+        assert status["sensor"] == "s1"
+        assert status["state"] == "starting"
+        assert status["requested_by"] == "alice"
+        assert status["interface"] == "demo"
+        assert status["bpf"] == "tcp port 443"
+    command = control.pending_command("s1", 0, redis_client)
+    assert command["action"] == "start"
+    assert command["interface"] == "demo"
+    assert command["bpf"] == "tcp port 443"
+
+
+async def test_start_capture_without_arguments_targets_every_sensor(session_headers, redis_client):
+    communicator = await open_socket(session_headers)
+
+    status = await request(communicator, {"type": "start_capture"})
+
+    assert status["type"] == "capture_status"
+    assert status["sensor"] == "*"
+    assert control.pending_command("any-sensor", 0, redis_client)["action"] == "start"
+
+
+async def test_stop_capture_writes_the_command_and_broadcasts_stopping(session_headers, redis_client):
+    communicator = await open_socket(session_headers)
+
+    status = await request(communicator, {"type": "stop_capture", "sensor": "s1"})
+
+    assert status["type"] == "capture_status"
+    assert status["state"] == "stopping"
+    assert status["sensor"] == "s1"
+    assert control.pending_command("s1", 0, redis_client)["action"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "words"),
+    [
+        ({"type": "start_capture", "interface": "no-such-if0"}, "interface", "no interface"),
+        ({"type": "start_capture", "interface": 3}, "interface", "must be a string"),
+        ({"type": "start_capture", "interface": ""}, "interface", "must not be empty"),
+        ({"type": "start_capture", "bpf": "tcp port banana"}, "bpf", "does not compile"),
+        ({"type": "start_capture", "bpf": ["tcp"]}, "bpf", "must be a string"),
+        ({"type": "start_capture", "bpf": "x" * 1025}, "bpf", "at most 1024"),
+        ({"type": "start_capture", "sensor": {"a": 1}}, "sensor", "must be a string"),
+        ({"type": "start_capture", "iface": "demo"}, "iface", "unknown field"),
+        ({"type": "stop_capture", "sensor": 5}, "sensor", "must be a string"),
+        ({"type": "stop_capture", "interface": "demo"}, "interface", "unknown field"),
+    ],
+)
+async def test_invalid_capture_commands_are_refused_and_reach_no_capture(
+    session_headers, redis_client, message, field, words
+):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, message)
+
+    assert reply["type"] == "error"
+    assert reply["field"] == field
+    assert words in reply["error"]
+    assert control_version(redis_client) == 0
+    assert (await request(communicator, {"type": "ping"}))["type"] == "pong"  # still open
+
+
+async def test_update_config_saves_records_history_and_tells_every_dashboard(
+    session_headers, other_session_headers, redis_client
+):
+    alice = await open_socket(session_headers)
+    bob = await open_socket(other_session_headers)
+
+    await alice.send_json_to({"type": "update_config", "config": {"buffer_size": 2048, "ml_model": "both"}})
+
+    for communicator in (alice, bob):
+        update = await receive_until(communicator, "config_updated")
+        assert update["config"]["buffer_size"] == 2048
+        assert update["config"]["ml_model"] == "both"
+    config = await sync_to_async(MonitorConfig.objects.get)(pk=1)
+    assert config.buffer_size == 2048
+    change = await sync_to_async(ConfigChange.objects.select_related("user").get)()
+    assert change.source == "websocket"
+    assert change.user.username == "alice"
+    assert control.pending_command("s1", 0, redis_client)["action"] == "reconfigure"
+
+
+async def test_update_config_without_a_change_answers_the_sender_only(session_headers):
+    communicator = await open_socket(session_headers)
+    current = communicator.hello["config"]["analysis_depth"]
+
+    reply = await request(communicator, {"type": "update_config", "config": {"analysis_depth": current}})
+
+    assert reply == {"type": "config_updated", "config": communicator.hello["config"], "changed": False}
+    assert await sync_to_async(ConfigChange.objects.count)() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "words"),
+    [
+        ({"buffer_size": 5}, "buffer_size", "must be from 10"),
+        ({"buffer_size": "big"}, "buffer_size", "must be an integer"),
+        ({"ml_model": "gpt"}, "ml_model", "is not one of"),
+        ({"bpf_filter": "tcp port banana"}, "bpf_filter", "does not compile"),
+        ({"network_interface": "nope0"}, "network_interface", "no interface"),
+        ({"colour": "blue"}, "colour", "unknown configuration key"),
+    ],
+)
+async def test_invalid_configuration_is_refused_with_field_errors(
+    session_headers, redis_client, config, field, words
+):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, {"type": "update_config", "config": config})
+
+    assert reply["type"] == "error"
+    assert reply["error"] == "invalid configuration"
+    assert reply["field"] == field
+    assert words in reply["fields"][field]
+    assert await sync_to_async(ConfigChange.objects.count)() == 0
+    assert control_version(redis_client) == 0
+
+
+async def test_invalid_configuration_names_every_bad_key(session_headers):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(
+        communicator, {"type": "update_config", "config": {"buffer_size": 1, "feature_level": "max"}}
+    )
+
+    assert set(reply["fields"]) == {"buffer_size", "feature_level"}
+    assert reply["field"] in reply["fields"]
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        ({"type": "update_config"}, "missing 'config'"),
+        ({"type": "update_config", "config": [1, 2]}, "must be an object"),
+        ({"type": "update_config", "config": {}}, "config is empty"),
+    ],
+)
+async def test_update_config_needs_a_config_object(session_headers, message, words):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, message)
+
+    assert reply["type"] == "error"
+    assert reply["field"] == "config"
+    assert words in reply["error"]
+
+
+async def test_subscribe_drops_the_streams_left_out(session_headers):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, {"type": "subscribe", "streams": ["packets"]})
+    await publish(events.GROUP_STATS, {"type": "stats", "sensor": "s1", "packets_per_s": 1.0})
+    await publish(events.GROUP_ANOMALIES, {"type": "anomaly.detected", "anomaly": anomaly(1)})
+    await publish(events.GROUP_PACKETS, {"type": "packet.captured", "sensor": "s1", "packets": [packet(1)]})
+
+    assert reply == {"type": "subscribed", "streams": ["packets"], "sensor": None, "ip": None}
+    received = await drain(communicator)
+    assert [m["type"] for m in received] == ["packet_captured"]
+
+
+async def test_subscribe_filters_packets_and_anomalies_by_ip(session_headers):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(
+        communicator, {"type": "subscribe", "streams": ["packets", "anomalies"], "ip": "::ffff:10.0.0.7"}
+    )
+    await publish(
+        events.GROUP_PACKETS,
+        {
+            "type": "packet.captured",
+            "sensor": "s1",
+            "read_at": 1.0,
+            "packets": [packet(1), packet(2, src="10.0.0.7"), packet(3, dst="10.0.0.7")],
+        },
+    )
+    await publish(events.GROUP_ANOMALIES, {"type": "anomaly.detected", "anomaly": anomaly(1)})
+    await publish(events.GROUP_ANOMALIES, {"type": "anomaly.detected", "anomaly": anomaly(2, dst="10.0.0.7")})
+
+    assert reply["ip"] == "10.0.0.7"  # IPv4-mapped form normalised to what records carry
+    received = await drain(communicator)
+    assert [m["type"] for m in received] == ["packet_captured", "anomaly_detected"]
+    assert [p["seq"] for p in received[0]["packets"]] == [2, 3]
+    assert received[1]["anomaly"]["id"] == 2
+
+
+async def test_subscribe_filters_by_sensor(session_headers):
+    communicator = await open_socket(session_headers)
+
+    await request(
+        communicator, {"type": "subscribe", "streams": ["packets", "stats", "anomalies"], "sensor": "s2"}
+    )
+    await publish(events.GROUP_STATS, {"type": "stats", "sensor": "s1", "packets_per_s": 1.0})
+    await publish(events.GROUP_STATS, {"type": "stats", "sensor": "s2", "packets_per_s": 2.0})
+    await publish(
+        events.GROUP_PACKETS,
+        {"type": "packet.captured", "sensor": "s1", "read_at": 1.0, "packets": [packet(1, sensor="s1")]},
+    )
+    await publish(
+        events.GROUP_PACKETS,
+        {"type": "packet.captured", "sensor": "s2", "read_at": 1.0, "packets": [packet(9, sensor="s2")]},
+    )
+    await publish(events.GROUP_ANOMALIES, {"type": "anomaly.detected", "anomaly": anomaly(1, sensor="s1")})
+
+    received = await drain(communicator)
+    assert [(m["type"], m["sensor"]) for m in received] == [("stats", "s2"), ("packet_captured", "s2")]
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "words"),
+    [
+        ({"type": "subscribe"}, "streams", "must be a list"),
+        ({"type": "subscribe", "streams": "packets"}, "streams", "must be a list"),
+        ({"type": "subscribe", "streams": ["packets", 3]}, "streams", "must be a list"),
+        ({"type": "subscribe", "streams": ["videos"]}, "streams", "unknown stream"),
+        ({"type": "subscribe", "streams": [], "ip": "10.0.0.300"}, "ip", "not an IPv4 or IPv6"),
+        ({"type": "subscribe", "streams": [], "ip": 10}, "ip", "must be a string"),
+        ({"type": "subscribe", "streams": [], "sensor": True}, "sensor", "must be a string"),
+    ],
+)
+async def test_invalid_subscriptions_are_refused(session_headers, message, field, words):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, message)
+
+    assert reply["type"] == "error"
+    assert reply["field"] == field
+    assert words in reply["error"]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        ({"text_data": "{not json"}, "malformed JSON"),
+        ({"text_data": "[1, 2, 3]"}, "expected a JSON object"),
+        ({"text_data": '"start_capture"'}, "expected a JSON object"),
+        ({"text_data": json.dumps({"interface": "demo"})}, "missing 'type'"),
+        ({"text_data": json.dumps({"type": 5})}, "missing 'type'"),
+        ({"text_data": json.dumps({"type": "format_disk"})}, "unknown message type"),
+        ({"bytes_data": b'{"type": "stop_capture"}'}, "binary frames"),
+        (
+            {"text_data": json.dumps({"type": "start_capture", "bpf": "x" * 70_000})},
+            "message too large",
+        ),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(session_headers, redis_client, frame, words):
+    communicator = await open_socket(session_headers)
+
+    await communicator.send_to(**frame)
+    reply = await communicator.receive_json_from(timeout=TIMEOUT)
+
+    assert reply["type"] == "error"
+    assert words in reply["error"]
+    assert control_version(redis_client) == 0
+    assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_a_flood_is_rate_limited_and_refused_messages_reach_no_capture(session_headers, redis_client):
+    communicator = await open_socket(session_headers)
+
+    for _ in range(100):
+        await communicator.send_json_to({"type": "stop_capture", "sensor": "s1"})
+    received = await drain(communicator)
+
+    accepted = [m for m in received if m["type"] == "capture_status"]
+    refused = [m for m in received if m["type"] == "error"]
+    assert len(accepted) + len(refused) == 100
+    assert consumers.RATE_BURST <= len(accepted) < 70
+    assert "rate limit exceeded" in refused[0]["error"]
+    assert refused[0]["retry_after"] > 0
+    assert control_version(redis_client) == len(accepted)
+
+
+# --- server events ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "message", "client_type"),
+    [
+        (
+            events.GROUP_STATS,
+            {
+                "type": "stats",
+                "sensor": "s1",
+                "ts": 1_700_000_000.0,
+                "packets_per_s": 1200.5,
+                "bytes_per_s": 800_000.0,
+                "protocols": {"TCP": 900, "UDP": 300},
+                "top_talkers": [["10.0.0.1", 500_000], ["10.0.0.2", 300_000]],
+                "packets_dropped": 3,
+                "packets_undecodable": 1,
+                "queue_lag_packets": 40,
+                "mode": "demo",
+                "state": "running",
+            },
+            "stats",
+        ),
+        (events.GROUP_ANOMALIES, {"type": "anomaly.detected", "anomaly": anomaly(5)}, "anomaly_detected"),
+        (
+            events.GROUP_CONTROL,
+            {"type": "capture.status", "sensor": "s1", "state": "running", "mode": "demo", "reason": "x"},
+            "capture_status",
+        ),
+        (
+            events.GROUP_CONTROL,
+            {"type": "config.updated", "config": {"buffer_size": 10}},
+            "config_updated",
+        ),
+    ],
+)
+async def test_every_server_event_is_relayed(session_headers, group, message, client_type):
+    communicator = await open_socket(session_headers)
+
+    await publish(group, message)
+
+    received = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert received == {**message, "type": client_type}
+
+
+async def test_packets_are_relayed_with_their_fields(session_headers):
+    communicator = await open_socket(session_headers)
+
+    await publish(
+        events.GROUP_PACKETS,
+        {"type": "packet.captured", "sensor": "s1", "read_at": 1_700_000_000.25, "packets": [packet(1)]},
+    )
+
+    received = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert received == {
+        "type": "packet_captured",
+        "sensor": "s1",
+        "read_at": 1_700_000_000.25,
+        "first_read_at": 1_700_000_000.25,
+        "packets": [packet(1)],
+        "dropped": 0,
+    }
+
+
+async def test_export_events_reach_only_their_owner(session_headers, other_session_headers, user):
+    alice = await open_socket(session_headers)
+    bob = await open_socket(other_session_headers)
+    progress = {"type": "export.progress", "job": {"id": 3, "status": "running", "rows_written": 500}}
+    ready = {
+        "type": "export.ready",
+        "job": {
+            "id": 3,
+            "status": "ready",
+            "row_count": 1000,
+            "size_bytes": 4096,
+            "download_url": "/api/exports/3/download",
+            "error": "",
+        },
+    }
+
+    await publish(events.export_group(user.id), progress)
+    await publish(events.export_group(user.id), ready)
+
+    assert await alice.receive_json_from(timeout=TIMEOUT) == {**progress, "type": "export_progress"}
+    assert await alice.receive_json_from(timeout=TIMEOUT) == {**ready, "type": "export_ready"}
+    assert await bob.receive_nothing(timeout=0.5)
+
+
+async def test_fast_packet_messages_are_coalesced_and_the_excess_counted(session_headers):
+    communicator = await open_socket(session_headers)
+    layer = get_channel_layer()
+
+    started = time.monotonic()
+    for batch in range(100):
+        await layer.group_send(
+            events.GROUP_PACKETS,
+            {
+                "type": "packet.captured",
+                "sensor": "s1",
+                "read_at": float(batch),
+                "packets": [packet(batch * 5 + i) for i in range(5)],
+            },
+        )
+    received = []
+    while sum(len(m["packets"]) + m["dropped"] for m in received) < 500:
+        received.append(await communicator.receive_json_from(timeout=TIMEOUT))
+    elapsed = time.monotonic() - started
+
+    assert all(m["type"] == "packet_captured" for m in received)
+    assert sum(len(m["packets"]) + m["dropped"] for m in received) == 500
+    assert len(received) <= 2 + elapsed * consumers.PACKET_MESSAGES_PER_SECOND
+    assert all(len(m["packets"]) <= consumers.PACKET_BUFFER for m in received)
+    assert received[-1]["packets"][-1]["seq"] == 499  # the newest packets are kept
+    assert received[-1]["read_at"] == 99.0
+    # Each message spans the read times of the batches it merged: oldest and newest, in order.
+    assert received[0]["first_read_at"] == 0.0
+    assert all(m["first_read_at"] <= m["read_at"] for m in received)
+    for previous, message in zip(received, received[1:], strict=False):
+        assert message["first_read_at"] == previous["read_at"] + 1.0
+    assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_a_malformed_producer_message_does_not_break_the_socket(session_headers):
+    communicator = await open_socket(session_headers)
+
+    await publish(events.GROUP_CONTROL, {"type": "no.such.event"})
+    await publish(events.GROUP_ANOMALIES, {"type": "anomaly.detected"})
+    await publish(events.GROUP_PACKETS, {"type": "packet.captured", "packets": "oops"})
+
+    assert (await request(communicator, {"type": "ping"}))["type"] == "pong"

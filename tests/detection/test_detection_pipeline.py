@@ -1,0 +1,225 @@
+"""Detection wired into the product: training command, registry rules, live scoring, API, offline scoring."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from capture.demo import DemoTraffic
+from capture.models import Packet
+from capture.pcapwriter import write_pcap
+from capture.records import Batch, encode_batch, ip_to_text, stream_key
+from capture.services import update_config
+from detection import ingest, services
+from detection.models import Anomaly, DetectionModel, Incident
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def model_dir(settings, tmp_path):
+    settings.NETMON_MODEL_DIR = tmp_path / "models"
+
+
+@pytest.fixture
+def benign_pcap(tmp_path):
+    path = tmp_path / "benign.pcap"
+    write_pcap(path, DemoTraffic(seed=1, attack_prob=0.0).records(30_000))
+    return path
+
+
+@pytest.fixture
+def trained(benign_pcap, redis_client):
+    update_config({"ml_model": "isolation_forest", "feature_level": "standard"})
+    call_command("train_detector", "--pcap", str(benign_pcap))
+    return DetectionModel.objects.get(is_active=True)
+
+
+def attack_records(first_seq: int = 1) -> np.ndarray:
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject("port_scan")
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(first_seq, first_seq + len(records))
+    return records
+
+
+def publish_in_batches(client, sensor: str, records: np.ndarray, size: int = 2000) -> list[bytes]:
+    return [
+        client.xadd(stream_key(sensor), encode_batch(Batch(sensor=sensor, records=records[i : i + size])))
+        for i in range(0, len(records), size)
+    ]
+
+
+def test_training_creates_an_active_version(trained):
+    assert trained.kind == "isolation_forest"
+    assert trained.version == 1
+    assert trained.feature_level == "standard"
+    assert trained.status == "ready"
+    assert trained.packet_count == 30_000
+    assert trained.threshold is not None
+    assert trained.data_from < trained.data_until
+
+
+def test_second_training_is_a_new_version_and_takes_over(trained, benign_pcap):
+    call_command("train_detector", "--pcap", str(benign_pcap))
+
+    versions = dict(
+        DetectionModel.objects.filter(kind="isolation_forest").values_list("version", "is_active")
+    )
+    assert versions == {1: False, 2: True}
+
+
+def test_too_few_packets_is_refused_with_the_minimum(tmp_path, redis_client):
+    small = tmp_path / "small.pcap"
+    write_pcap(small, DemoTraffic(seed=2).records(50))
+
+    with pytest.raises(CommandError, match=r"need at least 1,000"):
+        call_command("train_detector", "--pcap", str(small), "--model", "isolation_forest")
+    assert DetectionModel.objects.get().status == "failed"
+
+
+def test_model_of_another_feature_level_is_not_activated(trained, client, staff_api):
+    update_config({"feature_level": "low"})
+
+    response = staff_api.post(f"/api/models/{trained.pk}/activate")
+
+    assert response.status_code == 409
+    assert "trained at feature level standard" in response.json()["detail"]
+    assert "configured feature_level is low" in response.json()["detail"]
+
+
+def test_status_says_no_active_model_and_how_to_train(api, redis_client):
+    body = api.get("/api/status").json()
+
+    assert body["models"] == {}
+    assert "train_detector" in body["models_note"]
+
+
+def test_scans_become_anomalies_with_readable_explanations_and_incidents(trained, redis_client):
+    records = attack_records()
+    publish_in_batches(redis_client, "d1", records)
+
+    result = ingest.drain_sensor("d1", redis_client)
+
+    assert result.packets == len(records)
+    scan = records["label"] == 1
+    scanner = ip_to_text(records["src_ip"][scan][0], 4)
+    from_scanner = scan & (records["src_ip"] == records["src_ip"][scan][0]).all(axis=1)
+    flagged = set(Anomaly.objects.values_list("packet_seq", flat=True))
+    probes = set(records["seq"][from_scanner].tolist())
+    assert len(flagged & probes) / len(probes) > 0.8
+    benign = set(records["seq"][~scan].tolist())
+    assert len(flagged & benign) / len(benign) < 0.05
+    example = Anomaly.objects.filter(src_ip=scanner).first()
+    assert scanner in example.explanation
+    assert "port" in example.explanation.lower()
+    assert example.score > example.threshold
+    assert example.contributions
+    assert Incident.objects.filter(src_ip=scanner).count() == 1
+    assert (
+        Incident.objects.get(src_ip=scanner).anomaly_count == Anomaly.objects.filter(src_ip=scanner).count()
+    )
+
+
+def test_shuffled_task_order_scores_like_in_order(trained, redis_client):
+    records = attack_records()
+    publish_in_batches(redis_client, "ordered", records)
+    ingest.drain_sensor("ordered", redis_client)
+    shuffled = records.copy()
+    ids = publish_in_batches(redis_client, "shuffled", shuffled, size=1000)
+    order = list(range(len(ids)))
+    random.Random(3).shuffle(order)
+
+    for _ in order:  # every task drains whatever is there, in stream order
+        ingest.drain_sensor("shuffled", redis_client)
+
+    def scored(sensor):
+        return sorted(Anomaly.objects.filter(sensor__name=sensor).values_list("packet_seq", "score"))
+
+    a, b = scored("ordered"), scored("shuffled")
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert np.allclose([x for _, x in a], [x for _, x in b], rtol=1e-6)
+
+
+def test_packets_are_stored_without_a_model(redis_client):
+    publish_in_batches(redis_client, "nomodel", attack_records()[:3000])
+
+    ingest.drain_sensor("nomodel", redis_client)
+
+    assert Packet.objects.count() == 3000
+    assert not Anomaly.objects.exists()
+
+
+def test_score_pcap_writes_one_row_per_packet(trained, tmp_path):
+    pcap = tmp_path / "test.pcap"
+    write_pcap(pcap, attack_records())
+
+    call_command("score_pcap", str(pcap), "--out", str(tmp_path / "scores.csv"))
+
+    rows = list(csv.reader((tmp_path / "scores.csv").open()))
+    assert rows[0] == ["frame", "score", "is_anomaly"]
+    assert len(rows) - 1 == 20_000
+    assert [int(r[0]) for r in rows[1:4]] == [1, 2, 3]
+    assert {r[2] for r in rows[1:]} == {"0", "1"}
+
+
+def test_evaluate_detector_prints_auc_per_attack(benign_pcap, tmp_path, capsys):
+    records = attack_records()
+    pcap = tmp_path / "test.pcap"
+    write_pcap(pcap, records)
+    with open(tmp_path / "labels.csv", "w") as handle:
+        handle.write("frame,label,attack\n")
+        for frame, label in enumerate(records["label"].tolist(), start=1):
+            handle.write(f"{frame},{int(label > 0)},{'port_scan' if label else ''}\n")
+
+    call_command("evaluate_detector", "--train", str(benign_pcap), "--test", str(pcap),
+                 "--labels", str(tmp_path / "labels.csv"), "--model", "isolation_forest",
+                 "--feature-level", "standard")  # fmt: skip
+
+    out = capsys.readouterr().out
+    assert "overall: ROC AUC" in out
+    assert "port_scan: ROC AUC" in out
+    assert "packets/s" in out
+
+
+def test_anomaly_api_lists_filters_and_marks_false_positives(trained, redis_client, api):
+    publish_in_batches(redis_client, "d2", attack_records())
+    ingest.drain_sensor("d2", redis_client)
+    anomaly = Anomaly.objects.first()
+
+    listing = api.get(f"/api/anomalies/?ip={anomaly.src_ip}").json()
+    assert (
+        listing["count"]
+        == Anomaly.objects.filter(src_ip=anomaly.src_ip).count()
+        + Anomaly.objects.filter(dst_ip=anomaly.src_ip).exclude(src_ip=anomaly.src_ip).count()
+    )
+    assert listing["results"][0]["packets_url"].startswith("/api/packets/?sensor=d2&seq_from=")
+
+    response = api.patch(f"/api/anomalies/{anomaly.pk}/", {"false_positive": True}, format="json")
+    assert response.status_code == 200
+    assert Anomaly.objects.get(pk=anomaly.pk).false_positive
+    assert (
+        api.patch(f"/api/anomalies/{anomaly.pk}/", {"score": 0}, format="json").json()["score"]
+        == anomaly.score
+    )
+
+
+def test_training_from_stored_packets_leaves_out_undisputed_anomalies(trained, redis_client):
+    publish_in_batches(redis_client, "d3", attack_records())
+    ingest.drain_sensor("d3", redis_client)
+    flagged = Anomaly.objects.count()
+    Anomaly.objects.filter(pk=Anomaly.objects.first().pk).update(false_positive=True)
+
+    chunks = list(services.records_from_database(None, None, "d3"))
+
+    assert sum(len(c) for c in chunks) == 20_000 - flagged + 1
+
+
+def test_model_endpoints_need_staff(api, trained):
+    assert api.get("/api/models/").status_code == 200
+    assert api.post(f"/api/models/{trained.pk}/activate").status_code == 403
+    assert api.post("/api/models/train", {}, format="json").status_code == 403

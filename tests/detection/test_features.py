@@ -1,0 +1,191 @@
+"""Feature extraction: shapes, exactness against naive references, batch-size invariance, state, garbage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from capture.demo import DemoTraffic
+from capture.records import empty_records, ip_to_bytes
+from detection.features import (
+    DECAYS,
+    LEVELS,
+    WINDOW,
+    FeatureExtractor,
+    FeatureState,
+    describe,
+    feature_names,
+    feature_specs,
+)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return DemoTraffic(11, attack_prob=0.1).records(40_000)
+
+
+def _packets(rows):
+    """(ts, src, dst, sport, dport, flags, length) tuples -> IPv4 TCP records."""
+    r = empty_records(len(rows))
+    for i, (ts, src, dst, sport, dport, flags, length) in enumerate(rows):
+        r[i]["ts"] = ts
+        r[i]["src_ip"] = np.frombuffer(ip_to_bytes(src), np.uint8)
+        r[i]["dst_ip"] = np.frombuffer(ip_to_bytes(dst), np.uint8)
+        r[i]["sport"], r[i]["dport"], r[i]["tcp_flags"], r[i]["length"] = sport, dport, flags, length
+    r["ip_version"], r["proto"], r["eth_type"], r["ttl"] = 4, 6, 0x0800, 64
+    return r
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_names_specs_and_width_agree(level, stream):
+    fx = FeatureExtractor(level)
+    X = fx.transform(stream[:2000])
+    names = feature_names(level)
+    assert X.shape == (2000, len(names)) and X.dtype == np.float32
+    assert len(set(names)) == len(names)
+    assert [s.name for s in feature_specs(level)] == names
+    for spec in feature_specs(level):
+        assert spec.description and spec.text
+        spec.text.format(value=1.0, src="10.0.0.1", dst="10.0.0.2", sport=1, dport=2, proto="TCP")
+    assert describe("src_distinct_dports").kind == "value"
+    assert len(feature_names("low")) < len(feature_names("standard")) < len(feature_names("advanced"))
+
+
+@pytest.mark.parametrize("level", ["standard", "advanced"])
+def test_any_batching_gives_the_same_features(level, stream):
+    fx = FeatureExtractor(level, chunk=4096)
+    data = stream[:12_000]
+    whole = fx.transform(data, fx.new_state())
+    rng = np.random.default_rng(1)
+    state = fx.new_state()
+    parts, i = [], 0
+    while i < len(data):
+        k = int(rng.choice([1, 2, 17, 250, 1999, 5000]))
+        parts.append(fx.transform(data[i : i + k], state))
+        if rng.random() < 0.3:  # the worker keeps the state in Redis between batches
+            state = FeatureState.from_bytes(state.to_bytes())
+        i += k
+    batched = np.concatenate(parts)
+    np.testing.assert_allclose(batched, whole, rtol=2e-6, atol=1e-6)
+
+
+def test_windows_match_a_naive_reference():
+    rng = np.random.default_rng(5)
+    n = 600
+    ts = 1000.0 + np.cumsum(rng.exponential(0.02, n))
+    ts[100:110] = ts[100]  # identical timestamps
+    hosts = [f"10.0.0.{i}" for i in range(1, 6)]
+    rows = [
+        (ts[i], hosts[rng.integers(5)], hosts[rng.integers(5)],
+         int(rng.integers(1, 30)), int(rng.integers(1, 40)),
+         int(rng.choice([2, 16, 18, 4])), int(rng.integers(60, 1500)))
+        for i in range(n)
+    ]  # fmt: skip
+    rec = _packets(rows)
+    fx = FeatureExtractor("standard")
+    state = fx.new_state()
+    X = np.concatenate([fx.transform(rec[:250], state), fx.transform(rec[250:], state)])
+    col = {name: j for j, name in enumerate(fx.names)}
+    for i in range(0, n, 7):
+        t, src, dst = rows[i][0], rows[i][1], rows[i][2]
+        win = [r for r in rows[: i + 1] if r[0] > t - WINDOW]
+        mine = [r for r in win if r[1] == src]
+        assert X[i, col["src_pkts_per_s"]] == pytest.approx(len(mine) / WINDOW)
+        assert X[i, col["src_distinct_dports"]] == len({r[4] for r in mine})
+        assert X[i, col["src_distinct_dsts"]] == len({r[2] for r in mine})
+        assert X[i, col["src_size_mean"]] == pytest.approx(np.mean([r[6] for r in mine]), rel=1e-5)
+        assert X[i, col["src_size_std"]] == pytest.approx(np.std([r[6] for r in mine]), rel=1e-4, abs=1e-3)
+        to_dst = [r for r in win if r[2] == dst]
+        assert X[i, col["dst_distinct_srcs"]] == len({r[1] for r in to_dst})
+        chan = [r for r in mine if r[2] == dst]
+        assert X[i, col["chan_distinct_sports"]] == len({r[3] for r in chan})
+        syn = sum(1 for r in mine if r[5] & 2 and not r[5] & 16)
+        ack = sum(1 for r in mine if r[5] & 16)
+        assert X[i, col["src_syn_share"]] == pytest.approx(syn / max(syn + ack, 1))
+
+
+def test_damped_statistics_match_a_naive_reference():
+    rng = np.random.default_rng(9)
+    n = 300
+    ts = 50.0 + np.cumsum(rng.exponential(0.05, n))
+    hosts = ["10.0.0.1", "10.0.0.2", "192.0.2.7"]
+    rows = [(ts[i], hosts[rng.integers(3)], hosts[rng.integers(3)], 1000, 80, 16, int(rng.integers(60, 1500)))
+            for i in range(n)]  # fmt: skip
+    fx = FeatureExtractor("advanced")
+    X = fx.transform(_packets(rows))
+    col = {name: j for j, name in enumerate(fx.names)}
+    for lam in DECAYS:
+        for i in range(0, n, 11):
+            t, src = rows[i][0], rows[i][1]
+            w = ls = 0.0
+            for r in rows[: i + 1]:
+                if r[1] == src:
+                    d = 2.0 ** (-lam * (t - r[0]))
+                    w += d
+                    ls += d * r[6]
+            assert X[i, col[f"src_w_l{lam:g}"]] == pytest.approx(w, rel=1e-5)
+            assert X[i, col[f"src_mean_l{lam:g}"]] == pytest.approx(ls / w, rel=1e-5)
+
+
+def test_port_scan_shows_as_distinct_ports_and_expires():
+    rows = [(100.0 + i * 0.01, "10.0.0.66", "10.0.0.3", 40000, 1 + i, 2, 60) for i in range(150)]
+    rows.append((100.0 + 150 * 0.01 + 3 * WINDOW, "10.0.0.66", "10.0.0.3", 40000, 80, 2, 60))
+    fx = FeatureExtractor("standard")
+    X = fx.transform(_packets(rows))
+    j = fx.names.index("src_distinct_dports")
+    assert X[149, j] == 150
+    assert X[150, j] == 1  # the window has moved on
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_garbage_input_never_gives_nan_or_inf(level, stream):
+    r = stream[:3000].copy()
+    r["length"][::7] = 0
+    r["payload_len"][::5] = 4_000_000_000
+    r["length"][::11] = 4_294_967_295
+    r["ts"][100:400] = r["ts"][100]  # identical
+    r["ts"][500:600] = r["ts"][500:600] - 1e6  # backwards
+    r["ts"][700] = np.nan
+    r["ts"][701] = np.inf
+    r["ts"][702] = -np.inf
+    r["ts"][703] = 1e300
+    r["ts"][704:710] = 0.0
+    r["ttl"][::3] = 255
+    r["ip_version"][::13] = 9
+    r["proto"][::17] = 255
+    zeros = empty_records(500)
+    fx = FeatureExtractor(level)
+    state = fx.new_state()
+    for batch in (r, zeros, r[:1], stream[3000:4000]):
+        X = fx.transform(batch, state)
+        assert np.isfinite(X).all()
+    assert fx.transform(empty_records(0), state).shape == (0, fx.n_features)
+
+
+def test_state_roundtrip_bounds_and_mismatch(stream):
+    fx = FeatureExtractor("advanced", max_keys=50, max_tail=300)
+    state = fx.new_state()
+    fx.transform(stream[:5000], state)
+    assert all(len(t.keys) <= 50 for t in state.tables.values())
+    assert len(state.tail["t"]) <= 300
+    again = FeatureState.from_bytes(state.to_bytes())
+    assert again.t_last == state.t_last and again.packets == 5000
+    for name, tab in state.tables.items():
+        np.testing.assert_array_equal(again.tables[name].sums, tab.sums)
+    assert again.memory_bytes() == state.memory_bytes()
+    with pytest.raises(ValueError, match="another level"):
+        FeatureExtractor("standard").transform(stream[:10], again)
+
+
+def test_idle_keys_are_evicted_without_changing_results(stream):
+    fx = FeatureExtractor("advanced")
+    first, later = stream[:2000].copy(), stream[2000:4000].copy()
+    later["ts"] += 4000.0  # everything idle far longer than any reset time
+    state = fx.new_state()
+    fx.transform(first, state)
+    fx.transform(later[:1], state)
+    assert sum(len(t.keys) for t in state.tables.values()) <= 4  # only the one new packet's keys
+    np.testing.assert_allclose(fx.transform(later[1:], state), fx.transform(later)[1:], rtol=2e-6, atol=1e-6)
+    assert math.isfinite(state.t_last)

@@ -1,0 +1,168 @@
+"""Models: detection of demo attacks, explanations, artifacts, NumPy vs Keras, refusal of tiny data.
+
+One ``both`` model is trained per module (the only TensorFlow training); its isolation forest and
+autoencoder are the single-model cases.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capture.demo import ATTACK_CODES, DemoTraffic
+from capture.records import ip_to_text
+from detection.features import FeatureExtractor
+from detection.ml import (
+    MODEL_KINDS,
+    AutoencoderModel,
+    CombinedModel,
+    TrainingError,
+    create_model,
+    explain_text,
+    load_model,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SYN = 2
+
+
+@pytest.fixture(scope="module")
+def data():
+    fx = FeatureExtractor("standard")
+    train = fx.transform(DemoTraffic(21).records(40_000))
+    benign = fx.transform(DemoTraffic(23).records(20_000))
+    d = DemoTraffic(22)
+    state = fx.new_state()
+    fx.transform(d.records(5000), state)
+    attacks = {}
+    for kind in ATTACK_CODES:
+        d.inject(kind)
+        r = d.records(8000)
+        attacks[kind] = (r, fx.transform(r, state))
+    return {"fx": fx, "train": train, "benign": benign, "attacks": attacks}
+
+
+@pytest.fixture(scope="module")
+def models(data):
+    both = create_model("both", data["fx"].names, level="standard", ae={"epochs": 6}).fit(data["train"])
+    assert isinstance(both, CombinedModel)
+    return {"isolation_forest": both.forest, "autoencoder": both.autoencoder, "both": both}
+
+
+def _attacker_side(kind, r):
+    """The packets the attacker sends (answers from the victim are labelled too, but not tested here)."""
+    attack = r["label"] == ATTACK_CODES[kind]
+    if kind in ("port_scan", "syn_flood"):
+        return attack & (r["tcp_flags"] == SYN)
+    if kind == "udp_flood":
+        return attack & (r["proto"] == 17)
+    return attack & (r["dport"] == 80)  # http flood: bots to the web server
+
+
+# Known limitation, kept visible: right after a SYN and a UDP flood, the autoencoder alone flags only
+# about a quarter of the HTTP flood's requests at `standard` (its reconstruction extrapolates the
+# raised rates); the forest and `both` flag over 95 %. strict: this fails loudly once it is fixed.
+AE_MISSES_HTTP_FLOOD = pytest.mark.xfail(
+    strict=True, reason="autoencoder alone misses most of an HTTP flood that follows other floods"
+)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("attack", sorted(ATTACK_CODES))
+def test_attacks_score_above_threshold(models, data, kind, attack, request):
+    if (kind, attack) == ("autoencoder", "http_flood"):
+        request.applymarker(AE_MISSES_HTTP_FLOOD)
+    model = models[kind]
+    r, X = data["attacks"][attack]
+    sent = _attacker_side(attack, r)
+    assert sent.sum() > 100
+    detected = (model.score(X[sent]) > model.threshold).mean()
+    assert detected >= 0.8, f"{kind} flags {detected:.0%} of {attack} packets"
+    if kind != "isolation_forest":  # the autoencoder also catches the victims' answers
+        answers = (r["label"] > 0) & ~sent
+        assert (model.score(X[answers]) > model.threshold).mean() >= 0.7
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_normal_traffic_mostly_below_threshold(models, data, kind):
+    model = models[kind]
+    assert (model.score(data["benign"]) > model.threshold).mean() < 0.03
+    train_rate = (model.score(data["train"]) > model.threshold).mean()
+    assert train_rate == pytest.approx(1 - model.quantile, abs=0.002)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_explanations_name_the_right_features(models, data, kind):
+    model = models[kind]
+    r, X = data["attacks"]["port_scan"]
+    probes = np.flatnonzero(_attacker_side("port_scan", r))[20::10]
+    tops = [e[0].feature for e in model.explain(X[probes])]
+    assert np.mean(["distinct" in f and "port" in f for f in tops]) >= 0.8, tops
+
+    r, X = data["attacks"]["syn_flood"]
+    syns = np.flatnonzero(_attacker_side("syn_flood", r))[50::50]
+    tops = [e[0].feature for e in model.explain(X[syns])]
+    # rates, SYN counts, or connections opened (distinct source ports of one sender)
+    rate_like = ["syn" in f or "per_s" in f or "_w_" in f or "distinct_sports" in f for f in tops]
+    assert np.mean(rate_like) >= 0.8, tops
+
+
+def test_explain_text_reads_like_a_sentence(models, data):
+    model = models["both"]
+    r, X = data["attacks"]["port_scan"]
+    i = np.flatnonzero(_attacker_side("port_scan", r))[150]
+    contributions = model.explain(X[i], top=3)[0]
+    assert len(contributions) == 3 and contributions[0].contribution >= contributions[1].contribution
+    text = explain_text(model, r[i], contributions)
+    assert ip_to_text(r[i]["src_ip"], 4) in text
+    assert "distinct ports" in text and "normal is under" in text
+    assert explain_text(model, None, contributions)  # works without the record
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_save_load_roundtrip_gives_identical_scores(models, data, kind, tmp_path):
+    model = models[kind]
+    X = np.concatenate([data["benign"][:3000], data["attacks"]["udp_flood"][1][:3000]])
+    model.save(tmp_path / kind)
+    loaded = load_model(tmp_path / kind)
+    assert type(loaded) is type(model) and loaded.threshold == model.threshold
+    assert loaded.feature_names == model.feature_names
+    np.testing.assert_array_equal(loaded.score(X), model.score(X))
+    assert [c.feature for c in loaded.explain(X[-1])[0]] == [c.feature for c in model.explain(X[-1])[0]]
+
+
+def test_numpy_autoencoder_matches_keras(models, data):
+    ae = models["autoencoder"]
+    assert isinstance(ae, AutoencoderModel) and ae.keras_model is not None
+    Z = ae.scaler.transform(np.concatenate([data["benign"][:2000], data["attacks"]["syn_flood"][1][:2000]]))
+    expected = ae.keras_model.predict(Z, batch_size=4096, verbose=0)
+    np.testing.assert_allclose(ae.reconstruct(Z), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_scoring_a_saved_autoencoder_does_not_import_tensorflow(models, data, tmp_path):
+    models["both"].save(tmp_path / "m")
+    np.save(tmp_path / "x.npy", data["benign"][:500])
+    code = (
+        "import sys, numpy as np; from detection.ml import load_model; "
+        f"m = load_model({str(tmp_path / 'm')!r}); m.score(np.load({str(tmp_path / 'x.npy')!r})); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print('ok')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_refuses_to_train_on_too_few_samples(data, kind):
+    model = create_model(kind, data["fx"].names)
+    with pytest.raises(TrainingError, match=r"need at least 1,000 packets to train, got 37"):
+        model.fit(data["train"][:37])
+    with pytest.raises(TrainingError, match="features"):
+        model.fit(data["train"][:, :5])
+    with pytest.raises(ValueError, match="unknown model kind"):
+        create_model("svm", data["fx"].names)

@@ -1,0 +1,127 @@
+"""GET/POST /api/config: the prototype's keys, their validation, and the change history."""
+
+from __future__ import annotations
+
+import pytest
+
+from capture.models import ConfigChange, MonitorConfig
+
+pytestmark = pytest.mark.django_db
+
+DEFAULTS = {
+    "network_interface": "eth0",
+    "bpf_filter": "",
+    "buffer_size": 1000,
+    "analysis_depth": "basic",
+    "ml_model": "autoencoder",
+    "feature_level": "advanced",
+    "encryption_algorithm": "RSA",
+}
+
+
+def test_get_returns_defaults(api):
+    body = api.get("/api/config").json()
+
+    assert {k: body[k] for k in DEFAULTS} == DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("analysis_depth", "basic"),
+        ("analysis_depth", "intermediate"),
+        ("analysis_depth", "deep"),
+        ("ml_model", "isolation_forest"),
+        ("ml_model", "both"),
+        ("ml_model", "autoencoder"),
+        ("feature_level", "low"),
+        ("feature_level", "standard"),
+        ("encryption_algorithm", "AES-256"),
+        ("encryption_algorithm", "AES-192"),
+        ("encryption_algorithm", "SHA"),
+        ("buffer_size", 10),
+        ("buffer_size", 10_000_000),
+        ("network_interface", "demo"),
+        ("network_interface", "lo"),
+        ("bpf_filter", "tcp port 443 or udp port 53"),
+        ("bpf_filter", ""),
+    ],
+)
+def test_post_accepts_each_valid_value(api, redis_client, key, value):
+    response = api.post("/api/config", {key: value}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()[key] == value
+    assert getattr(MonitorConfig.objects.get(pk=1), key) == value
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("analysis_depth", "ultra", "is not one of: basic, intermediate, deep"),
+        ("ml_model", "random_forest", "is not one of: autoencoder, isolation_forest, both"),
+        ("feature_level", "max", "is not one of: advanced, standard, low"),
+        ("encryption_algorithm", "DES", "is not one of: RSA, AES-256, AES-192, SHA"),
+        ("encryption_algorithm", "aes-256", "is not one of"),
+        ("buffer_size", 9, "must be from 10 to 10,000,000"),
+        ("buffer_size", 10_000_001, "must be from 10 to 10,000,000"),
+        ("buffer_size", "1000", "must be an integer"),
+        ("buffer_size", True, "must be an integer"),
+        ("buffer_size", 12.5, "must be an integer"),
+        ("network_interface", "eth99", "this host has no interface 'eth99'"),
+        ("network_interface", "", "must be an interface name"),
+        ("network_interface", 5, "must be an interface name"),
+        ("bpf_filter", "tcp port foo", "does not compile"),
+        ("bpf_filter", "x" * 1025, "at most 1024"),
+        ("bpf_filter", 80, "must be a string"),
+        ("colour", "blue", "unknown configuration key"),
+    ],
+)
+def test_post_rejects_invalid_values_naming_the_field(api, key, value, message):
+    response = api.post("/api/config", {key: value}, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["detail"] == "invalid configuration"
+    assert message in body["fields"][key]
+    assert ConfigChange.objects.count() == 0
+
+
+def test_a_bad_key_rejects_the_whole_update(api):
+    response = api.post("/api/config", {"buffer_size": 5000, "analysis_depth": "nope"}, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["analysis_depth"]
+    from capture.services import get_config
+
+    assert get_config().buffer_size == 1000
+
+
+def test_non_object_body_is_rejected(api):
+    response = api.post("/api/config", [1, 2], format="json")
+
+    assert response.status_code == 400
+    assert "expected a JSON object" in response.json()["fields"]["non_field_errors"]
+
+
+def test_history_records_who_when_old_and_new(api, user, redis_client):
+    api.post("/api/config", {"buffer_size": 5000, "ml_model": "both"}, format="json")
+    api.post("/api/config", {"buffer_size": 5000}, format="json")  # no change: no history row
+
+    (change,) = ConfigChange.objects.all()
+    assert change.user == user
+    assert change.source == "api"
+    assert change.old_values == {"buffer_size": 1000, "ml_model": "autoencoder"}
+    assert change.new_values == {"buffer_size": 5000, "ml_model": "both"}
+    history = api.get("/api/config/history").json()
+    assert history[0]["user"] == "alice"
+    assert history[0]["new_values"] == {"buffer_size": 5000, "ml_model": "both"}
+
+
+def test_update_notifies_capture_processes_through_redis(api, redis_client):
+    from capture import control
+
+    api.post("/api/config", {"network_interface": "demo"}, format="json")
+
+    command = control.pending_command("any-sensor", 0, redis_client)
+    assert command["action"] == "reconfigure"
