@@ -13,6 +13,8 @@ export PYTHONUNBUFFERED := 1
 
 run: setup redis migrate
 	@$(PY) manage.py ensure_demo_user
+	@# Demo mode should show anomalies from the first minute: a first model from demo traffic.
+	@$(PY) manage.py train_detector --demo 30000 --if-none 2>&1 | grep -v -e '^WARNING' -e oneDNN -e cpu_feature || true
 	@echo "Dashboard: http://127.0.0.1:$${NETMON_PORT:-8000}/   API docs: http://127.0.0.1:$${NETMON_PORT:-8000}/api/docs/   (Ctrl-C stops everything)"
 	@$(VENV)/bin/honcho start -f Procfile
 

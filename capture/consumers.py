@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -173,8 +174,43 @@ def _normalise_ip(value: str) -> str:
     return str(address)
 
 
+def _resilient_receive(receive: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Awaitable[dict]]:
+    """The channel-layer receive, retried when Redis times out or drops the connection.
+
+    channels-redis waits for messages with a 5 s BZPOPMIN, and redis-py's default socket timeout is
+    also 5 s: on a quiet socket (no capture running) the read can time out first, and channels
+    would end the consumer (close code 1011) although nothing is wrong. A lost Redis connection is
+    retried too (with a pause), so the socket stays open and resumes when Redis is back.
+    """
+    import redis.exceptions
+
+    async def receive_again() -> dict[str, Any]:
+        failures = 0
+        while True:
+            try:
+                return await receive()
+            except redis.exceptions.TimeoutError:
+                continue  # an idle wait outlived the socket timeout: wait again
+            except (redis.exceptions.ConnectionError, OSError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("channel layer receive failed, retrying: %s", exc)
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+
+    return receive_again
+
+
 class MonitorConsumer(AsyncJsonWebsocketConsumer):
     """Relays live capture, detection and export events to one client and takes its commands."""
+
+    # channels' AsyncConsumer.__call__ assigns ``channel_receive`` right before its dispatch loop.
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._channel_receive = _resilient_receive(receive)
 
     async def connect(self) -> None:
         # Accept first so the client sees the 4401 close code (a refused handshake is only a 403).

@@ -52,6 +52,9 @@ __all__ = [
 MAX_CAPLEN = 262144
 # A pcapng block larger than this is taken to be garbage (same reasoning).
 MAX_BLOCK = 16 * 1024 * 1024
+# Timestamps a datetime can hold (years 1 to 9999). pcapng's 64-bit tick counts and offsets can
+# say anything; beyond these the database and the API cannot store or show a packet's time.
+TS_MIN, TS_MAX = -62135596800.0, 253402300799.0
 # Decompressed bytes produced per step, so a highly compressed file cannot blow up memory.
 _INFLATE_STEP = 4 * 1024 * 1024
 _MAX_DETAILS = 20
@@ -342,8 +345,9 @@ class FrameReader:
             )
 
     def _add_interface(self, name: str, linktype: int, tsresol: int, tsoffset: int, snaplen: int) -> int:
-        # if_tsresol: high bit clear -> 10^-n seconds, set -> 2^-n seconds
-        units = (1 << (tsresol & 0x7F)) if tsresol & 0x80 else 10 ** min(tsresol, 18)
+        # if_tsresol: high bit clear -> 10^-n seconds, set -> 2^-n seconds (capped to what a
+        # 64-bit tick count can mean: 2^-64 and beyond overflowed NumPy's uint64 and crashed reading)
+        units = (1 << min(tsresol & 0x7F, 63)) if tsresol & 0x80 else 10 ** min(tsresol, 18)
         self.interfaces.append(name)
         self.linktypes.append(linktype)
         self._units_by_if.append(max(units, 1))
@@ -464,6 +468,8 @@ class FrameReader:
                     iid, hi, lo, cap, orig = epb.unpack_from(buf, pos + 8)
                     if 28 + cap > blen - 4:
                         self._bad_block(pos, "bad packet block", f"captured length {cap} exceeds its block")
+                    elif cap > MAX_CAPLEN:  # as for pcap records (Wireshark refuses it too)
+                        self._bad_block(pos, "record length over limit", f"captured length {cap}")
                     elif iid >= len(section):
                         self._bad_block(pos, "unknown interface", f"packet for undeclared interface {iid}")
                     else:
@@ -475,12 +481,14 @@ class FrameReader:
                         ifcs.append(section[iid])
                         room -= 1
             elif btype == _SPB:
+                (orig,) = self._struct(e + "I").unpack_from(buf, pos + 8)
+                cap = min(orig, self._snaplen_by_if[section[0]] or orig) if section else 0
                 if not section:
                     self._bad_block(pos, "unknown interface", "simple packet block before any interface")
+                elif cap > blen - 16:
+                    # (it used to take the block's padding for packet bytes; Wireshark refuses it)
+                    self._bad_block(pos, "bad packet block", f"captured length {cap} exceeds its block")
                 else:
-                    (orig,) = self._struct(e + "I").unpack_from(buf, pos + 8)
-                    snap = self._snaplen_by_if[section[0]] or orig
-                    cap = min(orig, snap, blen - 16)
                     pending.append(pos + 12)
                     caps.append(cap)
                     origs.append(orig)
@@ -495,6 +503,8 @@ class FrameReader:
                     iid, _drops, hi, lo, cap, orig = self._struct(e + "HHIIII").unpack_from(buf, pos + 8)
                     if 28 + cap > blen - 4:
                         self._bad_block(pos, "bad packet block", f"captured length {cap} exceeds its block")
+                    elif cap > MAX_CAPLEN:
+                        self._bad_block(pos, "record length over limit", f"captured length {cap}")
                     elif iid >= len(section):
                         self._bad_block(pos, "unknown interface", f"packet for undeclared interface {iid}")
                     else:
@@ -611,6 +621,7 @@ class FrameReader:
             ts = (raw // units).astype(np.float64) + (raw % units).astype(np.float64) / units
             if any(self._offset_by_if):
                 ts += np.array(self._offset_by_if, dtype=np.float64)[iface]
+            np.clip(ts, TS_MIN, TS_MAX, out=ts)
             linktype = np.array(self.linktypes, dtype=np.uint16)[iface]
             self._pending_fields = [[], [], [], [], []]
         # An original length below the captured length is nonsense; trust what was captured.

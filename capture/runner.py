@@ -135,8 +135,11 @@ class StatsWindow:
         return snap
 
 
-def packet_dicts(sensor: str, records: np.ndarray, interfaces: list[str]) -> list[dict[str, Any]]:
-    """A few records as JSON-ready dicts for the live packet table."""
+def packet_dicts(
+    sensor: str, records: np.ndarray, interfaces: list[str], app: dict[int, dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """A few records as JSON-ready dicts for the live packet table (``app``: deep-mode fields by seq)."""
+    app = app or {}
     out = []
     for r in records:
         version = int(r["ip_version"])
@@ -152,6 +155,7 @@ def packet_dicts(sensor: str, records: np.ndarray, interfaces: list[str]) -> lis
                 "protocol": protocol_name(int(r["eth_type"]), int(r["proto"]), version),
                 "length": int(r["length"]),
                 "tcp_flags": int(r["tcp_flags"]),
+                "app_protocol": app.get(int(r["seq"]), {}).get("app_protocol", ""),
             }
         )
     return out
@@ -188,7 +192,9 @@ class CaptureRunner:
         self.stats = StatsWindow()
         self._samples: deque = deque(maxlen=SAMPLE_PER_PUSH * 4)
         self._base = {
-            "read": self.sensor.packets_read,
+            # every seq below next_seq went to a packet read: a process killed before it wrote its
+            # last counters read at least that many
+            "read": max(self.sensor.packets_read, self.next_seq - 1),
             "published": self.sensor.packets_published,
             "undecodable": self.sensor.packets_undecodable,
             "dropped": self.sensor.packets_dropped_capture,
@@ -199,7 +205,7 @@ class CaptureRunner:
         self.commands: deque = deque()
         self.control_version = self._control_version()
         self._stop_reporter = threading.Event()
-        self._reporter: threading.Thread | None = None
+        self._reporters: list[threading.Thread] = []
         self.wait_for_workers = False  # True for files: back-pressure instead of dropping
         self.batch_size = 1000
         self.interrupt = threading.Event()  # set: the current source should stop
@@ -307,7 +313,7 @@ class CaptureRunner:
         self.publisher.publish(batch)
         self.publisher.flush(0)
         self.stats.add(records)
-        self._samples.append((records[-SAMPLE_PER_PUSH:], chunk.interfaces, batch.read_at))
+        self._samples.append((records[-SAMPLE_PER_PUSH:], chunk.interfaces, batch.read_at, app))
 
     def trim_bound(self) -> int:
         """Packets kept in the stream: buffer_size, but never less than a few batches when waiting."""
@@ -382,22 +388,32 @@ class CaptureRunner:
 
     # --- reporting (background thread) ------------------------------------------------------
     def start_reporter(self) -> None:
-        self._reporter = threading.Thread(target=self._report_loop, name="capture-reporter", daemon=True)
-        self._reporter.start()
+        # Two threads: packet samples must not wait behind database writes (SQLite holds its write
+        # lock while a worker stores a batch), so only the slow loop touches the database.
+        self._reporters = [
+            threading.Thread(target=self._sample_loop, name="capture-samples", daemon=True),
+            threading.Thread(target=self._report_loop, name="capture-reporter", daemon=True),
+        ]
+        for thread in self._reporters:
+            thread.start()
 
     def stop_reporter(self) -> None:
         self._stop_reporter.set()
-        if self._reporter:
-            self._reporter.join(timeout=5)
+        for thread in self._reporters:
+            thread.join(timeout=5)
+        self._push_samples()
         self.write_counters()
         self.heartbeat()
+
+    def _sample_loop(self) -> None:
+        while not self._stop_reporter.wait(REPORT_INTERVAL):
+            self._push_samples()
 
     def _report_loop(self) -> None:
         next_stats = next_control = time.monotonic()
         try:
             while not self._stop_reporter.wait(REPORT_INTERVAL):
                 now = time.monotonic()
-                self._push_samples()
                 if now >= next_control:
                     next_control = now + CONTROL_INTERVAL
                     self._poll_control()
@@ -413,8 +429,8 @@ class CaptureRunner:
         packets: list[dict] = []
         read_at = 0.0
         while self._samples:
-            records, interfaces, batch_read_at = self._samples.popleft()
-            packets.extend(packet_dicts(self.sensor_name, records, interfaces))
+            records, interfaces, batch_read_at, app = self._samples.popleft()
+            packets.extend(packet_dicts(self.sensor_name, records, interfaces, app))
             read_at = read_at or batch_read_at
         if packets:
             self.broadcast(
@@ -462,6 +478,7 @@ class CaptureRunner:
         try:
             return Sensor.objects.values_list("last_seq_ingested", flat=True).get(pk=self.sensor.pk)
         except Exception:
+            close_old_connections()  # the database went away: reconnect on the next call, not never
             return 0
 
     def write_counters(self) -> None:

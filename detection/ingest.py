@@ -138,6 +138,8 @@ def drain_sensor(
             lock.release()
         except redis.exceptions.LockError:
             log.warning("ingest lock for %s expired while draining", sensor_name)
+        except redis.RedisError as exc:  # Redis went away: the lock expires on its own (LOCK_TTL)
+            log.warning("could not release the ingest lock for %s: %s", sensor_name, exc)
     return result
 
 

@@ -193,6 +193,7 @@ def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[st
         "score": anomaly.score,
         "threshold": anomaly.threshold,
         "model": anomaly.model_kind,
+        "model_versions": anomaly.model_versions,
         "explanation": anomaly.explanation,
         "packet_seq": anomaly.packet_seq,
         "incident_id": anomaly.incident_id,

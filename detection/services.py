@@ -84,6 +84,17 @@ def records_from_pcaps(paths: Iterable[str]) -> Iterator[np.ndarray]:
             yield records
 
 
+def records_from_demo(count: int, seed: int = 1, chunk: int = 50_000) -> Iterator[np.ndarray]:
+    """Normal traffic of the demo generator (no attacks injected): a model for demo mode."""
+    from capture.demo import DemoTraffic
+
+    traffic = DemoTraffic(seed, attack_prob=0.0)
+    while count > 0:
+        records = traffic.records(min(chunk, count))
+        count -= len(records)
+        yield records
+
+
 def records_from_database(
     since: datetime | None, until: datetime | None, sensor: str | None = None
 ) -> Iterator[np.ndarray]:

@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,10 @@ def _parse_filters(raw: Any) -> dict[str, Any]:
         elif key in {"since", "until"}:
             try:
                 parsed = parse_datetime(value) if isinstance(value, str) else None
-            except ValueError:  # well formed but impossible, e.g. 2026-02-30T00:00:00Z
+                if parsed is not None and parsed.tzinfo is not None:
+                    # UTC: PostgreSQL refuses offsets beyond 15:59 that ISO 8601 allows
+                    value = parsed.astimezone(UTC).isoformat()
+            except (ValueError, OverflowError):  # well formed but impossible, e.g. 2026-02-30T00:00:00Z
                 parsed = None
             if parsed is None:
                 errors[f"filters.{key}"] = "must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z"

@@ -29,6 +29,13 @@ _METHODS = {"get", "put", "post", "patch", "delete"}
 # Request bodies whose services refuse unknown keys with a 400 (capture.services.update_config,
 # exports.services.create_export): closed objects, so clients and fuzzers know.
 CLOSED_REQUEST_BODIES = ("ConfigUpdateRequest", "ExportRequestRequest", "ExportFiltersRequest")
+# Django's and DRF's text fields refuse NUL characters (PostgreSQL cannot store them): say so.
+NO_NUL = r"^[^\u0000]*$"
+
+
+def _refuse_nul(schema: dict[str, Any]) -> None:
+    if schema.get("type") == "string" and not {"format", "enum", "pattern"} & set(schema):
+        schema["pattern"] = NO_NUL
 
 
 def _view_classes(generator: Any) -> dict[tuple[str, str], type]:
@@ -47,6 +54,10 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
     for name in CLOSED_REQUEST_BODIES:
         if name in schemas:
             schemas[name]["additionalProperties"] = False
+    for name, component in schemas.items():
+        if name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST: the request side of a serializer
+            for prop in component.get("properties", {}).values():
+                _refuse_nul(prop)
     views = _view_classes(generator)
     for path, item in result.get("paths", {}).items():
         for method, operation in item.items():
@@ -78,4 +89,5 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             for parameter in parameters:
                 if parameter.get("in") == "query" and not parameter.get("required"):
                     parameter.setdefault("allowEmptyValue", True)
+                _refuse_nul(parameter.get("schema", {}))
     return result

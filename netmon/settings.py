@@ -172,7 +172,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [env_str("CHANNELS_REDIS_URL", REDIS_URL)],
+            # channels-redis blocks up to 5 s waiting for a message; the socket timeout must be
+            # longer, or an idle WebSocket's receive times out and the consumer dies (1011).
+            "hosts": [{"address": env_str("CHANNELS_REDIS_URL", REDIS_URL), "socket_timeout": 15}],
             "prefix": env_str("CHANNELS_PREFIX", "netmon:asgi"),
             "capacity": 200,
             "expiry": 30,

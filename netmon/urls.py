@@ -7,7 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from netmon import api, views
+from netmon import api, metrics, views
 
 api_patterns = [
     path("status", api.StatusView.as_view(), name="status"),
@@ -23,10 +23,11 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", api.HealthView.as_view(), name="healthz"),
     path("readyz", api.ReadyView.as_view(), name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 handler404 = "netmon.api.json_not_found"

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
+from rest_framework.throttling import ScopedRateThrottle
 
 
+@require_safe  # a page: GET and HEAD (it answered POST, PUT and DELETE with the page too)
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "netmon/dashboard.html")
+
+
+class LoginView(auth_views.LoginView):
+    """The dashboard's login form, rate limited per client address like POST /api/auth/token/.
+
+    Both count against the same "login" rate (REST_FRAMEWORK DEFAULT_THROTTLE_RATES,
+    NETMON_LOGIN_RATE), so a password guesser gains nothing by switching between them.
+    """
+
+    throttle_scope = "login"
+    http_method_names = ["get", "head", "post", "options"]  # not PUT (FormView would take it as POST)
+
+    def post(self, request, *args, **kwargs):
+        throttle = ScopedRateThrottle()
+        if not throttle.allow_request(request, self):
+            wait = throttle.wait()
+            response = HttpResponse(
+                "Too many login attempts; try again later.\n", status=429, content_type="text/plain"
+            )
+            if wait is not None:
+                response["Retry-After"] = str(max(1, round(wait)))
+            return response
+        return super().post(request, *args, **kwargs)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system tools Netmon uses when they are missing and we may (root + apt-get):
 # tshark/dumpcap/capinfos (capture), redis-server (private Redis when none answers),
-# chromium (browser test). Without root or apt-get it says what is missing and carries on:
+# chromium (browser test), nmap and hping3 (bench/make_labeled_capture.sh; NETMON_SKIP_BENCH_TOOLS=1
+# skips them). Without root or apt-get it says what is missing and carries on:
 # capture falls back to demo mode and the tests that need a tool skip with the reason.
 set -u
 need=()
@@ -9,6 +10,10 @@ command -v dumpcap >/dev/null 2>&1 || need+=(tshark)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${NETMON_SKIP_BROWSER:-0}" != "1" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
+if [ "${NETMON_SKIP_BENCH_TOOLS:-0}" != "1" ]; then
+  command -v nmap >/dev/null 2>&1 || need+=(nmap)
+  command -v hping3 >/dev/null 2>&1 || need+=(hping3)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

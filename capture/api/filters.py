@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import django_filters
 from django import forms
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -28,6 +31,23 @@ class IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class _UTCIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601, converted to UTC: PostgreSQL refuses UTC offsets beyond 15:59 (a 500), ISO allows 23:59."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # within a day of year 1 or 9999: the nearest instant there is
+            return (datetime.min if value.year < 5000 else datetime.max).replace(tzinfo=UTC)
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _UTCIsoDateTimeField
+
+
 class _TrafficFilter(django_filters.FilterSet):
     sensor = django_filters.CharFilter(field_name="sensor__name")
     ip = IPFilter(method="filter_ip", label="source or destination IP")
@@ -46,8 +66,8 @@ class _TrafficFilter(django_filters.FilterSet):
 
 
 class PacketFilter(_TrafficFilter):
-    since = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
     seq_from = IntegerFilter(field_name="seq", lookup_expr="gte")
     seq_to = IntegerFilter(field_name="seq", lookup_expr="lte")
     ip_version = IntegerFilter()
@@ -58,8 +78,8 @@ class PacketFilter(_TrafficFilter):
 
 
 class FlowFilter(_TrafficFilter):
-    since = django_filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt")
 
     class Meta:
         model = Flow

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.db.models import Q
 
-from capture.api.filters import IntegerFilter, IPFilter
+from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter
 from detection.models import Anomaly
 
 _MAX_ID = 2**63 - 1
+
+
+class _TrueFalseField(forms.NullBooleanField):
+    """``true`` or ``false`` (absent or empty: no filter); django-filter ignored any other value."""
+
+    widget = forms.TextInput  # the raw text: NullBooleanSelect turns what it does not know into None
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if value in ("true", "false"):
+            return value == "true"
+        raise forms.ValidationError("must be true or false", code="invalid")
+
+
+class TrueFalseFilter(django_filters.BooleanFilter):
+    field_class = _TrueFalseField
 
 
 class AnomalyFilter(django_filters.FilterSet):
@@ -19,8 +37,9 @@ class AnomalyFilter(django_filters.FilterSet):
     # An id no incident has matches nothing (a model choice filter answered 400 for it, and an id
     # beyond the column's range crashed SQLite with a 500).
     incident = IntegerFilter(method="filter_incident", label="incident id")
-    since = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
+    false_positive = TrueFalseFilter()
+    since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
     min_score = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
 
     class Meta:

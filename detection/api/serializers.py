@@ -8,9 +8,28 @@ from capture.models import FeatureLevel, MlModel
 from detection.models import Anomaly, DetectionModel
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only (DRF's BooleanField also took "yes", "on", 1 and "0")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField also took numbers and turned them into text)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class AnomalySerializer(serializers.ModelSerializer):
     sensor = serializers.CharField(source="sensor.name", read_only=True)
     packets_url = serializers.SerializerMethodField()
+    false_positive = StrictBooleanField(required=False)
 
     class Meta:
         model = Anomaly
@@ -41,4 +60,4 @@ class TrainRequestSerializer(serializers.Serializer):
     feature_level = serializers.ChoiceField(FeatureLevel.choices, required=False)
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
-    sensor = serializers.CharField(required=False)
+    sensor = StrictCharField(required=False)

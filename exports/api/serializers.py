@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from capture.models import EncryptionAlgorithm
@@ -44,13 +45,18 @@ class ExportJobSerializer(serializers.ModelSerializer):
         return f"/api/exports/{job.id}/download" if job.status == ExportJob.Status.SUCCEEDED else None
 
 
+@extend_schema_field({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
+class _IPAddressField(serializers.IPAddressField):
+    pass
+
+
 class ExportFiltersSerializer(serializers.Serializer):
     """Documents the ``filters`` object of an export request (no other keys are accepted)."""
 
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
     sensor = serializers.CharField(required=False)
-    ip = serializers.IPAddressField(required=False)
+    ip = _IPAddressField(required=False)
     port = serializers.IntegerField(required=False, min_value=0, max_value=65535)
     protocol = serializers.CharField(required=False)
     anomalies_only = serializers.BooleanField(required=False)

@@ -6,11 +6,13 @@ and the consumer uses the real channels-redis layer on the test Redis database.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import timedelta
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -651,9 +653,32 @@ async def test_fast_packet_messages_are_coalesced_and_the_excess_counted(session
     # Each message spans the read times of the batches it merged: oldest and newest, in order.
     assert received[0]["first_read_at"] == 0.0
     assert all(m["first_read_at"] <= m["read_at"] for m in received)
-    for previous, message in zip(received, received[1:], strict=False):
+    for previous, message in itertools.pairwise(received):
         assert message["first_read_at"] == previous["read_at"] + 1.0
     assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_a_redis_read_timeout_on_a_quiet_socket_does_not_end_it(session_headers, monkeypatch):
+    # channels-redis blocks 5 s in BZPOPMIN and redis-py's socket timeout is 5 s as well: on an idle
+    # socket the read can time out first, which used to end the consumer (close code 1011).
+    layer = get_channel_layer()
+    receive = layer.receive
+    failures = []
+
+    async def flaky_receive(channel):
+        if not failures:
+            failures.append(channel)
+            raise redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return await receive(channel)
+
+    monkeypatch.setattr(layer, "receive", flaky_receive)
+    communicator = await open_socket(session_headers)
+
+    await publish(events.GROUP_CONTROL, {"type": "capture.status", "sensor": "s1", "state": "running"})
+
+    assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "capture_status"
+    assert failures
+    assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
 
 
 async def test_a_malformed_producer_message_does_not_break_the_socket(session_headers):

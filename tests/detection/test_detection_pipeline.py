@@ -223,3 +223,15 @@ def test_model_endpoints_need_staff(api, trained):
     assert api.get("/api/models/").status_code == 200
     assert api.post(f"/api/models/{trained.pk}/activate").status_code == 403
     assert api.post("/api/models/train", {}, format="json").status_code == 403
+
+
+def test_demo_training_makes_a_first_model_once(redis_client, capsys):
+    update_config({"ml_model": "isolation_forest", "feature_level": "low"})
+
+    call_command("train_detector", "--demo", "5000")
+    call_command("train_detector", "--demo", "5000", "--if-none")
+
+    row = DetectionModel.objects.get()
+    assert row.is_active and row.packet_count == 5000
+    assert "demo traffic" in row.source
+    assert "nothing to train" in capsys.readouterr().out

@@ -196,18 +196,22 @@ def test_live_capture_on_loopback_stores_the_filtered_packets(worker, redis_clie
     if probe.returncode != 0:
         pytest.skip(f"cannot capture on lo here: {probe.stderr.strip()[:100]}")
 
+    done = threading.Event()
+
     def send() -> None:
         # Keep sending until the capture has what it needs: it starts at its own pace.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for _ in range(400):
+            while not done.wait(0.02):
                 s.sendto(b"netmon", ("127.0.0.1", port))
-                time.sleep(0.02)
 
     threading.Thread(target=send, daemon=True).start()
-    result = processes.run_capture(
-        "--interface", "lo", "--bpf", f"udp dst port {port}", "--count", "100", "--sensor", "live1",
-        "--summary-json", "/dev/stdout",
-    )  # fmt: skip
+    try:
+        result = processes.run_capture(
+            "--interface", "lo", "--bpf", f"udp dst port {port}", "--count", "100", "--sensor", "live1",
+            "--summary-json", "/dev/stdout",
+        )  # fmt: skip
+    finally:
+        done.set()
 
     assert result.returncode == 0, result.stderr
     assert "switching to demo mode" not in result.stderr

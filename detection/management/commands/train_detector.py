@@ -7,6 +7,7 @@ from django.utils.dateparse import parse_datetime
 
 from capture import services as capture_services
 from detection import ml, services
+from detection.models import DetectionModel
 
 
 class Command(BaseCommand):
@@ -18,18 +19,30 @@ class Command(BaseCommand):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--pcap", nargs="+", metavar="FILE", help="benign capture files")
         source.add_argument("--since", help="train on stored packets from this ISO time")
+        source.add_argument(
+            "--demo", type=int, metavar="N", help="train on N packets of the demo generator's normal traffic"
+        )
         parser.add_argument("--until", help="with --since: up to this ISO time")
         parser.add_argument("--sensor", help="with --since: only this sensor's packets")
         parser.add_argument("--model", choices=ml.MODEL_KINDS, help="default: the configured ml_model")
         parser.add_argument("--feature-level", choices=["low", "standard", "advanced"],
                             help="default: the configured feature_level")  # fmt: skip
         parser.add_argument("--no-activate", action="store_true", help="keep the current active version")
+        parser.add_argument(
+            "--if-none", action="store_true", help="do nothing when a version of this kind is active already"
+        )
 
     def handle(self, *args, **opts):
         config = capture_services.get_config()
         kind = opts["model"] or config.ml_model
         level = opts["feature_level"] or config.feature_level
-        if opts["pcap"]:
+        if opts["if_none"] and DetectionModel.objects.filter(kind=kind, is_active=True).exists():
+            self.stdout.write(f"an active {kind} model exists; nothing to train")
+            return
+        if opts["demo"]:
+            source = f"demo traffic ({opts['demo']:,} packets)"
+            chunks = services.records_from_demo(opts["demo"])
+        elif opts["pcap"]:
             source, chunks = ", ".join(opts["pcap"]), services.records_from_pcaps(opts["pcap"])
         else:
             since, until = (

@@ -1,0 +1,370 @@
+"""Authorization matrix: every route the project has, for anonymous, a normal user and staff.
+
+The routes are enumerated from the URL resolver, so a new endpoint without a row in ``MATRIX``
+fails ``test_every_route_has_a_row`` instead of being forgotten. Each row gives, per allowed
+method, the status expected for each role; methods a route does not allow must be refused
+(405, after authentication and permission checks) for every role. Users see and download only
+their own exports; the login form and the token endpoint are rate limited. WebSocket message
+authorization is covered by tests/capture/test_consumers.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib import admin
+from django.core.cache import cache
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework.throttling import ScopedRateThrottle
+
+from capture.models import Flow, Packet, Sensor
+from capture.services import get_config
+from detection.models import Anomaly, DetectionModel
+from exports.models import ExportJob
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anon", "user", "staff")
+METHODS = ("get", "post", "put", "patch", "delete")
+PASSWORD = "correct horse battery"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ANY_OK = {200, 503}  # /api/interfaces: 503 when dumpcap is missing (documented)
+
+
+@dataclass(frozen=True)
+class Row:
+    """Expected status per role for one method of one route (an int or a set of ints)."""
+
+    anon: int | set[int]
+    user: int | set[int]
+    staff: int | set[int]
+    body: dict | None = None
+
+
+SHA_EXPORT = {"dataset": "packets", "format": "csv", "algorithm": "SHA"}
+AUTHENTICATED = (401, 200, 200)
+
+# url name -> method -> Row. "user" owns the export used for the export routes (see ``objects``).
+MATRIX: dict[str, dict[str, Row]] = {
+    "dashboard": {"get": Row(302, 200, 200)},
+    "login": {"get": Row(200, 200, 200), "post": Row(200, 200, 200, {"username": "x", "password": "y"})},
+    "logout": {"post": Row(302, 302, 302)},
+    "healthz": {"get": Row(200, 200, 200)},
+    "readyz": {"get": Row(200, 200, 200)},
+    "metrics": {"get": Row(401, 403, 200)},
+    "status": {"get": Row(*AUTHENTICATED)},
+    "auth-token": {"post": Row(200, 200, 200, {"username": "alice", "password": PASSWORD})},
+    "schema": {"get": Row(200, 200, 200)},  # the API description is public, like the docs page
+    "docs": {"get": Row(200, 200, 200)},
+    "config": {"get": Row(*AUTHENTICATED), "post": Row(401, 200, 200, {})},
+    "config-history": {"get": Row(*AUTHENTICATED)},
+    "interfaces": {"get": Row(401, ANY_OK, ANY_OK)},
+    "packets": {"get": Row(*AUTHENTICATED)},
+    "flows": {"get": Row(*AUTHENTICATED)},
+    "export-legacy": {"post": Row(401, 202, 202, SHA_EXPORT)},
+    "exports": {"get": Row(*AUTHENTICATED), "post": Row(401, 202, 202, SHA_EXPORT)},
+    # another user's export (staff included) is indistinguishable from one that does not exist
+    "export-detail": {"get": Row(401, 200, 404), "delete": Row(401, 204, 404)},
+    "export-download": {"get": Row(401, 200, 404)},
+    "anomalies": {"get": Row(*AUTHENTICATED)},
+    "anomaly-detail": {"get": Row(*AUTHENTICATED), "patch": Row(401, 200, 200, {"false_positive": True})},
+    "models": {"get": Row(*AUTHENTICATED)},
+    "models-train": {"post": Row(401, 403, 202, {})},
+    "model-activate": {"post": Row(401, 403, 200)},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# the routes
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    pattern: str
+    callback: object
+
+    @property
+    def methods(self) -> set[str]:
+        """The HTTP methods the view answers (OPTIONS and HEAD aside)."""
+        view = getattr(self.callback, "view_class", None) or getattr(self.callback, "cls", None)
+        if view is None:  # a function view: the table says which methods it is for
+            return set(MATRIX.get(self.name, {}))
+        allowed = getattr(self.callback, "view_initkwargs", {}).get(
+            "http_method_names", view.http_method_names
+        )
+        return {m for m in METHODS if m in allowed and hasattr(view, m)}
+
+
+def project_routes() -> list[Route]:
+    """Every named route outside the admin (the admin is checked model by model below)."""
+    routes: list[Route] = []
+
+    def walk(patterns, prefix: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if entry.namespace == "admin":
+                    continue
+                walk(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern):
+                pattern = prefix + str(entry.pattern)
+                # an unnamed route shows up under its pattern, without a row: name it, add a row
+                routes.append(Route(entry.name or pattern, pattern, entry.callback))
+
+    walk(get_resolver().url_patterns, "/")
+    return routes
+
+
+ROUTES = {route.name: route for route in project_routes()}
+
+
+def test_every_route_has_a_row():
+    assert set(ROUTES) == set(MATRIX), (
+        f"routes without a row: {sorted(set(ROUTES) - set(MATRIX))}; "
+        f"rows without a route: {sorted(set(MATRIX) - set(ROUTES))}"
+    )
+    for name, route in ROUTES.items():
+        assert route.methods == set(MATRIX[name]), (name, route.methods, set(MATRIX[name]))
+
+
+def test_every_documented_operation_is_a_route():
+    """The OpenAPI document describes only routes the matrix covers (and none is missing)."""
+    schema = APIClient().get("/api/schema/?format=json").json()
+    documented = {(path, method) for path, item in schema["paths"].items() for method in item}
+    routed = set()
+    for route in ROUTES.values():
+        path = route.pattern.replace("<uuid:job_id>", "{job_id}").replace("<int:pk>", "{id}")
+        routed |= {(path, method) for method in route.methods}
+    assert documented <= routed, documented - routed
+    undocumented = {(p, m) for p, m in routed - documented if p.startswith("/api/")}
+    assert undocumented <= {("/api/schema/", "get"), ("/api/docs/", "get")}, undocumented
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(autouse=True)
+def setup(settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.NETMON_EXPORT_HMAC_KEY = base64.b64encode(b"h" * 32).decode()
+    settings.NETMON_EXPORT_DIR = tmp_path
+    cache.clear()  # the login rate limit counts in the cache
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def people(django_user_model):
+    return {
+        "user": django_user_model.objects.create_user(username="alice", password=PASSWORD),
+        "other": django_user_model.objects.create_user(username="bob", password=PASSWORD),
+        "staff": django_user_model.objects.create_superuser(username="root", password=PASSWORD),
+    }
+
+
+def client_for(person) -> APIClient:
+    """Signed in both ways: a session for the HTML pages, a token for the API."""
+    client = APIClient()
+    if person is not None:
+        client.force_login(person)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=person)[0].key}")
+    return client
+
+
+@pytest.fixture
+def clients(people) -> dict[str, APIClient]:
+    return {
+        "anon": client_for(None),
+        "user": client_for(people["user"]),
+        "staff": client_for(people["staff"]),
+    }
+
+
+@pytest.fixture
+def objects(people, tmp_path):
+    """One of everything the routes with ids need; the export is alice's, finished, with a file."""
+    sensor = Sensor.objects.create(name="s1")
+    Packet.objects.create(sensor=sensor, seq=1, ts=T0, src_ip="10.0.0.1", dst_ip="10.0.0.2", protocol="TCP")
+    Flow.objects.create(
+        sensor=sensor, protocol="TCP", src_ip="10.0.0.1", src_port=1, dst_ip="10.0.0.2", dst_port=2,
+        first_seen=T0, last_seen=T0, packets=1, bytes=60,
+    )  # fmt: skip
+    anomaly = Anomaly.objects.create(
+        sensor=sensor, packet_seq=1, ts=T0, score=0.9, threshold=0.5, model_kind="isolation_forest",
+        explanation="rare port",
+    )  # fmt: skip
+    model = DetectionModel.objects.create(
+        kind="isolation_forest", version=1, feature_level=get_config().feature_level, status="ready"
+    )
+    file = tmp_path / "alice.nmx"
+    file.write_bytes(b"NMX1 encrypted bytes")
+    job = ExportJob.objects.create(
+        owner=people["user"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
+    )
+    return {"anomaly-detail": {"pk": anomaly.pk}, "model-activate": {"pk": model.pk}, "job": job,
+            "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
+
+
+def url_of(name: str, objects: dict) -> str:
+    if name == "logout":
+        return reverse(name)
+    return reverse(name, kwargs=objects.get(name, {}))
+
+
+def send(client: APIClient, method: str, url: str, body: dict | None):
+    if body is None:
+        return getattr(client, method)(url)
+    if url.startswith("/api/"):
+        return getattr(client, method)(url, body, format="json")
+    return getattr(client, method)(url, body)  # a form
+
+
+def expected(value: int | set[int]) -> set[int]:
+    return value if isinstance(value, set) else {value}
+
+
+# ---------------------------------------------------------------------------------------------
+# the matrix
+
+
+CELLS = [(name, method, role) for name, rows in MATRIX.items() for method in rows for role in ROLES]
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "role"), CELLS, ids=[f"{m.upper()} {n} as {r}" for n, m, r in CELLS]
+)
+def test_allowed_method(name, method, role, clients, objects, redis_client):
+    row = MATRIX[name][method]
+    response = send(clients[role], method, url_of(name, objects), row.body)
+    assert response.status_code in expected(getattr(row, role)), (name, method, role, response.content[:300])
+
+
+REFUSALS = [
+    (name, method, role)
+    for name, route in ROUTES.items()
+    if name in MATRIX
+    for method in sorted(set(METHODS) - route.methods)
+    for role in ROLES
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "role"), REFUSALS, ids=[f"{m.upper()} {n} as {r}" for n, m, r in REFUSALS]
+)
+def test_other_methods_are_refused(name, method, role, clients, objects):
+    """405, or the refusal the role gets anyway (401/403, or a redirect to the login page)."""
+    allowed_row = next(iter(MATRIX[name].values()))
+    refusals = {405} | (expected(getattr(allowed_row, role)) & {302, 401, 403})
+    response = send(clients[role], method, url_of(name, objects), None)
+    assert response.status_code in refusals, (name, method, role, response.status_code)
+
+
+def test_admin_pages_are_for_staff_only(clients):
+    """The admin index and every registered model's list and add pages."""
+    urls = [reverse("admin:index")]
+    for model in admin.site._registry:
+        meta = model._meta
+        urls.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+    for url in urls:
+        assert clients["anon"].get(url).status_code == 302, url
+        assert clients["user"].get(url).status_code == 302, url  # not staff: to the admin login
+        assert clients["staff"].get(url).status_code == 200, url
+
+
+def test_admin_and_metrics_answer_only_on_localhost(clients):
+    for url in ("/admin/", "/metrics"):
+        assert clients["staff"].get(url, REMOTE_ADDR="203.0.113.9").status_code == 403, url
+
+
+# ---------------------------------------------------------------------------------------------
+# exports: each user sees, downloads and deletes only their own
+
+
+def test_users_see_only_their_own_exports(people, objects, clients):
+    bob = client_for(people["other"])
+    bobs = bob.post("/api/exports/", SHA_EXPORT, format="json").json()
+
+    alice_ids = {job["id"] for job in clients["user"].get("/api/exports/").json()}
+    bob_ids = {job["id"] for job in bob.get("/api/exports/").json()}
+    staff_ids = {job["id"] for job in clients["staff"].get("/api/exports/").json()}
+
+    assert alice_ids == {str(objects["job"].pk)}
+    assert bob_ids == {bobs["id"]}
+    assert staff_ids == set()
+
+
+@pytest.mark.parametrize("who", ["other", "staff"])
+def test_another_users_export_is_indistinguishable_from_none(who, people, objects):
+    client = client_for(people[who])
+    job = objects["job"]
+    missing = uuid.uuid4()
+    for suffix in ("/", "/download"):
+        theirs = client.get(f"/api/exports/{job.pk}{suffix}")
+        nobodys = client.get(f"/api/exports/{missing}{suffix}")
+        assert theirs.status_code == nobodys.status_code == 404
+        assert theirs.json().keys() == nobodys.json().keys()
+        assert str(job.pk) not in theirs.content.decode()
+    assert client.delete(f"/api/exports/{job.pk}/").status_code == 404
+    assert ExportJob.objects.filter(pk=job.pk).exists()  # still there, file too
+    assert client_for(people["user"]).get(f"/api/exports/{job.pk}/download").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# rate limits on password guessing
+
+
+@pytest.fixture
+def low_login_rate(monkeypatch):
+    """3 attempts a minute (the class reads its rates at import, so patch the class)."""
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+
+
+def test_login_rate_is_configured(settings):
+    assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"]
+    from netmon import api, views
+
+    assert ScopedRateThrottle in api.TokenView.throttle_classes and api.TokenView.throttle_scope == "login"
+    assert views.LoginView.throttle_scope == "login"
+
+
+def test_token_endpoint_is_rate_limited(low_login_rate, people):
+    client = APIClient()
+    statuses = [
+        client.post("/api/auth/token/", {"username": "alice", "password": "guess"}, format="json").status_code
+        for _ in range(4)
+    ]
+    assert statuses == [400, 400, 400, 429]
+    response = client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code == 429  # even the right password, until the window passes
+    assert int(response["Retry-After"]) > 0
+    # another client address has its own allowance
+    other = APIClient(REMOTE_ADDR="198.51.100.7")
+    assert other.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_login_form_is_rate_limited(low_login_rate, people):
+    client = APIClient()
+    statuses = [
+        client.post("/accounts/login/", {"username": "alice", "password": "guess"}).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]  # 200: the form again, with an error
+    response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    assert client.get("/accounts/login/").status_code == 200  # the form itself stays reachable
+
+
+def test_form_and_token_endpoint_share_one_allowance(low_login_rate, people):
+    client = APIClient()
+    for _ in range(3):
+        client.post("/accounts/login/", {"username": "alice", "password": "guess"})
+    response = client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code == 429
