@@ -4,8 +4,9 @@ One worker at a time holds a sensor's lock and reads its stream through a consum
 batches are featurised in stream order whatever order their tasks arrive in, and the stateful
 feature statistics (kept in Redis per sensor) stay exact. Crash safety:
 
-* packets, flows, anomalies and the batch receipt commit in one transaction (idempotent on
-  sensor + first seq), then the feature state is saved, then the entry is acknowledged;
+* the new batches of one read are scored together; their packets, flows, anomalies and batch
+  receipts (idempotent on sensor + first seq) commit in one transaction, then the feature state is
+  saved, then the entries are acknowledged;
 * an entry a dead worker read but never acknowledged stays pending in the consumer group and
   is read again first by the next lock holder (the lock expires if its holder dies);
 * a gap in sequence numbers (entries trimmed at the stream's bound, or lost with a Redis
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import msgpack
+import numpy as np
 import redis
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +30,7 @@ from django.db.models import F
 
 from capture import storage
 from capture.models import Sensor
-from capture.records import BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
+from capture.records import Batch, BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
 from capture.stream import DROPPED_FIELD
 from detection import scoring
 
@@ -130,9 +132,8 @@ def drain_sensor(
                     pending = False
                     continue
                 break
-            for entry_id, fields in entries:
-                _process_entry(client, sensor, state, entry_id, fields, result)
-                lock.extend(LOCK_TTL, replace_ttl=True)
+            _process_entries(client, sensor, state, entries, result)
+            lock.extend(LOCK_TTL, replace_ttl=True)
     finally:
         try:
             lock.release()
@@ -143,58 +144,83 @@ def drain_sensor(
     return result
 
 
-def _process_entry(
+def _process_entries(
     client: redis.Redis,
     sensor: Sensor,
     state: SensorState,
-    entry_id: bytes,
-    fields: dict | None,
+    entries: list[tuple[bytes, dict | None]],
     result: IngestResult,
 ) -> None:
-    stream = stream_key(sensor.name)
-    entry = entry_id.decode()
-    if not fields:  # pending entry deleted by trimming: its seq gap is counted with the next batch
-        client.xack(stream, GROUP, entry_id)
+    """Score the new batches of ``entries`` together, store each once, then acknowledge them all.
+
+    One model call and one transaction for up to READ_COUNT batches: the fixed costs of scoring
+    and committing are paid once per read, not per batch, which is what lets one worker keep up
+    with a fast sensor. Scoring the concatenation in stream order is the same as scoring the
+    batches one after the other (the feature state flows through). If the worker dies before the
+    state is saved, the whole read is redelivered, re-scored from the old state (same features)
+    and the batches stored already are recognised by their receipts.
+    """
+    parts: list[tuple[str, Batch, int]] = []  # (stream entry id, new records, packets lost before)
+    last = state.last_seq
+    for entry_id, fields in entries:
+        if not fields:  # pending entry deleted by trimming: its seq gap is counted with the next batch
+            continue
+        try:
+            batch = decode_batch(fields)
+        except BatchFormatError as exc:
+            log.error("sensor %s: unreadable stream entry %s skipped: %s", sensor.name, entry_id, exc)
+            continue
+        if batch.last_seq <= last:  # stored before a crash, or a duplicate publish
+            result.skipped += 1
+            continue
+        if batch.first_seq <= last:  # overlaps what we have: keep only the new tail
+            batch.records = batch.records[batch.records["seq"] > last]
+        gap = max(0, batch.first_seq - last - 1)  # sequence numbers start at 1
+        # packets the capture dropped itself (its buffer overflowed while Redis was away) are in its own
+        # counters already: only the rest of the gap was lost on the way
+        gap -= min(gap, _capture_dropped_before(fields))
+        last = batch.last_seq
+        parts.append((entry_id.decode(), batch, gap))
+    if not parts:
+        client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
         return
-    try:
-        batch = decode_batch(fields)
-    except BatchFormatError as exc:
-        log.error("sensor %s: unreadable stream entry %s skipped: %s", sensor.name, entry, exc)
-        client.xack(stream, GROUP, entry_id)
-        return
-    if batch.last_seq <= state.last_seq:  # stored before a crash, or a duplicate publish
-        result.skipped += 1
-        client.xack(stream, GROUP, entry_id)
-        return
-    if batch.first_seq <= state.last_seq:  # overlaps what we have: keep only the new tail
-        batch.records = batch.records[batch.records["seq"] > state.last_seq]
-    gap = max(0, batch.first_seq - state.last_seq - 1)  # sequence numbers start at 1
-    # packets the capture dropped itself (its buffer overflowed while Redis was away) are in its own
-    # counters already: only the rest of the gap was lost on the way
-    gap -= min(gap, _capture_dropped_before(fields))
-    scored = scoring.score_batch(sensor, batch, state)
+    merged = Batch(
+        sensor=sensor.name,
+        records=np.concatenate([batch.records for _, batch, _ in parts]),
+        app={seq: fields for _, batch, _ in parts for seq, fields in batch.app.items()},
+        read_at=min((batch.read_at for _, batch, _ in parts if batch.read_at), default=0.0),
+    )
+    scored = scoring.score_batch(sensor, merged, state)
+    fresh = np.zeros(len(merged.records), dtype=bool)  # rows of the batches stored now
+    offset = 0
     with transaction.atomic():
-        stored = storage.store_batch(sensor, batch, entry, dropped_before=gap)
-        anomalies = scoring.save_anomalies(sensor, batch, scored) if stored.stored else []
-        if stored.stored and scored is not None:
-            Sensor.objects.filter(pk=sensor.pk).update(
-                packets_scored=F("packets_scored") + len(batch.records)
-            )
-    state.last_seq = batch.last_seq
+        for entry, batch, gap in parts:
+            n = len(batch.records)
+            stored = storage.store_batch(sensor, batch, entry, dropped_before=gap)
+            if stored.stored:
+                fresh[offset : offset + n] = True
+                result.batches += 1
+                result.packets += stored.packets
+                result.dropped += gap
+                if batch.read_at:
+                    result.latencies.append(time.time() - batch.read_at)
+            else:
+                result.skipped += 1
+            offset += n
+        anomalies = []
+        if fresh.any() and scored is not None:
+            rows = np.flatnonzero(fresh)
+            new = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
+            anomalies = scoring.save_anomalies(sensor, new, scored.select(rows))
+            counter = F("packets_scored") + len(rows)
+            Sensor.objects.filter(pk=sensor.pk).update(packets_scored=counter)
+    state.last_seq = last
     if scored is not None:
         state.features = scored.feature_state
     client.set(_state_key(sensor.name), state.dumps())
-    client.xack(stream, GROUP, entry_id)
-    if stored.stored:
-        result.batches += 1
-        result.packets += stored.packets
-        result.dropped += gap
-        result.anomalies += len(anomalies)
-        if batch.read_at:
-            result.latencies.append(time.time() - batch.read_at)
-        scoring.broadcast_anomalies(anomalies, batch)
-    else:
-        result.skipped += 1
+    client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
+    result.anomalies += len(anomalies)
+    scoring.broadcast_anomalies(anomalies, merged)
 
 
 def _capture_dropped_before(fields: dict) -> int:

@@ -42,6 +42,19 @@ class ScoredBatch:
     model_versions: dict[str, int]
     feature_state: bytes
 
+    def select(self, rows: np.ndarray) -> ScoredBatch:
+        """The scores of the given rows, renumbered from 0 (the stored part of a read)."""
+        position = {int(row): i for i, row in enumerate(rows)}
+        return ScoredBatch(
+            scores=self.scores[rows],
+            threshold=self.threshold,
+            is_anomaly=self.is_anomaly[rows],
+            explanations={position[i]: v for i, v in self.explanations.items() if i in position},
+            model_kind=self.model_kind,
+            model_versions=self.model_versions,
+            feature_state=self.feature_state,
+        )
+
 
 class _ModelCache:
     """The model in use, loaded once per worker process and reloaded when the active version changes.
@@ -202,7 +215,7 @@ def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[st
 
 
 def broadcast_anomalies(anomalies: list[Anomaly], batch: Batch) -> None:
-    """The highest-scoring anomalies of a batch to dashboards (the API lists them all)."""
+    """The highest-scoring anomalies of a read (up to 20 batches) to dashboards; the API lists them all."""
     if not anomalies:
         return
     top = sorted(anomalies, key=lambda a: a.score, reverse=True)[:BROADCAST_PER_BATCH]

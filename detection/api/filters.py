@@ -34,8 +34,9 @@ class AnomalyFilter(django_filters.FilterSet):
     ip = IPFilter(method="filter_ip", label="source or destination IP")
     src_ip = IPFilter()
     dst_ip = IPFilter()
-    # An id no incident has matches nothing (a model choice filter answered 400 for it, and an id
-    # beyond the column's range crashed SQLite with a 500).
+    # An id no incident has matches nothing (a model choice filter answered 400 "not one of the
+    # available choices" for it, although the schema says any integer); ids beyond the column's
+    # range are not looked up at all (SQLite raises OverflowError on them).
     incident = IntegerFilter(method="filter_incident", label="incident id")
     false_positive = TrueFalseFilter()
     since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
