@@ -106,10 +106,14 @@ class StatsWindow:
         values, counts = np.unique(
             protos | (records["ip_version"].astype(np.uint32) << 24), return_counts=True
         )
-        src, inverse = np.unique(records["src_ip"], axis=0, return_inverse=True)
-        talker_bytes = np.bincount(inverse.ravel(), weights=records["length"], minlength=len(src))
+        # Addresses as one 16-byte value each: np.unique(axis=0) sorts rows element by element,
+        # which was half the capture process's CPU.
+        keys = np.ascontiguousarray(records["src_ip"]).view(np.dtype((np.void, 16))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        talker_bytes = np.bincount(inverse.ravel(), weights=records["length"], minlength=len(first))
         top = np.argsort(talker_bytes)[-10:]
-        versions = records["ip_version"]
+        src = records["src_ip"][first]
+        versions = records["ip_version"][first]
         with self._lock:
             self.packets += len(records)
             self.bytes += int(records["length"].sum())
@@ -117,8 +121,7 @@ class StatsWindow:
                 name = protocol_name(value & 0xFFFF, (value >> 16) & 0xFF, value >> 24)
                 self.protocols[name] += count
             for i in top.tolist():
-                version = int(versions[inverse.ravel() == i][0])
-                ip = ip_to_text(src[i], version)
+                ip = ip_to_text(src[i], int(versions[i]))
                 if ip:
                     self.talkers[ip] += int(talker_bytes[i])
 

@@ -34,7 +34,7 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -674,4 +674,9 @@ def explain_text(
 
 def contributions_as_dicts(contributions: Sequence[Contribution]) -> list[dict[str, Any]]:
     """JSON-friendly form of contributions (for storing with an anomaly)."""
-    return [asdict(c) for c in contributions]
+    # Built by hand: dataclasses.asdict deep-copies every field, which costs more than the scoring.
+    return [
+        {"feature": c.feature, "index": c.index, "contribution": c.contribution, "value": c.value,
+         "scaled": c.scaled}
+        for c in contributions
+    ]  # fmt: skip

@@ -197,6 +197,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "netmon.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": env_str("NETMON_LOGIN_RATE", "20/min")},
+    # Rate limits count per client address. Trust X-Forwarded-For only as far as our own proxies:
+    # with DRF's default (None) any client's header was believed, so a password guesser sending a
+    # new one with every attempt was never limited.
+    "NUM_PROXIES": env_int("NETMON_NUM_PROXIES", 1 if env_bool("BEHIND_TLS_PROXY") else 0),
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

@@ -29,6 +29,15 @@ class TrueFalseFilter(django_filters.BooleanFilter):
     field_class = _TrueFalseField
 
 
+class FloatFilter(django_filters.NumberFilter):
+    """Any finite number, as the schema says (NumberFilter refused more than 1e50)."""
+
+    field_class = forms.FloatField
+
+    def get_max_validator(self):
+        return None
+
+
 class AnomalyFilter(django_filters.FilterSet):
     sensor = django_filters.CharFilter(field_name="sensor__name")
     ip = IPFilter(method="filter_ip", label="source or destination IP")
@@ -41,7 +50,7 @@ class AnomalyFilter(django_filters.FilterSet):
     false_positive = TrueFalseFilter()
     since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
     until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
-    min_score = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
+    min_score = FloatFilter(field_name="score", lookup_expr="gte")
 
     class Meta:
         model = Anomaly
