@@ -192,7 +192,7 @@ def vlan_and_qinq(d: Path) -> Odd:
         ETH / Dot1Q(vlan=40) / ARP(op=2, psrc="10.1.0.9", pdst="10.1.0.1"),
         ETH / Dot1Q(vlan=50, type=0x0026) / LLC() / SNAP() / Raw(b"l" * 30),  # 802.3 length, not a type
         two_tags[:20],  # cut inside the second tag
-        ETH / Dot1Q(vlan=0, prio=7, id=1) / ip / ICMP(),  # priority tag with the DEI bit set
+        ETH / Dot1Q(vlan=0, prio=7, dei=1) / ip / ICMP(),  # priority tag with the DEI bit set
     ]
     return Odd(
         _pcap(d / "vlan_qinq_odd.pcap", pkts),
@@ -237,7 +237,7 @@ def gre(d: Path) -> Odd:
     pkts = [
         ETH
         / outer
-        / GRE(key_present=1, key=7, seqnum_present=1, seqence_number=3, chksum_present=1)
+        / GRE(key_present=1, key=7, seqnum_present=1, sequence_number=3, chksum_present=1)
         / V6
         / UDP(),
         ETH / V6 / GRE(proto=0x0800) / IP() / TCP(),  # GRE over IPv6

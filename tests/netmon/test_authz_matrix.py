@@ -103,7 +103,7 @@ class Route:
 
 
 def project_routes() -> list[Route]:
-    """Every named route outside the admin (the admin is checked model by model below)."""
+    """Every route outside the admin (the admin is checked model by model below)."""
     routes: list[Route] = []
 
     def walk(patterns, prefix: str) -> None:
@@ -368,3 +368,15 @@ def test_form_and_token_endpoint_share_one_allowance(low_login_rate, people):
         client.post("/accounts/login/", {"username": "alice", "password": "guess"})
     response = client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
     assert response.status_code == 429
+
+
+def test_a_forged_forwarded_for_header_does_not_reset_the_allowance(low_login_rate, people):
+    client = APIClient()
+    statuses = [
+        client.post(
+            "/api/auth/token/", {"username": "alice", "password": "guess"}, format="json",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{i}",
+        ).status_code
+        for i in range(4)
+    ]  # fmt: skip
+    assert statuses == [400, 400, 400, 429]  # all from the same address, whatever the header says

@@ -187,6 +187,7 @@ def test_zz_fuzz_cases_were_tried():
         "/api/packets/?limit=0",
         "/api/anomalies/?false_positive=maybe",  # silently ignored before
         "/api/packets/?since=2026-02-30T00:00:00Z",
+        "/api/anomalies/?min_score=nan",
     ],
 )
 def test_bad_query_parameters_are_a_400_naming_them(staff_api, url):
@@ -200,11 +201,13 @@ def test_bad_query_parameters_are_a_400_naming_them(staff_api, url):
     "url",
     [
         "/api/anomalies/?incident=0",  # a 400 "not one of the available choices" before
-        "/api/anomalies/?incident=99999999999999999999999",  # a 500 (integer overflow) on SQLite
+        "/api/anomalies/?incident=99999999999999999999999",  # beyond any id: no integer overflow
         "/api/packets/?until=2026-01-01T00:00:00-21:50",  # a 500 on PostgreSQL (offset over 15:59)
         "/api/flows/?since=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
         "/api/anomalies/?since=&ip=&incident=&false_positive=",  # empty: no filter
         "/api/packets/?port=99999999999999999999",
+        "/api/packets/?seq_from=1" + "0" * 60,
+        "/api/anomalies/?min_score=6.2e208",  # a 400 "less than or equal to 1e+50" before
     ],
 )
 def test_odd_but_valid_query_parameters_are_answered(staff_api, url):
