@@ -175,7 +175,10 @@ def _process_entries(
             continue
         if batch.first_seq <= last:  # overlaps what we have: keep only the new tail
             batch.records = batch.records[batch.records["seq"] > last]
-        gap = max(0, batch.first_seq - last - 1)  # sequence numbers start at 1
+        # Sequence numbers start at 1. Up to the database's last stored seq every packet is stored or
+        # counted already: a worker killed after its commit but before saving the state leaves a
+        # stale ``last``, and if capture trimmed those (stored) entries meanwhile they are no loss.
+        gap = max(0, batch.first_seq - max(last, sensor.last_seq_ingested) - 1)
         # packets the capture dropped itself (its buffer overflowed while Redis was away) are in its own
         # counters already: only the rest of the gap was lost on the way
         gap -= min(gap, _capture_dropped_before(fields))
