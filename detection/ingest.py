@@ -210,7 +210,7 @@ def _process_entries(
             else:
                 result.skipped += 1
             offset += n
-        anomalies = []
+        anomalies = scoring.SavedAnomalies(0, [])
         if fresh.any() and scored is not None:
             rows = np.flatnonzero(fresh)
             new = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
@@ -222,7 +222,7 @@ def _process_entries(
         state.features = scored.feature_state
     client.set(_state_key(sensor.name), state.dumps())
     client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
-    result.anomalies += len(anomalies)
+    result.anomalies += anomalies.count
     scoring.broadcast_anomalies(anomalies, merged)
 
 
