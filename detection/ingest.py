@@ -27,6 +27,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from redis.lock import Lock
 
 from capture import storage
 from capture.models import Sensor
@@ -132,8 +133,12 @@ def drain_sensor(
                     pending = False
                     continue
                 break
-            _process_entries(client, sensor, state, entries, result)
+            _process_entries(client, sensor, state, entries, result, lock)
             lock.extend(LOCK_TTL, replace_ttl=True)
+    except redis.exceptions.LockNotOwnedError:
+        # This read took longer than the lock lives and another worker took the sensor over: it
+        # reads these entries again (they were not acknowledged), nothing of them was committed.
+        log.warning("ingest of %s lost its lock to another worker mid-read; it carries on", sensor_name)
     finally:
         try:
             lock.release()
@@ -150,6 +155,7 @@ def _process_entries(
     state: SensorState,
     entries: list[tuple[bytes, dict | None]],
     result: IngestResult,
+    lock: Lock | None = None,
 ) -> None:
     """Score the new batches of ``entries`` together, store each once, then acknowledge them all.
 
@@ -160,7 +166,7 @@ def _process_entries(
     state is saved, the whole read is redelivered, re-scored from the old state (same features)
     and the batches stored already are recognised by their receipts.
     """
-    parts: list[tuple[str, Batch, int]] = []  # (stream entry id, new records, packets lost before)
+    parts: list[tuple[str, Batch, int]] = []  # (stream entry id, new records, dropped by capture)
     last = state.last_seq
     for entry_id, fields in entries:
         if not fields:  # pending entry deleted by trimming: its seq gap is counted with the next batch
@@ -175,15 +181,8 @@ def _process_entries(
             continue
         if batch.first_seq <= last:  # overlaps what we have: keep only the new tail
             batch.records = batch.records[batch.records["seq"] > last]
-        # Sequence numbers start at 1. Up to the database's last stored seq every packet is stored or
-        # counted already: a worker killed after its commit but before saving the state leaves a
-        # stale ``last``, and if capture trimmed those (stored) entries meanwhile they are no loss.
-        gap = max(0, batch.first_seq - max(last, sensor.last_seq_ingested) - 1)
-        # packets the capture dropped itself (its buffer overflowed while Redis was away) are in its own
-        # counters already: only the rest of the gap was lost on the way
-        gap -= min(gap, _capture_dropped_before(fields))
         last = batch.last_seq
-        parts.append((entry_id.decode(), batch, gap))
+        parts.append((entry_id.decode(), batch, _capture_dropped_before(fields)))
     if not parts:
         client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
         return
@@ -194,11 +193,27 @@ def _process_entries(
         read_at=min((batch.read_at for _, batch, _ in parts if batch.read_at), default=0.0),
     )
     scored = scoring.score_batch(sensor, merged, state)
+    if lock is not None:
+        # Commit only while we own the sensor: if scoring outlived the lock, another worker may be
+        # reading these entries already, and two commits would count the same gaps twice.
+        lock.extend(LOCK_TTL, replace_ttl=True)
     fresh = np.zeros(len(merged.records), dtype=bool)  # rows of the batches stored now
     offset = 0
     with transaction.atomic():
-        for entry, batch, gap in parts:
+        # Gaps are measured from what the database has accounted for (stored or counted), read in
+        # the write transaction (BEGIN IMMEDIATE on SQLite, a row lock on PostgreSQL): a worker whose
+        # state in Redis is stale (its predecessor died, or lost the lock while committing) cannot
+        # count packets that were stored as dropped.
+        floor = (
+            Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
+        )
+        for entry, batch, capture_dropped in parts:
             n = len(batch.records)
+            gap = max(0, batch.first_seq - floor - 1)  # sequence numbers start at 1
+            # packets the capture dropped itself (its buffer overflowed while Redis was away) are in
+            # its own counters already: only the rest of the gap was lost on the way
+            gap -= min(gap, capture_dropped)
+            floor = max(floor, batch.last_seq)
             stored = storage.store_batch(sensor, batch, entry, dropped_before=gap)
             if stored.stored:
                 fresh[offset : offset + n] = True
