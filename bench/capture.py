@@ -54,11 +54,8 @@ Exit status 0, or with ``--strict`` 1 when a target fails.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import os
-import pstats
 import secrets
 import shutil
 import subprocess
@@ -72,6 +69,8 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from profiling import profile_call  # noqa: E402 - bench/profiling.py
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 SQLITE_PATH = ROOT / "var" / "bench-capture.sqlite3"
@@ -122,23 +121,7 @@ def _row(label: str, run: Run, note: str = "") -> None:
     print(f"  {label:<44} {_pps(run)}  {run.amount:>9,}  {note}".rstrip())
 
 
-def _profile(fn, *args, top: int = 14, **kw) -> str:
-    """Run ``fn`` under cProfile: the ``top`` functions by own time, then our functions by cumulative time."""
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        fn(*args, **kw)
-    finally:
-        prof.disable()
-    parts = []
-    for order, restrict in (("tottime", ()), ("cumulative", (rf"{ROOT}/(capture|detection|netmon)/",))):
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats(order).print_stats(*restrict, top)
-        lines = out.getvalue().splitlines()
-        start = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), 0)
-        parts.append(f"    by {'own' if order == 'tottime' else 'cumulative'} time:")
-        parts += ["    " + line.replace(str(ROOT) + "/", "") for line in lines[start:] if line.strip()]
-    return "\n".join(parts)
+_profile = profile_call
 
 
 def bench_env(database_url: str, redis_url: str) -> dict[str, str]:

@@ -53,11 +53,8 @@ fails.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import os
-import pstats
 import secrets
 import sys
 import time
@@ -69,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from profiling import profile_call  # noqa: E402 - bench/profiling.py
 
 LEVELS = ("low", "standard", "advanced")
 MODELS = ("isolation_forest", "autoencoder", "both")
@@ -125,23 +123,8 @@ class _Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def _profile(fn, *args, top: int = 14, **kw) -> str:
-    """Run ``fn`` under cProfile: the ``top`` functions by own time, then ours by cumulative time."""
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        fn(*args, **kw)
-    finally:
-        prof.disable()
-    parts = []
-    for order, restrict in (("tottime", ()), ("cumulative", (rf"{ROOT}/(capture|detection)/",))):
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats(order).print_stats(*restrict, top)
-        lines = out.getvalue().splitlines()
-        start = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), 0)
-        parts.append(f"    by {'own' if order == 'tottime' else 'cumulative'} time:")
-        parts += ["    " + line.replace(str(ROOT) + "/", "") for line in lines[start:] if line.strip()]
-    return "\n".join(parts)
+def _profile(fn, *args, **kw) -> str:
+    return profile_call(fn, *args, packages="capture|detection", **kw)
 
 
 def setup_django() -> None:
