@@ -8,7 +8,8 @@ export PIP_CACHE_DIR := $(PIP_CACHE)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 export PYTHONUNBUFFERED := 1
 
-# The second (PostgreSQL) pass leaves out what does not depend on the database: the browser, and the
+# The PostgreSQL pass (scripts/run-tests.sh) leaves out what does not depend on the database: tests
+# that do not use it (tests/conftest.py, NETMON_TEST_DATABASE_ONLY; the browser test is one), and the
 # faults of processes and Redis (the database outage test runs on both).
 PG_SKIP := --ignore=tests/faults/test_worker_killed.py --ignore=tests/faults/test_redis_restart.py \
 	--ignore=tests/faults/test_capture_killed.py
@@ -24,12 +25,7 @@ run: setup redis migrate
 	@$(VENV)/bin/honcho start -f Procfile
 
 test: setup redis
-	@NETMON_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
-	@if [ -n "$${TEST_DATABASE_URL:-}" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
-	  echo "--- again on PostgreSQL ($${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/netmon})"; \
-	  NETMON_ENV=test DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/netmon} \
-	    $(PY) -m pytest -m "not browser" $(PG_SKIP) $(PYTEST_ARGS); \
-	else echo "--- PostgreSQL not reachable on 127.0.0.1:5432: skipped the PostgreSQL run"; fi
+	@PY=$(PY) PG_ARGS='$(PG_SKIP)' bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 setup: system-deps venv
 

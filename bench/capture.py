@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/capture.py [--packets 300000] [--repeat 3] [--batch-size 1000]
                                       [--dpkt-packets 200000] [--pyshark-packets 500]
-                                      [--ek-packets 2000] [--deep-packets 10000] [--store-packets 50000]
-                                      [--e2e-seconds 30] [--e2e-rate 20000] [--pg-url URL]
-                                      [--skip parse,deep,publish,cli,store,e2e] [--profile]
-                                      [--json PATH] [--strict]
+                                      [--ek-packets 2000] [--deep-packets 10000] [--deep-processes 2]
+                                      [--store-packets 50000] [--e2e-seconds 30] [--e2e-rate 20000]
+                                      [--live-seconds 600] [--live-rate 2500] [--live-engines basic,deep]
+                                      [--pg-url URL] [--skip parse,deep,publish,cli,store,e2e,live]
+                                      [--profile] [--json PATH] [--strict]
 
 The targets are those of issue 3 ("Speed"); each figure is printed next to its baseline measured
 in the same run, and the ratio, because this 2-core machine is shared and noisy. "On one core"
@@ -17,11 +18,13 @@ measurement of our code is the best of ``--repeat`` runs.
    fields into a tuple per packet), pyshark in its default (XML) mode on a sample (the "20x"
    target) and pyshark ``use_ek`` for reference. pyshark runs in child processes (its asyncio
    child watcher does not survive several captures in one process).
-2. deep: capture.engines.PysharkEngine (tshark EK + our decoder + application fields) on
-   ``--deep-packets`` packets (default 10,000: one tshark start included, where a long capture
-   restarts tshark every 20,000, so slightly pessimistic; ``--deep-packets 20000`` for the exact
-   share), next to bare ``tshark -T ek -x`` on the same file (the ceiling), and that tshark with
-   ``-n`` and its TCP sequence analysis/reassembly off (a hint of what tshark options would buy).
+2. deep: capture.engines.PysharkEngine on ``--deep-packets`` packets (default 10,000; tshark's
+   start-up included, where a long capture restarts tshark every 20,000, so slightly pessimistic):
+   records from our reader and decoder, application fields from tshark (EK, ``-e`` fields) through
+   pyshark, ``--deep-processes`` tshark at once on consecutive pieces of the file. Next to it, bare
+   tshark with the engine's options on the same file, in one process and in as many processes as
+   the engine (the ceiling), and tshark with the options the engine had before (``-T ek -x -J
+   "frame dns http tls"``: the whole tree of those protocols and the raw bytes).
 3. publish: pcap -> records -> Redis stream in-process (CaptureRunner + StreamPublisher with its
    reporter thread, as ``manage.py capture`` runs them) versus raw pipelined XADD of the same,
    pre-encoded stream entries (the Redis ceiling); then ``manage.py capture --pcap FILE --sensor
@@ -40,6 +43,16 @@ measurement of our code is the best of ``--repeat`` runs.
    published vs stored packets, drops, the largest backlog and the time the backlog takes to
    drain. No detection model is active in the bench database, so the
    worker stores only (the scorer is a no-op).
+6. live (only with ``--live-seconds N``; the target is 600): the issue's "memory flat over a
+   10-minute live capture". Each of ``--live-engines`` (basic: DumpcapEngine, deep: PysharkEngine)
+   captures on ``--live-interface`` (lo) in a child process, both at once, while this process
+   sends ``--live-rate`` packets/s of loopback traffic (DNS queries over UDP, each for a new name,
+   and 10 HTTP exchanges a second on new TCP connections) on two free ports that the capture
+   filter selects. The resident memory of each child and its dumpcap/tshark children is sampled
+   every ``--live-interval`` seconds: start, median of the minute after the warm-up (the first
+   minute), median of the last minute, maximum, least-squares slope of the per-minute medians
+   after the warm-up; PASS when the last minute is at most 10 % (or 5 MB) above the warm-up.
+   Plot: var/bench-capture/live-memory.png; the children's stderr: var/bench-capture/live-*.log.
 
 Environment: Redis ``--redis-url`` (default redis://127.0.0.1:6379/11). THE BENCH OWNS THAT REDIS
 DATABASE: it is emptied (FLUSHDB) before and after; databases 0 (the app's default) and 15 (the
@@ -58,11 +71,13 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -70,7 +85,12 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from profiling import profile_call  # noqa: E402 - bench/profiling.py
+from measure import (  # noqa: E402 - bench/measure.py
+    Clock,
+    Run,
+    best,
+    profile_call,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 SQLITE_PATH = ROOT / "var" / "bench-capture.sqlite3"
@@ -85,32 +105,6 @@ DRAIN_LIMIT_S = 10.0  # "the backlog drains": within this many seconds of the ca
 
 
 # ------------------------------------------------------------------------------------ plumbing
-
-
-@dataclass(frozen=True)
-class Run:
-    """One measured run: packets (or rows) and the wall-clock and CPU seconds it took."""
-
-    amount: int
-    wall: float
-    cpu: float
-
-    def rate(self, clock: str = "cpu") -> float:
-        return self.amount / max(self.cpu if clock == "cpu" else self.wall, 1e-9)
-
-
-class _Clock:
-    def __enter__(self) -> _Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
-def best(runs: list[Run]) -> Run:
-    """The least disturbed of several runs (the most work per CPU second)."""
-    return max(runs, key=Run.rate)
 
 
 def _pps(run: Run) -> str:
@@ -197,7 +191,7 @@ def bench_ours_parse(path: Path, batch_size: int) -> Run:
     from capture.sources import pcap_chunks
 
     n = 0
-    with _Clock() as clock:
+    with Clock() as clock:
         for chunk in pcap_chunks(str(path), ReadStats(), batch_size):
             n += len(chunk.records)
     return Run(n, clock.wall, clock.cpu)
@@ -209,7 +203,7 @@ def bench_dpkt(path: Path, limit: int) -> Run:
 
     tcp, ip4, ip6 = dpkt.tcp.TCP, dpkt.ip.IP, dpkt.ip6.IP6
     out: list[tuple] = []
-    with _Clock() as clock, open(path, "rb") as handle:
+    with Clock() as clock, open(path, "rb") as handle:
         for ts, buf in dpkt.pcap.Reader(handle):
             eth = dpkt.ethernet.Ethernet(buf)
             ip = eth.data
@@ -233,7 +227,7 @@ def child_pyshark(mode: str, path: str, limit: int) -> dict[str, Any]:
     kw: dict[str, Any] = {"use_ek": True} if mode == "ek" else {}
     n = 0
     first = 0.0
-    with _Clock() as clock:
+    with Clock() as clock:
         cap = pyshark.FileCapture(path, keep_packets=False, **kw)
         try:
             for pkt in cap:
@@ -249,7 +243,7 @@ def child_pyshark(mode: str, path: str, limit: int) -> dict[str, Any]:
     return {"packets": n, "wall": clock.wall, "cpu": clock.cpu, "steady_pps": steady}
 
 
-def child_deep(path: str, limit: int, batch_size: int, profile: bool) -> dict[str, Any]:
+def child_deep(path: str, limit: int, batch_size: int, profile: bool, processes: int) -> dict[str, Any]:
     """capture.engines.PysharkEngine over a file: records + application fields, as deep mode runs."""
     from capture.engines import PysharkEngine
 
@@ -258,8 +252,8 @@ def child_deep(path: str, limit: int, batch_size: int, profile: bool) -> dict[st
     def run() -> None:
         n = 0
         apps = 0
-        with _Clock() as clock:
-            engine = PysharkEngine(path, batch_size=batch_size)
+        with Clock() as clock:
+            engine = PysharkEngine(path, batch_size=batch_size, processes=processes)
             try:
                 for batch in engine:
                     n += len(batch.records)
@@ -268,7 +262,14 @@ def child_deep(path: str, limit: int, batch_size: int, profile: bool) -> dict[st
                         break
             finally:
                 engine.stop()
-        result.update(packets=n, wall=clock.wall, cpu=clock.cpu, with_app_protocol=apps)
+        result.update(
+            packets=n,
+            wall=clock.wall,
+            cpu=clock.cpu,
+            with_app_protocol=apps,
+            tshark_runs=engine.tshark_started,
+            app_missing=engine.app_missing,
+        )
 
     if profile:
         result["profile"] = _profile(run)
@@ -277,30 +278,52 @@ def child_deep(path: str, limit: int, batch_size: int, profile: bool) -> dict[st
     return result
 
 
-TSHARK_FAST = ["-n", "-o", "tcp.analyze_sequence_numbers:FALSE", "-o", "tcp.desegment_tcp_streams:FALSE",
-               "-o", "tcp.calculate_timestamps:FALSE"]  # fmt: skip
+# The command the engine had before issue 3's rework: the whole tree of 4 protocols, raw bytes.
+TSHARK_OLD = ["-T", "ek", "-x", "-J", "frame dns http tls"]
 
 
-def tshark_ceiling(path: Path, extra: list[str] | None = None) -> Run | None:
-    """Bare tshark with the deep engine's output options (EK, raw bytes, 4 protocols) to /dev/null."""
+def tshark_engine_args() -> list[str]:
+    """What the deep engine has pyshark run on a file: -n -T ek and its -e fields (no -l there)."""
+    from capture.engines import TSHARK_ARGS
+
+    return ["-n", "-T", "ek", *TSHARK_ARGS]
+
+
+def tshark_bare(paths: list[Path], args: list[str]) -> Run | None:
+    """Bare tshark with ``args`` to /dev/null, one process per path, all at once (wall and CPU)."""
     tshark = shutil.which("tshark")
     if tshark is None:
         return None
     from capture.pcapio import ReadStats, iter_frame_batches
 
-    n = sum(len(b) for b in iter_frame_batches(str(path), 65536, stats=ReadStats()))
+    n = sum(len(b) for path in paths for b in iter_frame_batches(str(path), 65536, stats=ReadStats()))
     before = os.times()
     t0 = time.perf_counter()
-    subprocess.run(
-        [tshark, "-r", str(path), *(extra or []), "-T", "ek", "-x", "-J", "frame dns http tls"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
+    procs = [
+        subprocess.Popen(
+            [tshark, "-r", str(path), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for path in paths
+    ]
+    codes = [proc.wait() for proc in procs]
     wall = time.perf_counter() - t0
     after = os.times()
+    if any(codes):
+        raise RuntimeError(f"tshark exited with {codes}")
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     return Run(n, wall, cpu)
+
+
+def split_pcap(path: Path, pieces: int) -> list[Path]:
+    """``pieces`` consecutive parts of a capture (editcap -c), as the engine shares a file out."""
+    from capture.pcapio import ReadStats, iter_frame_batches
+
+    n = sum(len(b) for b in iter_frame_batches(str(path), 65536, stats=ReadStats()))
+    out = path.parent / f"{path.stem}-part.pcap"
+    subprocess.run(
+        ["editcap", "-c", str(-(-n // pieces)), str(path), str(out)], check=True, capture_output=True
+    )
+    return sorted(path.parent.glob(f"{path.stem}-part_*.pcap"))
 
 
 def section_parse(args, files: dict[str, Path], results: dict[str, Any]) -> None:
@@ -340,38 +363,57 @@ def section_parse(args, files: dict[str, Path], results: dict[str, Any]) -> None
 
 
 def section_deep(args, files: dict[str, Path], results: dict[str, Any]) -> None:
-    print(f"== 2. deep: PysharkEngine (tshark EK + decode + app fields), {args.deep_packets:,} packets ==")
+    procs = args.deep_processes
+    print(
+        f"== 2. deep: PysharkEngine (our decoder + tshark EK fields via pyshark), {args.deep_packets:,} "
+        f"packets, {procs} tshark process(es) =="
+    )
     if shutil.which("tshark") is None:
         print("  tshark not installed: skipped")
         return
     path = files["deep"]
-    doc = _child(["deep", str(path), str(args.deep_packets), str(args.batch_size), str(int(args.profile))])
+    doc = _child(
+        ["deep", str(path), str(args.deep_packets), str(args.batch_size), str(int(args.profile)), str(procs)]
+    )
     if "error" in doc:
         print(f"  {doc['error']}")
         results["deep"] = {"error": doc["error"]}
         return
     run = Run(doc["packets"], doc["wall"], doc["cpu"])
-    ceiling = tshark_ceiling(path)
-    print(f"  {'':<44} {'pkt/s wall':>13} {'(CPU, py)':>11}  {'packets':>9}")
+    print(f"  {'':<52} {'pkt/s wall':>11} {'tshark CPU':>11}")
     print(
-        f"  {'ours: PysharkEngine (one tshark start)':<44} {run.rate('wall'):>11,.0f}/s "
-        f"({run.rate():>9,.0f})  {run.amount:>9,}  {doc['with_app_protocol']:,} with app_protocol"
+        f"  {'ours: PysharkEngine':<52} {run.rate('wall'):>9,.0f}/s {'':>11}  {run.amount:,} packets, "
+        f"{doc['with_app_protocol']:,} with app_protocol, {doc['tshark_runs']} tshark process(es), "
+        f"python CPU {run.cpu:.1f} s"
     )
-    results["deep"] = {"engine": asdict(run)}
-    if ceiling is not None:
-        print(
-            f"  {'ceiling: tshark -T ek -x -J ... > /dev/null':<44} {ceiling.rate('wall'):>11,.0f}/s "
-            f"(tshark CPU {ceiling.cpu:.1f} s = {ceiling.rate():,.0f}/s)"
-        )
-        results["deep"]["tshark"] = asdict(ceiling)
-        fast = tshark_ceiling(path, TSHARK_FAST)
-        if fast is not None:
-            print(
-                f"  {'hint: the same, -n and TCP analysis off':<44} {fast.rate('wall'):>11,.0f}/s "
-                f"(tshark CPU {fast.cpu:.1f} s = {fast.rate():,.0f}/s)"
-            )
-            results["deep"]["tshark_fast"] = asdict(fast)
-        print(f"  -> engine / bare tshark: {run.rate('wall') / ceiling.rate('wall'):.2f} (wall)")
+    results["deep"] = {"engine": asdict(run), "tshark_runs": doc["tshark_runs"]}
+    engine_args = tshark_engine_args()
+    pieces = split_pcap(path, procs) if procs > 1 and shutil.which("editcap") else [path]
+    bare = {
+        "tshark_one": ("bare tshark, the engine's options, 1 process", [path], engine_args),
+        "tshark_parallel": (
+            f"bare tshark, the engine's options, {len(pieces)} processes",
+            pieces,
+            engine_args,
+        ),
+        "tshark_old": (
+            "bare tshark -T ek -x -J (the engine before), 1 proc",
+            [path],
+            ["-l", "-n", *TSHARK_OLD],
+        ),
+    }
+    if len(pieces) == 1:
+        del bare["tshark_parallel"]
+    for key, (label, paths, targs) in bare.items():
+        ceiling = tshark_bare(paths, targs)
+        if ceiling is None:
+            continue
+        print(f"  {label:<52} {ceiling.rate('wall'):>9,.0f}/s {ceiling.cpu:>10.1f}s")
+        results["deep"][key] = asdict(ceiling)
+    for key in ("tshark_parallel", "tshark_one", "tshark_old"):
+        if key in results["deep"]:
+            ref = Run(**results["deep"][key]).rate("wall")
+            print(f"  -> engine / {bare[key][0]}: {run.rate('wall') / ref:.2f} (wall)")
     if "profile" in doc:
         print("  profile, engine process (tshark runs beside it; its CPU is not in here):")
         print(doc["profile"])
@@ -405,7 +447,7 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
     runner.set_mode(Sensor.Mode.PCAP, reason="bench")
     runner.start_reporter()
     try:
-        with _Clock() as clock:
+        with Clock() as clock:
             base = runner.file_base_seq(file_key(str(path)))
             runner.consume(pcap_chunks(str(path), ReadStats(), batch_size), base_seq=base)
             runner.drain(timeout=15)
@@ -436,7 +478,7 @@ def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 
         n += len(records)
     client = make_client(redis_url)
     key = stream_key("bench-raw")
-    with _Clock() as clock:
+    with Clock() as clock:
         for i in range(0, len(entries), pipeline):
             pipe = client.pipeline(transaction=False)
             for fields in entries[i : i + pipeline]:
@@ -631,7 +673,7 @@ def store_run(n: int, batch_size: int, profile: bool = False, redis_url: str = "
         sensor = Sensor.objects.create(name="bench-store")
 
         def ours(sensor=sensor, records=records) -> Run:
-            with _Clock() as clock:
+            with Clock() as clock:
                 for i in range(0, len(records), batch_size):
                     batch = Batch(
                         sensor=sensor.name, records=records[i : i + batch_size], interfaces=["eth0"]
@@ -644,9 +686,9 @@ def store_run(n: int, batch_size: int, profile: bool = False, redis_url: str = "
         bulk_sensor = Sensor.objects.create(name="bench-bulk")
         build_cpu = insert_cpu = build_wall = insert_wall = 0.0
         for i in range(0, len(records), batch_size):
-            with _Clock() as build:
+            with Clock() as build:
                 objs = _plain_packets(bulk_sensor, records[i : i + batch_size], ["eth0"])
-            with _Clock() as insert, transaction.atomic():
+            with Clock() as insert, transaction.atomic():
                 Packet.objects.bulk_create(objs, batch_size=batch_size)
             build_cpu, build_wall = build_cpu + build.cpu, build_wall + build.wall
             insert_cpu, insert_wall = insert_cpu + insert.cpu, insert_wall + insert.wall
@@ -698,7 +740,7 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
                 )
             publisher.flush(30)
             if sensor == "bench-ingest":
-                with _Clock() as clock:
+                with Clock() as clock:
                     result = drain_sensor(sensor, client, max_seconds=3600)
                 out["ingest"] = asdict(Run(result.packets, clock.wall, clock.cpu))
             else:
@@ -947,6 +989,341 @@ def redis_xlen(url: str, key: str) -> int:
     return int(redis.Redis.from_url(url).xlen(key))
 
 
+# ------------------------------------------------------------------------------------ 6. live
+
+LIVE_DIR = ROOT / "var" / "bench-capture"
+LIVE_GROWTH_PCT = 10.0  # "flat": the last minute's mean RSS at most this much above the warm-up's
+LIVE_GROWTH_MB = 5.0  # ... or at most this many MB (small processes)
+LIVE_TCP_PER_S = 10  # HTTP exchanges per second, on a new TCP connection each (~10 packets each)
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dns_query(i: int) -> bytes:
+    """A DNS query for a name of its own (h<i>.bench.example), transaction id i."""
+    labels = [f"h{i}".encode(), b"bench", b"example"]
+    qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+    return (
+        (i & 0xFFFF).to_bytes(2, "big") + bytes.fromhex("01000001000000000000") + qname + b"\x00\x01\x00\x01"
+    )
+
+
+class LoopbackTraffic:
+    """Traffic on 127.0.0.1 at about ``rate`` packets/s: DNS queries over UDP, from 32 source ports,
+    each for a new name, and an HTTP request on a new TCP connection ``LIVE_TCP_PER_S`` times a
+    second (a local server answers it), so that tshark keeps meeting new conversations."""
+
+    def __init__(self, rate: float, udp_port: int, tcp_port: int) -> None:
+        self.rate = rate
+        self.udp_port = udp_port
+        self.tcp_port = tcp_port
+        self.udp_sent = 0
+        self.tcp_exchanges = 0
+        self._stop = threading.Event()
+        self._threads: list[Any] = []
+
+    def start(self) -> None:
+        self._sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no ICMP "port unreachable"
+        self._sink.bind(("127.0.0.1", self.udp_port))
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", self.tcp_port))
+        self._server.listen(64)
+        self._server.settimeout(0.2)
+        for target in (self._serve, self._send):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._sink.close()
+        self._server.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # TimeoutError included
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                except OSError:
+                    pass
+
+    def _send(self) -> None:
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(32)]
+        udp_rate = max(1.0, self.rate - 10 * LIVE_TCP_PER_S)
+        addr = ("127.0.0.1", self.udp_port)
+        started = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                elapsed = time.monotonic() - started
+                due = int(elapsed * udp_rate)
+                while self.udp_sent < due:
+                    i = self.udp_sent
+                    socks[i % len(socks)].sendto(_dns_query(i), addr)
+                    self.udp_sent += 1
+                if self.tcp_exchanges < int(elapsed * LIVE_TCP_PER_S):
+                    self._http(self.tcp_exchanges)
+                    self.tcp_exchanges += 1
+                time.sleep(0.005)
+        finally:
+            for s in socks:
+                s.close()
+
+    def _http(self, i: int) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=1) as conn:
+                conn.sendall(f"GET /item/{i} HTTP/1.1\r\nHost: web{i % 1000}.bench.example\r\n\r\n".encode())
+                while conn.recv(4096):
+                    pass
+        except OSError:
+            pass
+
+
+def proc_tree_rss(root: int) -> dict[str, float]:
+    """Resident memory (MB) of a process and its descendants, summed per program (Linux /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    table: dict[int, tuple[int, str, int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text[text.rindex(")") + 2 :].split()
+            table[int(stat.parent.name)] = (int(fields[1]), name, int(fields[21]) * page)
+        except (OSError, ValueError, IndexError):
+            continue
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in table:
+            continue
+        _, name, rss = table[pid]
+        key = "python" if pid == root else name
+        out[key] = out.get(key, 0.0) + rss / 1e6
+        todo += children.get(pid, [])
+    return out
+
+
+def child_live(kind: str, interface: str, bpf: str) -> dict[str, Any]:
+    """Capture with one engine until stdin closes; the parent samples this process's memory."""
+    from capture.engines import DumpcapEngine, PysharkEngine
+
+    engine: Any = DumpcapEngine(interface, bpf) if kind == "basic" else PysharkEngine(interface, bpf)
+    engine.start()
+    print("ready", flush=True)
+
+    def wait_for_parent() -> None:
+        sys.stdin.read()
+        engine.stop()  # from this thread, as the runner's interrupt does
+
+    threading.Thread(target=wait_for_parent, daemon=True).start()
+    n = batches = apps = 0
+    with Clock() as clock:
+        for batch in engine:
+            n += len(batch.records)
+            batches += 1
+            apps += sum(1 for a in batch.app.values() if a.get("app_protocol"))
+    doc: dict[str, Any] = {"packets": n, "batches": batches, "wall": clock.wall, "cpu": clock.cpu}
+    if kind == "deep":
+        doc.update(
+            with_app_protocol=apps,
+            tshark_restarts=engine.recycles,
+            app_skipped=engine.app_skipped,
+            app_missing=engine.app_missing,
+        )
+    return doc
+
+
+def live_verdict(samples: list[tuple[float, dict[str, float]]], warmup: float) -> dict[str, Any]:
+    """Start/end/max RSS, the slope after warm-up and whether memory stayed flat.
+
+    Window values are medians: deep mode's RSS is a sawtooth with short spikes (two tshark for a
+    moment at each restart), which the maximum reports; the trend is what "flat" is about. The
+    slope is fitted (least squares) to the median of each window after the warm-up.
+    """
+    from statistics import median
+
+    t = [s[0] for s in samples]
+    total = [sum(s[1].values()) for s in samples]
+    after = [(x, y) for x, y in zip(t, total, strict=True) if x >= warmup] or list(zip(t, total, strict=True))
+    window = 60.0 if t[-1] >= warmup + 120 else max(5.0, (t[-1] - warmup) / 3)
+    warm = [y for x, y in after if x < after[0][0] + window] or [after[0][1]]
+    last = [y for x, y in after if x >= t[-1] - window] or [total[-1]]
+    base, end = median(warm), median(last)
+    windows: dict[int, list[float]] = {}
+    for x, y in after:
+        windows.setdefault(int((x - after[0][0]) // window), []).append(y)
+    xs = [(after[0][0] + (k + 0.5) * window) / 60 for k in windows]
+    ys = [median(v) for v in windows.values()]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+    growth = end - base
+    return {
+        "start_mb": total[0],
+        "warm_mb": base,
+        "end_mb": end,
+        "max_mb": max(total),
+        "slope_mb_per_min": slope,
+        "growth_mb": growth,
+        "window_s": window,
+        "flat": growth <= max(base * LIVE_GROWTH_PCT / 100, LIVE_GROWTH_MB),
+        "end_parts": samples[-1][1],
+    }
+
+
+def plot_live(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 3.2 * len(runs)), sharex=True, squeeze=False)
+    for ax, (kind, run) in zip(axes[:, 0], runs.items(), strict=True):
+        samples = run["samples"]
+        t = [s[0] / 60 for s in samples]
+        names = sorted({name for _, parts in samples for name in parts})
+        ax.plot(t, [sum(parts.values()) for _, parts in samples], color="black", label="total")
+        for name in names:
+            ax.plot(t, [parts.get(name, 0.0) for _, parts in samples], linestyle="--", label=name)
+        v = run["verdict"]
+        ax.set_title(
+            f"{kind}: {v['warm_mb']:.0f} -> {v['end_mb']:.0f} MB, slope {v['slope_mb_per_min']:+.2f} MB/min, "
+            f"{'PASS' if v['flat'] else 'FAIL'}",
+            fontsize=10,
+        )
+        ax.set_ylabel("RSS (MB)")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[-1, 0].set_xlabel("minutes")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def section_live(args, results: dict[str, Any]) -> None:
+    kinds = [k.strip() for k in args.live_engines.split(",") if k.strip()]
+    seconds = args.live_seconds
+    warmup = min(60.0, seconds / 3)
+    print(
+        f"== 6. live: {', '.join(kinds)} on {args.live_interface} at {args.live_rate:,.0f} packets/s for "
+        f"{seconds:,.0f} s (both at once), RSS every {args.live_interval:g} s =="
+    )
+    missing = [tool for tool in ("dumpcap", "tshark") if shutil.which(tool) is None]
+    if missing:
+        print(f"  {', '.join(missing)} not installed: skipped")
+        return
+    udp_port, tcp_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    bpf = f"udp dst port {udp_port} or tcp port {tcp_port}"
+    LIVE_DIR.mkdir(parents=True, exist_ok=True)
+    children: dict[str, subprocess.Popen[str]] = {}
+    logs = {}
+    try:
+        for kind in kinds:
+            logs[kind] = open(LIVE_DIR / f"live-{kind}.log", "w")  # noqa: SIM115 - closed below
+            children[kind] = subprocess.Popen(
+                [sys.executable, __file__, "--_child", "live", kind, args.live_interface, bpf],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logs[kind],
+                text=True,
+                cwd=ROOT,
+            )
+        for kind, child in children.items():
+            assert child.stdout is not None
+            line = child.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"live {kind} did not start ({line!r}); see {LIVE_DIR}/live-{kind}.log")
+        traffic = LoopbackTraffic(args.live_rate, udp_port, tcp_port)
+        traffic.start()
+        samples: dict[str, list[tuple[float, dict[str, float]]]] = {kind: [] for kind in kinds}
+        started = time.monotonic()
+        next_print = 0.0
+        while (elapsed := time.monotonic() - started) < seconds:
+            for kind, child in children.items():
+                if child.poll() is None:
+                    samples[kind].append((elapsed, proc_tree_rss(child.pid)))
+            if elapsed >= next_print:
+                print(
+                    f"  {elapsed:5.0f} s  sent {traffic.udp_sent + 10 * traffic.tcp_exchanges:>10,}  "
+                    + "  ".join(f"{k} {sum(s[-1][1].values()):6.1f} MB" for k, s in samples.items() if s),
+                    flush=True,
+                )
+                next_print += max(60.0, args.live_interval)
+            time.sleep(max(0.0, args.live_interval - (time.monotonic() - started - elapsed)))
+        traffic.stop()
+        time.sleep(2)  # what is in flight reaches the engines
+        docs: dict[str, dict[str, Any]] = {}
+        for kind, child in children.items():
+            out, _ = child.communicate(input="", timeout=60)
+            lines = [line for line in out.splitlines() if line.startswith("{")]
+            docs[kind] = json.loads(lines[-1]) if lines else {"error": f"exit {child.returncode}"}
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for handle in logs.values():
+            handle.close()
+    udp, tcp = traffic.udp_sent, traffic.tcp_exchanges
+    print(f"  offered: {udp:,} DNS queries over UDP + {tcp:,} HTTP exchanges over TCP (~10 packets each)")
+    runs: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        doc, kind_samples = docs[kind], samples[kind]
+        if "error" in doc or len(kind_samples) < 3:
+            print(f"  {kind}: {doc.get('error', 'too few samples')}; see {LIVE_DIR}/live-{kind}.log")
+            continue
+        v = live_verdict(kind_samples, warmup)
+        runs[kind] = {"samples": kind_samples, "verdict": v, "engine": doc}
+        parts = ", ".join(f"{name} {mb:.1f}" for name, mb in sorted(v["end_parts"].items()))
+        extra = ""
+        if kind == "deep":
+            extra = (
+                f", {doc['with_app_protocol']:,} with app_protocol, "
+                f"{doc['tshark_restarts']} tshark restarts, "
+                f"{doc['app_skipped']:,} not dissected (tshark behind)"
+            )
+        print(
+            f"  {kind:<5} captured {doc['packets']:,} packets{extra}; python CPU {doc['cpu']:.0f} s\n"
+            f"        RSS MB: start {v['start_mb']:.1f}, after warm-up {v['warm_mb']:.1f}, "
+            f"end {v['end_mb']:.1f}, max {v['max_mb']:.1f} (medians over {v['window_s']:.0f} s); "
+            f"slope {v['slope_mb_per_min']:+.3f} MB/min after {warmup:.0f} s; "
+            f"growth {v['growth_mb']:+.1f} MB -> {'PASS' if v['flat'] else 'FAIL'}"
+            f"\n        at the end: {parts}"
+        )
+    if runs:
+        png = LIVE_DIR / "live-memory.png"
+        plot_live(
+            runs, png, f"live capture on {args.live_interface}, {args.live_rate:,.0f} packets/s offered"
+        )
+        print(f"  plot: {png.relative_to(ROOT)}")
+    results["live"] = {
+        "seconds": seconds,
+        "rate": args.live_rate,
+        "offered_udp": udp,
+        "offered_tcp_exchanges": tcp,
+        "engines": {k: {"engine": r["engine"], "verdict": r["verdict"]} for k, r in runs.items()},
+        "samples": {k: r["samples"] for k, r in runs.items()},
+    }
+
+
 # ------------------------------------------------------------------------------------ verdicts
 
 
@@ -1027,7 +1404,21 @@ def verdicts(args, results: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     else:
         rows.append((f"e2e {TARGET_E2E_RATE:,}/s for {TARGET_E2E_SECONDS} s", "not run", "n/a"))
-    rows.append(("memory flat over a 10-minute live capture", "not measured here (live)", "n/a"))
+    live = results.get("live")
+    if live and live["engines"]:
+        for kind, doc in live["engines"].items():
+            v = doc["verdict"]
+            full = live["seconds"] >= 600
+            rows.append(
+                (
+                    f"memory flat over a 10-minute live capture, {kind}",
+                    f"{v['warm_mb']:.0f} -> {v['end_mb']:.0f} MB (max {v['max_mb']:.0f}), "
+                    f"{v['slope_mb_per_min']:+.2f} MB/min",
+                    ("PASS" if v["flat"] else "FAIL") + ("" if full else " (shortened run)"),
+                )
+            )
+    else:
+        rows.append(("memory flat over a 10-minute live capture", "not run (--live-seconds 600)", "n/a"))
     return rows
 
 
@@ -1045,7 +1436,9 @@ def child_main(argv: list[str]) -> int:
     if kind == "pyshark":
         doc = child_pyshark(argv[1], argv[2], int(argv[3]))
     elif kind == "deep":
-        doc = child_deep(argv[1], int(argv[2]), int(argv[3]), bool(int(argv[4])))
+        doc = child_deep(argv[1], int(argv[2]), int(argv[3]), bool(int(argv[4])), int(argv[5]))
+    elif kind == "live":
+        doc = child_live(argv[1], argv[2], argv[3])
     elif kind == "store":
         setup_django(argv[1], argv[2])
         doc = store_run(int(argv[3]), int(argv[4]), bool(int(argv[5])), argv[2])
@@ -1055,7 +1448,7 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-SECTIONS = ("parse", "deep", "publish", "cli", "store", "e2e")
+SECTIONS = ("parse", "deep", "publish", "cli", "store", "e2e", "live")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1071,6 +1464,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pyshark-packets", type=int, default=500, help="pyshark default mode sample (500)")
     parser.add_argument("--ek-packets", type=int, default=2000, help="pyshark use_ek sample (2,000; 0 skips)")
     parser.add_argument("--deep-packets", type=int, default=10_000, help="PysharkEngine packets (10,000)")
+    parser.add_argument(
+        "--deep-processes", type=int, default=2, help="tshark processes the deep engine runs at once (2)"
+    )
     parser.add_argument("--store-packets", type=int, default=50_000, help="rows stored per method (50,000)")
     parser.add_argument(
         "--e2e-seconds", type=int, default=30, help="end-to-end run (30; the target: 60; 0 skips)"
@@ -1080,6 +1476,15 @@ def main(argv: list[str] | None = None) -> int:
         "--e2e-buffer", type=int, default=1000, help="buffer_size during e2e (product default)"
     )
     parser.add_argument("--e2e-drain-timeout", type=float, default=60.0, help="wait for the drain (60 s)")
+    parser.add_argument(
+        "--live-seconds", type=float, default=0, help="live capture memory run (0: off; the target: 600)"
+    )
+    parser.add_argument("--live-rate", type=float, default=2500, help="packets/s offered on loopback (2,500)")
+    parser.add_argument(
+        "--live-engines", default="basic,deep", help="engines captured with, at once (basic,deep)"
+    )
+    parser.add_argument("--live-interface", default="lo", help="interface of the live run (lo)")
+    parser.add_argument("--live-interval", type=float, default=5.0, help="seconds between RSS samples (5)")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
@@ -1159,6 +1564,8 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" not in skip and args.e2e_seconds > 0:
             make_pcap(files["e2e"], args.e2e_rate * args.e2e_seconds, seed=5, snaplen=128)
             section_e2e(args, files, results, env)
+        if "live" not in skip and args.live_seconds > 0:
+            section_live(args, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         flush_redis(args.redis_url)

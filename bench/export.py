@@ -27,15 +27,14 @@ import json
 import os
 import random
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from measure import Clock, Run, best
 
 from exports import crypto, formats
 
@@ -77,43 +76,13 @@ class NullSink(io.RawIOBase):
         return n
 
 
-@dataclass(frozen=True)
-class Run:
-    """One measured run: how much work (bytes or rows) and the wall-clock and CPU seconds it took.
-
-    The CPU time is what "one core" means here, and it is far less disturbed than the wall clock
-    when other work shares the machine; both are printed.
-    """
-
-    amount: int
-    wall: float
-    cpu: float
-
-    def rate(self, clock: str = "cpu") -> float:
-        return self.amount / (self.cpu if clock == "cpu" else self.wall)
-
-
-class _Clock:
-    def __enter__(self) -> _Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
-def best(runs: list[Run]) -> Run:
-    """The least disturbed of several runs (the one with the least CPU time per unit of work)."""
-    return max(runs, key=Run.rate)
-
-
 def bench_aesgcm_ceiling(total: int, chunk: int = MIB) -> Run:
     """Bare AESGCM.encrypt over ``total`` bytes in ``chunk``-sized pieces (12-byte nonce, 41-byte AD)."""
     piece = os.urandom(chunk)
     aead = AESGCM(AESGCM.generate_key(bit_length=256))
     prefix, ad = os.urandom(4), os.urandom(32)
     count = total // chunk
-    with _Clock() as clock:
+    with Clock() as clock:
         for i in range(count):
             tail = i.to_bytes(8, "big")
             aead.encrypt(prefix + tail, piece, ad + tail + b"\0")
@@ -124,7 +93,7 @@ def bench_writer(algorithm: str, total: int, piece_size: int = MIB) -> Run:
     """ExportWriter (key-ring key) over ``total`` bytes written in ``piece_size`` pieces."""
     key_ring = {"bench": crypto.generate_key(algorithm)}
     piece = os.urandom(piece_size)
-    with _Clock() as clock:
+    with Clock() as clock:
         writer = crypto.ExportWriter(NullSink(), algorithm, key_ring=key_ring, key_id="bench")
         for _ in range(total // piece_size):
             writer.write(piece)
@@ -139,7 +108,7 @@ def bench_reader(algorithm: str, total: int) -> Run:
     pieces = itertools.repeat(os.urandom(MIB), total // MIB)
     crypto.encrypt_stream(pieces, out, algorithm, key_ring=key_ring, key_id="bench")
     src = io.BytesIO(out.getbuffer())
-    with _Clock() as clock:
+    with Clock() as clock:
         size = sum(len(p) for p in crypto.ExportReader(src, key_ring=key_ring))
     return Run(size, clock.wall, clock.cpu)
 
@@ -181,7 +150,7 @@ def packet_rows(count: int, pool: list[dict[str, Any]] | None = None) -> Iterato
 def bench_row_source(count: int) -> Run:
     """Merely iterating the row source (the overhead included in the format figures)."""
     pool = packet_row_pool()
-    with _Clock() as clock:
+    with Clock() as clock:
         for _ in packet_rows(count, pool):
             pass
     return Run(count, clock.wall, clock.cpu)
@@ -191,7 +160,7 @@ def bench_format(fmt: str, count: int) -> tuple[Run, int]:
     """Serialising ``count`` packet rows as ``fmt``: the run and the output size in bytes."""
     pool = packet_row_pool()
     size = 0
-    with _Clock() as clock:
+    with Clock() as clock:
         for piece in formats.serialise(fmt, packet_rows(count, pool), PACKET_COLUMNS):
             size += len(piece)
     return Run(count, clock.wall, clock.cpu), size
@@ -201,7 +170,7 @@ def bench_stdlib_baseline(fmt: str, count: int) -> Run:
     """The plain way, for comparison: csv.writer / json.dumps row by row (ISO datetimes, same output)."""
     pool = packet_row_pool()
     out = io.StringIO()
-    with _Clock() as clock:
+    with Clock() as clock:
         if fmt == "csv":
             writer = csv.writer(out, lineterminator="\r\n")
             writer.writerow(PACKET_COLUMNS)

@@ -2,19 +2,28 @@
 
     .venv/bin/python bench/latency.py [--rate 10000] [--baseline-rate 1000] [--clients 20]
                                       [--seconds 20] [--warmup 5] [--workers 2] [--drain-timeout 30]
+                                      [--pace steady|demo]
 
 Target (issue 6): p95 under 1 s and p99 under 2 s at 10,000 packets/s offered with 20 clients
 connected, for ``packet_captured`` and for ``anomaly_detected``. Exit status 0 on PASS, 1 on FAIL.
 
 Everything is real and runs on this machine: daphne (``netmon.asgi``), a Celery worker
-(``--concurrency 2``) and ``manage.py capture --demo --rate R --seed 7``, on Redis database 9
-(flushed at the start and the end) and the SQLite file var/bench-latency.sqlite3 (deleted, then
+(``--concurrency 2``) and ``manage.py capture`` reading the demo's traffic (seed 7, attacks
+included; with ``--pace demo``, ``capture --demo`` at a ``--rate`` chosen so that, with its
+attacks on top of its benign traffic, it offers the run's rate in all: ``demo_rate``); on Redis
+database 9 (flushed at the start and the end) and the SQLite file var/bench-latency.sqlite3 (deleted, then
 migrated); logs go to var/bench-latency/. ``buffer_size`` is set to 100,000 packets (10 s at
 10,000 pps) so that a worker falling behind shows as latency rather than being hidden by drops.
 An isolation-forest model is trained per rate on benign demo traffic of that rate's timing and
 activated before the run, so the worker scores every packet and the demo's attacks (and some
 false positives) become anomalies. The clients connect to ``/ws/monitor/?token=...`` with
 ``MonitorClient`` below (stdlib asyncio; see its docstring for why not a library).
+
+``--pace``: ``steady`` (the default, what the target's "10,000 packets/s offered" means) writes
+the packets ``capture --demo`` would read (same seed, attacks and timestamps) to a pcap and
+replays it with ``capture --pcap --rate``, which reads them at exactly the offered rate, floods
+included; ``demo`` runs ``capture --demo`` at its simulated timing, where a flood raises the rate
+read to about 3.5 times the average for a few seconds (a stress beyond the target).
 
 Latency, from the capture process's ``time.time()`` when it read a batch to the client's
 ``time.time()`` when the frame arrived (same host, same clock):
@@ -45,6 +54,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -155,7 +165,9 @@ def free_port() -> int:
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def prepare_database(model: str, rates: list[float]) -> tuple[str, dict[float, int], list[str]]:
+def prepare_database(
+    model: str, rates: list[float], seconds: float = 60.0
+) -> tuple[str, dict[float, int], list[str]]:
     """A fresh migrated database with a user and its token, and one trained model per rate.
 
     The demo source plays its simulated network faster or slower to offer ``rate`` (its timeline
@@ -189,7 +201,8 @@ def prepare_database(model: str, rates: list[float]) -> tuple[str, dict[float, i
     for rate in rates:
         traffic = DemoTraffic(seed=1, attack_prob=0.0)
         records = traffic.records(30_000)
-        records["ts"] = records["ts"][0] + (records["ts"] - records["ts"][0]) * (traffic.pps / rate)
+        benign_rate = demo_rate(rate, seconds)
+        records["ts"] = records["ts"][0] + (records["ts"] - records["ts"][0]) * (traffic.pps / benign_rate)
         benign = LOG_DIR / f"benign-{int(rate)}.pcap"
         write_pcap(benign, records)
         call_command("train_detector", "--pcap", str(benign), stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -201,6 +214,28 @@ def prepare_database(model: str, rates: list[float]) -> tuple[str, dict[float, i
             f"threshold {row.threshold:.4g}"
         )
     return token, models, descriptions
+
+
+DEMO_SEED = 7
+DEMO_ATTACK_PROB = 0.02  # capture.sources.demo_chunks' default, what `capture --demo` injects
+
+
+@functools.cache
+def demo_rate(offered: float, seconds: float) -> float:
+    """The demo's ``--rate`` that offers ``offered`` packets/s in all over a run of ``seconds``.
+
+    The demo's rate is that of its benign traffic, and its attacks come on top (a flood adds
+    thousands of packets a second): at ``--rate 10000`` capture would read ~12,500/s. This plays
+    the same simulated network (same seed and attack probability as the capture command) for as
+    many packets as the run should read, and scales the rate down by its share of attack packets.
+    """
+    from capture.demo import DemoTraffic
+
+    traffic = DemoTraffic(seed=DEMO_SEED, attack_prob=DEMO_ATTACK_PROB)
+    records = traffic.records(int(offered * seconds))
+    span = float(records["ts"][-1] - records["ts"][0])
+    total_over_benign = len(records) / (span * traffic.pps) if span > 0 else 1.0
+    return offered / max(total_over_benign, 1.0)
 
 
 def activate(model_id: int) -> None:
@@ -527,6 +562,20 @@ async def probe_floor(count: int, per_second: float, stack: list[Proc]) -> Run:
     return run
 
 
+def steady_pcap(rate: float, seconds: float) -> Path:
+    """The packets ``capture --demo`` reads in a run (same seed, attacks and timestamps), as a pcap."""
+    from capture.demo import DemoTraffic
+    from capture.pcapwriter import write_pcap
+
+    traffic = DemoTraffic(seed=DEMO_SEED, attack_prob=DEMO_ATTACK_PROB)
+    records = traffic.records(int(rate * seconds))
+    stretch = traffic.pps / demo_rate(rate, seconds)  # as DemoTraffic.stream stretches them
+    records["ts"] = time.time() + (records["ts"] - records["ts"][0]) * stretch
+    path = LOG_DIR / f"steady-{int(rate)}.pcap"
+    write_pcap(path, records)
+    return path
+
+
 async def capture_run(
     name: str, rate: float, args: argparse.Namespace, model_id: int, stack: list[Proc]
 ) -> Run:
@@ -534,13 +583,18 @@ async def capture_run(
     sensor = f"bench-{int(rate)}"
     summary = LOG_DIR / f"{sensor}-summary.json"
     seconds, warmup = args.seconds, args.warmup
+    if args.pace == "steady":
+        pcap = await asyncio.to_thread(steady_pcap, rate, warmup + seconds)
+        source = ["--pcap", str(pcap), "--rate", f"{rate:.1f}"]
+    else:
+        source = ["--demo", "--rate", f"{demo_rate(rate, warmup + seconds):.1f}", "--seed", str(DEMO_SEED),
+                  "--duration", str(warmup + seconds)]  # fmt: skip
     run = Run(name, sensor, rate, started=time.time(), warmup=warmup)
     meter = CpuMeter(stack)
     proc = Proc(
         sensor,
-        [sys.executable, "manage.py", "capture", "--demo", "--rate", str(rate), "--sensor", sensor,
-         "--duration", str(warmup + seconds), "--seed", "7", "--summary-json", str(summary)],
-    )  # fmt: skip
+        [sys.executable, "manage.py", "capture", *source, "--sensor", sensor, "--summary-json", str(summary)],
+    )
     while proc.popen.poll() is None:
         await asyncio.sleep(0.2)
     run.stopped = time.time()
@@ -768,6 +822,13 @@ def main() -> int:
         "--drain-timeout", type=float, default=30.0, help="wait this long for the worker to catch up"
     )
     parser.add_argument("--keep", action="store_true", help="do not flush Redis db 9 at the end")
+    parser.add_argument(
+        "--pace",
+        choices=["demo", "steady"],
+        default="steady",
+        help="steady: the demo's packets from a pcap at exactly the offered rate; demo: the demo's "
+        "simulated timing (floods at ~3.5x the average rate)",
+    )
     args = parser.parse_args()
 
     configure_environment()
@@ -788,7 +849,7 @@ def main() -> int:
         + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
     rates = [args.rate] + ([args.baseline_rate] if args.baseline_rate else [])
-    token, models, descriptions = prepare_database(args.model, sorted(set(rates)))
+    token, models, descriptions = prepare_database(args.model, sorted(set(rates)), args.warmup + args.seconds)
     for description in descriptions:
         print(f"model: {description}")
     port = free_port()
@@ -808,7 +869,7 @@ def main() -> int:
         worker.wait_for("ready.", 90)
         print(
             f"stack: daphne on :{port}, celery worker --concurrency {args.workers}, {args.clients} clients; "
-            f"{args.seconds:g} s per run after {args.warmup:g} s warm-up"
+            f"{args.seconds:g} s per run after {args.warmup:g} s warm-up; pace: {args.pace}"
         )
         code = asyncio.run(measure(args, port, token, models, procs))
     finally:

@@ -9,10 +9,17 @@ unexplained loss, memory and Redis size flat, and p95 ``packet_captured`` latenc
 It reuses bench/latency.py's stack (daphne, a Celery worker, ``manage.py capture --demo``, its
 stdlib WebSocket client) on Redis database 10 and var/bench-soak.sqlite3. Every ``--interval``
 seconds it samples the sensor's counters, the stream backlog, Redis's used memory and the resident
-memory of each process group. At the end it prints one line:
+memory of each process group (the worker's group is its main process and its pool processes; RSS
+counts the pages they share after the fork once per process). At the end it prints the first, last
+and highest RSS of each group, then one line:
 
     soak: <minutes> min at <rate>/s offered: read R, stored S, dropped D (capture C, stream T),
     unexplained U; p95 latency L s; RSS <first> -> <last> MB; Redis <first> -> <last> MB; PASS|FAIL
+
+The demo's ``--rate`` is that of its benign traffic and its attacks come on top; as in
+bench/latency.py (``demo_rate``), the rate passed to capture is scaled down so that the demo
+offers ``--rate`` packets/s in all (its attack share measured over the first ``RATE_SAMPLE``
+seconds of the same simulated network), and the model is trained on benign traffic of that timing.
 
 "Unexplained" is read - stored - dropped once the workers have drained (what vanished without a
 counter). "Flat" compares the mean of the last third of the samples with the middle third (the
@@ -41,6 +48,7 @@ stack.LOG_DIR = ROOT / "var" / "bench-soak"
 stack.REDIS_URL = "redis://127.0.0.1:6379/10"
 stack.PREFIX = "netmon:bench-soak"
 stack.USERNAME = "bench-soak"
+RATE_SAMPLE = 120.0  # seconds of demo traffic played to measure its attack share (demo_rate)
 
 
 def group_rss_mb(proc: stack.Proc) -> float:
@@ -68,16 +76,19 @@ async def soak(args: argparse.Namespace, port: int, token: str, procs: list[stac
     client = redis.Redis.from_url(stack.REDIS_URL)
     socket = await stack.MonitorSocket.connect(f"ws://127.0.0.1:{port}/ws/monitor/?token={token}")
     seconds = args.minutes * 60
+    demo_rate = stack.demo_rate(args.rate, min(seconds, RATE_SAMPLE))  # computed (cached) in main()
     capture = stack.Proc(
         "capture",
-        [sys.executable, "manage.py", "capture", "--demo", "--rate", str(args.rate), "--seed", "7",
-         "--sensor", SENSOR, "--duration", str(seconds)],
+        [sys.executable, "manage.py", "capture", "--demo", "--rate", f"{demo_rate:.1f}",
+         "--seed", str(stack.DEMO_SEED), "--sensor", SENSOR, "--duration", str(seconds)],
     )  # fmt: skip
     procs.append(capture)
     samples = []  # (t, read, stored, backlog, redis MB, {name: rss MB})
     started = time.monotonic()
     while capture.popen.poll() is None:
         await asyncio.sleep(args.interval)
+        if capture.popen.poll() is not None:
+            break  # a sample without capture's memory would make the totals drop at the end
         counters = await asyncio.to_thread(stack.sensor_counters, SENSOR)
         rss = {proc.name: group_rss_mb(proc) for proc in procs}
         backlog = counters.get("published", 0) - counters.get("ingested", 0)
@@ -101,6 +112,12 @@ async def soak(args: argparse.Namespace, port: int, token: str, procs: list[stac
     total_rss = [sum(s[5].values()) for s in samples]
     redis_mb = [s[4] for s in samples]
     ok = unexplained == 0 and p95 < 1.0 and flat(total_rss) and flat(redis_mb)
+    print(f"demo --rate {demo_rate:,.0f} (benign) read {c['read'] / seconds:,.0f} packets/s in all")
+    for name in samples[0][5]:
+        rss = [s[5][name] for s in samples if s[5][name] > 0]  # 0: the process had exited
+        if rss:
+            print(f"  {name:8} RSS {rss[0]:6.0f} -> {rss[-1]:6.0f} MB, max {max(rss):6.0f} MB")
+    print(f"  {'redis':8} used {redis_mb[0]:6.1f} -> {redis_mb[-1]:6.1f} MB, max {max(redis_mb):6.1f} MB")
     print(
         f"soak: {args.minutes:g} min at {args.rate:,.0f}/s offered: read {c['read']:,}, "
         f"stored {c['stored']:,}, dropped {dropped:,} (capture {c['dropped_capture']:,}, "
@@ -149,7 +166,9 @@ def main() -> int:
     import redis
 
     redis.Redis.from_url(stack.REDIS_URL).flushdb()
-    token, _models, descriptions = stack.prepare_database("isolation_forest", [args.rate])
+    token, _models, descriptions = stack.prepare_database(
+        "isolation_forest", [args.rate], min(args.minutes * 60, RATE_SAMPLE)
+    )
     print("\n".join(descriptions))
     port = stack.free_port()
     procs = [

@@ -188,3 +188,74 @@ def stream_key(sensor: str) -> str:
 def ingest_scheduled_key(sensor: str) -> str:
     """Set (briefly) while an ingest task for the sensor is queued: one task, not one per batch."""
     return f"netmon:ingest:scheduled:{sensor}"
+
+
+# ------------------------------------------------------------------------------ text columns
+
+
+def timestamps_text(ts: np.ndarray) -> list[str]:
+    """Epoch seconds -> 'YYYY-MM-DD HH:MM:SS.ffffff+00:00', vectorised (both backends parse it as UTC)."""
+    micro = np.round(ts * 1e6).astype("datetime64[us]")
+    return [s.replace("T", " ") + "+00:00" for s in np.datetime_as_string(micro, unit="us").tolist()]
+
+
+def ip_texts(raw: np.ndarray, versions: np.ndarray) -> list[str | None]:
+    """``ip_to_text`` of a column of 16-byte addresses (None where a record has no IP layer)."""
+    ntop = socket.inet_ntop
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    buf = np.ascontiguousarray(raw).tobytes()
+    out: list[str | None] = []
+    for i, version in enumerate(versions.tolist()):
+        at = i * 16
+        if version == 4:
+            out.append(ntop(v4, buf[at + 12 : at + 16]))
+        elif version == 6:
+            out.append(ntop(v6, buf[at : at + 16]))
+        else:
+            out.append(None)
+    return out
+
+
+def mac_texts(values: np.ndarray) -> list[str]:
+    """``mac_to_text`` of a column of 48-bit integers."""
+    out = []
+    for value in values.tolist():
+        if value:
+            h = f"{value:012x}"
+            out.append(f"{h[0:2]}:{h[2:4]}:{h[4:6]}:{h[6:8]}:{h[8:10]}:{h[10:12]}")
+        else:
+            out.append("")
+    return out
+
+
+def protocol_names(records: np.ndarray) -> list[str]:
+    """``protocol_name`` of each record."""
+    names = []
+    for eth_type, proto, version in zip(
+        records["eth_type"].tolist(), records["proto"].tolist(), records["ip_version"].tolist(), strict=True
+    ):
+        if version:
+            names.append(PROTO_NAMES.get(proto) or f"IP-{proto}")
+        else:
+            names.append(ETH_NAMES.get(eth_type) or ("other" if eth_type else "unknown"))
+    return names
+
+
+@dataclass
+class PacketColumns:
+    """The text/number columns of a batch, computed once and shared by packets, flows and anomalies."""
+
+    ts: list[str]
+    src_ip: list[str | None]
+    dst_ip: list[str | None]
+    protocol: list[str]
+
+    @classmethod
+    def of(cls, records: np.ndarray) -> PacketColumns:
+        versions = records["ip_version"]
+        return cls(
+            ts=timestamps_text(records["ts"]),
+            src_ip=ip_texts(records["src_ip"], versions),
+            dst_ip=ip_texts(records["dst_ip"], versions),
+            protocol=protocol_names(records),
+        )

@@ -79,8 +79,9 @@ def open_live(interface: str, bpf: str, depth: str):
         if depth == "deep":
             if shutil.which("tshark") is None:
                 raise engines.CaptureUnavailable(engines.TSHARK_MISSING)
-            return engines.PysharkEngine(interface, bpf)
-        engine = engines.DumpcapEngine(interface, bpf)
+            engine = engines.PysharkEngine(interface, bpf)
+        else:
+            engine = engines.DumpcapEngine(interface, bpf)
         engine.start()  # fail now, while the caller can still fall back to demo mode
         return engine
     except engines.CaptureUnavailable as exc:

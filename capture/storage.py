@@ -6,7 +6,6 @@ created in the same transaction as its packets; a redelivered batch finds the re
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 
 from capture.models import Flow, IngestedBatch, Packet, Sensor
-from capture.records import APP_FIELDS, DECODE_ERRORS, ETH_NAMES, PROTO_NAMES, Batch
+from capture.records import APP_FIELDS, DECODE_ERRORS, ETH_NAMES, PROTO_NAMES, Batch, PacketColumns, mac_texts
 
 PACKET_COLUMNS = (
     "sensor_id",
@@ -65,71 +64,6 @@ class StoreResult:
     flows: int = 0
 
 
-def timestamps_text(ts: np.ndarray) -> list[str]:
-    """Epoch seconds -> 'YYYY-MM-DD HH:MM:SS.ffffff+00:00', vectorised (both backends parse it as UTC)."""
-    micro = np.round(ts * 1e6).astype("datetime64[us]")
-    return [s.replace("T", " ") + "+00:00" for s in np.datetime_as_string(micro, unit="us").tolist()]
-
-
-def _ip_texts(raw: np.ndarray, versions: np.ndarray) -> list[str | None]:
-    ntop = socket.inet_ntop
-    v4, v6 = socket.AF_INET, socket.AF_INET6
-    buf = np.ascontiguousarray(raw).tobytes()
-    out: list[str | None] = []
-    for i, version in enumerate(versions.tolist()):
-        at = i * 16
-        if version == 4:
-            out.append(ntop(v4, buf[at + 12 : at + 16]))
-        elif version == 6:
-            out.append(ntop(v6, buf[at : at + 16]))
-        else:
-            out.append(None)
-    return out
-
-
-def _mac_texts(values: np.ndarray) -> list[str]:
-    out = []
-    for value in values.tolist():
-        if value:
-            h = f"{value:012x}"
-            out.append(f"{h[0:2]}:{h[2:4]}:{h[4:6]}:{h[6:8]}:{h[8:10]}:{h[10:12]}")
-        else:
-            out.append("")
-    return out
-
-
-def _protocol_names(records: np.ndarray) -> list[str]:
-    names = []
-    for eth_type, proto, version in zip(
-        records["eth_type"].tolist(), records["proto"].tolist(), records["ip_version"].tolist(), strict=True
-    ):
-        if version:
-            names.append(PROTO_NAMES.get(proto) or f"IP-{proto}")
-        else:
-            names.append(ETH_NAMES.get(eth_type) or ("other" if eth_type else "unknown"))
-    return names
-
-
-@dataclass
-class PacketColumns:
-    """The text/number columns of a batch, computed once and shared by packets, flows and anomalies."""
-
-    ts: list[str]
-    src_ip: list[str | None]
-    dst_ip: list[str | None]
-    protocol: list[str]
-
-    @classmethod
-    def of(cls, records: np.ndarray) -> PacketColumns:
-        versions = records["ip_version"]
-        return cls(
-            ts=timestamps_text(records["ts"]),
-            src_ip=_ip_texts(records["src_ip"], versions),
-            dst_ip=_ip_texts(records["dst_ip"], versions),
-            protocol=_protocol_names(records),
-        )
-
-
 def packet_rows(sensor_id: int, batch: Batch, cols: PacketColumns) -> list[tuple]:
     r = batch.records
     ifaces = batch.interfaces or [""]
@@ -137,7 +71,7 @@ def packet_rows(sensor_id: int, batch: Batch, cols: PacketColumns) -> list[tuple
     empty_app = ("",) * len(APP_FIELDS)
     rows = []
     seqs = r["seq"].tolist()
-    src_mac, dst_mac = _mac_texts(r["src_mac"]), _mac_texts(r["dst_mac"])
+    src_mac, dst_mac = mac_texts(r["src_mac"]), mac_texts(r["dst_mac"])
     for i, (seq, iface, version, sport, dport, length, payload, flags, ttl, vlan, status) in enumerate(
         zip(
             seqs,
@@ -297,7 +231,7 @@ def count_lost(sensor: Sensor, packets: int, last_seq: int) -> None:
 
 def records_from_packets(rows) -> np.ndarray:
     """Stored packets (dicts of Packet fields, in time order) back into RECORD_DTYPE, e.g. for training."""
-    from capture.records import ETH_NAMES, empty_records, ip_to_bytes
+    from capture.records import empty_records, ip_to_bytes
 
     rows = list(rows)
     out = empty_records(len(rows))

@@ -18,6 +18,8 @@ feature statistics (kept in Redis per sensor) stay exact. Crash safety:
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -41,14 +43,36 @@ GROUP = "netmon-ingest"
 CONSUMER = "ingest"  # one consumer name: the lock makes the holder the only reader
 LOCK_TTL = 15.0
 READ_COUNT = 20
+FOLLOW_UP_TTL_MS = 5000
 
 
 def _state_key(sensor: str) -> str:
     return f"netmon:ingest:state:{sensor}"
 
 
+_client: tuple[int, str, redis.Redis] | None = None  # (pid, url, client) of this process
+_client_lock = threading.Lock()
+
+
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=3)
+    """This process's client for ``REDIS_URL``: one connection pool per worker process, reused by every task.
+
+    A client per task opened a connection per task and left its pool behind in reference cycles
+    (redis-py's pools reference themselves through their event listeners) that only the cyclic
+    garbage collector frees: half of the objects a retried ingest task left behind, if only ~5 KB of
+    its ~240 KB (netmon/celery.py). Keyed by pid (a forked pool process makes its own) and URL
+    (tests change settings).
+    """
+    global _client
+    pid, url = os.getpid(), settings.REDIS_URL
+    current = _client
+    if current is None or current[0] != pid or current[1] != url:
+        with _client_lock:
+            current = _client
+            if current is None or current[0] != pid or current[1] != url:
+                client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
+                _client = current = (pid, url, client)
+    return current[2]
 
 
 @dataclass
@@ -89,6 +113,25 @@ def ensure_group(client: redis.Redis, sensor: str) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _follow_up_key(sensor: str) -> str:
+    return f"netmon:ingest:follow-up:{sensor}"
+
+
+def claim_follow_up(client: redis.Redis, sensor: str) -> bool:
+    """True if the caller should queue the follow-up of a locked-out drain (none is waiting yet).
+
+    One waiting task per sensor is enough to pick up what arrives after the lock holder's last
+    read; every locked-out task retrying on its own made a storm of tasks (~30/s per process under
+    overload) that took CPU from the holder. The claim expires, so a lost follow-up is replaced.
+    """
+    return bool(client.set(_follow_up_key(sensor), b"1", nx=True, px=FOLLOW_UP_TTL_MS))
+
+
+def release_follow_up(client: redis.Redis, sensor: str) -> None:
+    """The follow-up runs: the next locked-out task may queue another."""
+    client.delete(_follow_up_key(sensor))
 
 
 def mark_scheduled(client: redis.Redis, sensor: str) -> bool:
@@ -136,9 +179,10 @@ def drain_sensor(
             _process_entries(client, sensor, state, entries, result, lock)
             lock.extend(LOCK_TTL, replace_ttl=True)
     except redis.exceptions.LockNotOwnedError:
-        # This read took longer than the lock lives and another worker took the sensor over: it
-        # reads these entries again (they were not acknowledged), nothing of them was committed.
-        log.warning("ingest of %s lost its lock to another worker mid-read; it carries on", sensor_name)
+        # A read took longer than the lock lives and another worker took the sensor over. Raised
+        # before the commit, nothing of the read was committed and the new holder reads it again
+        # (it was not acknowledged); raised after it, the read was committed and acknowledged.
+        log.warning("ingest of %s lost its lock to another worker; that worker carries on", sensor_name)
     finally:
         try:
             lock.release()

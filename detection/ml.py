@@ -34,13 +34,12 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from detection.features import describe
+from detection.features import FeatureSpec, describe
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
@@ -55,9 +54,14 @@ class TrainingError(ValueError):
     """Training data unusable (too few rows, wrong shape)."""
 
 
-@dataclass
-class Contribution:
+# contributions_as_dicts' dict as json.dumps writes it (float repr is JSON's number syntax)
+_JSON_ITEM = '{{"feature": {}, "index": {}, "contribution": {!r}, "value": {!r}, "scaled": {!r}}}'
+
+
+class Contribution(NamedTuple):
     """One feature's share in a row's anomaly: raw value, scaled value and contribution."""
+
+    # A named tuple, not a dataclass: a flood makes three of these per flagged packet.
 
     feature: str
     index: int
@@ -93,8 +97,12 @@ class RobustScaler:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = (_slog(X.astype(np.float64)) - self.center) / self.scale
-        return np.clip(Z, -Z_CLIP, Z_CLIP).astype(np.float32)
+        out = np.empty(X.shape, np.float32)
+        # In row blocks: the float64 temporaries of a million-row training set would take gigabytes.
+        for lo in range(0, len(X), _CHUNK):
+            Z = (_slog(X[lo : lo + _CHUNK].astype(np.float64)) - self.center) / self.scale
+            out[lo : lo + _CHUNK] = np.clip(Z, -Z_CLIP, Z_CLIP, out=Z)
+        return out
 
 
 class AnomalyModel:
@@ -129,8 +137,10 @@ class AnomalyModel:
         X = self._check(X, training=True)
         t0 = time.perf_counter()
         Z = self._fit_common(X)
-        self._fit_scaled(Z)
-        self.threshold = float(np.quantile(self._score_scaled(Z), self.quantile))
+        scores = self._fit_scaled(Z)
+        if scores is None:
+            scores = self._score_scaled(Z)
+        self.threshold = float(np.quantile(scores, self.quantile))
         self.trained_samples = len(X)
         self.train_seconds = time.perf_counter() - t0
         return self
@@ -149,7 +159,7 @@ class AnomalyModel:
             "p01": raw_q[0],
             "p50": raw_q[1],
             "p99": raw_q[2],
-            "mean": X.astype(np.float64).mean(axis=0),
+            "mean": X.mean(axis=0, dtype=np.float64),
             "max": X.max(axis=0).astype(np.float64),
             "z_lo": z_q[0].astype(np.float64),
             "z_hi": z_q[1].astype(np.float64),
@@ -184,20 +194,43 @@ class AnomalyModel:
 
     def explain(self, X: np.ndarray, top: int = 3) -> list[list[Contribution]]:
         """For each row, the ``top`` features that contribute most to its score, largest first."""
+        idx, C, V, Z = self._ranked(X, top)
+        names = self.feature_names
+        return [
+            [Contribution(names[j], j, c, x, z) for j, c, x, z in zip(*parts, strict=True)]
+            for parts in zip(idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True)
+        ]
+
+    def _ranked(self, X: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the ``top`` feature indices by contribution (largest first), and their
+        contributions, raw values and scaled values: arrays of shape (rows, top)."""
         X = self._check(np.atleast_2d(X))
         Z = self.scaler.transform(X)
         C = self._contributions(Z)
+        # One stable argsort of the whole matrix ranks every row as a per-row argsort would.
+        idx = np.argsort(-C, axis=1, kind="stable")[:, :top]
+        rows = np.arange(len(X))[:, None]
+        return idx, C[rows, idx], X[rows, idx], Z[rows, idx]
+
+    def explain_records(self, X: np.ndarray, records: np.ndarray, top: int = 3) -> list[tuple[str, str]]:
+        """(text, contributions as JSON text) per row: ``explain_text`` and the JSON of
+        ``contributions_as_dicts`` of ``explain``, for many rows at once.
+
+        A flood flags thousands of packets per read, so this works on columns: one ranking call,
+        each "normal is ..." phrase and feature name worded once, and the JSON written as text
+        (json.dumps of a list of dicts per row cost more than the scoring).
+        """
+        idx, C, V, Z = self._ranked(X, top)
+        # JSON has no NaN or infinity (and PostgreSQL's jsonb refuses them)
+        C, V, Z = (np.nan_to_num(a, nan=0.0, posinf=1e12, neginf=-1e12) for a in (C, V, Z))
+        texts = _Wording(self).texts(_contexts(records), idx, V)
+        names = [json.dumps(name) for name in self.feature_names]
         out = []
-        for r in range(len(X)):
-            idx = np.argsort(-C[r], kind="stable")[:top]
-            out.append(
-                [
-                    Contribution(
-                        self.feature_names[j], int(j), float(C[r, j]), float(X[r, j]), float(Z[r, j])
-                    )
-                    for j in idx
-                ]
+        for text, js, cs, vs, zs in zip(texts, idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True):
+            items = ", ".join(
+                _JSON_ITEM.format(names[j], j, c, v, z) for j, c, v, z in zip(js, cs, vs, zs, strict=True)
             )
+            out.append((text, f"[{items}]"))
         return out
 
     def _outside_range(self, Z: np.ndarray) -> np.ndarray:
@@ -211,7 +244,9 @@ class AnomalyModel:
 
     # -- to override
 
-    def _fit_scaled(self, Z: np.ndarray) -> None:
+    def _fit_scaled(self, Z: np.ndarray) -> np.ndarray | None:
+        """Fit on the scaled training rows ``Z``; their scores if fitting computed them (for the
+        threshold), else None and ``fit`` scores them."""
         raise NotImplementedError
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
@@ -307,6 +342,7 @@ class IsolationForestModel(AnomalyModel):
         self.whiten = whiten
         self.min_variance = min_variance
         self.forest: Any = None
+        self._flat: Any = None  # detection.forest.FlatForest of self.forest, built on first use
         self.pca_mean = np.zeros(0, np.float32)
         self.pca_w = np.zeros((0, 0), np.float32)
 
@@ -346,7 +382,11 @@ class IsolationForestModel(AnomalyModel):
         ).fit(self._project(Z))
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        return -self.forest.score_samples(self._project(Z))
+        if self._flat is None or self._flat.source is not self.forest:
+            from detection.forest import FlatForest
+
+            self._flat = FlatForest(self.forest)
+        return -self._flat.score_samples(self._project(Z))
 
     def _contributions(self, Z: np.ndarray) -> np.ndarray:
         return self._outside_range(Z)
@@ -517,8 +557,8 @@ class CombinedModel(AnomalyModel):
     def _parts(self) -> tuple[AnomalyModel, AnomalyModel]:
         return self.forest, self.autoencoder
 
-    def _fit_scaled(self, Z: np.ndarray) -> None:
-        spreads = []
+    def _fit_scaled(self, Z: np.ndarray) -> np.ndarray:
+        spreads, ratios = [], []
         for m in self._parts():
             m.scaler, m.stats = self.scaler, self.stats
             t0 = time.perf_counter()
@@ -529,7 +569,10 @@ class CombinedModel(AnomalyModel):
             m.train_seconds = time.perf_counter() - t0
             median = float(np.median(scores))
             spreads.append(max(math.log(max(m.threshold, 1e-300) / max(median, 1e-300)), 1e-6))
+            ratios.append(scores / max(m.threshold, 1e-12))
         self.spreads = spreads
+        # Each part scored every training row just now: combine those scores rather than score again.
+        return self._combine(*ratios)
 
     def _ratios(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each model's score over its threshold (1.0 = at that model's calibrated threshold)."""
@@ -540,7 +583,9 @@ class CombinedModel(AnomalyModel):
         )
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        rf, ra = self._ratios(Z)
+        return self._combine(*self._ratios(Z))
+
+    def _combine(self, rf: np.ndarray, ra: np.ndarray) -> np.ndarray:
         # log ratio in units of the model's own spread: 0 at its threshold, -1 at its median
         lf = np.log(np.maximum(rf, 1e-300)) / self.spreads[0]
         la = np.log(np.maximum(ra, 1e-300)) / self.spreads[1]
@@ -617,22 +662,93 @@ def _fmt_like(template: str, value: float) -> str:
         return f"{value:.3g}"
 
 
-def _endpoints(record: np.ndarray | np.void | None) -> dict[str, Any]:
-    from capture.records import ip_to_text, mac_to_text, protocol_name
+def _contexts(records: np.ndarray) -> list[dict[str, Any]]:
+    """Per record, what explanation templates may name: ``src``, ``dst``, ``sport``, ``dport``, ``proto``."""
+    from capture.records import PacketColumns, mac_to_text  # the text columns stored with packets
 
+    cols = PacketColumns.of(records)
+
+    def named(ips: list[str | None], macs: np.ndarray, unknown: str) -> list[str]:
+        return [ip or mac_to_text(mac) or unknown for ip, mac in zip(ips, macs.tolist(), strict=True)]
+
+    src = named(cols.src_ip, records["src_mac"], "the source")
+    dst = named(cols.dst_ip, records["dst_mac"], "the destination")
+    return [
+        {"src": s, "dst": d, "sport": sp, "dport": dp, "proto": pr}
+        for s, d, sp, dp, pr in zip(
+            src, dst, records["sport"].tolist(), records["dport"].tolist(), cols.protocol, strict=True
+        )
+    ]
+
+
+def _endpoints(record: np.ndarray | np.void | None) -> dict[str, Any]:
     if record is None:
         return {"src": "the source", "dst": "the destination", "sport": "?", "dport": "?", "proto": "?"}
-    r = record[0] if isinstance(record, np.ndarray) and record.shape else record
-    version = int(r["ip_version"])
-    src = ip_to_text(r["src_ip"], version) or mac_to_text(int(r["src_mac"])) or "the source"
-    dst = ip_to_text(r["dst_ip"], version) or mac_to_text(int(r["dst_mac"])) or "the destination"
-    return {
-        "src": src,
-        "dst": dst,
-        "sport": int(r["sport"]),
-        "dport": int(r["dport"]),
-        "proto": protocol_name(int(r["eth_type"]), int(r["proto"]), version),
-    }
+    return _contexts(np.asarray(record).reshape(-1)[:1])[0]
+
+
+class _Wording:
+    """Builds explanation sentences for one model, remembering what does not change between rows:
+    each feature's spec and "normal is ..." phrase."""
+
+    def __init__(self, model: AnomalyModel) -> None:
+        self.model = model
+        self.specs = [describe(name) for name in model.feature_names]
+        self._normal: dict[tuple[int, int], str] = {}
+
+    def _cases(self, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Which "normal" phrase applies to each (row, rank); it depends on the value only through
+        these comparisons: a flag's value, none for a code, above p99 / below p01 / between."""
+        stats = self.model.stats
+        kinds = np.array([spec.kind for spec in self.specs])[idx]
+        magnitude = np.where(values > stats["p99"][idx], 1, np.where(values < stats["p01"][idx], 2, 3))
+        return np.where(kinds == "flag", (values >= 0.5).astype(int), np.where(kinds == "code", 0, magnitude))
+
+    def phrase(self, spec: FeatureSpec, j: int, case: int) -> str:
+        phrase = self._normal.get((j, case))
+        if phrase is None:
+            stats = self.model.stats
+            p01, p99, mean = stats["p01"][j], stats["p99"][j], stats["mean"][j]
+            if spec.kind == "flag":
+                share = mean if case else 1.0 - mean
+                phrase = f"only {share:.1%} of normal packets are like that" if share < 0.5 else ""
+            elif spec.kind == "code":
+                phrase = f"normal is {_fmt_like('{value:.0f}', p01)} to {_fmt_like('{value:.0f}', p99)}"
+            elif case == 1:
+                phrase = f"normal is under {_fmt_like(spec.text, max(p99, 0.0))}"
+            elif case == 2:
+                phrase = f"normal is over {_fmt_like(spec.text, p01)}"
+            else:
+                phrase = f"normal is {_fmt_like(spec.text, p01)} to {_fmt_like(spec.text, p99)}"
+            self._normal[(j, case)] = phrase
+        return phrase
+
+    @staticmethod
+    def _sentence(spec: FeatureSpec, ctx: dict[str, Any], value: float) -> str:
+        try:
+            return spec.text.format_map({**ctx, "value": value})
+        except (KeyError, ValueError, IndexError):
+            return f"{spec.name} = {value:.3g}"
+
+    @staticmethod
+    def _join(sentences: list[str]) -> str:
+        return ". ".join(s[0].upper() + s[1:] for s in sentences if s) + ("." if sentences else "")
+
+    def texts(self, contexts: list[dict[str, Any]], idx: np.ndarray, values: np.ndarray) -> list[str]:
+        """The explanation of every row, from its ranked feature indices and their values (arrays
+        of shape (rows, top)) and its context (``_contexts``): "<what>; <what is normal>. ..."."""
+        specs, phrase = self.specs, self.phrase
+        cases = self._cases(idx, values).tolist() if self.model.stats else None
+        out = []
+        for r, (ctx, js, vs) in enumerate(zip(contexts, idx.tolist(), values.tolist(), strict=True)):
+            sentences = []
+            for k, (j, v) in enumerate(zip(js, vs, strict=True)):
+                spec = specs[j]
+                what = self._sentence(spec, ctx, v)
+                normal = phrase(spec, j, cases[r][k]) if cases is not None else ""
+                sentences.append(f"{what}; {normal}" if normal else what)
+            out.append(self._join(sentences))
+        return out
 
 
 def explain_text(
@@ -645,31 +761,10 @@ def explain_text(
 
     e.g. "10.0.0.5 contacted 480 distinct ports in 2 s; normal is under 5".
     """
-    ctx = _endpoints(record)
-    sentences = []
-    for c in list(contributions)[:max_items]:
-        spec = describe(c.feature)
-        j = c.index
-        try:
-            what = spec.text.format(value=c.value, **ctx)
-        except (KeyError, ValueError, IndexError):
-            what = f"{c.feature} = {c.value:.3g}"
-        normal = ""
-        if model.stats:
-            p01, p99, mean = model.stats["p01"][j], model.stats["p99"][j], model.stats["mean"][j]
-            if spec.kind == "flag":
-                share = mean if c.value >= 0.5 else 1.0 - mean
-                normal = f"only {share:.1%} of normal packets are like that" if share < 0.5 else ""
-            elif spec.kind == "code":
-                normal = f"normal is {_fmt_like('{value:.0f}', p01)} to {_fmt_like('{value:.0f}', p99)}"
-            elif c.value > p99:
-                normal = f"normal is under {_fmt_like(spec.text, max(p99, 0.0))}"
-            elif c.value < p01:
-                normal = f"normal is over {_fmt_like(spec.text, p01)}"
-            else:
-                normal = f"normal is {_fmt_like(spec.text, p01)} to {_fmt_like(spec.text, p99)}"
-        sentences.append(f"{what}; {normal}" if normal else what)
-    return ". ".join(s[0].upper() + s[1:] for s in sentences if s) + ("." if sentences else "")
+    items = list(contributions)[:max_items]
+    idx = np.array([[c.index for c in items]], dtype=np.int64)
+    values = np.array([[c.value for c in items]], dtype=np.float64)
+    return _Wording(model).texts([_endpoints(record)], idx, values)[0]
 
 
 def contributions_as_dicts(contributions: Sequence[Contribution]) -> list[dict[str, Any]]:

@@ -16,14 +16,11 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
-from django.db.models import F
-from django.db.models.functions import Greatest
 
 from capture import events
 from capture import services as capture_services
 from capture.models import Sensor
-from capture.records import Batch, ip_to_text, protocol_name
-from capture.storage import timestamps_text
+from capture.records import Batch, PacketColumns, empty_records, timestamps_text
 from detection import ml
 from detection.features import FeatureExtractor, FeatureState
 from detection.models import Anomaly, DetectionModel, Incident
@@ -32,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INCIDENT_QUIET = timedelta(seconds=60)  # a source quiet this long closes its incident
 BROADCAST_PER_BATCH = 10
+_IN_CHUNK = 500  # values per IN (...) list or bulk statement
 
 
 @dataclass
@@ -41,7 +39,7 @@ class ScoredBatch:
     scores: np.ndarray
     threshold: float
     is_anomaly: np.ndarray
-    explanations: dict[int, tuple[str, list[dict[str, Any]]]]  # row index -> (text, contributions)
+    explanations: dict[int, tuple[str, str]]  # row index -> (text, contributions as JSON text)
     model_kind: str
     model_versions: dict[str, int]
     feature_state: bytes
@@ -89,6 +87,24 @@ class _ModelCache:
 _models = _ModelCache()
 
 
+def warm_up() -> DetectionModel | None:
+    """Load the model in use and score a few records with it; the model's row, or None.
+
+    The first read of a new process otherwise pays ~1 s for it (reading the artifacts, loading
+    the compiled forest and feature code), which shows as a latency spike. A worker calls this
+    in its main process before it starts its pool, so the processes it forks, and those that
+    later replace them, start with all of that in memory.
+    """
+    current = _models.current()
+    if current is None:
+        return None
+    row, model, extractor = current
+    sample = empty_records(64)
+    sample["ts"] = np.arange(64, dtype=np.float64)
+    score_records(model, extractor, sample, extractor.new_state())
+    return row
+
+
 def score_records(
     model: ml.AnomalyModel, extractor: FeatureExtractor, records: np.ndarray, state: FeatureState
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -117,11 +133,10 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
     fstate = load_state(state.features, extractor)
     X, scores = score_records(model, extractor, batch.records, fstate)
     flagged = np.flatnonzero(scores > model.threshold)
-    explanations: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+    explanations: dict[int, tuple[str, str]] = {}
     if len(flagged):
-        for i, contributions in zip(flagged.tolist(), model.explain(X[flagged]), strict=True):
-            text = ml.explain_text(model, batch.records[i], contributions)
-            explanations[i] = (text, ml.contributions_as_dicts(contributions))
+        worded = model.explain_records(X[flagged], batch.records[flagged])
+        explanations = dict(zip(flagged.tolist(), worded, strict=True))
     return ScoredBatch(
         scores=scores,
         threshold=float(model.threshold),
@@ -133,34 +148,107 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
     )
 
 
-def _incidents_for(sensor: Sensor, sources: dict[str | None, list[int]], ts: list[datetime], scores) -> dict:
-    """The open incident of each source (created when none is open), updated with this batch's anomalies."""
-    result = {}
+def _open_incidents(sensor: Sensor, firsts: dict[str | None, datetime]) -> dict[str | None, Incident]:
+    """Per source, its most recent incident still open at the source's first anomaly of this read."""
+    recent = Incident.objects.filter(sensor=sensor, last_seen__gte=min(firsts.values()) - INCIDENT_QUIET)
+    addresses = [src for src in firsts if src is not None]
+    found: list[Incident] = []
+    for lo in range(0, len(addresses), _IN_CHUNK):  # a spoofed flood has thousands of sources
+        found += recent.filter(src_ip__in=addresses[lo : lo + _IN_CHUNK])
+    if None in firsts:
+        found += recent.filter(src_ip__isnull=True)
+    latest: dict[str | None, Incident] = {}
+    for incident in found:
+        src, first = incident.src_ip, firsts.get(incident.src_ip)
+        if first is None:  # stored in another spelling than ours (cannot happen with inet_ntop text)
+            continue
+        if incident.last_seen >= first - INCIDENT_QUIET and (
+            src not in latest or incident.last_seen > latest[src].last_seen
+        ):
+            latest[src] = incident
+    return latest
+
+
+def _incidents_for(
+    sensor: Sensor,
+    sources: dict[str | None, list[int]],
+    ts: list[float],
+    scores: np.ndarray,
+    summaries: dict[str | None, str],
+) -> dict[str | None, int]:
+    """The id of each source's open incident (created when none is open), updated with this read's
+    anomalies.
+
+    A handful of statements per read however many sources it has. Only the holder of the sensor's
+    ingest lock writes its incidents, inside the read's transaction, so the counters can be
+    computed here and written back.
+    """
+
+    def when(t: float) -> datetime:
+        return datetime.fromtimestamp(t, tz=UTC)
+
+    firsts = {src: min(ts[k] for k in rows) for src, rows in sources.items()}
+    current = _open_incidents(sensor, {src: when(t) for src, t in firsts.items()})
+    created: list[tuple[str | None, float, float, int, float, str]] = []
+    updated = []
     for src, rows in sources.items():
-        first, last = min(ts[i] for i in rows), max(ts[i] for i in rows)
-        top = float(max(scores[i] for i in rows))
-        incident = (
-            Incident.objects.filter(sensor=sensor, src_ip=src, last_seen__gte=first - INCIDENT_QUIET)
-            .order_by("-last_seen")
-            .first()
-        )
+        last = max(ts[k] for k in rows)
+        top = float(scores[rows].max())
+        incident = current.get(src)
         if incident is None:
-            incident = Incident.objects.create(
-                sensor=sensor,
-                src_ip=src,
-                first_seen=first,
-                last_seen=last,
-                anomaly_count=len(rows),
-                max_score=top,
-            )
+            created.append((src, firsts[src], last, len(rows), top, summaries[src]))
         else:
-            Incident.objects.filter(pk=incident.pk).update(
-                last_seen=Greatest(F("last_seen"), last),
-                anomaly_count=F("anomaly_count") + len(rows),
-                max_score=Greatest(F("max_score"), top),
+            incident.last_seen = max(incident.last_seen, when(last))
+            incident.anomaly_count += len(rows)
+            incident.max_score = max(incident.max_score, top)
+            incident.summary = incident.summary or summaries[src]
+            updated.append(incident)
+    fields = ["last_seen", "anomaly_count", "max_score", "summary"]
+    Incident.objects.bulk_update(updated, fields, batch_size=_IN_CHUNK)
+    ids = {src: incident.pk for src, incident in current.items()}
+    ids.update(_insert_incidents(sensor, created))
+    return ids
+
+
+_INCIDENT_COLUMNS = [
+    "sensor_id", "src_ip", "first_seen", "last_seen", "anomaly_count", "max_score", "summary",
+]  # fmt: skip
+
+
+def _insert_incidents(
+    sensor: Sensor, created: list[tuple[str | None, float, float, int, float, str]]
+) -> dict[str | None, int]:
+    """Insert new incidents (source, first, last, count, max score, summary); their ids by source.
+
+    Multi-row INSERT ... RETURNING id, whose rows come back in VALUES order on SQLite and
+    PostgreSQL (as bulk_create relies on too). A spoofed flood opens an incident per packet, and
+    the ORM's bulk_create spent more on preparing values than the rest of the read.
+    """
+    if not created:
+        return {}
+    firsts = timestamps_text(np.array([row[1] for row in created], dtype=np.float64))
+    lasts = timestamps_text(np.array([row[2] for row in created], dtype=np.float64))
+    values = [
+        (sensor.pk, src, first, last, count, top, summary)
+        for (src, _, _, count, top, summary), first, last in zip(created, firsts, lasts, strict=True)
+    ]
+    width = len(_INCIDENT_COLUMNS)
+    per = min(_IN_CHUNK, max(1, (connection.features.max_query_params or 999) // width))
+    row_marks = "(" + ", ".join(["%s"] * width) + ")"
+    ids: dict[str | None, int] = {}
+    with connection.cursor() as cursor:
+        for lo in range(0, len(values), per):
+            chunk = values[lo : lo + per]
+            sql = (
+                f"INSERT INTO {Incident._meta.db_table} ({', '.join(_INCIDENT_COLUMNS)}) "  # noqa: S608
+                f"VALUES {', '.join([row_marks] * len(chunk))} RETURNING id"
             )
-        result[src] = incident
-    return result
+            cursor.execute(sql, [value for row in chunk for value in row])
+            returned = cursor.fetchall()
+            if len(returned) != len(chunk):
+                raise RuntimeError(f"inserted {len(chunk)} incidents, got {len(returned)} ids back")
+            ids.update((row[1], pk) for row, (pk,) in zip(chunk, returned, strict=True))
+    return ids
 
 
 @dataclass
@@ -197,39 +285,34 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     """Anomaly rows (grouped into incidents per source) for the flagged packets of a stored batch."""
     if scored is None or not scored.explanations:
         return SavedAnomalies(0, [])
-    records = batch.records
     rows = sorted(scored.explanations)
-    ts = {i: datetime.fromtimestamp(float(records["ts"][i]), tz=UTC) for i in rows}
-    ts_text = dict(zip(rows, timestamps_text(records["ts"][rows]), strict=True))
-    src = {i: ip_to_text(records["src_ip"][i], int(records["ip_version"][i])) for i in rows}
+    flagged = batch.records[rows]
+    cols = PacketColumns.of(flagged)  # text columns, computed for all rows at once
+    ts = flagged["ts"].astype(np.float64).tolist()
+    scores = scored.scores[rows]
     by_source: dict[str | None, list[int]] = {}
-    for i in rows:
-        by_source.setdefault(src[i], []).append(i)
-    incidents = _incidents_for(sensor, by_source, ts, scored.scores)
-    for source, incident in incidents.items():
-        if not incident.summary:
-            incident.summary = scored.explanations[by_source[source][0]][0][:2000]
-            Incident.objects.filter(pk=incident.pk, summary="").update(summary=incident.summary)
+    for k, src in enumerate(cols.src_ip):
+        by_source.setdefault(src, []).append(k)
+    explanations = [scored.explanations[i] for i in rows]
+    summaries = {src: explanations[ks[0]][0][:2000] for src, ks in by_source.items()}
+    incidents = _incidents_for(sensor, by_source, ts, scores, summaries)
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
-    values = []
-    for i in rows:
-        r = records[i]
-        version = int(r["ip_version"])
-        text, contributions = scored.explanations[i]
-        values.append(
-            (
-                sensor.pk, incidents[src[i]].pk, int(r["seq"]), ts_text[i],
-                protocol_name(int(r["eth_type"]), int(r["proto"]), version), src[i],
-                ip_to_text(r["dst_ip"], version), int(r["sport"]), int(r["dport"]),
-                float(scored.scores[i]), scored.threshold, scored.model_kind, versions, text,
-                json.dumps(contributions), False, now,
-            )
-        )  # fmt: skip
+    incident_ids = [incidents[src] for src in cols.src_ip]
+    values = [
+        (
+            sensor.pk, incident, seq, ts_text, protocol, src, dst, sport, dport, score,
+            scored.threshold, scored.model_kind, versions, text, contributions, False, now,
+        )
+        for incident, seq, ts_text, protocol, src, dst, sport, dport, score, (text, contributions) in zip(
+            incident_ids, flagged["seq"].tolist(), cols.ts, cols.protocol, cols.src_ip, cols.dst_ip,
+            flagged["sport"].tolist(), flagged["dport"].tolist(), scores.tolist(), explanations, strict=True,
+        )
+    ]  # fmt: skip
     # In the transaction of the batch receipt: a batch stored once has its anomalies once.
     _insert_anomalies(values)
-    best = sorted(rows, key=lambda i: scored.scores[i], reverse=True)[:BROADCAST_PER_BATCH]
-    seqs = [int(records["seq"][i]) for i in best]
+    best = np.argsort(-scores, kind="stable")[:BROADCAST_PER_BATCH]
+    seqs = flagged["seq"][best].tolist()
     top = list(Anomaly.objects.filter(sensor=sensor, packet_seq__in=seqs).order_by("-score"))
     return SavedAnomalies(len(rows), top)
 

@@ -6,16 +6,31 @@ import logging
 import random
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, close_old_connections
+from celery.signals import worker_init
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from django.utils.dateparse import parse_datetime
 
-from detection import ingest, ml, services
+from detection import ingest, ml, scoring, services
 from detection.models import DetectionModel
 
 log = logging.getLogger(__name__)
 
 DB_RETRY_BASE = 0.5  # seconds; doubled at each retry of a task, up to DB_RETRY_MAX
 DB_RETRY_MAX = 5.0
+FOLLOW_UP_DELAY = 0.5  # seconds before a locked-out drain's follow-up tries again
+
+
+@worker_init.connect
+def _load_the_model_before_forking(**_: object) -> None:
+    """The worker's pool processes start with the model in use loaded (scoring.warm_up)."""
+    try:
+        row = scoring.warm_up()
+        if row is not None:
+            log.info("model %s v%s loaded before starting the pool", row.kind, row.version)
+    except Exception as exc:  # e.g. the database is not up yet: the first read loads the model
+        log.warning("model not loaded before starting the pool: %s", exc)
+    finally:
+        connections.close_all()  # a connection must not be shared with the forked processes
 
 
 def db_retry_delay(retries: int) -> float:
@@ -31,8 +46,10 @@ def db_retry_delay(retries: int) -> float:
     ignore_result=True,
     max_retries=None,
 )
-def ingest_sensor(self, sensor: str) -> dict:
+def ingest_sensor(self, sensor: str, follow_up: bool = False) -> dict:
     """Drain the sensor's stream (idempotent: a redelivered or duplicate task finds nothing new)."""
+    if follow_up:
+        ingest.release_follow_up(ingest.redis_client(), sensor)
     try:
         result = ingest.drain_sensor(sensor)
     except (OperationalError, InterfaceError) as exc:
@@ -45,8 +62,11 @@ def ingest_sensor(self, sensor: str) -> dict:
     if result.locked_out:
         # Another worker is draining, but it may have done its last read before the entry that
         # queued us arrived. The capture process queues no new task while the "scheduled" flag is
-        # set, so this one must run once the lock is free or that entry waits for the sweeper.
-        raise self.retry(countdown=0.5)
+        # set, so a task must run once the lock is free or that entry waits for the sweeper: one
+        # follow-up per sensor, which queues the next one if it is locked out in turn.
+        if ingest.claim_follow_up(ingest.redis_client(), sensor):
+            ingest_sensor.apply_async((sensor,), {"follow_up": True}, countdown=FOLLOW_UP_DELAY)
+        return {"batches": 0, "packets": 0, "dropped": 0, "locked_out": True}
     return {"batches": result.batches, "packets": result.packets, "dropped": result.dropped}
 
 

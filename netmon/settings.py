@@ -157,6 +157,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Safety net (KiB; 0 turns it off): a pool process whose resident memory passed this when a task
+# ended is replaced by a fresh one (checked between tasks, so no task is cut short; the next batch
+# reloads the model). Ingest processes stay well under it (netmon/celery.py collects the garbage of
+# retried tasks promptly); this only bounds what nothing else does, e.g. a process that trained a model.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 1_000_000) or None
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

@@ -22,6 +22,7 @@ api_patterns = [
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("api/", include(api_patterns)),
+    path("admin/login/", views.admin_login, name="admin-login"),  # rate limited, then the admin's own
     path("admin/", admin.site.urls),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

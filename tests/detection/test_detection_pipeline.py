@@ -10,11 +10,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from capture.demo import DemoTraffic
-from capture.models import Packet
+from capture.models import Packet, Sensor
 from capture.pcapwriter import write_pcap
 from capture.records import Batch, encode_batch, ip_to_text, stream_key
 from capture.services import update_config
-from detection import ingest, services
+from detection import ingest, ml, scoring, services
 from detection.models import Anomaly, DetectionModel, Incident
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,6 +99,27 @@ def test_status_says_no_active_model_and_how_to_train(api, redis_client):
     assert "train_detector" in body["models_note"]
 
 
+def test_warm_up_loads_the_model_in_use_once(trained, monkeypatch):
+    scoring._models.__init__()  # as in a new process
+    loads = []
+    real_load = ml.load_model
+    monkeypatch.setattr(ml, "load_model", lambda path: loads.append(path) or real_load(path))
+
+    assert scoring.warm_up().pk == trained.pk
+    assert loads == [trained.artifact_path]
+    loaded = scoring._models.model
+    sensor = Sensor.objects.create(name="warm")
+    batch = Batch(sensor="warm", records=attack_records()[:500])
+    scored = scoring.score_batch(sensor, batch, ingest.SensorState())
+    assert scored is not None and scoring._models.model is loaded and len(loads) == 1  # no second load
+
+
+def test_warm_up_without_a_model_is_a_no_op(db):
+    scoring._models.__init__()
+    assert scoring.warm_up() is None
+    assert scoring._models.model is None
+
+
 def test_scans_become_anomalies_with_readable_explanations_and_incidents(trained, redis_client):
     records = attack_records()
     publish_in_batches(redis_client, "d1", records)
@@ -118,7 +139,10 @@ def test_scans_become_anomalies_with_readable_explanations_and_incidents(trained
     assert scanner in example.explanation
     assert "port" in example.explanation.lower()
     assert example.score > example.threshold
-    assert example.contributions
+    # stored as a JSON array of the top 3 features (written as JSON text by the worker)
+    keys = {"feature", "index", "contribution", "value", "scaled"}
+    assert [set(c) for c in example.contributions] == [keys] * 3
+    assert example.contributions[0]["contribution"] >= example.contributions[1]["contribution"]
     assert Incident.objects.filter(src_ip=scanner).count() == 1
     assert (
         Incident.objects.get(src_ip=scanner).anomaly_count == Anomaly.objects.filter(src_ip=scanner).count()

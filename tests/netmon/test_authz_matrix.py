@@ -55,6 +55,11 @@ MATRIX: dict[str, dict[str, Row]] = {
     "dashboard": {"get": Row(302, 200, 200)},
     "login": {"get": Row(200, 200, 200), "post": Row(200, 200, 200, {"username": "x", "password": "y"})},
     "logout": {"post": Row(302, 302, 302)},
+    # the admin's login form: a signed-in staff user who opens it goes on to the admin (302)
+    "admin-login": {
+        "get": Row(200, 200, 302),
+        "post": Row(200, 200, 200, {"username": "x", "password": "y"}),  # the form again, with an error
+    },
     "healthz": {"get": Row(200, 200, 200)},
     "readyz": {"get": Row(200, 200, 200)},
     "metrics": {"get": Row(401, 403, 200)},
@@ -360,6 +365,18 @@ def test_login_form_is_rate_limited(low_login_rate, people):
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
     assert client.get("/accounts/login/").status_code == 200  # the form itself stays reachable
+
+
+def test_admin_login_is_rate_limited(low_login_rate, people):
+    client = APIClient()  # from 127.0.0.1: the admin answers on localhost
+    statuses = [
+        client.post("/admin/login/", {"username": "alice", "password": "guess"}).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]  # 200: the admin's form again, with an error
+    assert client.get("/admin/login/").status_code == 200  # the form itself stays reachable
+    # and the admin's form draws on the same allowance as the token endpoint
+    response = client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code == 429
 
 
 def test_form_and_token_endpoint_share_one_allowance(low_login_rate, people):

@@ -200,21 +200,50 @@ def publish_anomaly(stack: Stack, seq: int) -> None:
         pool.submit(asyncio.run, layer.group_send("netmon.anomalies", message)).result(timeout=10)
 
 
+# How many pixels of a chart canvas carry the line colour (blue or green dominant). The last
+# point's dot alone is about 28 pixels, so "more than 50" means a line has been drawn.
+INK_JS = """(testid) => {
+    const c = document.querySelector(`[data-testid="${testid}"]`);
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+        const [r, g, b, a] = [d[i], d[i + 1], d[i + 2], d[i + 3]];
+        if (a > 200 && (b - r > 80 || g - r > 60)) n += 1;
+    }
+    return n;
+}"""
+LINE_INK = 50
+
+
+def api_request(stack: Stack, method: str, path: str, body: dict) -> dict:
+    """An API call as another client: the test user's token (POST /api/auth/token/), then the call."""
+
+    def call(path: str, body: dict, headers: dict[str, str], method: str = "POST") -> dict:
+        request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1, our own server)
+            stack.base_url + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own server)
+            return json.loads(response.read())
+
+    token = call("/api/auth/token/", {"username": USERNAME, "password": PASSWORD}, {})["token"]
+    return call(path, body, {"Authorization": f"Token {token}"}, method)
+
+
 def canvas_ink(page, testid: str) -> int:
-    """How many pixels of the chart canvas carry the line colour (blue or green dominant)."""
-    return page.evaluate(
-        """(testid) => {
-            const c = document.querySelector(`[data-testid="${testid}"]`);
-            const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-            let n = 0;
-            for (let i = 0; i < d.length; i += 4) {
-                const [r, g, b, a] = [d[i], d[i + 1], d[i + 2], d[i + 3]];
-                if (a > 200 && (b - r > 80 || g - r > 60)) n += 1;
-            }
-            return n;
-        }""",
-        testid,
-    )
+    return page.evaluate(INK_JS, testid)
+
+
+def wait_for_line(page, testid: str, timeout_ms: int = 30_000) -> None:
+    """Wait until the chart has drawn a line, not just its last point's dot.
+
+    A line over a 5-minute window grows about 2 pixels a second; a few nearly equal samples
+    can stay under the threshold for a moment, so sampling the canvas once is flaky.
+    """
+    page.wait_for_function(f"(testid) => ({INK_JS})(testid) > {LINE_INK}", arg=testid, timeout=timeout_ms)
+    assert canvas_ink(page, testid) > LINE_INK
 
 
 def test_dashboard_shows_live_traffic_and_controls_capture(stack):
@@ -252,8 +281,8 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
                 f"() => Number(document.querySelector('[data-testid=chart-pps]').dataset.points) > {points}",
                 timeout=15_000,
             )
-            assert canvas_ink(page, "chart-pps") > 50
-            assert canvas_ink(page, "chart-bps") > 50
+            wait_for_line(page, "chart-pps")
+            wait_for_line(page, "chart-bps")
             assert int(rows.get_attribute("data-last-seq")) > first_seq
             expect(page.get_by_test_id("protocol-bars").locator("li").first).to_be_visible()
             expect(page.get_by_test_id("talker-bars").locator("li").first).to_be_visible()
@@ -292,6 +321,13 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
             buffer.fill("2000")
             page.get_by_test_id("config-save").click()
             expect(page.get_by_test_id("config-message")).to_contain_text("Saved")
+
+            # A change made elsewhere is announced and fills the form (our own save's echo is not:
+            # it would have replaced "Saved"), once past the echo window
+            page.wait_for_timeout(3_500)
+            api_request(stack, "POST", "/api/config", {"buffer_size": 3000})
+            expect(page.get_by_test_id("config-message")).to_contain_text("Configuration updated")
+            expect(buffer).to_have_value("3000")
             with urllib.request.urlopen(stack.base_url + "/healthz", timeout=5) as response:  # noqa: S310
                 assert json.loads(response.read())["status"] == "ok"
 

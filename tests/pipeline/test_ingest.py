@@ -108,6 +108,46 @@ def test_locked_sensor_is_left_to_the_lock_holder(redis_client):
     lock.release()
 
 
+def _queued_ingest_tasks(client) -> list[dict]:
+    """Ingest tasks waiting in the Celery queue (kombu's Redis transport: a list named after it)."""
+    import json
+
+    messages = [json.loads(raw) for raw in client.lrange("celery", 0, -1)]
+    return [
+        m["headers"] | {"body": m["body"]}
+        for m in messages
+        if m["headers"]["task"] == "detection.ingest_sensor"
+    ]
+
+
+def test_locked_out_tasks_leave_one_follow_up_which_drains_once_the_lock_is_free(redis_client):
+    from detection import tasks
+
+    publish(redis_client, "s1", 1, 10)
+    lock = redis_client.lock("netmon:lock:ingest:s1", timeout=5)
+    assert lock.acquire(blocking=False)
+
+    for _ in range(5):  # a storm of tasks while another worker holds the sensor
+        assert tasks.ingest_sensor.apply(args=("s1",)).get()["locked_out"]
+
+    queued = _queued_ingest_tasks(redis_client)
+    assert len(queued) == 1  # not one retry per task
+    assert queued[0]["eta"] is not None  # after a short delay
+
+    # the follow-up finds the sensor still locked: it queues the next one, again only one
+    redis_client.delete("celery")
+    assert tasks.ingest_sensor.apply(args=("s1",), kwargs={"follow_up": True}).get()["locked_out"]
+    assert len(_queued_ingest_tasks(redis_client)) == 1
+    assert Packet.objects.count() == 0
+
+    # once the holder is done, the follow-up drains what it left
+    lock.release()
+    redis_client.delete("celery")
+    assert tasks.ingest_sensor.apply(args=("s1",), kwargs={"follow_up": True}).get()["packets"] == 10
+    assert Packet.objects.count() == 10
+    assert _queued_ingest_tasks(redis_client) == []
+
+
 def test_garbage_stream_entry_is_skipped_without_blocking_the_rest(redis_client):
     redis_client.xadd(stream_key("s1"), {b"h": b"\xc1garbage", b"r": b"xx"})
     publish(redis_client, "s1", 1, 10)

@@ -37,7 +37,8 @@ def scan_records(n: int = 8000) -> np.ndarray:
 
 
 async def listen(url: str, until: float, greeted: asyncio.Event) -> list[tuple[float, dict]]:
-    """Every message for ``until`` seconds, or until all three kinds arrived for the sensor."""
+    """Every message for ``until`` seconds, or until all three kinds arrived for the sensor (a
+    ``stats`` counting only once it shows traffic: the first one may come before any packet)."""
     client = await MonitorClient.connect(url)
     messages: list[tuple[float, dict]] = []
     try:
@@ -52,7 +53,7 @@ async def listen(url: str, until: float, greeted: asyncio.Event) -> list[tuple[f
                 continue
             messages.append((arrived, message))
             sensor = message.get("sensor") or (message.get("anomaly") or {}).get("sensor")
-            if sensor == SENSOR:
+            if sensor == SENSOR and (message["type"] != "stats" or message["packets_per_s"] > 0):
                 seen.add(message["type"])
             if message["type"] == "connected":
                 greeted.set()

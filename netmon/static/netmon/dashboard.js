@@ -7,6 +7,7 @@
   "use strict";
 
   const WINDOW_S = 300; // chart span
+  const CONFIG_ECHO_MS = 3000; // a config_updated this soon after our own save is its echo
   const MIX_WINDOW = 60; // protocol mix and top talkers: the last 60 stats messages per sensor
   const MAX_PACKET_ROWS = 100;
   const MAX_ANOMALIES = 60;
@@ -296,6 +297,7 @@
   let anomalyCount = 0;
   let anomaliesLastHour = null;
   let liveConfig = null;
+  let configSavedAt = 0; // when this page last saved the configuration (Date.now())
 
   // --- KPIs -----------------------------------------------------------------------------
   function freshStats() {
@@ -590,6 +592,7 @@
     const result = await api("POST", "/api/config", changes);
     if (result.ok) {
       fillConfig(result.body, false);
+      configSavedAt = Date.now();
       setMessage("config-message", "Saved", "ok");
     } else if (result.status === 400) {
       showFieldErrors(configForm, fieldErrors(result.body));
@@ -805,7 +808,10 @@
       }
       case "config_updated":
         if (message.config) { liveConfig = message.config; fillConfig(message.config, true); }
-        setMessage("config-message", message.changed === false ? "No change" : "Configuration updated", "ok");
+        // The broadcast of this page's own save can arrive after the POST's answer: keep "Saved".
+        if (Date.now() - configSavedAt > CONFIG_ECHO_MS) {
+          setMessage("config-message", message.changed === false ? "No change" : "Configuration updated", "ok");
+        }
         break;
       case "export_progress":
       case "export_ready":

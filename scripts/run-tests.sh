@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite on SQLite and, when PostgreSQL answers on 127.0.0.1:5432 (or
+# TEST_DATABASE_URL is set), the tests that use the database again on PostgreSQL. The two passes run
+# at the same time: most of the suite waits on processes it started (workers, daphne, capture,
+# Redis restarts), so two passes share the 2 cores well. The PostgreSQL pass uses Redis database 13
+# (the SQLite pass uses 15 and 14), and writes its output to test-output/postgresql.log, which is
+# printed when it ends. Arguments go to both pytest runs; PG_ARGS only to the PostgreSQL one.
+set -u
+PY=${PY:-.venv/bin/python}
+pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/netmon}"
+redis_base="${REDIS_URL:-redis://127.0.0.1:6379/15}"
+mkdir -p test-output
+pg_pid=""
+if [ -n "${TEST_DATABASE_URL:-}" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  echo "--- PostgreSQL pass (${pg_url}) runs alongside; output in test-output/postgresql.log"
+  # shellcheck disable=SC2086  # PG_ARGS holds several words (no spaces inside one) on purpose
+  NETMON_ENV=test NETMON_TEST_DATABASE_ONLY=1 DATABASE_URL="$pg_url" REDIS_URL="${redis_base%/*}/13" \
+    "$PY" -m pytest -p no:cacheprovider ${PG_ARGS:-} "$@" >test-output/postgresql.log 2>&1 &
+  pg_pid=$!
+else
+  echo "--- PostgreSQL not reachable on 127.0.0.1:5432: only the SQLite pass runs"
+fi
+echo "--- SQLite pass"
+NETMON_ENV=test "$PY" -m pytest "$@"
+sqlite_status=$?
+pg_status=0
+if [ -n "$pg_pid" ]; then
+  wait "$pg_pid"
+  pg_status=$?
+  [ "$pg_status" -eq 5 ] && pg_status=0  # the selection had no database tests: nothing to run there
+  echo "--- PostgreSQL pass (${pg_url}):"
+  if [ "$pg_status" -eq 0 ]; then tail -n 8 test-output/postgresql.log; else cat test-output/postgresql.log; fi
+fi
+[ "$sqlite_status" -eq 0 ] && [ "$pg_status" -eq 0 ]
