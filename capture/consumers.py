@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -84,7 +85,10 @@ class TokenBucket:
         return False
 
     def retry_after(self) -> float:
-        return round(max(0.0, 1.0 - self.tokens) / self.rate, 3)
+        """Seconds until the next message is accepted, rounded up to the millisecond."""
+        # Rounded up, never to nearest: a bucket a hair short of one token refuses now,
+        # so "retry after 0" would be a lie (CI once saw 0.0 here).
+        return math.ceil(max(0.0, 1.0 - self.tokens) / self.rate * 1000) / 1000
 
 
 def _initial_state(user: Any) -> dict[str, Any]:

@@ -535,6 +535,17 @@ async def test_a_flood_is_rate_limited_and_refused_messages_reach_no_capture(ses
     assert control_version(redis_client) == len(accepted)
 
 
+@pytest.mark.parametrize("tokens", [0.0, 0.5, 0.99999, 0.9999999999])
+async def test_a_refused_message_is_never_told_to_retry_after_zero(tokens):
+    bucket = consumers.TokenBucket(consumers.RATE_PER_SECOND, consumers.RATE_BURST)
+    bucket.tokens = tokens  # refused: fewer than one token left
+
+    wait = bucket.retry_after()
+
+    assert wait > 0
+    assert wait >= (1.0 - tokens) / consumers.RATE_PER_SECOND
+
+
 # --- server events ---------------------------------------------------------------------------
 
 
