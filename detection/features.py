@@ -6,14 +6,23 @@ Three levels, each a superset of the previous one:
     per-packet header features: lengths, protocol, port classes and service ports, TCP flag bits,
     TTL, direction relative to private address space.
 ``standard``
-    plus exact sliding-window statistics (window ``WINDOW`` seconds) per source host, destination
-    host, directed host pair and bidirectional flow: packet and byte rates, size and inter-arrival
-    mean/std, distinct destination ports / hosts / source ports, SYNs per ACK, RSTs.
+    plus exact sliding-window statistics (window ``WINDOW`` seconds) per client host, service,
+    directed host pair and bidirectional flow: packet and byte rates, size and inter-arrival
+    mean/std, distinct ports / servers / client ports, SYNs per ACK, RSTs.
 ``advanced``
     plus damped incremental statistics at several time scales (decay ``DECAYS`` per second) per
-    source host, destination host, host pair and socket, in the spirit of Kitsune's AfterImage
-    (Mirsky et al., NDSS 2018): decayed packet weight, size mean/std, the pair's two directions
-    combined (magnitude, radius, share of the other direction) and inter-arrival jitter.
+    client host, service, host pair and socket, in the spirit of Kitsune's AfterImage (Mirsky et
+    al., NDSS 2018): decayed packet weight, size mean/std, the pair's two directions combined
+    (magnitude, radius, share of the other direction) and inter-arrival jitter.
+
+Host-level statistics follow the conversation, not the packet's direction: a packet's "client"
+statistics are those of the host that started its conversation (``client_side``), over both
+directions of all that host's conversations, and its "service" statistics those of the server
+end's (host, port, protocol). Keyed by the packet's source instead, a server being scanned sends
+thousands of resets from thousands of ports, and its replies to every other client carry those
+figures: benign traffic to a busy or attacked server looked like the attack. Keyed this way, the
+RSTs of a scan count against the scanner, and a flood against one service leaves the host's
+other services alone.
 
 Statistics carry across calls in a ``FeatureState`` (one per sensor) that serialises to bytes.
 Feeding a stream in batches of any size gives the same features as feeding it at once: windows
@@ -38,8 +47,8 @@ WINDOW = 2.0  # seconds, sliding window of the standard level
 DECAYS = (5.0, 3.0, 1.0, 0.1, 0.01)  # per second: half-lives 0.2 s ... 100 s
 # Seconds without packets after which a key's damped statistics start afresh (and the key may be
 # evicted). Sockets are short-lived and numerous, so they are forgotten sooner.
-IDLE_RESET = {"src": 600.0, "dst": 600.0, "chan": 300.0, "sock": 60.0}
-STATE_VERSION = 1
+IDLE_RESET = {"client": 600.0, "service": 600.0, "chan": 300.0, "sock": 60.0}
+STATE_VERSION = 2
 
 _MAX_TS = 1e10  # timestamps are clipped to [0, this] (year 2286); beyond is garbage
 _MAX_IAT = 3600.0
@@ -55,8 +64,10 @@ class FeatureSpec:
     """One feature: its name, a description for people and a sentence template for explanations.
 
     ``text`` is formatted with ``value`` (the feature's value for the packet) and the packet's
-    ``src``, ``dst``, ``sport``, ``dport``, ``proto``; ``kind`` tells how to phrase "normal"
-    ("flag": a 0/1 property; "code": a category; otherwise a magnitude with ``unit``).
+    ``src``, ``dst``, ``sport``, ``dport``, ``proto``, ``client`` (the host that started the
+    conversation) and ``service`` (the server end: ``host:port/proto``, or the host); ``kind``
+    tells how to phrase "normal" ("flag": a 0/1 property; "code": a category; otherwise a
+    magnitude with ``unit``).
     """
 
     name: str
@@ -126,38 +137,39 @@ def _standard_specs(window: float) -> list[FeatureSpec]:
         return FeatureSpec(name, f"{desc} over the last {w}", text, "value", unit, "standard")
 
     return [
-        spec("src_pkts_per_s", "packets/s sent by the source host",
-             "{src} sent {value:.0f} packets/s", "packets/s"),
-        spec("src_bytes_per_s", "bytes/s sent by the source host",
-             "{src} sent {value:.0f} bytes/s", "bytes/s"),
-        spec("src_size_mean", "mean packet size from the source",
-             "{src} sent packets of {value:.0f} bytes on average"),
-        spec("src_size_std", "std of packet size from the source",
-             "{src}'s packet sizes varied by {value:.0f} bytes"),
-        spec("src_iat_mean", "mean gap between packets from the source",
-             "{src} sent a packet every {value:.4f} s", "s"),
-        spec("src_iat_std", "std of gaps between packets from the source",
-             "{src}'s packet gaps varied by {value:.4f} s"),
-        spec("src_distinct_dports", "distinct destination ports contacted by the source",
-             f"{{src}} contacted {{value:.0f}} distinct ports in {w}", "ports"),
-        spec("src_distinct_dsts", "distinct destination hosts contacted by the source",
-             f"{{src}} contacted {{value:.0f}} distinct hosts in {w}", "hosts"),
-        spec("src_distinct_sports", "distinct source ports used by the source",
-             f"{{src}} sent from {{value:.0f}} distinct source ports in {w}", "ports"),
-        spec("src_syn_share", "SYN/ACK ratio of the source: SYNs (without ACK) / (SYNs + ACKs) sent",
-             f"{{value:.0%}} of {{src}}'s SYN/ACK packets in {w} were connection attempts (SYN)"),
-        spec("src_rst_per_s", "RSTs/s sent by the source",
-             "{src} sent {value:.0f} resets (RST) per second", "RST/s"),
-        spec("dst_pkts_per_s", "packets/s received by the destination host",
-             "{dst} received {value:.0f} packets/s", "packets/s"),
-        spec("dst_bytes_per_s", "bytes/s received by the destination",
-             "{dst} received {value:.0f} bytes/s", "bytes/s"),
-        spec("dst_distinct_srcs", "distinct hosts sending to the destination",
-             f"{{dst}} was contacted by {{value:.0f}} distinct hosts in {w}", "hosts"),
-        spec("dst_distinct_dports", "distinct ports hit on the destination",
-             f"{{value:.0f}} distinct ports of {{dst}} were contacted in {w}", "ports"),
-        spec("dst_syn_per_s", "SYNs/s received by the destination",
-             "{dst} received {value:.0f} connection attempts (SYN) per second", "SYN/s"),
+        spec("client_pkts_per_s", "packets/s of the client's conversations (both directions)",
+             "{client}'s conversations carried {value:.0f} packets/s", "packets/s"),
+        spec("client_bytes_per_s", "bytes/s of the client's conversations (both directions)",
+             "{client}'s conversations carried {value:.0f} bytes/s", "bytes/s"),
+        spec("client_size_mean", "mean packet size of the client's conversations",
+             "{client}'s conversations had packets of {value:.0f} bytes on average", "bytes"),
+        spec("client_size_std", "std of packet size of the client's conversations",
+             "packet sizes in {client}'s conversations varied by {value:.0f} bytes", "bytes"),
+        spec("client_iat_mean", "mean gap between packets of the client's conversations",
+             "{client}'s conversations had a packet every {value:.4f} s", "s"),
+        spec("client_iat_std", "std of gaps between packets of the client's conversations",
+             "gaps between packets of {client}'s conversations varied by {value:.4f} s", "s"),
+        spec("client_distinct_dports", "distinct server ports the client contacted",
+             f"{{client}} contacted {{value:.0f}} distinct ports in {w}", "ports"),
+        spec("client_distinct_servers", "distinct server hosts the client contacted",
+             f"{{client}} contacted {{value:.0f}} distinct hosts in {w}", "hosts"),
+        spec("client_distinct_sports", "distinct ports the client connected from",
+             f"{{client}} connected from {{value:.0f}} distinct source ports in {w}", "ports"),
+        spec("client_syn_share", "SYNs (without ACK) / (SYNs + ACKs) in the client's conversations",
+             f"{{value:.0%}} of the SYN/ACK packets of {{client}}'s conversations in {w} were "
+             "connection attempts (SYN)"),
+        spec("client_rst_per_s", "RSTs/s in the client's conversations (either direction)",
+             "{client}'s conversations had {value:.0f} resets (RST) per second", "RST/s"),
+        spec("service_pkts_per_s", "packets/s of the service (server host, port, protocol), both directions",
+             "{service} carried {value:.0f} packets/s", "packets/s"),
+        spec("service_bytes_per_s", "bytes/s of the service, both directions",
+             "{service} carried {value:.0f} bytes/s", "bytes/s"),
+        spec("service_distinct_clients", "distinct client hosts of the service",
+             f"{{service}} was contacted by {{value:.0f}} distinct hosts in {w}", "hosts"),
+        spec("service_distinct_sports", "distinct client ports (connections) of the service",
+             f"{{service}} was contacted from {{value:.0f}} distinct client ports in {w}", "ports"),
+        spec("service_syn_per_s", "SYNs/s received by the service",
+             "{service} received {value:.0f} connection attempts (SYN) per second", "SYN/s"),
         spec("chan_pkts_per_s", "packets/s from source to destination",
              "{src} sent {value:.0f} packets/s to {dst}", "packets/s"),
         spec("chan_bytes_per_s", "bytes/s from source to destination",
@@ -190,14 +202,17 @@ def _advanced_specs(decays: tuple[float, ...]) -> list[FeatureSpec]:
             return FeatureSpec(name, f"{desc} (damped, {hl})", f"{text} ({hl})", "value", unit, "advanced")
 
         sfx = f"l{lam:g}"
-        for ent, who, verb in (("src", "{src}", "sent"), ("dst", "{dst}", "received")):
+        for ent, who, of in (
+            ("client", "{client}'s conversations", "client host's conversations"),
+            ("service", "{service}", "service"),
+        ):
             out += [
-                spec(f"{ent}_w_{sfx}", f"decayed packet count {verb} by the {ent} host",
-                     f"{who} {verb} about {{value:.0f}} recent packets", "packets"),
-                spec(f"{ent}_mean_{sfx}", f"decayed mean size of packets {verb} by the {ent} host",
-                     f"packets {verb} by {who} averaged {{value:.0f}} bytes", "bytes"),
-                spec(f"{ent}_std_{sfx}", f"decayed std of sizes of packets {verb} by the {ent} host",
-                     f"sizes of packets {verb} by {who} varied by {{value:.0f}} bytes", "bytes"),
+                spec(f"{ent}_w_{sfx}", f"decayed packet count of the {of}",
+                     f"{who} carried about {{value:.0f}} recent packets", "packets"),
+                spec(f"{ent}_mean_{sfx}", f"decayed mean packet size of the {of}",
+                     f"packets of {who} averaged {{value:.0f}} bytes", "bytes"),
+                spec(f"{ent}_std_{sfx}", f"decayed std of packet sizes of the {of}",
+                     f"sizes of packets of {who} varied by {{value:.0f}} bytes", "bytes"),
             ]  # fmt: skip
         for ent, what in (("chan", "{src} to {dst}"), ("sock", "{src}:{sport} to {dst}:{dport}")):
             out += [
@@ -358,7 +373,7 @@ class _KeyTable:
             self.keys, self.t_last, self.sums = self.keys[keep], self.t_last[keep], self.sums[keep]
 
 
-_TABLE_WIDTH = {"src": 3, "dst": 3, "chan": 9, "sock": 6}
+_TABLE_WIDTH = {"client": 3, "service": 3, "chan": 9, "sock": 6}
 _TAIL_COLUMNS = (
     ("t", np.float64),
     ("tq", np.int64),
@@ -369,6 +384,8 @@ _TAIL_COLUMNS = (
     ("dport", np.uint64),
     ("flow", np.uint64),
     ("flow_dir", np.bool_),
+    ("cis", np.bool_),
+    ("service", np.uint64),
     ("syn", np.bool_),
     ("ack", np.bool_),
     ("rst", np.bool_),
@@ -488,6 +505,34 @@ def _port_class(port: np.ndarray, has_ports: np.ndarray) -> list[np.ndarray]:
     ]
 
 
+def client_side(records: np.ndarray) -> np.ndarray:
+    """Per packet, True when its source started the conversation (is the client), else False.
+
+    Stateless, so every batching agrees: a TCP SYN comes from the client and a SYN-ACK from the
+    server; otherwise, for TCP and UDP, the end with the higher port is the client (services listen
+    on low ports, clients connect from ephemeral ones; equal ports count the source); ICMP echo
+    replies and errors answer their destination; any other packet is its source's.
+    """
+    version = records["ip_version"]
+    proto = records["proto"].astype(np.int64)
+    has_ports = (version > 0) & ((proto == 6) | (proto == 17))
+    flags = records["tcp_flags"].astype(np.int64) * (proto == 6)
+    sp = records["sport"].astype(np.int64)  # the ICMP type for ICMP
+    dp = records["dport"].astype(np.int64)
+    syn = (flags & 2) > 0
+    ack = (flags & 16) > 0
+    answer = ((version > 0) & (proto == 1) & np.isin(sp, _ICMP_ANSWERS)) | (
+        (version > 0) & (proto == 58) & np.isin(sp, _ICMP6_ANSWERS)
+    )
+    by_ports = np.where(has_ports, sp >= dp, ~answer)
+    return np.where(syn & ~ack, True, np.where(syn & ack, False, by_ports))
+
+
+# ICMP types that answer the packet's destination: echo reply, errors, timestamp/info/mask replies
+_ICMP_ANSWERS = (0, 3, 4, 5, 11, 12, 14, 16, 18)
+_ICMP6_ANSWERS = (1, 2, 3, 4, 129)
+
+
 class _Grouping:
     """Packets grouped by key: stable order (time order inside a group) and group bookkeeping."""
 
@@ -589,6 +634,13 @@ class FeatureExtractor:
             e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
             e_dst = _combine(dst, dport * np.uint64(257) + proto.astype(np.uint64))
             flow = _combine(np.minimum(e_src, e_dst), np.maximum(e_src, e_dst))
+            cis = client_side(rec)
+            client, server = np.where(cis, src, dst), np.where(cis, dst, src)
+            svport = np.where(cis, dport, sport)
+            # A service is the server's (host, port, protocol); without ports, the server host.
+            service = np.where(
+                has_ports, _combine(server, svport * np.uint64(257) + proto.astype(np.uint64)), server
+            )
             cur = {
                 "t": t,
                 "tq": np.round(t * 1e6).astype(np.int64),
@@ -599,13 +651,15 @@ class FeatureExtractor:
                 "dport": dport,
                 "flow": flow,
                 "flow_dir": e_src <= e_dst,
+                "cis": cis,
+                "service": service,
                 "syn": (flags & 2).astype(bool) & ~(flags & 16).astype(bool),
                 "ack": (flags & 16).astype(bool),
                 "rst": (flags & 4).astype(bool),
             }
             cols.append(self._standard(cur, state))
             if self.level == "advanced":
-                cols.append(self._advanced(t, size, src, dst, e_src, e_dst, state))
+                cols.append(self._advanced(t, size, client, service, src, dst, e_src, e_dst, state))
         state.t_last = float(t[-1]) if n else state.t_last
         state.packets += n
         x = np.empty((n, self.n_features), np.float32)
@@ -682,12 +736,19 @@ class FeatureExtractor:
         kstart = np.searchsorted(t, t - W, side="right")  # first packet inside each packet's window
         texp = np.searchsorted(t, t + W, side="left")  # first packet whose window no longer holds it
         size = c["size"]
-        src, dst = c["src"], c["dst"]
+        src, dst, cis = c["src"], c["dst"], c["cis"]
         chan = _combine(src, dst)
+        # The tail keeps only which end is the client: the ends follow from it (a smaller state).
+        client, server = np.where(cis, src, dst), np.where(cis, dst, src)
+        cport, svport = np.where(cis, c["sport"], c["dport"]), np.where(cis, c["dport"], c["sport"])
         out = []
 
-        groups = {name: _Grouping(key) for name, key in (("src", src), ("dst", dst), ("chan", chan))}
-        groups["flow"] = _Grouping(c["flow"])
+        groups = {
+            "client": _Grouping(client),
+            "service": _Grouping(c["service"]),
+            "flow": _Grouping(c["flow"]),
+        }
+        groups["chan"] = _Grouping(chan)
 
         def window(g: _Grouping) -> tuple[np.ndarray, np.ndarray]:
             comp = g.grank_sorted * (N + 1) + g.order
@@ -719,8 +780,8 @@ class FeatureExtractor:
             var = np.maximum(cnt * s2 - s1 * s1, 0.0) / (cnt * cnt)
             return [s1 / W, s1 / cnt, np.sqrt(var)]
 
-        # per source host
-        g = groups["src"]
+        # per client host, both directions of its conversations
+        g = groups["client"]
         ws, p = window(g)
         cnt = (p - ws + 1).astype(np.float64)
         rate_b, mean, std = size_stats(g, ws, p, cnt)
@@ -730,18 +791,18 @@ class FeatureExtractor:
         rst = wsum(g, ws, p, c["rst"].astype(np.float64))
         out += [cnt / W, rate_b, mean, std, iat_mean, iat_std]
         out += [
-            distinct(g, c["dport"]),
-            distinct(g, dst),
-            distinct(g, c["sport"]),
+            distinct(g, svport),
+            distinct(g, server),
+            distinct(g, cport),
             syn / np.maximum(syn + ack, 1.0),
         ]
         out += [rst / W]
 
-        # per destination host
-        g = groups["dst"]
+        # per service, both directions
+        g = groups["service"]
         ws, p = window(g)
         cnt = (p - ws + 1).astype(np.float64)
-        out += [cnt / W, wsum(g, ws, p, size) / W, distinct(g, src), distinct(g, c["dport"])]
+        out += [cnt / W, wsum(g, ws, p, size) / W, distinct(g, client), distinct(g, cport)]
         out += [wsum(g, ws, p, c["syn"].astype(np.float64)) / W]
 
         # per directed host pair
@@ -796,6 +857,8 @@ class FeatureExtractor:
         self,
         t: np.ndarray,
         size: np.ndarray,
+        client: np.ndarray,
+        service: np.ndarray,
         src: np.ndarray,
         dst: np.ndarray,
         e_src: np.ndarray,
@@ -841,7 +904,7 @@ class FeatureExtractor:
         def plain(order: np.ndarray, reset: np.ndarray, dt: np.ndarray) -> list[np.ndarray]:
             return [np.ones(n), size[order], s2[order]]
 
-        for name, key in (("src", src), ("dst", dst)):
+        for name, key in (("client", client), ("service", service)):
             g, S = run(name, key, plain)
             w = S[:, :, 0]
             mean = S[:, :, 1] / w
@@ -890,8 +953,8 @@ class FeatureExtractor:
                 o[:, :, 6] = jm
                 o[:, :, 7] = np.where(has_j, np.sqrt(_var(S[:, :, 8] / wj_safe, jm)), 0.0)
             parts[name] = o[g.pos]
-        # Per decay: src (3), dst (3), chan (8), sock (6) columns, as in _advanced_specs.
-        out = np.concatenate([parts["src"], parts["dst"], parts["chan"], parts["sock"]], axis=2)
+        # Per decay: client (3), service (3), chan (8), sock (6) columns, as in _advanced_specs.
+        out = np.concatenate([parts["client"], parts["service"], parts["chan"], parts["sock"]], axis=2)
         return out.reshape(n, L * 20)
 
 

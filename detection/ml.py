@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from detection.features import FeatureSpec, describe
+from detection.features import FeatureSpec, client_side, describe
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
@@ -663,7 +663,9 @@ def _fmt_like(template: str, value: float) -> str:
 
 
 def _contexts(records: np.ndarray) -> list[dict[str, Any]]:
-    """Per record, what explanation templates may name: ``src``, ``dst``, ``sport``, ``dport``, ``proto``."""
+    """Per record, what explanation templates may name: ``src``, ``dst``, ``sport``, ``dport``,
+    ``proto``, ``client`` (the end that started the conversation) and ``service`` (the other end:
+    ``host:port/proto``, or the host when the protocol has no ports)."""
     from capture.records import PacketColumns, mac_to_text  # the text columns stored with packets
 
     cols = PacketColumns.of(records)
@@ -673,17 +675,39 @@ def _contexts(records: np.ndarray) -> list[dict[str, Any]]:
 
     src = named(cols.src_ip, records["src_mac"], "the source")
     dst = named(cols.dst_ip, records["dst_mac"], "the destination")
-    return [
-        {"src": s, "dst": d, "sport": sp, "dport": dp, "proto": pr}
-        for s, d, sp, dp, pr in zip(
-            src, dst, records["sport"].tolist(), records["dport"].tolist(), cols.protocol, strict=True
+    sports, dports = records["sport"].tolist(), records["dport"].tolist()
+    ported = ((records["ip_version"] > 0) & np.isin(records["proto"], (6, 17))).tolist()
+    out = []
+    for s, d, sp, dp, pr, cis, has_ports in zip(
+        src, dst, sports, dports, cols.protocol, client_side(records).tolist(), ported, strict=True
+    ):
+        server, port = (d, dp) if cis else (s, sp)
+        service = f"{server}:{port}/{pr.lower()}" if has_ports else server
+        out.append(
+            {
+                "src": s,
+                "dst": d,
+                "sport": sp,
+                "dport": dp,
+                "proto": pr,
+                "client": s if cis else d,
+                "service": service,
+            }
         )
-    ]
+    return out
 
 
 def _endpoints(record: np.ndarray | np.void | None) -> dict[str, Any]:
     if record is None:
-        return {"src": "the source", "dst": "the destination", "sport": "?", "dport": "?", "proto": "?"}
+        return {
+            "src": "the source",
+            "dst": "the destination",
+            "sport": "?",
+            "dport": "?",
+            "proto": "?",
+            "client": "the client",
+            "service": "the service",
+        }
     return _contexts(np.asarray(record).reshape(-1)[:1])[0]
 
 

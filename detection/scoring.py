@@ -78,9 +78,18 @@ class _ModelCache:
             self.row = self.model = self.extractor = None
             return None
         if self.row is None or row.pk != self.row.pk:
-            self.model = ml.load_model(row.artifact_path)
-            self.extractor = FeatureExtractor(row.feature_level)
+            model = ml.load_model(row.artifact_path)
+            extractor = FeatureExtractor(row.feature_level)
+            if model.feature_names != extractor.names:
+                # Logged once per version: the row is remembered below. /api/status says it too.
+                log.error(
+                    "%s v%s was trained on older features and is not used: retrain it", row.kind, row.version
+                )
+                model = extractor = None
+            self.model, self.extractor = model, extractor
         self.row = row
+        if self.model is None or self.extractor is None:
+            return None
         return self.row, self.model, self.extractor
 
 

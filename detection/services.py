@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -21,7 +22,7 @@ from capture import storage
 from capture.models import Packet
 from capture.records import RECORD_DTYPE
 from detection import ml
-from detection.features import FeatureExtractor
+from detection.features import FeatureExtractor, feature_names
 from detection.models import Anomaly, DetectionModel
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,26 @@ FEATURE_CHUNK = 100_000
 
 
 class ActivationError(ValueError):
-    """A model that may not become active (not ready, or trained at another feature level)."""
+    """A model that may not become active (not ready, trained at another feature level or on
+    features this version no longer computes)."""
+
+
+def outdated_reason(model_row: DetectionModel) -> str | None:
+    """Why ``model_row`` cannot score with this version's features, or None when it can.
+
+    A model learns the meaning of each feature column. When a release changes what the columns
+    are (names are the contract), an older model would score nonsense, so it is refused instead.
+    """
+    try:
+        meta = json.loads((Path(model_row.artifact_path) / "model.json").read_text())
+    except (OSError, ValueError):
+        return None  # unreadable artifacts fail loudly when the model is loaded
+    if meta.get("feature_names") == feature_names(model_row.feature_level):
+        return None
+    return (
+        f"{model_row.kind} v{model_row.version} was trained on the features of an older version of "
+        f"netmon: retrain it (`python manage.py train_detector` or POST /api/models/train)"
+    )
 
 
 def active_models() -> list[DetectionModel]:
@@ -49,6 +69,8 @@ def detection_status() -> dict[str, Any]:
     note = ""
     if in_use is None:
         note = TRAIN_HINT.replace("no active model", f"no active {config.ml_model} model")
+    elif reason := outdated_reason(in_use):
+        note = f"packets are stored but not scored: {reason}"
     elif in_use.feature_level != config.feature_level:
         note = (
             f"the active {in_use.kind} model was trained at feature level {in_use.feature_level}, "
@@ -216,6 +238,8 @@ def activate_model(model_row: DetectionModel, force_level: bool = False) -> Dete
     """Make ``model_row`` the one active version of its kind (refusing a feature-level mismatch)."""
     if model_row.status != DetectionModel.Status.READY:
         raise ActivationError(f"{model_row} is {model_row.status}, not ready")
+    if reason := outdated_reason(model_row):
+        raise ActivationError(reason)
     level = capture_services.get_config().feature_level
     if model_row.feature_level != level and not force_level:
         raise ActivationError(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +92,40 @@ def test_model_of_another_feature_level_is_not_activated(trained, client, staff_
     assert response.status_code == 409
     assert "trained at feature level standard" in response.json()["detail"]
     assert "configured feature_level is low" in response.json()["detail"]
+
+
+def _as_if_trained_on_older_features(row: DetectionModel) -> None:
+    meta_path = Path(row.artifact_path) / "model.json"
+    meta = json.loads(meta_path.read_text())
+    # the name of a column before host statistics followed the conversation
+    meta["feature_names"][meta["feature_names"].index("client_pkts_per_s")] = "src_pkts_per_s"
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_a_model_trained_on_older_features_stores_packets_unscored_and_says_retrain(
+    trained, benign_pcap, redis_client, api, tmp_path
+):
+    _as_if_trained_on_older_features(trained)
+    scoring._models.__init__()  # as in a worker started after the upgrade
+
+    assert scoring.warm_up() is None
+    publish_in_batches(redis_client, "old", attack_records()[:3000])
+    ingest.drain_sensor("old", redis_client)
+    assert Packet.objects.count() == 3000
+    assert not Anomaly.objects.exists()
+
+    note = api.get("/api/status").json()["models_note"]
+    assert "not scored" in note and "isolation_forest v1" in note and "retrain" in note
+    with pytest.raises(CommandError, match="older version of netmon: retrain"):
+        call_command("score_pcap", str(benign_pcap), "--out", str(tmp_path / "scores.csv"))
+    with pytest.raises(services.ActivationError, match="older version of netmon"):
+        services.activate_model(trained)
+
+    # `make run` trains a first model "if none": an outdated one does not count
+    call_command("train_detector", "--pcap", str(benign_pcap), "--if-none")
+    assert scoring.warm_up().version == 2
+    call_command("train_detector", "--pcap", str(benign_pcap), "--if-none")
+    assert DetectionModel.objects.count() == 2
 
 
 def test_status_says_no_active_model_and_how_to_train(api, redis_client):

@@ -15,6 +15,7 @@ from detection.features import (
     WINDOW,
     FeatureExtractor,
     FeatureState,
+    client_side,
     describe,
     feature_names,
     feature_specs,
@@ -48,8 +49,11 @@ def test_names_specs_and_width_agree(level, stream):
     assert [s.name for s in feature_specs(level)] == names
     for spec in feature_specs(level):
         assert spec.description and spec.text
-        spec.text.format(value=1.0, src="10.0.0.1", dst="10.0.0.2", sport=1, dport=2, proto="TCP")
-    assert describe("src_distinct_dports").kind == "value"
+        spec.text.format(
+            value=1.0, src="10.0.0.1", dst="10.0.0.2", sport=1, dport=2, proto="TCP",
+            client="10.0.0.1", service="10.0.0.2:2/tcp",
+        )  # fmt: skip
+    assert describe("client_distinct_dports").kind == "value"
     assert len(feature_names("low")) < len(feature_names("standard")) < len(feature_names("advanced"))
 
 
@@ -71,6 +75,20 @@ def test_any_batching_gives_the_same_features(level, stream):
     np.testing.assert_allclose(batched, whole, rtol=2e-6, atol=1e-6)
 
 
+def _client_is_src(row) -> bool:
+    """The rule of ``client_side``, written out for one (ts, src, dst, sport, dport, flags, length) row."""
+    flags = row[5]
+    if flags & 2:  # SYN: from the client; SYN-ACK: from the server
+        return not flags & 16
+    return row[3] >= row[4]
+
+
+def _ends(row):
+    """(client, server, client port, server port) of a row."""
+    _, src, dst, sport, dport = row[:5]
+    return (src, dst, sport, dport) if _client_is_src(row) else (dst, src, dport, sport)
+
+
 def test_windows_match_a_naive_reference():
     rng = np.random.default_rng(5)
     n = 600
@@ -90,20 +108,28 @@ def test_windows_match_a_naive_reference():
     col = {name: j for j, name in enumerate(fx.names)}
     for i in range(0, n, 7):
         t, src, dst = rows[i][0], rows[i][1], rows[i][2]
+        client, server, _, server_port = _ends(rows[i])
         win = [r for r in rows[: i + 1] if r[0] > t - WINDOW]
-        mine = [r for r in win if r[1] == src]
-        assert X[i, col["src_pkts_per_s"]] == pytest.approx(len(mine) / WINDOW)
-        assert X[i, col["src_distinct_dports"]] == len({r[4] for r in mine})
-        assert X[i, col["src_distinct_dsts"]] == len({r[2] for r in mine})
-        assert X[i, col["src_size_mean"]] == pytest.approx(np.mean([r[6] for r in mine]), rel=1e-5)
-        assert X[i, col["src_size_std"]] == pytest.approx(np.std([r[6] for r in mine]), rel=1e-4, abs=1e-3)
-        to_dst = [r for r in win if r[2] == dst]
-        assert X[i, col["dst_distinct_srcs"]] == len({r[1] for r in to_dst})
-        chan = [r for r in mine if r[2] == dst]
-        assert X[i, col["chan_distinct_sports"]] == len({r[3] for r in chan})
+        # the client's conversations, both directions
+        mine = [r for r in win if _ends(r)[0] == client]
+        assert X[i, col["client_pkts_per_s"]] == pytest.approx(len(mine) / WINDOW)
+        assert X[i, col["client_distinct_dports"]] == len({_ends(r)[3] for r in mine})
+        assert X[i, col["client_distinct_servers"]] == len({_ends(r)[1] for r in mine})
+        assert X[i, col["client_distinct_sports"]] == len({_ends(r)[2] for r in mine})
+        assert X[i, col["client_size_mean"]] == pytest.approx(np.mean([r[6] for r in mine]), rel=1e-5)
+        assert X[i, col["client_size_std"]] == pytest.approx(np.std([r[6] for r in mine]), rel=1e-4, abs=1e-3)
+        assert X[i, col["client_rst_per_s"]] == pytest.approx(sum(1 for r in mine if r[5] & 4) / WINDOW)
         syn = sum(1 for r in mine if r[5] & 2 and not r[5] & 16)
         ack = sum(1 for r in mine if r[5] & 16)
-        assert X[i, col["src_syn_share"]] == pytest.approx(syn / max(syn + ack, 1))
+        assert X[i, col["client_syn_share"]] == pytest.approx(syn / max(syn + ack, 1))
+        service = [r for r in win if _ends(r)[1::2] == (server, server_port)]
+        assert X[i, col["service_pkts_per_s"]] == pytest.approx(len(service) / WINDOW)
+        assert X[i, col["service_distinct_clients"]] == len({_ends(r)[0] for r in service})
+        assert X[i, col["service_distinct_sports"]] == len({_ends(r)[2] for r in service})
+        syns = sum(1 for r in service if r[5] & 2 and not r[5] & 16)
+        assert X[i, col["service_syn_per_s"]] == pytest.approx(syns / WINDOW)
+        chan = [r for r in win if r[1] == src and r[2] == dst]
+        assert X[i, col["chan_distinct_sports"]] == len({r[3] for r in chan})
 
 
 def test_damped_statistics_match_a_naive_reference():
@@ -111,22 +137,28 @@ def test_damped_statistics_match_a_naive_reference():
     n = 300
     ts = 50.0 + np.cumsum(rng.exponential(0.05, n))
     hosts = ["10.0.0.1", "10.0.0.2", "192.0.2.7"]
-    rows = [(ts[i], hosts[rng.integers(3)], hosts[rng.integers(3)], 1000, 80, 16, int(rng.integers(60, 1500)))
-            for i in range(n)]  # fmt: skip
+    # requests (1000 -> 80) and replies (80 -> 1000): the client is the end on port 1000
+    ports = [(1000, 80) if rng.random() < 0.5 else (80, 1000) for _ in range(n)]
+    rows = [
+        (ts[i], hosts[rng.integers(3)], hosts[rng.integers(3)], *ports[i], 16, int(rng.integers(60, 1500)))
+        for i in range(n)
+    ]
     fx = FeatureExtractor("advanced")
     X = fx.transform(_packets(rows))
     col = {name: j for j, name in enumerate(fx.names)}
     for lam in DECAYS:
         for i in range(0, n, 11):
-            t, src = rows[i][0], rows[i][1]
-            w = ls = 0.0
-            for r in rows[: i + 1]:
-                if r[1] == src:
-                    d = 2.0 ** (-lam * (t - r[0]))
-                    w += d
-                    ls += d * r[6]
-            assert X[i, col[f"src_w_l{lam:g}"]] == pytest.approx(w, rel=1e-5)
-            assert X[i, col[f"src_mean_l{lam:g}"]] == pytest.approx(ls / w, rel=1e-5)
+            t = rows[i][0]
+            for ent, end in (("client", 0), ("service", 1)):
+                key = _ends(rows[i])[end]
+                w = ls = 0.0
+                for r in rows[: i + 1]:
+                    if _ends(r)[end] == key:
+                        d = 2.0 ** (-lam * (t - r[0]))
+                        w += d
+                        ls += d * r[6]
+                assert X[i, col[f"{ent}_w_l{lam:g}"]] == pytest.approx(w, rel=1e-5)
+                assert X[i, col[f"{ent}_mean_l{lam:g}"]] == pytest.approx(ls / w, rel=1e-5)
 
 
 def test_port_scan_shows_as_distinct_ports_and_expires():
@@ -134,9 +166,53 @@ def test_port_scan_shows_as_distinct_ports_and_expires():
     rows.append((100.0 + 150 * 0.01 + 3 * WINDOW, "10.0.0.66", "10.0.0.3", 40000, 80, 2, 60))
     fx = FeatureExtractor("standard")
     X = fx.transform(_packets(rows))
-    j = fx.names.index("src_distinct_dports")
+    j = fx.names.index("client_distinct_dports")
     assert X[149, j] == 150
     assert X[150, j] == 1  # the window has moved on
+
+
+def test_the_client_is_the_end_that_started_the_conversation():
+    rows = [
+        (1.0, "10.0.0.1", "10.0.0.2", 80, 40000, 2, 60),  # SYN: from the client, whatever the ports
+        (1.0, "10.0.0.2", "10.0.0.1", 40000, 80, 18, 60),  # SYN-ACK: to the client
+        (1.0, "10.0.0.1", "10.0.0.2", 40000, 443, 16, 60),  # otherwise the higher port
+        (1.0, "10.0.0.2", "10.0.0.1", 443, 40000, 4 | 16, 60),  # a reset from the server
+        (1.0, "10.0.0.1", "10.0.0.2", 5353, 5353, 16, 60),  # equal ports: the source
+    ]
+    r = _packets(rows)
+    assert client_side(r).tolist() == [True, False, True, False, True]
+    icmp = empty_records(4)
+    icmp["ip_version"], icmp["proto"] = 4, 1
+    icmp["sport"] = [8, 0, 3, 11]  # echo request, echo reply, unreachable, time exceeded
+    assert client_side(icmp).tolist() == [True, False, False, False]
+    icmp["ip_version"], icmp["proto"] = 6, 58
+    icmp["sport"] = [128, 129, 1, 3]
+    assert client_side(icmp).tolist() == [True, False, False, False]
+
+
+def test_a_scan_of_a_server_leaves_its_other_clients_features_alone():
+    # A benign client's conversation with a server, with and without a SYN scan of that server
+    # from another host at the same time (the server answering with a RST from every port).
+    request, reply = ("10.0.0.5", "10.0.0.2", 50000, 8081), ("10.0.0.2", "10.0.0.5", 8081, 50000)
+    benign = [(100.0 + 0.05 * i, *(reply if i % 2 else request), 16, 400) for i in range(80)]
+    scan = []
+    for k in range(1500):
+        t = 100.0 + 0.0025 * k
+        scan += [
+            (t, "10.0.0.66", "10.0.0.2", 41000, 1 + k, 2, 60),
+            (t + 1e-4, "10.0.0.2", "10.0.0.66", 1 + k, 41000, 20, 60),
+        ]
+    both = sorted(benign + scan, key=lambda r: r[0])  # stable: ties keep the benign packet first
+    fx = FeatureExtractor("advanced")
+    alone = fx.transform(_packets(benign))
+    X = fx.transform(_packets(both))
+    mixed = X[[both.index(r) for r in benign]]
+    host_level = [j for j, name in enumerate(fx.names) if name.startswith(("client_", "service_"))]
+    np.testing.assert_allclose(mixed[:, host_level], alone[:, host_level], rtol=1e-6)
+    # ...while the scanner's own packets carry the scan (after 2 s, a full window of it)
+    probes = np.array([both.index(r) for r in scan[1600::2]])
+    assert (X[probes, fx.names.index("client_distinct_dports")] > 100).all()
+    assert (X[probes, fx.names.index("client_rst_per_s")] > 100).all()
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from capture import services as capture_services
 from capture.pcapio import CaptureFileError
 from detection import ml, scoring, services
 from detection.features import FeatureExtractor
@@ -23,6 +24,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: str, out: Path, model_id: int | None, **opts):
         row = self._model_row(model_id)
+        if reason := services.outdated_reason(row):
+            raise CommandError(reason)
         model = ml.load_model(row.artifact_path)
         extractor = FeatureExtractor(row.feature_level)
         state = extractor.new_state()
@@ -51,5 +54,10 @@ class Command(BaseCommand):
             return row
         current = scoring._models.current()
         if current is None:
-            raise CommandError(services.TRAIN_HINT)
+            kind = capture_services.get_config().ml_model
+            active = DetectionModel.objects.filter(
+                kind=kind, is_active=True, status=DetectionModel.Status.READY
+            )
+            stale = active.first()
+            raise CommandError((stale and services.outdated_reason(stale)) or services.TRAIN_HINT)
         return current[0]

@@ -36,9 +36,13 @@ class Command(BaseCommand):
         config = capture_services.get_config()
         kind = opts["model"] or config.ml_model
         level = opts["feature_level"] or config.feature_level
-        if opts["if_none"] and DetectionModel.objects.filter(kind=kind, is_active=True).exists():
-            self.stdout.write(f"an active {kind} model exists; nothing to train")
-            return
+        if opts["if_none"]:
+            active = DetectionModel.objects.filter(kind=kind, is_active=True).first()
+            if active is not None and not (reason := services.outdated_reason(active)):
+                self.stdout.write(f"an active {kind} model exists; nothing to train")
+                return
+            if active is not None:
+                self.stdout.write(f"{reason}; training a new one")
         if opts["demo"]:
             source = f"demo traffic ({opts['demo']:,} packets)"
             chunks = services.records_from_demo(opts["demo"])
