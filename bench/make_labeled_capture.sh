@@ -9,9 +9,9 @@
 # frames numbered from 1 as in Wireshark, label 1 = attack, attack = scan_syn | scan_connect |
 # syn_flood | udp_flood | http_flood, empty when benign) and OUTDIR/phases.csv (when each attack
 # ran). --victim: the attacks target the servers the benign clients use (shared, the default), or
-# the same services on another address that only the attackers talk to (separate). With shared,
-# the benign packets to and from the victim during an attack also carry its host-level statistics
-# (rates, ports, RSTs of the host under attack), which is what limits per-packet scores there.
+# the same services on another address that only the attackers talk to (separate). Shared is the
+# harder case: benign conversations with the victim run beside the attacks on it (the features key
+# host statistics by client and service so that the victim's state does not leak into them).
 # Then:
 #
 #   .venv/bin/python manage.py evaluate_detector --train OUTDIR/benign.pcap \
