@@ -739,7 +739,12 @@ class _Wording:
             elif spec.kind == "code":
                 phrase = f"normal is {_fmt_like('{value:.0f}', p01)} to {_fmt_like('{value:.0f}', p99)}"
             elif case == 1:
-                phrase = f"normal is under {_fmt_like(spec.text, max(p99, 0.0))}"
+                top, zero = _fmt_like(spec.text, max(p99, 0.0)), _fmt_like(spec.text, 0.0)
+                # "under 0" reads as nonsense for things that normally never happen (resets, SYNs)
+                if top != zero:
+                    phrase = f"normal is under {top}"
+                else:
+                    phrase = f"normal is {zero}" if p99 <= 0 else f"normal is about {zero}"
             elif case == 2:
                 phrase = f"normal is over {_fmt_like(spec.text, p01)}"
             else:

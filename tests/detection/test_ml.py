@@ -138,6 +138,9 @@ def test_explanations_say_what_is_normal_for_values_above_below_and_inside_the_r
     assert " to " in said(j, (p01[j] + p99[j]) / 2).split("; normal is ")[1]
     assert f"only {mean[flag]:.1%} of normal packets are like that" in said(flag, 1.0)
     assert "normal" not in said(flag, 0.0)  # most normal packets are like that: nothing to add
+    # what normally never happens is "normal is 0", never "normal is under 0"
+    never = next(i for i, n in enumerate(names) if describe(n).kind == "value" and p99[i] == 0 == p01[i])
+    assert said(never, 50.0).endswith("; normal is 0.")
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
