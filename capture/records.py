@@ -259,3 +259,12 @@ class PacketColumns:
             dst_ip=ip_texts(records["dst_ip"], versions),
             protocol=protocol_names(records),
         )
+
+    def take(self, rows: list[int]) -> PacketColumns:
+        """The columns of some rows, in the order given."""
+        return PacketColumns(
+            ts=[self.ts[i] for i in rows],
+            src_ip=[self.src_ip[i] for i in rows],
+            dst_ip=[self.dst_ip[i] for i in rows],
+            protocol=[self.protocol[i] for i in rows],
+        )

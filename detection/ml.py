@@ -35,11 +35,14 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from detection.features import FeatureSpec, client_side, describe
+
+if TYPE_CHECKING:
+    from capture.records import PacketColumns
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
@@ -212,9 +215,12 @@ class AnomalyModel:
         rows = np.arange(len(X))[:, None]
         return idx, C[rows, idx], X[rows, idx], Z[rows, idx]
 
-    def explain_records(self, X: np.ndarray, records: np.ndarray, top: int = 3) -> list[tuple[str, str]]:
+    def explain_records(
+        self, X: np.ndarray, records: np.ndarray, top: int = 3, columns: PacketColumns | None = None
+    ) -> list[tuple[str, str]]:
         """(text, contributions as JSON text) per row: ``explain_text`` and the JSON of
-        ``contributions_as_dicts`` of ``explain``, for many rows at once.
+        ``contributions_as_dicts`` of ``explain``, for many rows at once. ``columns``: the records'
+        ``PacketColumns`` when the caller has them already.
 
         A flood flags thousands of packets per read, so this works on columns: one ranking call,
         each "normal is ..." phrase and feature name worded once, and the JSON written as text
@@ -223,7 +229,7 @@ class AnomalyModel:
         idx, C, V, Z = self._ranked(X, top)
         # JSON has no NaN or infinity (and PostgreSQL's jsonb refuses them)
         C, V, Z = (np.nan_to_num(a, nan=0.0, posinf=1e12, neginf=-1e12) for a in (C, V, Z))
-        texts = _Wording(self).texts(_contexts(records), idx, V)
+        texts = _Wording(self).texts(_contexts(records, columns), idx, V)
         names = [json.dumps(name) for name in self.feature_names]
         out = []
         for text, js, cs, vs, zs in zip(texts, idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True):
@@ -662,13 +668,14 @@ def _fmt_like(template: str, value: float) -> str:
         return f"{value:.3g}"
 
 
-def _contexts(records: np.ndarray) -> list[dict[str, Any]]:
+def _contexts(records: np.ndarray, cols: PacketColumns | None = None) -> list[dict[str, Any]]:
     """Per record, what explanation templates may name: ``src``, ``dst``, ``sport``, ``dport``,
     ``proto``, ``client`` (the end that started the conversation) and ``service`` (the other end:
     ``host:port/proto``, or the host when the protocol has no ports)."""
     from capture.records import PacketColumns, mac_to_text  # the text columns stored with packets
 
-    cols = PacketColumns.of(records)
+    if cols is None:
+        cols = PacketColumns.of(records)
 
     def named(ips: list[str | None], macs: np.ndarray, unknown: str) -> list[str]:
         return [ip or mac_to_text(mac) or unknown for ip, mac in zip(ips, macs.tolist(), strict=True)]

@@ -43,18 +43,24 @@ class ScoredBatch:
     model_kind: str
     model_versions: dict[str, int]
     feature_state: bytes
+    # The text columns of the explained rows, in row order: computed once for the explanations,
+    # used again to store the anomalies.
+    columns: PacketColumns | None = None
 
     def select(self, rows: np.ndarray) -> ScoredBatch:
         """The scores of the given rows, renumbered from 0 (the stored part of a read)."""
         position = {int(row): i for i, row in enumerate(rows)}
+        explained = sorted(self.explanations)
+        kept = [k for k, i in enumerate(explained) if i in position]
         return ScoredBatch(
             scores=self.scores[rows],
             threshold=self.threshold,
             is_anomaly=self.is_anomaly[rows],
-            explanations={position[i]: v for i, v in self.explanations.items() if i in position},
+            explanations={position[explained[k]]: self.explanations[explained[k]] for k in kept},
             model_kind=self.model_kind,
             model_versions=self.model_versions,
             feature_state=self.feature_state,
+            columns=self.columns.take(kept) if self.columns is not None else None,
         )
 
 
@@ -143,8 +149,11 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
     X, scores = score_records(model, extractor, batch.records, fstate)
     flagged = np.flatnonzero(scores > model.threshold)
     explanations: dict[int, tuple[str, str]] = {}
+    columns = None
     if len(flagged):
-        worded = model.explain_records(X[flagged], batch.records[flagged])
+        records = batch.records[flagged]
+        columns = PacketColumns.of(records)
+        worded = model.explain_records(X[flagged], records, columns=columns)
         explanations = dict(zip(flagged.tolist(), worded, strict=True))
     return ScoredBatch(
         scores=scores,
@@ -154,6 +163,7 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         model_kind=row.kind,
         model_versions={row.kind: row.version},
         feature_state=fstate.to_bytes(),
+        columns=columns,
     )
 
 
@@ -296,7 +306,8 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
         return SavedAnomalies(0, [])
     rows = sorted(scored.explanations)
     flagged = batch.records[rows]
-    cols = PacketColumns.of(flagged)  # text columns, computed for all rows at once
+    # text columns, computed for all rows at once (by score_batch already, for its explanations)
+    cols = scored.columns if scored.columns is not None else PacketColumns.of(flagged)
     ts = flagged["ts"].astype(np.float64).tolist()
     scores = scored.scores[rows]
     by_source: dict[str | None, list[int]] = {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from capture.models import Sensor
-from capture.records import Batch, empty_records, ip_to_bytes
+from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
 from detection import scoring
 from detection.models import Anomaly, Incident
 
@@ -81,3 +81,23 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
     for anomaly in Anomaly.objects.filter(src_ip="10.0.0.9"):
         assert anomaly.incident.src_ip == "10.0.0.9"
     assert Anomaly.objects.filter(incident__isnull=True).count() == 0
+
+
+def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
+    # score_batch hands the text columns of the explained rows on to save_anomalies; the ingest
+    # stores only part of a read when some of its batches were stored before (select).
+    sensor = Sensor.objects.create(name="inc")
+    sources = [f"192.0.2.{i + 1}" for i in range(12)]
+    batch, scored = _read(sources, 1, T0)
+    flagged = [1, 2, 5, 8, 11]
+    scored.explanations = {i: scored.explanations[i] for i in flagged}
+    scored.columns = PacketColumns.of(batch.records[flagged])
+    rows = np.array([0, 2, 3, 4, 5, 9, 10, 11])  # the rows stored now
+
+    part = scored.select(rows)
+    saved = scoring.save_anomalies(sensor, Batch(sensor="inc", records=batch.records[rows]), part)
+
+    assert saved.count == 3
+    stored = sorted(Anomaly.objects.values_list("packet_seq", "src_ip", "explanation"))
+    assert stored == [(seq, sources[seq - 1], f"reason {seq}") for seq in (3, 6, 12)]
+    assert part.columns.src_ip == [sources[2], sources[5], sources[11]]
