@@ -108,6 +108,12 @@ def _segment_index(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return session, np.arange(total) - starts[session]
 
 
+# Packets/s of `manage.py capture --demo` without --rate. Live demo traffic is the simulated
+# timeline stretched to this rate (DemoTraffic.stream), so a model for demo mode must learn that
+# timing too (detection.services.records_from_demo).
+DEMO_RATE = 200.0
+
+
 class DemoTraffic:
     """A deterministic simulated network: same seed and arguments, same packets.
 

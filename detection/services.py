@@ -106,14 +106,26 @@ def records_from_pcaps(paths: Iterable[str]) -> Iterator[np.ndarray]:
             yield records
 
 
-def records_from_demo(count: int, seed: int = 1, chunk: int = 50_000) -> Iterator[np.ndarray]:
-    """Normal traffic of the demo generator (no attacks injected): a model for demo mode."""
-    from capture.demo import DemoTraffic
+def records_from_demo(
+    count: int, seed: int = 1, chunk: int = 50_000, rate: float | None = None
+) -> Iterator[np.ndarray]:
+    """Normal traffic of the demo generator (no attacks injected): a model for demo mode.
+
+    With the timing of `capture --demo` at ``rate`` packets/s (default: its default rate): the
+    live demo stretches the simulated timeline to that rate, and a model trained on the simulated
+    timing (10x denser at 200 packets/s) took every live conversation's gaps for anomalies.
+    """
+    from capture.demo import DEMO_RATE, DemoTraffic
 
     traffic = DemoTraffic(seed, attack_prob=0.0)
+    factor = traffic.pps / (rate or DEMO_RATE)
+    sim0 = None
     while count > 0:
         records = traffic.records(min(chunk, count))
         count -= len(records)
+        if len(records):
+            sim0 = float(records["ts"][0]) if sim0 is None else sim0
+            records["ts"] = sim0 + (records["ts"] - sim0) * factor
         yield records
 
 

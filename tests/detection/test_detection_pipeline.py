@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from capture.demo import DemoTraffic
+from capture.demo import DEMO_RATE, DemoTraffic
 from capture.models import Packet, Sensor
 from capture.pcapwriter import write_pcap
 from capture.records import Batch, encode_batch, ip_to_text, stream_key
@@ -295,3 +295,18 @@ def test_demo_training_makes_a_first_model_once(redis_client, capsys):
     assert row.is_active and row.packet_count == 5000
     assert "demo traffic" in row.source
     assert "nothing to train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rate", [None, 50.0])
+def test_demo_training_traffic_has_the_timing_of_the_live_demo(rate):
+    # `capture --demo` stretches the simulated timeline to its rate; a model for demo mode must
+    # learn that timing, or every live conversation's gaps look anomalous.
+    trained = np.concatenate(list(services.records_from_demo(3000, seed=4, rate=rate)))
+    live = DemoTraffic(4, attack_prob=0.0).stream(
+        rate or DEMO_RATE, 3000, max_delay=1e9, pace=False, start=0.0
+    )
+    batch, _ = next(live)
+
+    assert len(batch) == len(trained) == 3000
+    np.testing.assert_allclose(np.diff(trained["ts"]), np.diff(batch["ts"]), rtol=1e-9, atol=1e-9)
+    assert len(trained) / (trained["ts"][-1] - trained["ts"][0]) == pytest.approx(rate or DEMO_RATE, rel=0.3)

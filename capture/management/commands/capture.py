@@ -14,13 +14,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from capture import services, sources
+from capture.demo import DEMO_RATE
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
 from capture.runner import CaptureRunner, FileCounts, enqueue_ingest
 from capture.stream import StreamPublisher, make_client
-
-DEMO_RATE = 200.0
 
 
 class Command(BaseCommand):

@@ -22,6 +22,12 @@ class Command(BaseCommand):
         source.add_argument(
             "--demo", type=int, metavar="N", help="train on N packets of the demo generator's normal traffic"
         )
+        parser.add_argument(
+            "--demo-rate",
+            type=float,
+            metavar="PPS",
+            help="with --demo: the packets/s of the `capture --demo` the model is for (default: its default)",
+        )
         parser.add_argument("--until", help="with --since: up to this ISO time")
         parser.add_argument("--sensor", help="with --since: only this sensor's packets")
         parser.add_argument("--model", choices=ml.MODEL_KINDS, help="default: the configured ml_model")
@@ -45,7 +51,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{reason}; training a new one")
         if opts["demo"]:
             source = f"demo traffic ({opts['demo']:,} packets)"
-            chunks = services.records_from_demo(opts["demo"])
+            chunks = services.records_from_demo(opts["demo"], rate=opts["demo_rate"])
         elif opts["pcap"]:
             source, chunks = ", ".join(opts["pcap"]), services.records_from_pcaps(opts["pcap"])
         else:
