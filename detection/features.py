@@ -517,6 +517,13 @@ def client_side(records: np.ndarray) -> np.ndarray:
     proto = records["proto"].astype(np.int64)
     has_ports = (version > 0) & ((proto == 6) | (proto == 17))
     flags = records["tcp_flags"].astype(np.int64) * (proto == 6)
+    return _client_side(records, version, proto, has_ports, flags)
+
+
+def _client_side(
+    records: np.ndarray, version: np.ndarray, proto: np.ndarray, has_ports: np.ndarray, flags: np.ndarray
+) -> np.ndarray:
+    """``client_side`` with the columns the extractor has computed already."""
     sp = records["sport"].astype(np.int64)  # the ICMP type for ICMP
     dp = records["dport"].astype(np.int64)
     syn = (flags & 2) > 0
@@ -634,13 +641,10 @@ class FeatureExtractor:
             e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
             e_dst = _combine(dst, dport * np.uint64(257) + proto.astype(np.uint64))
             flow = _combine(np.minimum(e_src, e_dst), np.maximum(e_src, e_dst))
-            cis = client_side(rec)
+            cis = _client_side(rec, version, proto, has_ports, flags)
             client, server = np.where(cis, src, dst), np.where(cis, dst, src)
-            svport = np.where(cis, dport, sport)
-            # A service is the server's (host, port, protocol); without ports, the server host.
-            service = np.where(
-                has_ports, _combine(server, svport * np.uint64(257) + proto.astype(np.uint64)), server
-            )
+            # A service is the server's end (host, port, protocol); without ports, the server host.
+            service = np.where(has_ports, np.where(cis, e_dst, e_src), server)
             cur = {
                 "t": t,
                 "tq": np.round(t * 1e6).astype(np.int64),
@@ -746,9 +750,9 @@ class FeatureExtractor:
         groups = {
             "client": _Grouping(client),
             "service": _Grouping(c["service"]),
+            "chan": _Grouping(chan),
             "flow": _Grouping(c["flow"]),
         }
-        groups["chan"] = _Grouping(chan)
 
         def window(g: _Grouping) -> tuple[np.ndarray, np.ndarray]:
             comp = g.grank_sorted * (N + 1) + g.order

@@ -21,7 +21,7 @@ from capture import events
 from capture import services as capture_services
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, empty_records, timestamps_text
-from detection import ml
+from detection import ml, services
 from detection.features import FeatureExtractor, FeatureState
 from detection.models import Anomaly, DetectionModel, Incident
 
@@ -84,15 +84,13 @@ class _ModelCache:
             self.row = self.model = self.extractor = None
             return None
         if self.row is None or row.pk != self.row.pk:
-            model = ml.load_model(row.artifact_path)
-            extractor = FeatureExtractor(row.feature_level)
-            if model.feature_names != extractor.names:
+            if reason := services.outdated_reason(row):
                 # Logged once per version: the row is remembered below. /api/status says it too.
-                log.error(
-                    "%s v%s was trained on older features and is not used: retrain it", row.kind, row.version
-                )
-                model = extractor = None
-            self.model, self.extractor = model, extractor
+                log.error("not scoring: %s", reason)
+                self.model = self.extractor = None
+            else:
+                self.model = ml.load_model(row.artifact_path)
+                self.extractor = FeatureExtractor(row.feature_level)
         self.row = row
         if self.model is None or self.extractor is None:
             return None
