@@ -424,7 +424,8 @@ def section_deep(args, files: dict[str, Path], results: dict[str, Any]) -> None:
 
 def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> tuple[Run, dict]:
     """CaptureRunner + StreamPublisher (+ reporter thread, real enqueue) over a pcap, in-process."""
-    from capture.models import BUFFER_SIZE_MAX, Sensor
+    from capture.choices import BUFFER_SIZE_MAX
+    from capture.models import Sensor
     from capture.pcapio import ReadStats
     from capture.records import stream_key
     from capture.runner import CaptureRunner, enqueue_ingest
@@ -463,8 +464,8 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
 
 def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 32) -> Run:
     """The Redis ceiling: XADD of the same stream entries, pre-encoded, ``pipeline`` per round trip."""
+    from capture.choices import BUFFER_SIZE_MAX
     from capture.decode import decode_frames
-    from capture.models import BUFFER_SIZE_MAX
     from capture.pcapio import ReadStats, iter_frame_batches
     from capture.records import Batch, encode_batch, stream_key
     from capture.stream import make_client
@@ -563,7 +564,8 @@ def section_publish(args, files: dict[str, Path], results: dict[str, Any]) -> No
 
 
 def section_cli(args, files: dict[str, Path], results: dict[str, Any], env: dict[str, str]) -> None:
-    from capture.models import BUFFER_SIZE_MAX, Sensor
+    from capture.choices import BUFFER_SIZE_MAX
+    from capture.models import Sensor
 
     print("== 3b. manage.py capture --pcap (subprocess, no worker; buffer_size raised so it never waits) ==")
     old = set_buffer_size(BUFFER_SIZE_MAX)
@@ -710,7 +712,8 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
     """What one worker process does per batch, in-process: detection.ingest.drain_sensor over a stream
     of ``n`` packets (XREADGROUP, decode_batch, score_batch (no active model: a no-op), store_batch
     in a transaction, feature state SET, XACK)."""
-    from capture.models import BUFFER_SIZE_MAX, Sensor
+    from capture.choices import BUFFER_SIZE_MAX
+    from capture.models import Sensor
     from capture.pcapwriter import synthetic_records
     from capture.records import Batch
     from capture.stream import StreamPublisher, make_client

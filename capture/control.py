@@ -13,17 +13,14 @@ import time
 from typing import Any
 
 import redis
-from django.conf import settings
+
+from capture.connections import redis_client
 
 ALL_SENSORS = "*"
 _DESIRED = "netmon:capture:desired:{sensor}"
 _VERSION = "netmon:capture:version"
 _HEARTBEAT = "netmon:capture:heartbeat:{sensor}"
 HEARTBEAT_TTL = 10
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
 
 
 def request_capture(

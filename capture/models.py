@@ -6,44 +6,28 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-
-class AnalysisDepth(models.TextChoices):
-    BASIC = "basic"
-    INTERMEDIATE = "intermediate"
-    DEEP = "deep"
-
-
-class MlModel(models.TextChoices):
-    AUTOENCODER = "autoencoder"
-    ISOLATION_FOREST = "isolation_forest"
-    BOTH = "both"
-
-
-class FeatureLevel(models.TextChoices):
-    ADVANCED = "advanced"
-    STANDARD = "standard"
-    LOW = "low"
-
-
-class EncryptionAlgorithm(models.TextChoices):
-    RSA = "RSA"
-    AES_256 = "AES-256"
-    AES_192 = "AES-192"
-    SHA = "SHA"
-
-
-BUFFER_SIZE_MIN = 10
-BUFFER_SIZE_MAX = 10_000_000
+from capture.choices import (
+    BPF_MAX_LENGTH,
+    BUFFER_SIZE_MAX,
+    BUFFER_SIZE_MIN,
+    INTERFACE_MAX_LENGTH,
+    AnalysisDepth,
+    EncryptionAlgorithm,
+    FeatureLevel,
+    MlModel,
+)
 
 
 class MonitorConfig(models.Model):
     """The active monitoring configuration: a single row (pk=1) holding the prototype's keys."""
 
     network_interface = models.CharField(
-        max_length=64, default="eth0", help_text="Capture interface name, or 'demo' for simulated traffic."
+        max_length=INTERFACE_MAX_LENGTH,
+        default="eth0",
+        help_text="Capture interface name, or 'demo' for simulated traffic.",
     )
     bpf_filter = models.CharField(
-        max_length=1024,
+        max_length=BPF_MAX_LENGTH,
         blank=True,
         default="",
         help_text="Capture filter (BPF syntax), compiled before saving.",

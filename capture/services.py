@@ -8,27 +8,18 @@ from typing import Any
 from django.db import transaction
 
 from capture import control, events, host
-from capture.models import (
+from capture.choices import (
+    BPF_MAX_LENGTH,
     BUFFER_SIZE_MAX,
     BUFFER_SIZE_MIN,
+    CONFIG_KEYS,
     AnalysisDepth,
-    ConfigChange,
     EncryptionAlgorithm,
     FeatureLevel,
     MlModel,
-    MonitorConfig,
-    Sensor,
 )
+from capture.models import ConfigChange, MonitorConfig, Sensor
 
-CONFIG_KEYS = (
-    "network_interface",
-    "bpf_filter",
-    "buffer_size",
-    "analysis_depth",
-    "ml_model",
-    "feature_level",
-    "encryption_algorithm",
-)
 log = logging.getLogger(__name__)
 _CHOICES = {
     "analysis_depth": AnalysisDepth.values,
@@ -80,8 +71,8 @@ def _validate_value(key: str, value: Any) -> Any:
     if key == "bpf_filter":
         if not isinstance(value, str):
             raise ValueError("must be a string in BPF syntax, e.g. 'tcp port 443'")
-        if len(value) > 1024:
-            raise ValueError("must be at most 1024 characters")
+        if len(value) > BPF_MAX_LENGTH:
+            raise ValueError(f"must be at most {BPF_MAX_LENGTH} characters")
         try:
             host.compile_bpf(value)
         except host.ToolMissing as exc:

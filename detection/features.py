@@ -42,7 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LEVELS = ("low", "standard", "advanced")
+from capture.choices import FeatureLevel
+
+LEVELS = (FeatureLevel.LOW, FeatureLevel.STANDARD, FeatureLevel.ADVANCED)  # cheapest first
 WINDOW = 2.0  # seconds, sliding window of the standard level
 DECAYS = (5.0, 3.0, 1.0, 0.1, 0.01)  # per second: half-lives 0.2 s ... 100 s
 # Seconds without packets after which a key's damped statistics start afresh (and the key may be
@@ -75,7 +77,7 @@ class FeatureSpec:
     text: str
     kind: str = "value"
     unit: str = ""
-    level: str = "low"
+    level: str = FeatureLevel.LOW
 
 
 # ---------------------------------------------------------------------------------- feature specs
@@ -134,7 +136,7 @@ def _standard_specs(window: float) -> list[FeatureSpec]:
     w = f"{window:g} s"
 
     def spec(name: str, desc: str, text: str, unit: str = "") -> FeatureSpec:
-        return FeatureSpec(name, f"{desc} over the last {w}", text, "value", unit, "standard")
+        return FeatureSpec(name, f"{desc} over the last {w}", text, "value", unit, FeatureLevel.STANDARD)
 
     return [
         spec("client_pkts_per_s", "packets/s of the client's conversations (both directions)",
@@ -199,7 +201,9 @@ def _advanced_specs(decays: tuple[float, ...]) -> list[FeatureSpec]:
         hl = f"half-life {1 / lam:g} s"
 
         def spec(name: str, desc: str, text: str, unit: str = "", hl: str = hl) -> FeatureSpec:
-            return FeatureSpec(name, f"{desc} (damped, {hl})", f"{text} ({hl})", "value", unit, "advanced")
+            return FeatureSpec(
+                name, f"{desc} (damped, {hl})", f"{text} ({hl})", "value", unit, FeatureLevel.ADVANCED
+            )
 
         sfx = f"l{lam:g}"
         for ent, who, of in (
@@ -246,9 +250,9 @@ def feature_specs(
     if level not in LEVELS:
         raise ValueError(f"unknown feature level {level!r}; known: {', '.join(LEVELS)}")
     specs = _low_specs()
-    if level in ("standard", "advanced"):
+    if level in (FeatureLevel.STANDARD, FeatureLevel.ADVANCED):
         specs += _standard_specs(window)
-    if level == "advanced":
+    if level == FeatureLevel.ADVANCED:
         specs += _advanced_specs(tuple(decays))
     return specs
 
@@ -258,7 +262,7 @@ def feature_names(level: str, *, window: float = WINDOW, decays: tuple[float, ..
     return [s.name for s in feature_specs(level, window=window, decays=decays)]
 
 
-_ALL_SPECS = {s.name: s for s in feature_specs("advanced")}
+_ALL_SPECS = {s.name: s for s in feature_specs(FeatureLevel.ADVANCED)}
 
 
 def describe(name: str) -> FeatureSpec:
@@ -402,7 +406,7 @@ class FeatureState:
 
     def __init__(
         self,
-        level: str = "advanced",
+        level: str = FeatureLevel.ADVANCED,
         *,
         window: float = WINDOW,
         decays: tuple[float, ...] = DECAYS,
@@ -569,7 +573,7 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        level: str = "advanced",
+        level: str = FeatureLevel.ADVANCED,
         *,
         window: float = WINDOW,
         decays: tuple[float, ...] = DECAYS,
@@ -635,7 +639,7 @@ class FeatureExtractor:
         dst = _host_hash(rec["dst_ip"], rec["dst_mac"], version)
 
         cols = [self._low(rec, version, proto, has_ports, flags)]
-        if self.level != "low":
+        if self.level != FeatureLevel.LOW:
             size = rec["length"].astype(np.float64)
             # Sockets are unordered: both directions of a conversation share one key.
             e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
@@ -662,7 +666,7 @@ class FeatureExtractor:
                 "rst": (flags & 4).astype(bool),
             }
             cols.append(self._standard(cur, state))
-            if self.level == "advanced":
+            if self.level == FeatureLevel.ADVANCED:
                 cols.append(self._advanced(t, size, client, service, src, dst, e_src, e_dst, state))
         state.t_last = float(t[-1]) if n else state.t_last
         state.packets += n

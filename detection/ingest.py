@@ -18,20 +18,18 @@ feature statistics (kept in Redis per sensor) stay exact. Crash safety:
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass, field
 
 import msgpack
 import numpy as np
 import redis
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from redis.lock import Lock
 
 from capture import storage
+from capture.connections import redis_client
 from capture.models import Sensor
 from capture.records import Batch, BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
 from capture.stream import DROPPED_FIELD
@@ -48,31 +46,6 @@ FOLLOW_UP_TTL_MS = 5000
 
 def _state_key(sensor: str) -> str:
     return f"netmon:ingest:state:{sensor}"
-
-
-_client: tuple[int, str, redis.Redis] | None = None  # (pid, url, client) of this process
-_client_lock = threading.Lock()
-
-
-def redis_client() -> redis.Redis:
-    """This process's client for ``REDIS_URL``: one connection pool per worker process, reused by every task.
-
-    A client per task opened a connection per task and left its pool behind in reference cycles
-    (redis-py's pools reference themselves through their event listeners) that only the cyclic
-    garbage collector frees: half of the objects a retried ingest task left behind, if only ~5 KB of
-    its ~240 KB (netmon/celery.py). Keyed by pid (a forked pool process makes its own) and URL
-    (tests change settings).
-    """
-    global _client
-    pid, url = os.getpid(), settings.REDIS_URL
-    current = _client
-    if current is None or current[0] != pid or current[1] != url:
-        with _client_lock:
-            current = _client
-            if current is None or current[0] != pid or current[1] != url:
-                client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
-                _client = current = (pid, url, client)
-    return current[2]
 
 
 @dataclass

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from capture.choices import MlModel
 from detection.features import FeatureSpec, client_side, describe
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ DEFAULT_QUANTILE = 0.995
 Z_CLIP = 20.0  # scaled features are clipped to +-this: bounds the autoencoder's error per feature
 _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets a finite scale
 FORMAT_VERSION = 1
-MODEL_KINDS = ("isolation_forest", "autoencoder", "both")
+MODEL_KINDS = tuple(MlModel)  # the vocabulary (capture/choices.py), re-exported
 _CHUNK = 65536
 
 
@@ -330,7 +331,7 @@ class IsolationForestModel(AnomalyModel):
     and of port-scan answers at the same false-positive rate.
     """
 
-    kind = "isolation_forest"
+    kind = MlModel.ISOLATION_FOREST
 
     def __init__(
         self,
@@ -426,7 +427,7 @@ class IsolationForestModel(AnomalyModel):
 class AutoencoderModel(AnomalyModel):
     """Dense autoencoder: Keras to train, NumPy to score (exported weights, ReLU hidden layers)."""
 
-    kind = "autoencoder"
+    kind = MlModel.AUTOENCODER
 
     def __init__(
         self,
@@ -549,7 +550,7 @@ class CombinedModel(AnomalyModel):
     passing alone. The combined threshold is calibrated again on the combined training scores.
     """
 
-    kind = "both"
+    kind = MlModel.BOTH
 
     def __init__(
         self, feature_names: Sequence[str], *, forest: dict | None = None, ae: dict | None = None, **kw
@@ -624,9 +625,9 @@ class CombinedModel(AnomalyModel):
 
 
 _CLASSES: dict[str, type[AnomalyModel]] = {
-    "isolation_forest": IsolationForestModel,
-    "autoencoder": AutoencoderModel,
-    "both": CombinedModel,
+    MlModel.ISOLATION_FOREST: IsolationForestModel,
+    MlModel.AUTOENCODER: AutoencoderModel,
+    MlModel.BOTH: CombinedModel,
 }
 
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-
-class ModelKind(models.TextChoices):
-    """What ``ml_model`` selects: each kind has its own versions; ``both`` is the combined pair."""
-
-    ISOLATION_FOREST = "isolation_forest"
-    AUTOENCODER = "autoencoder"
-    BOTH = "both"
+from capture.choices import MlModel
 
 
 class DetectionModel(models.Model):
@@ -22,7 +16,7 @@ class DetectionModel(models.Model):
         READY = "ready"
         FAILED = "failed"
 
-    kind = models.CharField(max_length=20, choices=ModelKind.choices)
+    kind = models.CharField(max_length=20, choices=MlModel.choices)
     version = models.PositiveIntegerField()
     feature_level = models.CharField(max_length=16)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)

@@ -10,6 +10,7 @@ from celery.signals import worker_init
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from django.utils.dateparse import parse_datetime
 
+from capture.connections import redis_client
 from detection import ingest, ml, scoring, services
 from detection.models import DetectionModel
 
@@ -49,7 +50,7 @@ def db_retry_delay(retries: int) -> float:
 def ingest_sensor(self, sensor: str, follow_up: bool = False) -> dict:
     """Drain the sensor's stream (idempotent: a redelivered or duplicate task finds nothing new)."""
     if follow_up:
-        ingest.release_follow_up(ingest.redis_client(), sensor)
+        ingest.release_follow_up(redis_client(), sensor)
     try:
         result = ingest.drain_sensor(sensor)
     except (OperationalError, InterfaceError) as exc:
@@ -64,7 +65,7 @@ def ingest_sensor(self, sensor: str, follow_up: bool = False) -> dict:
         # queued us arrived. The capture process queues no new task while the "scheduled" flag is
         # set, so a task must run once the lock is free or that entry waits for the sweeper: one
         # follow-up per sensor, which queues the next one if it is locked out in turn.
-        if ingest.claim_follow_up(ingest.redis_client(), sensor):
+        if ingest.claim_follow_up(redis_client(), sensor):
             ingest_sensor.apply_async((sensor,), {"follow_up": True}, countdown=FOLLOW_UP_DELAY)
         return {"batches": 0, "packets": 0, "dropped": 0, "locked_out": True}
     return {"batches": result.batches, "packets": result.packets, "dropped": result.dropped}
@@ -73,7 +74,7 @@ def ingest_sensor(self, sensor: str, follow_up: bool = False) -> dict:
 @shared_task(name="detection.sweep_streams", ignore_result=True)
 def sweep_streams() -> list[str]:
     """Safety net (beat, every few seconds): schedule ingest for streams with unprocessed entries."""
-    client = ingest.redis_client()
+    client = redis_client()
     sensors = ingest.sensors_needing_ingest(client)
     for sensor in sensors:
         if ingest.mark_scheduled(client, sensor):

@@ -51,6 +51,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from capture.choices import EncryptionAlgorithm
+
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_CHUNK_SIZE",
@@ -81,9 +83,9 @@ __all__ = [
 
 MAGIC = b"NMX1"
 FORMAT_VERSION = 1
-ALGORITHMS = ("AES-256", "AES-192", "RSA", "SHA")
+ALGORITHMS = tuple(EncryptionAlgorithm)  # the vocabulary (capture/choices.py), re-exported
 # RSA is hybrid: its data key is AES-256.
-_KEY_LEN = {"AES-256": 32, "AES-192": 24, "RSA": 32}
+_KEY_LEN = {EncryptionAlgorithm.AES_256: 32, EncryptionAlgorithm.AES_192: 24, EncryptionAlgorithm.RSA: 32}
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 16
@@ -211,9 +213,9 @@ class ExportHeader:
     @property
     def key_mode(self) -> str:
         """What a reader needs: 'key-id', 'passphrase', 'rsa' or 'hmac'."""
-        if self.algorithm == "SHA":
+        if self.algorithm == EncryptionAlgorithm.SHA:
             return "hmac"
-        if self.algorithm == "RSA":
+        if self.algorithm == EncryptionAlgorithm.RSA:
             return "rsa"
         return "passphrase" if self.kdf is not None else "key-id"
 
@@ -241,9 +243,9 @@ class ExportInfo:
 # Keys
 
 
-def generate_key(algorithm: str = "AES-256") -> bytes:
+def generate_key(algorithm: str = EncryptionAlgorithm.AES_256) -> bytes:
     """A fresh random key of the right length for ``algorithm`` (for the key ring or as an HMAC key)."""
-    if algorithm == "SHA":
+    if algorithm == EncryptionAlgorithm.SHA:
         return os.urandom(32)
     return os.urandom(_aes_key_len(algorithm))
 
@@ -486,12 +488,12 @@ def _parse_header(fileobj: BinaryIO) -> ExportHeader:
     key_commit = _b64_field(obj, "key_commit", DIGEST_LEN)
     nonce_prefix = key_id = kdf = wrapped = fingerprint = None
 
-    if algorithm == "SHA":
+    if algorithm == EncryptionAlgorithm.SHA:
         _expect_fields(obj, common, "export header")
     else:
         nonce_prefix = _b64_field(obj, "nonce_prefix", NONCE_PREFIX_LEN)
         common.add("nonce_prefix")
-        if algorithm == "RSA":
+        if algorithm == EncryptionAlgorithm.RSA:
             _expect_fields(obj, common | {"rsa"}, "export header")
             rsa_obj = obj.get("rsa")
             if not isinstance(rsa_obj, dict):
@@ -587,17 +589,17 @@ class ExportWriter:
         salt = os.urandom(SALT_LEN)
         fields: dict[str, Any] = {"alg": algorithm, "chunk_size": chunk_size, "salt": _b64(salt)}
 
-        if algorithm == "SHA":
+        if algorithm == EncryptionAlgorithm.SHA:
             if hmac_key is None:
                 raise MissingKeyError("the SHA mode needs the server's HMAC key")
             if len(hmac_key) < MIN_HMAC_KEY_LEN:
                 raise WeakKeyError(f"HMAC key is {len(hmac_key)} bytes; at least {MIN_HMAC_KEY_LEN} required")
             master = bytes(hmac_key)
-        elif algorithm == "RSA":
+        elif algorithm == EncryptionAlgorithm.RSA:
             if public_key_pem is None:
                 raise MissingKeyError("the RSA mode needs the recipient's public key PEM")
             public_key = _load_rsa_public_key(public_key_pem)
-            master = os.urandom(_KEY_LEN["RSA"])
+            master = os.urandom(_KEY_LEN[EncryptionAlgorithm.RSA])
             self._fingerprint = _fingerprint(public_key)
             fields["rsa"] = {
                 "wrapped_key": _b64(public_key.encrypt(master, _OAEP)),
@@ -630,7 +632,7 @@ class ExportWriter:
         fields["key_commit"] = _b64(_hkdf(master, salt, _INFO_COMMIT, DIGEST_LEN))
         self._aead: AESGCM | None = None
         self._hmac_key: bytes | None = None
-        if algorithm == "SHA":
+        if algorithm == EncryptionAlgorithm.SHA:
             self._hmac_key = master
         else:
             # A per-file key (the salt is per file) keeps nonces unique even though a key-ring key
@@ -822,12 +824,12 @@ class ExportReader:
         self._aead: AESGCM | None = None
         self._hmac_key: bytes | None = None
 
-        if h.algorithm == "SHA":
+        if h.algorithm == EncryptionAlgorithm.SHA:
             if hmac_key is None:
                 raise MissingKeyError("this export is sealed with the server's HMAC key; none given")
             master = bytes(hmac_key)
             what = "wrong HMAC server key"
-        elif h.algorithm == "RSA":
+        elif h.algorithm == EncryptionAlgorithm.RSA:
             if private_key is None:
                 if private_key_pem is None:
                     raise MissingKeyError("this export is encrypted for an RSA key; no private key given")
@@ -847,7 +849,7 @@ class ExportReader:
             what = f"wrong key for key id {h.key_id!r}"
         if not hmac.compare_digest(_hkdf(master, h.salt, _INFO_COMMIT, DIGEST_LEN), h.key_commit):
             raise WrongKeyError(f"{what} (or the export header was modified)")
-        if h.algorithm == "SHA":
+        if h.algorithm == EncryptionAlgorithm.SHA:
             self._hmac_key = master
         else:
             self._aead = AESGCM(_hkdf(master, h.salt, _INFO_DATA_KEY, _KEY_LEN[h.algorithm]))
@@ -869,7 +871,7 @@ class ExportReader:
             raise DecryptionError(
                 "the wrapped data key does not decrypt: the export header was modified"
             ) from None
-        if len(master) != _KEY_LEN["RSA"]:
+        if len(master) != _KEY_LEN[EncryptionAlgorithm.RSA]:
             raise DecryptionError("the wrapped data key has the wrong length: the export header was modified")
         return master, "RSA data key does not match"
 

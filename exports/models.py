@@ -7,6 +7,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from capture.choices import EncryptionAlgorithm
+
 
 class RecipientKey(models.Model):
     """An RSA public key (PEM, >= 2048 bits) that exports can be encrypted to."""
@@ -40,12 +42,6 @@ class ExportJob(models.Model):
         JSON_ARRAY = "json-array", "JSON array"
         CSV = "csv", "CSV"
 
-    class Algorithm(models.TextChoices):
-        RSA = "RSA"
-        AES_256 = "AES-256"
-        AES_192 = "AES-192"
-        SHA = "SHA"
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exports")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -55,7 +51,7 @@ class ExportJob(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     dataset = models.CharField(max_length=10, choices=Dataset.choices, default=Dataset.PACKETS)
     format = models.CharField(max_length=10, choices=Format.choices, default=Format.JSON)
-    algorithm = models.CharField(max_length=8, choices=Algorithm.choices)
+    algorithm = models.CharField(max_length=8, choices=EncryptionAlgorithm.choices)
     key_id = models.CharField(max_length=64, blank=True, default="", help_text="NETMON_EXPORT_KEYS key id")
     uses_passphrase = models.BooleanField(default=False)
     recipient = models.ForeignKey(RecipientKey, null=True, blank=True, on_delete=models.SET_NULL)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import redis
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -24,6 +23,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from capture import services as capture_services
+from capture.choices import EncryptionAlgorithm
+from capture.connections import redis_client
 from capture.models import Flow, Packet
 from detection.models import Anomaly
 from exports import crypto
@@ -85,18 +86,14 @@ def _seal_key() -> bytes:
     )
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
-
-
 def seal_passphrase(job_id: str, passphrase: str) -> None:
     nonce = os.urandom(12)
     sealed = nonce + AESGCM(_seal_key()).encrypt(nonce, passphrase.encode(), str(job_id).encode())
-    _redis().set(f"netmon:export:secret:{job_id}", sealed, ex=PASSPHRASE_TTL)
+    redis_client().set(f"netmon:export:secret:{job_id}", sealed, ex=PASSPHRASE_TTL)
 
 
 def unseal_passphrase(job_id: str) -> str:
-    sealed = _redis().getdel(f"netmon:export:secret:{job_id}")
+    sealed = redis_client().getdel(f"netmon:export:secret:{job_id}")
     if not sealed:
         raise crypto.MissingKeyError("the passphrase for this export has expired; create the export again")
     return AESGCM(_seal_key()).decrypt(sealed[:12], sealed[12:], str(job_id).encode()).decode()
@@ -167,8 +164,8 @@ def create_export(user: Any, data: Any) -> ExportJob:
         errors["dataset"] = f"{dataset!r} is not one of: {', '.join(ExportJob.Dataset.values)}"
     if fmt not in ExportJob.Format.values:
         errors["format"] = f"{fmt!r} is not one of: {', '.join(ExportJob.Format.values)}"
-    if algorithm not in ExportJob.Algorithm.values:
-        errors["algorithm"] = f"{algorithm!r} is not one of: {', '.join(ExportJob.Algorithm.values)}"
+    if algorithm not in EncryptionAlgorithm.values:
+        errors["algorithm"] = f"{algorithm!r} is not one of: {', '.join(EncryptionAlgorithm.values)}"
     unknown = set(data) - {"dataset", "format", "algorithm", "key_id", "passphrase", "recipient",
                            "public_key_pem", "filters"}  # fmt: skip
     for key in sorted(unknown):

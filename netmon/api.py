@@ -19,6 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from capture import control
 from capture import services as capture_services
+from capture.connections import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class TokenView(ObtainAuthToken):
 
 def check_redis() -> dict[str, Any]:
     try:
-        control.redis_client().ping()
+        redis_client().ping()
     except Exception as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": True}
@@ -83,7 +84,7 @@ def collect_status() -> dict[str, Any]:
     heartbeats = {}
     if redis_health["ok"]:
         try:
-            heartbeats = control.read_heartbeats(control.redis_client())
+            heartbeats = control.read_heartbeats(redis_client())
         except Exception as exc:
             redis_health = {"ok": False, "error": str(exc)}
     sensors = capture_services.sensor_status(heartbeats)

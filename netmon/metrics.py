@@ -50,14 +50,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from capture.connections import redis_client
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "NETMON_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
 CELERY_QUEUE = "celery"
-
-
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1)
 
 
 class NetmonCollector:
@@ -92,7 +90,7 @@ class NetmonCollector:
     @staticmethod
     def _redis_client() -> tuple[redis.Redis | None, bool]:
         try:
-            client = _redis()
+            client = redis_client()
             client.ping()
         except Exception as exc:
             log.warning("metrics: Redis unavailable: %s", exc)

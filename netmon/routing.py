@@ -1,7 +1,9 @@
-"""WebSocket routes: each app's consumers under /ws/."""
+"""WebSocket routes: the project-wide live-monitoring socket (netmon/consumers.py)."""
 
 from __future__ import annotations
 
-from capture.routing import websocket_urlpatterns as capture_websocket_urlpatterns
+from django.urls import path
 
-websocket_urlpatterns: list = [*capture_websocket_urlpatterns]
+from netmon.consumers import MonitorConsumer
+
+websocket_urlpatterns: list = [path("ws/monitor/", MonitorConsumer.as_asgi())]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from capture.models import (
+from capture.choices import (
+    BUFFER_SIZE_MAX,
+    BUFFER_SIZE_MIN,
     AnalysisDepth,
-    ConfigChange,
     EncryptionAlgorithm,
     FeatureLevel,
-    Flow,
     MlModel,
-    MonitorConfig,
-    Packet,
 )
+from capture.models import ConfigChange, Flow, MonitorConfig, Packet
 
 
 class MonitorConfigSerializer(serializers.ModelSerializer):
@@ -38,7 +37,9 @@ class ConfigUpdateSerializer(serializers.Serializer):
 
     network_interface = serializers.CharField(required=False)
     bpf_filter = serializers.CharField(required=False, allow_blank=True)
-    buffer_size = serializers.IntegerField(required=False, min_value=10, max_value=10_000_000)
+    buffer_size = serializers.IntegerField(
+        required=False, min_value=BUFFER_SIZE_MIN, max_value=BUFFER_SIZE_MAX
+    )
     analysis_depth = serializers.ChoiceField(AnalysisDepth.choices, required=False)
     ml_model = serializers.ChoiceField(MlModel.choices, required=False)
     feature_level = serializers.ChoiceField(FeatureLevel.choices, required=False)

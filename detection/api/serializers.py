@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from capture.models import FeatureLevel, MlModel
+from capture.choices import FeatureLevel, MlModel
 from detection.models import Anomaly, DetectionModel
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from capture.models import EncryptionAlgorithm
+from capture.choices import EncryptionAlgorithm
 from exports.models import ExportJob
 
 

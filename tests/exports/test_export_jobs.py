@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management import CommandError, call_command
 
+from capture.connections import redis_client
 from capture.models import Packet, Sensor
 from exports.models import ExportJob, RecipientKey
 from tests import processes
@@ -241,11 +242,10 @@ def test_tampered_file_and_wrong_keys_fail_loudly(api, worker, packets, tmp_path
 
 
 def test_failed_job_leaves_no_file(api, worker, packets, settings):
-    from exports import services
 
     body = create(api, format="csv", algorithm="AES-256", passphrase=PASSPHRASE)
     # (the worker may race us; either it used the passphrase or finds it gone)
-    services._redis().delete(f"netmon:export:secret:{body['id']}")
+    redis_client().delete(f"netmon:export:secret:{body['id']}")
     job = wait_done(api, body["id"])
 
     if job["status"] == "failed":

@@ -5,7 +5,7 @@ fails ``test_every_route_has_a_row`` instead of being forgotten. Each row gives,
 method, the status expected for each role; methods a route does not allow must be refused
 (405, after authentication and permission checks) for every role. Users see and download only
 their own exports; the login form and the token endpoint are rate limited. WebSocket message
-authorization is covered by tests/capture/test_consumers.py.
+authorization is covered by tests/netmon/test_consumers.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from capture.models import AnalysisDepth, EncryptionAlgorithm, FeatureLevel, MlModel
+from capture.choices import AnalysisDepth, EncryptionAlgorithm, FeatureLevel, MlModel
 from exports.models import ExportJob
 
 pytestmark = pytest.mark.django_db
@@ -120,7 +120,7 @@ def test_the_export_form_offers_exactly_the_models_choices(logged_in):
 
     assert page.options["dataset"] == list(ExportJob.Dataset.values)
     assert page.options["format"] == list(ExportJob.Format.values)
-    assert sorted(page.options["algorithm"]) == sorted(["", *ExportJob.Algorithm.values])
+    assert sorted(page.options["algorithm"]) == sorted(["", *EncryptionAlgorithm.values])
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import weakref
 import pytest
 from django.test import override_settings
 
-from detection import ingest
+from capture import connections
+from capture.connections import redis_client
 from netmon import celery as netmon_celery
 
 
@@ -96,14 +97,14 @@ def test_collector_spaces_collections_to_stay_within_its_cpu_budget(collector, m
 
 
 def test_ingest_reuses_one_redis_client_per_process(monkeypatch):
-    first = ingest.redis_client()
-    assert ingest.redis_client() is first
+    first = redis_client()
+    assert redis_client() is first
 
     with override_settings(REDIS_URL="redis://127.0.0.1:6379/14"):
-        other = ingest.redis_client()
+        other = redis_client()
         assert other is not first
         assert other.connection_pool.connection_kwargs["db"] == 14
 
     # A forked pool process builds its own client (the parent's connections are not its to use).
-    monkeypatch.setattr(ingest.os, "getpid", lambda: -1)
-    assert ingest.redis_client() is not first
+    monkeypatch.setattr(connections.os, "getpid", lambda: -1)
+    assert redis_client() is not first

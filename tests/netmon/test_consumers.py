@@ -21,8 +21,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from capture import consumers, control, events
+from capture import control, events
 from capture.models import ConfigChange, MonitorConfig, Sensor
+from netmon import consumers
 from netmon.asgi import application
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]

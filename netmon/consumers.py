@@ -1,4 +1,4 @@
-"""The live-monitoring WebSocket at /ws/monitor/ (protocol: docs/websocket.md).
+"""The project-wide live-monitoring WebSocket at /ws/monitor/ (protocol: docs/websocket.md).
 
 One consumer per browser tab or API client. It relays what producers publish to the channel
 layer groups (capture process: packets, stats, capture state; Celery: anomalies, exports) and
@@ -27,6 +27,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from capture import control, events, host, services
+from capture.connections import redis_client
+from netmon.auth import valid_token_user
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class TokenBucket:
 def _initial_state(user: Any) -> dict[str, Any]:
     """The ``connected`` payload: configuration and per-sensor capture status (DB + Redis)."""
     try:
-        heartbeats = control.read_heartbeats(control.redis_client())
+        heartbeats = control.read_heartbeats(redis_client())
     except Exception as exc:  # Redis down: the DB counters still describe the sensors
         log.warning("could not read capture heartbeats: %s", exc)
         heartbeats = {}
@@ -116,8 +118,6 @@ def _initial_state(user: Any) -> dict[str, Any]:
 
 
 def _token_still_valid(key: str) -> bool:
-    from netmon.auth import valid_token_user
-
     return valid_token_user(key) is not None
 
 

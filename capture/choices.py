@@ -1,0 +1,98 @@
+"""Netmon's vocabulary: each word the configuration, the models and the exports use has its home here.
+
+Configuration keys, analysis depths, model kinds, feature levels and encryption algorithms are
+spelled once, in this module, and every app imports them from here (``capture`` is the lowest app:
+``detection`` and ``exports`` read it, and it imports neither). The dashboard does not spell them
+either: it reads them from ``GET /api/config`` (its ``options``).
+
+Django-free on purpose (plain ``enum.StrEnum``), so the Django-free cores (``detection.features``,
+``detection.ml``, ``exports.crypto``) use the same words. Each class offers ``values`` and
+``choices`` like Django's ``TextChoices``, with the same labels, so model fields take
+``choices=MlModel.choices`` unchanged.
+"""
+
+from __future__ import annotations
+
+from enum import EnumType, StrEnum
+
+__all__ = [
+    "BPF_MAX_LENGTH",
+    "BUFFER_SIZE_MAX",
+    "BUFFER_SIZE_MIN",
+    "CONFIG_KEYS",
+    "INTERFACE_MAX_LENGTH",
+    "AnalysisDepth",
+    "EncryptionAlgorithm",
+    "FeatureLevel",
+    "MlModel",
+]
+
+
+class _VocabularyType(EnumType):
+    """Gives the classes Django's ``TextChoices`` class attributes ``values`` and ``choices``."""
+
+    @property
+    def values(cls) -> list[str]:
+        return [member.value for member in cls]
+
+    @property
+    def choices(cls) -> list[tuple[str, str]]:
+        return [(member.value, member.label) for member in cls]
+
+
+class Vocabulary(StrEnum, metaclass=_VocabularyType):
+    """A closed set of words; members compare equal to their strings."""
+
+    @property
+    def label(self) -> str:
+        # Django's TextChoices label (the member's name in title case): the migrations' choices.
+        return self.name.replace("_", " ").title()
+
+
+class AnalysisDepth(Vocabulary):
+    """``analysis_depth``: how much of each packet the capture decodes."""
+
+    BASIC = "basic"
+    INTERMEDIATE = "intermediate"
+    DEEP = "deep"
+
+
+class MlModel(Vocabulary):
+    """``ml_model``, and the kinds of trained models: each kind has its own versions."""
+
+    AUTOENCODER = "autoencoder"
+    ISOLATION_FOREST = "isolation_forest"
+    BOTH = "both"
+
+
+class FeatureLevel(Vocabulary):
+    """``feature_level``: the feature families computed per packet (detection/features.py)."""
+
+    ADVANCED = "advanced"
+    STANDARD = "standard"
+    LOW = "low"
+
+
+class EncryptionAlgorithm(Vocabulary):
+    """``encryption_algorithm`` and an export's ``algorithm`` (exports/crypto.py implements them)."""
+
+    RSA = "RSA"
+    AES_256 = "AES-256"
+    AES_192 = "AES-192"
+    SHA = "SHA"
+
+
+# The monitor configuration's keys, in the order the prototype listed them (bpf_filter came later).
+CONFIG_KEYS = (
+    "network_interface",
+    "bpf_filter",
+    "buffer_size",
+    "analysis_depth",
+    "ml_model",
+    "feature_level",
+    "encryption_algorithm",
+)
+BUFFER_SIZE_MIN = 10
+BUFFER_SIZE_MAX = 10_000_000
+BPF_MAX_LENGTH = 1024
+INTERFACE_MAX_LENGTH = 64
