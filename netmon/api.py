@@ -10,7 +10,7 @@ from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -20,6 +20,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from capture import control
 from capture import services as capture_services
 from capture.connections import redis_client
+from netmon.auth import issue_token, revoke_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ def json_server_error(request) -> JsonResponse:
 
 
 class TokenView(ObtainAuthToken):
-    """POST username/password -> {"token": ...}; rate limited per client address."""
+    """POST username/password -> {"token": ...} (rate limited per client address); DELETE revokes it.
+
+    An expired token is replaced by a new one (auth.issue_token); DELETE is the API's logout.
+    """
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
@@ -56,7 +60,22 @@ class TokenView(ObtainAuthToken):
         responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
     )
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = issue_token(serializer.validated_data["user"])
+        return Response({"token": token.key})
+
+    def get_permissions(self):
+        # Anyone may ask for a token; only its holder (token or session) may revoke it.
+        return [IsAuthenticated()] if self.request.method == "DELETE" else super().get_permissions()
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, *args, **kwargs):
+        revoke_tokens(request.user)
+        return Response(status=204)
 
 
 def check_redis() -> dict[str, Any]:

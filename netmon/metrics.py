@@ -257,7 +257,12 @@ def configured_token() -> str:
 def _bearer_ok(request: HttpRequest) -> bool:
     expected = configured_token()
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), expected)
+    # Compared as UTF-8 bytes: compare_digest refuses non-ASCII str (a TypeError, so a 500).
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), expected.encode())
+    )
 
 
 def _staff_user(request: HttpRequest):

@@ -64,7 +64,10 @@ MATRIX: dict[str, dict[str, Row]] = {
     "readyz": {"get": Row(200, 200, 200)},
     "metrics": {"get": Row(401, 403, 200)},
     "status": {"get": Row(*AUTHENTICATED)},
-    "auth-token": {"post": Row(200, 200, 200, {"username": "alice", "password": PASSWORD})},
+    "auth-token": {
+        "post": Row(200, 200, 200, {"username": "alice", "password": PASSWORD}),
+        "delete": Row(401, 204, 204),
+    },
     "schema": {"get": Row(200, 200, 200)},  # the API description is public, like the docs page
     "docs": {"get": Row(200, 200, 200)},
     "config": {"get": Row(*AUTHENTICATED), "post": Row(401, 200, 200, {})},

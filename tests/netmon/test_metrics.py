@@ -174,3 +174,9 @@ def test_redis_down_still_serves_the_database_metrics(client, token_env, populat
     assert got[("netmon_database_up", ())] == 1
     assert got[("netmon_sensor_packets_captured_total", (("sensor", "s1"),))] == 1000
     assert not any(name == "netmon_sensor_stream_entries" for name, _ in got)
+
+
+def test_a_non_ascii_bearer_token_is_refused_not_an_error(client, token_env):
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-\u00e9t\u00e9")
+
+    assert response.status_code == 401

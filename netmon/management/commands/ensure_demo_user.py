@@ -6,7 +6,8 @@ import secrets
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
+
+from netmon.auth import issue_token
 
 
 class Command(BaseCommand):
@@ -22,7 +23,7 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         user = User.objects.create_superuser(username=username, email="", password=password)
-        token, _ = Token.objects.get_or_create(user=user)
+        token = issue_token(user)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created superuser {username!r} with password {password!r} (shown only now).\n"
