@@ -35,6 +35,9 @@ class DetectionModel(models.Model):
     training_seconds = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     artifact_path = models.CharField(max_length=512, blank=True, default="")
+    artifact_sha256 = models.CharField(
+        max_length=64, blank=True, default="", help_text="digest of the artifact files, recorded at training"
+    )
 
     class Meta:
         ordering = ["kind", "-version"]

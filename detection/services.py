@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -38,18 +39,84 @@ class ActivationError(ValueError):
     features this version no longer computes)."""
 
 
+def artifact_digest(path: str | Path) -> str:
+    """SHA-256 over a model's artifact directory: each file's relative name, size and bytes, in order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = file.relative_to(root).as_posix().encode()
+        digest.update(len(name).to_bytes(4, "big") + name + file.stat().st_size.to_bytes(8, "big"))
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_problem(model_row: DetectionModel) -> str | None:
+    """Why the artifacts of ``model_row`` must not be loaded, or None when they may.
+
+    Artifacts are pickles (joblib) and Keras files: loading one runs code. So a model is loaded only
+    from under ``NETMON_MODEL_DIR`` (the path is read from the database, which is not trusted with
+    code execution) and only when its files still have the digest recorded at training.
+    """
+    name = f"{model_row.kind} v{model_row.version}"
+    model_dir = Path(settings.NETMON_MODEL_DIR).resolve()
+    try:
+        path = Path(model_row.artifact_path).resolve()
+    except (OSError, RuntimeError):
+        return f"{name}: its artifact path cannot be resolved: retrain it"
+    if not model_row.artifact_path or not path.is_relative_to(model_dir) or path == model_dir:
+        return (
+            f"{name}: its artifacts are not under NETMON_MODEL_DIR ({model_dir}); models are loaded only "
+            "from there: retrain it"
+        )
+    if not model_row.artifact_sha256:
+        return f"{name} has no recorded artifact digest (trained by an older version of netmon): retrain it"
+    return None
+
+
+_verified: dict[tuple[str, str], tuple] = {}  # (path, digest) -> the files' (name, size, mtime) when checked
+
+
+def _artifact_changed(model_row: DetectionModel) -> str | None:
+    """A digest mismatch, checked again only when a file's size or modification time changed.
+
+    /api/status asks on every call; hashing a model's files each time would cost milliseconds.
+    """
+    key = (model_row.artifact_path, model_row.artifact_sha256)
+    try:
+        files = sorted(p for p in Path(model_row.artifact_path).rglob("*") if p.is_file())
+        signature = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        if _verified.get(key) == signature:
+            return None
+        digest = artifact_digest(model_row.artifact_path)
+    except OSError as exc:
+        return f"{model_row.kind} v{model_row.version}: its artifacts cannot be read ({exc}): retrain it"
+    if digest != model_row.artifact_sha256:
+        return (
+            f"{model_row.kind} v{model_row.version}: its artifact files changed since training "
+            "(SHA-256 mismatch); refusing to load them: retrain it"
+        )
+    _verified[key] = signature
+    return None
+
+
 def outdated_reason(model_row: DetectionModel) -> str | None:
-    """Why ``model_row`` cannot score with this version's features, or None when it can.
+    """Why ``model_row`` cannot score, or None when it can: unsafe artifacts, or older features.
 
     A model learns the meaning of each feature column. When a release changes what the columns
     are (names are the contract), an older model would score nonsense, so it is refused instead.
+    Artifacts outside the model directory, without a recorded digest, or whose files no longer
+    match it are refused before anything is read from them (``artifact_problem``).
     """
+    if problem := artifact_problem(model_row):
+        return problem
     try:
         meta = json.loads((Path(model_row.artifact_path) / "model.json").read_text())
     except (OSError, ValueError):
-        return None  # unreadable artifacts fail loudly when the model is loaded
+        return _artifact_changed(model_row)  # unreadable: changed since training, or gone
     if meta.get("feature_names") == feature_names(model_row.feature_level):
-        return None
+        return _artifact_changed(model_row)
     return (
         f"{model_row.kind} v{model_row.version} was trained on the features of an older version of "
         f"netmon: retrain it (`python manage.py train_detector` or POST /api/models/train)"
@@ -227,6 +294,7 @@ def train(
     model_row.packet_count = len(X)
     model_row.training_seconds = round(time.perf_counter() - started, 3)
     model_row.artifact_path = str(path)
+    model_row.artifact_sha256 = artifact_digest(path)
     if len(records):
         model_row.data_from = datetime.fromtimestamp(float(records["ts"].min()), tz=UTC)
         model_row.data_until = datetime.fromtimestamp(float(records["ts"].max()), tz=UTC)
