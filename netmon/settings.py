@@ -223,10 +223,10 @@ SPECTACULAR_SETTINGS = {
     # One name for the algorithm choices, whether a field is called algorithm or encryption_algorithm.
     # One name per choice set, whichever app or field uses it.
     "ENUM_NAME_OVERRIDES": {
-        "EncryptionAlgorithmEnum": "capture.choices.EncryptionAlgorithm",
-        "MlModelEnum": "capture.choices.MlModel",
-        "FeatureLevelEnum": "capture.choices.FeatureLevel",
-        "AnalysisDepthEnum": "capture.choices.AnalysisDepth",
+        "EncryptionAlgorithmEnum": "capture.choices.EncryptionAlgorithm.choices",
+        "MlModelEnum": "capture.choices.MlModel.choices",
+        "FeatureLevelEnum": "capture.choices.FeatureLevel.choices",
+        "AnalysisDepthEnum": "capture.choices.AnalysisDepth.choices",
     },
 }
 

@@ -62,3 +62,33 @@ def test_admin_config_edit_is_validated_and_recorded(admin_client_logged_in, sta
     assert change.user == staff
     assert change.new_values["bpf_filter"] == "tcp port 80"
     assert change.old_values["buffer_size"] == 1000
+
+
+def test_behind_a_proxy_the_admin_judges_the_forwarded_client_not_the_proxy(admin_client_logged_in, settings):
+    # The proxy runs on this host: every request it forwards arrives from 127.0.0.1.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    via_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+
+    remote = admin_client_logged_in.get("/admin/", HTTP_X_FORWARDED_FOR="203.0.113.9", **via_proxy)
+    # a client cannot claim to be local: only the entry our proxy appended counts
+    spoofed = admin_client_logged_in.get(
+        "/admin/", HTTP_X_FORWARDED_FOR="127.0.0.1, 203.0.113.9", **via_proxy
+    )
+    local = admin_client_logged_in.get("/admin/", HTTP_X_FORWARDED_FOR="127.0.0.1", **via_proxy)
+
+    assert remote.status_code == spoofed.status_code == 403
+    assert local.status_code == 200
+
+
+def test_metrics_behind_a_proxy_refuse_a_remote_client(client, settings, monkeypatch):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    monkeypatch.setenv("NETMON_METRICS_TOKEN", "scrape-token")
+
+    response = client.get(
+        "/metrics",
+        HTTP_AUTHORIZATION="Bearer scrape-token",
+        HTTP_X_FORWARDED_FOR="198.51.100.4",
+        REMOTE_ADDR="127.0.0.1",
+    )
+
+    assert response.status_code == 403

@@ -101,3 +101,24 @@ def test_docker_compose_config_is_valid():
             check=False,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_compose_keeps_admin_local_and_cookies_secure_by_default():
+    stack = compose()
+    web = stack["services"]["web"]["environment"]
+    shared = stack["x-netmon"]["environment"]
+
+    assert web["NETMON_ADMIN_ALLOW_REMOTE"] == "${NETMON_ADMIN_ALLOW_REMOTE:-0}"
+    for key in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
+        assert shared[key] == "${" + key + ":-1}", key
+
+
+def test_compose_gives_redis_a_password_that_every_client_uses():
+    stack = compose()
+    redis = stack["services"]["redis"]
+    live = yaml.safe_load((ROOT / "docker-compose.live.yml").read_text())["services"]["capture"]
+
+    assert "--requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert stack["x-netmon"]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert ":${REDIS_PASSWORD:?" in live["environment"]["REDIS_URL"]
