@@ -17,12 +17,15 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from importlib import import_module
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
@@ -38,7 +41,9 @@ RATE_PER_SECOND = 20.0
 RATE_BURST = 40
 PACKET_MESSAGES_PER_SECOND = 4
 PACKET_BUFFER = 200
-TOKEN_RECHECK_SECONDS = 30.0
+# An open socket re-checks its user this often: a logged-out or deactivated user, or a revoked or
+# expired token, is disconnected within this many seconds (and at the next message it sends).
+AUTH_RECHECK_SECONDS = 3.0
 MAX_NAME = 64
 MAX_BPF = 1024
 STREAMS = ("packets", "anomalies", "stats", "exports")
@@ -117,8 +122,18 @@ def _initial_state(user: Any) -> dict[str, Any]:
     }
 
 
-def _token_still_valid(key: str) -> bool:
-    return valid_token_user(key) is not None
+def _lost_authorisation(user_id: int, token: str | None, session_key: str | None) -> str | None:
+    """Why the socket's user may no longer use it (token revoked or expired, logged out, deactivated)."""
+    if token:
+        if valid_token_user(token) is None:
+            return "token expired or revoked: get a new one"
+        return None
+    if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+        return "your account was deactivated"
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not session_key or store(session_key).load().get(SESSION_KEY) != str(user_id):
+        return "you logged out (or your session ended): log in again"
+    return None
 
 
 def _optional_str(
@@ -245,8 +260,9 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         self.groups.append(events.GROUP_CONTROL)
         await self._set_streams(set(STREAMS))
         await self.send_json(await database_sync_to_async(_initial_state)(self.user))
-        if self.token:
-            self._tasks.append(asyncio.ensure_future(self._recheck_token_periodically()))
+        session = self.scope.get("session")
+        self.session_key: str | None = getattr(session, "session_key", None)
+        self._tasks.append(asyncio.ensure_future(self._recheck_authorisation_periodically()))
 
     async def disconnect(self, code: int) -> None:
         self._closed = True
@@ -270,25 +286,24 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, cls=DjangoJSONEncoder)
 
     # --- authentication -----------------------------------------------------------------------
-    async def _token_ok(self) -> bool:
-        if not self.token:
-            return True
-        if await database_sync_to_async(_token_still_valid)(self.token):
+    async def _still_authorised(self) -> bool:
+        reason = await database_sync_to_async(_lost_authorisation)(self.user.pk, self.token, self.session_key)
+        if reason is None:
             return True
         if not self._closed:
             self._closed = True
-            await self.send_json({"type": "error", "error": "token expired or revoked: get a new one"})
+            await self.send_json({"type": "error", "error": reason})
             await self.close(code=CLOSE_UNAUTHENTICATED)
         return False
 
-    async def _recheck_token_periodically(self) -> None:
+    async def _recheck_authorisation_periodically(self) -> None:
         while not self._closed:
-            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+            await asyncio.sleep(AUTH_RECHECK_SECONDS)
             try:
-                if not await self._token_ok():
+                if not await self._still_authorised():
                     return
             except Exception as exc:  # database hiccup: try again next round rather than drop the client
-                log.warning("token re-check failed: %s", exc)
+                log.warning("authorisation re-check failed: %s", exc)
 
     # --- client -> server ---------------------------------------------------------------------
     async def receive(
@@ -299,7 +314,7 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         content: dict[str, Any] | None = None
         try:
             content = self._parse(text_data, bytes_data)
-            if not await self._token_ok():
+            if not await self._still_authorised():
                 return
             reply = await self._handle(content)
         except ClientError as exc:

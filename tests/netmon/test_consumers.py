@@ -6,6 +6,7 @@ and the consumer uses the real channels-redis layer on the test Redis database.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -235,7 +236,7 @@ async def test_revoked_token_closes_the_socket_on_its_next_message(token):
 
 
 async def test_expired_token_closes_the_socket_at_the_periodic_check(token, monkeypatch, redis_client):
-    monkeypatch.setattr(consumers, "TOKEN_RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.2)
     communicator = await open_socket([ORIGIN], f"/ws/monitor/?token={token.key}")
 
     old = timezone.now() - timedelta(hours=settings.NETMON_TOKEN_TTL_HOURS + 1)
@@ -244,6 +245,49 @@ async def test_expired_token_closes_the_socket_at_the_periodic_check(token, monk
     assert "expired" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
     assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
     assert control_version(redis_client) == 0
+
+
+async def test_a_logged_out_session_closes_its_open_socket_within_seconds(user, monkeypatch, redis_client):
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.2)
+    browser = await sync_to_async(Client)()
+    await sync_to_async(browser.force_login)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    communicator = await open_socket([ORIGIN, (b"cookie", cookie.encode())])
+
+    await sync_to_async(browser.post)("/accounts/logout/")
+
+    assert "logged out" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+
+
+async def test_a_deactivated_user_is_disconnected_within_seconds(user, session_headers, monkeypatch):
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.2)
+    communicator = await open_socket(session_headers)
+
+    user.is_active = False
+    await sync_to_async(user.save)()
+
+    assert "deactivated" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+
+
+async def test_a_deactivated_token_user_is_disconnected_within_seconds(user, token, monkeypatch):
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.2)
+    communicator = await open_socket([ORIGIN], f"/ws/monitor/?token={token.key}")
+
+    user.is_active = False
+    await sync_to_async(user.save)()
+
+    assert "revoked" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4401
+
+
+async def test_a_live_session_socket_stays_open_across_rechecks(session_headers, monkeypatch):
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.05)
+    communicator = await open_socket(session_headers)
+    await asyncio.sleep(0.3)
+
+    assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
 
 
 # --- client commands -------------------------------------------------------------------------
