@@ -5,7 +5,8 @@
                                       [--ek-packets 2000] [--deep-packets 10000] [--deep-processes 2]
                                       [--store-packets 50000] [--e2e-seconds 30] [--e2e-rate 20000]
                                       [--live-seconds 600] [--live-rate 2500] [--live-engines basic,deep]
-                                      [--pg-url URL] [--skip parse,deep,publish,cli,store,e2e,live]
+                                      [--generate-packets 200000]
+                                      [--pg-url URL] [--skip parse,deep,publish,cli,store,e2e,live,generate]
                                       [--profile] [--json PATH] [--strict]
 
 The targets are those of issue 3 ("Speed"); each figure is printed next to its baseline measured
@@ -17,7 +18,9 @@ measurement of our code is the best of ``--repeat`` runs.
    capture/decode.py) versus dpkt parsing and decoding the same file (Ethernet/IP/TCP/UDP
    fields into a tuple per packet), pyshark in its default (XML) mode on a sample (the "20x"
    target) and pyshark ``use_ek`` for reference. pyshark runs in child processes (its asyncio
-   child watcher does not survive several captures in one process).
+   child watcher does not survive several captures in one process). Beside them,
+   capture.decode.decode_frames alone on frame batches read beforehand (the decoder's own rate;
+   once a unit test's floor of 150,000/s).
 2. deep: capture.engines.PysharkEngine on ``--deep-packets`` packets (default 10,000; tshark's
    start-up included, where a long capture restarts tshark every 20,000, so slightly pessimistic):
    records from our reader and decoder, application fields from tshark (EK, ``-e`` fields) through
@@ -53,6 +56,12 @@ measurement of our code is the best of ``--repeat`` runs.
    minute), median of the last minute, maximum, least-squares slope of the per-minute medians
    after the warm-up; PASS when the last minute is at most 10 % (or 5 MB) above the warm-up.
    Plot: var/bench-capture/live-memory.png; the children's stderr: var/bench-capture/live-*.log.
+7. generate: what makes the captures of the tests, benchmarks and demo, on ``--generate-packets``
+   records: capture.pcapwriter.write_pcap (records -> frames -> file) versus dpkt's pcap.Writer
+   writing the same frames, built beforehand, one by one; capture.demo.DemoTraffic.records (the
+   demo's simulated network) versus capture.pcapwriter.synthetic_records (plain random traffic of
+   the same record type). Once unit tests' floors: 200,000 packets written in 3 s, 200,000
+   demo records/s.
 
 Environment: Redis ``--redis-url`` (default redis://127.0.0.1:6379/11). THE BENCH OWNS THAT REDIS
 DATABASE: it is emptied (FLUSHDB) before and after; databases 0 (the app's default) and 15 (the
@@ -197,6 +206,19 @@ def bench_ours_parse(path: Path, batch_size: int) -> Run:
     return Run(n, clock.wall, clock.cpu)
 
 
+def bench_ours_decode(path: Path, batch_size: int) -> Run:
+    """capture.decode.decode_frames alone, on frame batches read beforehand (the decoder's own rate)."""
+    from capture.decode import decode_frames
+    from capture.pcapio import ReadStats, iter_frame_batches
+
+    batches = list(iter_frame_batches(str(path), batch_size, stats=ReadStats()))
+    n = 0
+    with Clock() as clock:
+        for batch in batches:
+            n += len(decode_frames(batch, n))
+    return Run(n, clock.wall, clock.cpu)
+
+
 def bench_dpkt(path: Path, limit: int) -> Run:
     """dpkt: parse the pcap and decode Ethernet/IP/IPv6/TCP/UDP into one tuple per packet."""
     import dpkt
@@ -332,13 +354,16 @@ def section_parse(args, files: dict[str, Path], results: dict[str, Any]) -> None
     print(f"  {'':<44} {'pkt/s CPU':>13} {'(wall)':>11}  {'packets':>9}")
     ours = best([bench_ours_parse(path, args.batch_size) for _ in range(args.repeat)])
     _row("ours: pcap_chunks (pcapio + decode)", ours, f"best of {args.repeat}")
+    decode = best([bench_ours_decode(path, args.batch_size) for _ in range(args.repeat)])
+    _row("ours: decode_frames alone (frames read before)", decode, f"best of {args.repeat}")
     dpkt_run = bench_dpkt(path, min(args.dpkt_packets, args.packets))
     _row("baseline: dpkt Reader + Ethernet decode", dpkt_run)
     print(
         f"  -> ours / dpkt: {ours.rate() / dpkt_run.rate():.1f}x (CPU), "
-        f"{ours.rate('wall') / dpkt_run.rate('wall'):.1f}x (wall)"
+        f"{ours.rate('wall') / dpkt_run.rate('wall'):.1f}x (wall); decode_frames alone / dpkt: "
+        f"{decode.rate() / dpkt_run.rate():.1f}x (CPU)"
     )
-    results["parse"] = {"ours": asdict(ours), "dpkt": asdict(dpkt_run)}
+    results["parse"] = {"ours": asdict(ours), "decode": asdict(decode), "dpkt": asdict(dpkt_run)}
     if args.profile:
         print("  profile, ours (top functions by own time):")
         print(_profile(bench_ours_parse, path, args.batch_size))
@@ -1327,6 +1352,83 @@ def section_live(args, results: dict[str, Any]) -> None:
     }
 
 
+# ------------------------------------------------------------------------------------ 7. generate
+
+
+def bench_write_pcap(records: Any, path: Path) -> Run:
+    """capture.pcapwriter.write_pcap: records -> frames -> pcap file."""
+    from capture.pcapwriter import write_pcap
+
+    with Clock() as clock:
+        n = write_pcap(path, records)
+    return Run(n, clock.wall, clock.cpu)
+
+
+def bench_dpkt_write(records: Any, path: Path) -> Run:
+    """dpkt's pcap.Writer, one packet at a time, given the same frames already built (not timed)."""
+    import dpkt
+
+    from capture.pcapwriter import build_frames
+
+    frames, caplen, _wire = build_frames(records)
+    data = frames.tobytes()
+    ends = caplen.astype("int64").cumsum().tolist()
+    packets = [data[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+    stamps = records["ts"].tolist()
+    with Clock() as clock, open(path, "wb") as handle:
+        writer = dpkt.pcap.Writer(handle)
+        for ts, packet in zip(stamps, packets, strict=True):
+            writer.writepkt(packet, ts=ts)
+    return Run(len(packets), clock.wall, clock.cpu)
+
+
+def bench_demo(n: int, seed: int) -> Run:
+    """capture.demo.DemoTraffic.records(n) after a warm-up (the simulated network's first sessions)."""
+    from capture.demo import DemoTraffic
+
+    traffic = DemoTraffic(seed, attack_prob=0.05)
+    traffic.records(10_000)
+    with Clock() as clock:
+        records = traffic.records(n)
+    return Run(len(records), clock.wall, clock.cpu)
+
+
+def bench_synthetic(n: int, seed: int) -> Run:
+    """capture.pcapwriter.synthetic_records(n): plain random traffic of the same record type."""
+    from capture.pcapwriter import synthetic_records
+
+    with Clock() as clock:
+        records = synthetic_records(n, seed=seed)
+    return Run(len(records), clock.wall, clock.cpu)
+
+
+def section_generate(args, files: dict[str, Path], results: dict[str, Any]) -> None:
+    from capture.pcapwriter import synthetic_records
+
+    n = args.generate_packets
+    print(f"== 7. generate: {n:,} records, best of {args.repeat} ==")
+    print(f"  {'':<44} {'pkt/s CPU':>13} {'(wall)':>11}  {'packets':>9}")
+    records = synthetic_records(n, seed=9)
+    out = files["dir"] / "generate.pcap"
+    ours = best([bench_write_pcap(records, out) for _ in range(args.repeat)])
+    _row("ours: write_pcap (records -> frames -> file)", ours, f"{ours.wall:.2f} s wall")
+    dpkt_run = best([bench_dpkt_write(records, out) for _ in range(args.repeat)])
+    _row("baseline: dpkt pcap.Writer, frames given", dpkt_run)
+    print(f"  -> write_pcap / dpkt: {ours.rate() / dpkt_run.rate():.1f}x (CPU)")
+    demo = best([bench_demo(n, seed=7) for _ in range(args.repeat)])
+    _row("ours: DemoTraffic.records", demo)
+    synthetic = best([bench_synthetic(n, seed=7) for _ in range(args.repeat)])
+    _row("baseline: synthetic_records", synthetic)
+    print(f"  -> DemoTraffic / synthetic_records: {demo.rate() / synthetic.rate():.2f}x (CPU)")
+    out.unlink(missing_ok=True)
+    results["generate"] = {
+        "write_pcap": asdict(ours),
+        "dpkt_write": asdict(dpkt_run),
+        "demo": asdict(demo),
+        "synthetic": asdict(synthetic),
+    }
+
+
 # ------------------------------------------------------------------------------------ verdicts
 
 
@@ -1451,7 +1553,7 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-SECTIONS = ("parse", "deep", "publish", "cli", "store", "e2e", "live")
+SECTIONS = ("parse", "deep", "publish", "cli", "store", "e2e", "live", "generate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1488,6 +1590,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--live-interface", default="lo", help="interface of the live run (lo)")
     parser.add_argument("--live-interval", type=float, default=5.0, help="seconds between RSS samples (5)")
+    parser.add_argument(
+        "--generate-packets", type=int, default=200_000, help="records written and generated (200,000)"
+    )
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
@@ -1569,6 +1674,8 @@ def main(argv: list[str] | None = None) -> int:
             section_e2e(args, files, results, env)
         if "live" not in skip and args.live_seconds > 0:
             section_live(args, results)
+        if "generate" not in skip:
+            section_generate(args, files, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         flush_redis(args.redis_url)

@@ -1,8 +1,7 @@
-"""capture.decode and capture.pcapwriter: records carry exactly what the frames say, fast."""
+"""capture.decode, capture.pcapwriter: records carry exactly what the frames say (speed: bench/capture.py)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -251,25 +250,3 @@ def test_writer_snaplen_and_frames(capdir: Path) -> None:
     with PcapWriter(capdir / "raw.pcap", linktype=101) as w:
         w.write_frame(1.5, bytes(IP() / TCP()))
     assert pcaps.capinfos_count(capdir / "raw.pcap") == 1
-
-
-def test_writer_is_fast(capdir: Path) -> None:
-    records = synthetic_records(200_000, seed=9)
-    start = time.perf_counter()
-    write_pcap(capdir / "fast.pcap", records)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"200k packets took {elapsed:.2f}s"
-
-
-def test_decode_speed(capdir: Path) -> None:
-    """The vectorised path must stay far ahead of a per-packet parser (bench/capture.py measures)."""
-    path = capdir / "speed.pcap"
-    write_pcap(path, synthetic_records(100_000, seed=10))
-    batches = list(iter_frame_batches(path, 4096))
-    start = time.perf_counter()
-    seq = 0
-    for b in batches:
-        seq += len(decode_frames(b, seq))
-    rate = seq / (time.perf_counter() - start)
-    # generous floor: the 300k/s target is checked by the benchmark on a quiet machine
-    assert rate > 150_000, f"{rate:,.0f} frames/s"

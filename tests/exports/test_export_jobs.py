@@ -307,15 +307,20 @@ def test_other_users_exports_are_invisible(api, worker, packets, other_user, tmp
     from tests.conftest import token_client
 
     job = wait_done(api, create(api, algorithm="AES-256", key_id="k256")["id"])
+    path = Path(ExportJob.objects.get(pk=job["id"]).file_path)
+    assert job["status"] == "succeeded" and path.is_file()
     bob = token_client(other_user)
 
     assert bob.get(f"/api/exports/{job['id']}/").status_code == 404
     assert bob.get(f"/api/exports/{job['id']}/download").status_code == 404
     assert bob.delete(f"/api/exports/{job['id']}/").status_code == 404
+    assert path.is_file()  # bob's delete touched nothing
     assert bob.get("/api/exports/").json() == []
     assert api.delete(f"/api/exports/{job['id']}/").status_code == 204
     assert not ExportJob.objects.exists()
-    assert not list(Path(job["url"]).parent.glob("*"))
+    # the owner's delete takes the encrypted file with it: nothing of this export is left behind
+    assert not path.exists()
+    assert not list(path.parent.glob(f"*{job['id']}*"))
 
 
 def test_expiry_removes_old_files(api, worker, packets):

@@ -9,7 +9,6 @@ import ipaddress
 import json
 import math
 import random
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -293,16 +292,6 @@ def test_bad_arguments():
 
 def test_media_types_and_extensions_cover_every_format():
     assert set(formats.MEDIA_TYPES) == set(formats.FILE_EXTENSIONS) == set(FORMATS)
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_speed_sanity(fmt):
-    """Far below the benchmark's real measurement (bench/export.py); catches a pathological slowdown."""
-    rows = packet_rows(2000) * 25
-    start = time.perf_counter()
-    for _ in serialise(fmt, rows, COLUMNS):
-        pass
-    assert time.perf_counter() - start < 5.0
 
 
 def test_csv_output_is_valid_utf8_even_with_lone_surrogates():

@@ -177,11 +177,46 @@ def test_sweeper_finds_streams_with_unprocessed_entries(redis_client):
     assert ingest.sensors_needing_ingest(redis_client) == ["s1"]
 
 
+def _ingest_task():
+    """The Celery task by its name, wherever the module that defines it lives."""
+    from netmon.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start: the apps' tasks modules
+    return app.tasks["detection.ingest_sensor"]
+
+
 def test_batches_in_random_task_order_give_the_in_order_result(redis_client):
-    ids = [publish(redis_client, "s1", 1 + 25 * i, 25) for i in range(8)]
-    random.Random(4).shuffle(ids)
+    """Each published batch queues a task; the tasks run late and in any order (the task of batch 5
+    may run before that of batch 2). Each must drain everything the stream has, in stream order."""
+    task = _ingest_task()
+    arrivals = list(range(8))
+    random.Random(4).shuffle(arrivals)
+    assert arrivals != sorted(arrivals)
+    published, expected, drained = 0, [], []
 
-    for _ in ids:  # one task per batch, arriving in any order: each drains what is there, in order
-        ingest.drain_sensor("s1", redis_client)
+    for k in arrivals:
+        new = 0
+        while published <= k:  # batch k's task can only arrive once batch k is in the stream
+            publish(redis_client, "s1", 1 + 25 * published, 25)
+            published, new = published + 1, new + 25
+        expected.append(new)
+        drained.append(task.apply(args=("s1",)).get()["packets"])
 
+    assert drained == expected  # every task took all that was there, not only "its" batch
+    assert len([n for n in drained if n]) > 1  # the schedule did split the stream between tasks
     assert list(Packet.objects.order_by("id").values_list("seq", flat=True)) == list(range(1, 201))
+    sensor = Sensor.objects.get(name="s1")
+    assert (sensor.packets_stored, sensor.packets_dropped_stream, sensor.last_seq_ingested) == (200, 0, 200)
+    # the same batches drained by one task in one go: the same flows
+    for i in range(8):
+        publish(redis_client, "ref", 1 + 25 * i, 25)
+    assert task.apply(args=("ref",)).get()["packets"] == 200
+
+    def flows(name: str) -> list[tuple]:
+        return sorted(
+            Flow.objects.filter(sensor__name=name).values_list(
+                "src_port", "packets", "bytes", "first_seen", "last_seen"
+            )
+        )
+
+    assert flows("s1") == flows("ref")
