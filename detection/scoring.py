@@ -120,6 +120,7 @@ def score_records(
 
 
 def load_state(raw: bytes, extractor: FeatureExtractor) -> FeatureState:
+    """A sensor's saved feature state for ``extractor``, or a cold one (none saved, or of another level)."""
     if raw:
         try:
             state = FeatureState.from_bytes(raw)
