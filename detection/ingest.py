@@ -1,18 +1,31 @@
-"""Draining a sensor's Redis stream in order: decode, score, store, acknowledge.
+"""The worker's hub: draining a sensor's Redis stream in order (decode, score, store, acknowledge, publish).
 
 One worker at a time holds a sensor's lock and reads its stream through a consumer group, so
 batches are featurised in stream order whatever order their tasks arrive in, and the stateful
-feature statistics (kept in Redis per sensor) stay exact. Crash safety:
+feature statistics (kept in Redis per sensor) stay exact.
 
-* the new batches of one read are scored together; their packets, flows, anomalies and batch
-  receipts (idempotent on sensor + first seq) commit in one transaction, then the feature state is
-  saved, then the entries are acknowledged;
+This module owns the lock, the reads, the dedup of entries, the gap accounting, the transaction
+and the acknowledgement; the work on the records is done by leaves that know nothing of streams:
+``capture.storage.store_batch`` (receipt, packets, flows, counters), ``detection.scoring``
+(``score_batch``), ``detection.anomalies`` (``save_anomalies``, which files each anomaly under
+its incident with ``detection.incidents``) and ``detection.live`` (``broadcast_anomalies``).
+
+Crash safety (the order of effects of a read, in ``_process_entries``, is this contract):
+
+* the new batches of one read are scored together; their packets, flows, anomalies, incidents
+  and batch receipts (idempotent on sensor + first seq) commit in one transaction, then the
+  feature state is saved, then the entries are acknowledged, and only then are the read's top
+  anomalies published: a dashboard never shows an anomaly that is not committed, and a crash
+  before publishing loses live messages only (a redelivered read finds its receipts and
+  publishes nothing again; the API lists every anomaly);
 * an entry a dead worker read but never acknowledged stays pending in the consumer group and
   is read again first by the next lock holder (the lock expires if its holder dies);
 * a gap in sequence numbers (entries trimmed at the stream's bound, or lost with a Redis
   restart) is counted as dropped, so stored + dropped always adds up to what was published;
   the part of a gap the capture dropped itself (announced in the entry's ``dropped_before``
-  field) is not counted again: stored + dropped by capture + dropped in the stream = read.
+  field) is not counted again: stored + dropped by capture + dropped in the stream = read;
+* the lock is extended before the commit: a holder whose scoring outlived the lock must not
+  commit what its successor is reading again (the gaps would be counted twice).
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from capture.connections import redis_client
 from capture.models import Sensor
 from capture.records import Batch, BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
 from capture.stream import DROPPED_FIELD
-from detection import scoring
+from detection import live, scoring
+from detection.anomalies import SavedAnomalies, save_anomalies
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +92,12 @@ class IngestResult:
     anomalies: int = 0
     locked_out: bool = False
     latencies: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What the ingest task returns."""
+        if self.locked_out:
+            return {"batches": 0, "packets": 0, "dropped": 0, "locked_out": True}
+        return {"batches": self.batches, "packets": self.packets, "dropped": self.dropped}
 
 
 def ensure_group(client: redis.Redis, sensor: str) -> None:
@@ -136,34 +156,54 @@ def drain_sensor(
         result.locked_out = True
         return result
     try:
-        client.delete(ingest_scheduled_key(sensor_name))
-        ensure_group(client, sensor_name)
-        sensor, _ = Sensor.objects.get_or_create(name=sensor_name)
-        state = SensorState.loads(client.get(_state_key(sensor_name)), sensor)
-        deadline = time.monotonic() + max_seconds
-        pending = True  # first what a previous holder read but never acknowledged
-        while time.monotonic() < deadline:
-            entries = _read(client, sensor_name, pending)
-            if not entries:
-                if pending:
-                    pending = False
-                    continue
-                break
-            _process_entries(client, sensor, state, entries, result, lock)
-            lock.extend(LOCK_TTL, replace_ttl=True)
+        _drain_locked(client, sensor_name, lock, result, max_seconds)
     except redis.exceptions.LockNotOwnedError:
         # A read took longer than the lock lives and another worker took the sensor over. Raised
         # before the commit, nothing of the read was committed and the new holder reads it again
         # (it was not acknowledged); raised after it, the read was committed and acknowledged.
         log.warning("ingest of %s lost its lock to another worker; that worker carries on", sensor_name)
     finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            log.warning("ingest lock for %s expired while draining", sensor_name)
-        except redis.RedisError as exc:  # Redis went away: the lock expires on its own (LOCK_TTL)
-            log.warning("could not release the ingest lock for %s: %s", sensor_name, exc)
+        _release(lock, sensor_name)
     return result
+
+
+def _drain_locked(
+    client: redis.Redis, sensor_name: str, lock: Lock, result: IngestResult, max_seconds: float
+) -> None:
+    """Read and process the stream while holding ``lock``: first what is pending, then what is new."""
+    client.delete(ingest_scheduled_key(sensor_name))
+    ensure_group(client, sensor_name)
+    sensor, _ = Sensor.objects.get_or_create(name=sensor_name)
+    state = SensorState.loads(client.get(_state_key(sensor_name)), sensor)
+    deadline = time.monotonic() + max_seconds
+    pending = True  # first what a previous holder read but never acknowledged
+    while time.monotonic() < deadline:
+        entries = _read(client, sensor_name, pending)
+        if not entries:
+            if pending:
+                pending = False
+                continue
+            break
+        _process_entries(client, sensor, state, entries, result, lock)
+        lock.extend(LOCK_TTL, replace_ttl=True)
+
+
+def _release(lock: Lock, sensor_name: str) -> None:
+    try:
+        lock.release()
+    except redis.exceptions.LockError:
+        log.warning("ingest lock for %s expired while draining", sensor_name)
+    except redis.RedisError as exc:  # Redis went away: the lock expires on its own (LOCK_TTL)
+        log.warning("could not release the ingest lock for %s: %s", sensor_name, exc)
+
+
+@dataclass
+class NewBatch:
+    """A decoded stream entry with records not processed yet (only its new tail if it overlapped)."""
+
+    entry_id: str
+    batch: Batch
+    dropped_by_capture: int  # announced in the entry's ``dropped_before`` field
 
 
 def _process_entries(
@@ -182,9 +222,39 @@ def _process_entries(
     batches one after the other (the feature state flows through). If the worker dies before the
     state is saved, the whole read is redelivered, re-scored from the old state (same features)
     and the batches stored already are recognised by their receipts.
+
+    The order of the steps is the crash-safety contract (module docstring): score, commit
+    (receipts, packets, flows, gaps, anomalies, incidents), save the feature state, acknowledge,
+    and only then publish.
     """
-    parts: list[tuple[str, Batch, int]] = []  # (stream entry id, new records, dropped by capture)
-    last = state.last_seq
+    new, last = _new_batches(sensor, state.last_seq, entries, result)
+    if not new:
+        _acknowledge(client, sensor, entries)
+        return
+    merged = _merge(sensor, new)
+    scored = scoring.score_batch(sensor, merged, state)
+    if lock is not None:
+        # Commit only while we own the sensor: if scoring outlived the lock, another worker may be
+        # reading these entries already, and two commits would count the same gaps twice.
+        lock.extend(LOCK_TTL, replace_ttl=True)
+    with transaction.atomic():
+        fresh = _store_batches(sensor, new, result)
+        saved = _save_fresh_anomalies(sensor, merged, scored, fresh)
+    _save_state(client, sensor, state, last, scored)
+    _acknowledge(client, sensor, entries)
+    result.anomalies += saved.count
+    live.broadcast_anomalies(saved, merged.sensor, merged.read_at)
+
+
+def _new_batches(
+    sensor: Sensor, last: int, entries: list[tuple[bytes, dict | None]], result: IngestResult
+) -> tuple[list[NewBatch], int]:
+    """The batches of ``entries`` with records after seq ``last``, in order, and the last seq they reach.
+
+    Unreadable entries are logged and passed over; batches processed before (a redelivery after a
+    crash, a duplicate publish) are counted as skipped.
+    """
+    new: list[NewBatch] = []
     for entry_id, fields in entries:
         if not fields:  # pending entry deleted by trimming: its seq gap is counted with the next batch
             continue
@@ -199,63 +269,85 @@ def _process_entries(
         if batch.first_seq <= last:  # overlaps what we have: keep only the new tail
             batch.records = batch.records[batch.records["seq"] > last]
         last = batch.last_seq
-        parts.append((entry_id.decode(), batch, _capture_dropped_before(fields)))
-    if not parts:
-        client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
-        return
-    merged = Batch(
+        new.append(NewBatch(entry_id.decode(), batch, _capture_dropped_before(fields)))
+    return new, last
+
+
+def _merge(sensor: Sensor, new: list[NewBatch]) -> Batch:
+    """One batch of the read's new records in stream order, scored with one model call."""
+    return Batch(
         sensor=sensor.name,
-        records=np.concatenate([batch.records for _, batch, _ in parts]),
-        app={seq: fields for _, batch, _ in parts for seq, fields in batch.app.items()},
-        read_at=min((batch.read_at for _, batch, _ in parts if batch.read_at), default=0.0),
+        records=np.concatenate([part.batch.records for part in new]),
+        app={seq: fields for part in new for seq, fields in part.batch.app.items()},
+        read_at=min((part.batch.read_at for part in new if part.batch.read_at), default=0.0),
     )
-    scored = scoring.score_batch(sensor, merged, state)
-    if lock is not None:
-        # Commit only while we own the sensor: if scoring outlived the lock, another worker may be
-        # reading these entries already, and two commits would count the same gaps twice.
-        lock.extend(LOCK_TTL, replace_ttl=True)
-    fresh = np.zeros(len(merged.records), dtype=bool)  # rows of the batches stored now
+
+
+def _store_batches(sensor: Sensor, new: list[NewBatch], result: IngestResult) -> np.ndarray:
+    """Store each batch once with the gap before it counted as dropped; which merged rows were stored now.
+
+    Runs in the read's transaction. Gaps are measured from what the database has accounted for
+    (stored or counted), read in the write transaction (BEGIN IMMEDIATE on SQLite, a row lock on
+    PostgreSQL): a worker whose state in Redis is stale (its predecessor died, or lost the lock
+    while committing) cannot count packets that were stored as dropped.
+    """
+    fresh = np.zeros(sum(len(part.batch.records) for part in new), dtype=bool)
     offset = 0
-    with transaction.atomic():
-        # Gaps are measured from what the database has accounted for (stored or counted), read in
-        # the write transaction (BEGIN IMMEDIATE on SQLite, a row lock on PostgreSQL): a worker whose
-        # state in Redis is stale (its predecessor died, or lost the lock while committing) cannot
-        # count packets that were stored as dropped.
-        floor = (
-            Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
-        )
-        for entry, batch, capture_dropped in parts:
-            n = len(batch.records)
-            gap = max(0, batch.first_seq - floor - 1)  # sequence numbers start at 1
-            # packets the capture dropped itself (its buffer overflowed while Redis was away) are in
-            # its own counters already: only the rest of the gap was lost on the way
-            gap -= min(gap, capture_dropped)
-            floor = max(floor, batch.last_seq)
-            stored = storage.store_batch(sensor, batch, entry, dropped_before=gap)
-            if stored.stored:
-                fresh[offset : offset + n] = True
-                result.batches += 1
-                result.packets += stored.packets
-                result.dropped += gap
-                if batch.read_at:
-                    result.latencies.append(time.time() - batch.read_at)
-            else:
-                result.skipped += 1
-            offset += n
-        anomalies = scoring.SavedAnomalies(0, [])
-        if fresh.any() and scored is not None:
-            rows = np.flatnonzero(fresh)
-            new = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
-            anomalies = scoring.save_anomalies(sensor, new, scored.select(rows))
-            counter = F("packets_scored") + len(rows)
-            Sensor.objects.filter(pk=sensor.pk).update(packets_scored=counter)
+    floor = Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
+    for part in new:
+        batch = part.batch
+        n = len(batch.records)
+        gap = _lost_in_stream(batch.first_seq, floor, part.dropped_by_capture)
+        floor = max(floor, batch.last_seq)
+        stored = storage.store_batch(sensor, batch, part.entry_id, dropped_before=gap)
+        if stored.stored:
+            fresh[offset : offset + n] = True
+            result.batches += 1
+            result.packets += stored.packets
+            result.dropped += gap
+            if batch.read_at:
+                result.latencies.append(time.time() - batch.read_at)
+        else:
+            result.skipped += 1
+        offset += n
+    return fresh
+
+
+def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:
+    """Packets missing between what is accounted for (``floor``) and a batch, lost on the way.
+
+    Sequence numbers start at 1. Packets the capture dropped itself (its buffer overflowed while
+    Redis was away) are in its own counters already: only the rest of the gap was lost in the stream.
+    """
+    gap = max(0, first_seq - floor - 1)
+    return gap - min(gap, dropped_by_capture)
+
+
+def _save_fresh_anomalies(
+    sensor: Sensor, merged: Batch, scored: scoring.ScoredBatch | None, fresh: np.ndarray
+) -> SavedAnomalies:
+    """Anomalies of the rows stored now (not of batches stored before a crash), counted as scored."""
+    if not fresh.any() or scored is None:
+        return SavedAnomalies(0, [])
+    rows = np.flatnonzero(fresh)
+    stored = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
+    saved = save_anomalies(sensor, stored, scored.select(rows))
+    Sensor.objects.filter(pk=sensor.pk).update(packets_scored=F("packets_scored") + len(rows))
+    return saved
+
+
+def _save_state(
+    client: redis.Redis, sensor: Sensor, state: SensorState, last: int, scored: scoring.ScoredBatch | None
+) -> None:
+    """Remember the last seq processed and the feature state after it (unchanged while nothing scores)."""
     state.last_seq = last
     if scored is not None:
         state.features = scored.feature_state
     client.set(_state_key(sensor.name), state.dumps())
+
+
+def _acknowledge(client: redis.Redis, sensor: Sensor, entries: list[tuple[bytes, dict | None]]) -> None:
     client.xack(stream_key(sensor.name), GROUP, *[entry_id for entry_id, _ in entries])
-    result.anomalies += anomalies.count
-    scoring.broadcast_anomalies(anomalies, merged)
 
 
 def _capture_dropped_before(fields: dict) -> int:

@@ -60,15 +60,13 @@ def ingest_sensor(self, sensor: str, follow_up: bool = False) -> dict:
         countdown = db_retry_delay(self.request.retries)
         log.warning("ingest of %s: database unavailable (%s); retrying in %.1fs", sensor, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown) from exc
-    if result.locked_out:
+    if result.locked_out and ingest.claim_follow_up(redis_client(), sensor):
         # Another worker is draining, but it may have done its last read before the entry that
         # queued us arrived. The capture process queues no new task while the "scheduled" flag is
         # set, so a task must run once the lock is free or that entry waits for the sweeper: one
         # follow-up per sensor, which queues the next one if it is locked out in turn.
-        if ingest.claim_follow_up(redis_client(), sensor):
-            ingest_sensor.apply_async((sensor,), {"follow_up": True}, countdown=FOLLOW_UP_DELAY)
-        return {"batches": 0, "packets": 0, "dropped": 0, "locked_out": True}
-    return {"batches": result.batches, "packets": result.packets, "dropped": result.dropped}
+        ingest_sensor.apply_async((sensor,), {"follow_up": True}, countdown=FOLLOW_UP_DELAY)
+    return result.summary()
 
 
 @shared_task(name="detection.sweep_streams", ignore_result=True)

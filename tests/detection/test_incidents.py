@@ -9,7 +9,8 @@ import pytest
 
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import scoring
+from detection import anomalies, scoring
+from detection.incidents import INCIDENT_QUIET
 from detection.models import Anomaly, Incident
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
     sensor = Sensor.objects.create(name="inc")
     spoofed = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(1_200)]  # more than one IN (...) chunk
     batch, scored = _read([*spoofed, "10.0.0.9", "10.0.0.9", None], 1, T0)
-    saved = scoring.save_anomalies(sensor, batch, scored)
+    saved = anomalies.save_anomalies(sensor, batch, scored)
     assert saved.count == 1_203
     assert Incident.objects.count() == 1_202
     scanner = Incident.objects.get(src_ip="10.0.0.9")
@@ -60,7 +61,7 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
 
     # 30 s later: the same sources add to their incidents (one new source opens one)
     batch, scored = _read(["10.0.0.9", spoofed[0], "10.0.0.7", None], 5_000, T0 + 30)
-    scoring.save_anomalies(sensor, batch, scored)
+    anomalies.save_anomalies(sensor, batch, scored)
     assert Incident.objects.count() == 1_203
     scanner.refresh_from_db()
     assert scanner.anomaly_count == 3
@@ -71,9 +72,9 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
     assert Incident.objects.get(src_ip__isnull=True).anomaly_count == 2
 
     # after more than INCIDENT_QUIET without anomalies, the source opens a new incident
-    later = T0 + 30 + scoring.INCIDENT_QUIET.total_seconds() + 5
+    later = T0 + 30 + INCIDENT_QUIET.total_seconds() + 5
     batch, scored = _read(["10.0.0.9"], 9_000, later)
-    scoring.save_anomalies(sensor, batch, scored)
+    anomalies.save_anomalies(sensor, batch, scored)
     incidents = Incident.objects.filter(src_ip="10.0.0.9").order_by("first_seen")
     assert [i.anomaly_count for i in incidents] == [3, 1]
     assert incidents[1].first_seen - incidents[0].last_seen > timedelta(seconds=60)
@@ -95,7 +96,7 @@ def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
     rows = np.array([0, 2, 3, 4, 5, 9, 10, 11])  # the rows stored now
 
     part = scored.select(rows)
-    saved = scoring.save_anomalies(sensor, Batch(sensor="inc", records=batch.records[rows]), part)
+    saved = anomalies.save_anomalies(sensor, Batch(sensor="inc", records=batch.records[rows]), part)
 
     assert saved.count == 3
     stored = sorted(Anomaly.objects.values_list("packet_seq", "src_ip", "explanation"))
