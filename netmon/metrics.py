@@ -55,7 +55,6 @@ from capture.connections import redis_client
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "NETMON_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
-CELERY_QUEUE = "celery"
 
 
 class NetmonCollector:
@@ -139,7 +138,8 @@ class NetmonCollector:
                 with redis.Redis.from_url(
                     broker, socket_timeout=2, socket_connect_timeout=1
                 ) as broker_client:
-                    queue.add_metric([CELERY_QUEUE], broker_client.llen(CELERY_QUEUE))
+                    for name in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.EXPORT_QUEUE):
+                        queue.add_metric([name], broker_client.llen(name))
             except redis.RedisError as exc:
                 log.warning("metrics: reading the task queue failed: %s", exc)
         yield queue

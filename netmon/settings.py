@@ -167,6 +167,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Exports run on a queue of their own, served by a worker of their own (Procfile "exports", compose
+# "exports-worker"): a pile of exports waits there, never in front of ingest on the default queue.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+EXPORT_QUEUE = "exports"
+CELERY_TASK_ROUTES = {"exports.*": {"queue": EXPORT_QUEUE}}
 CELERY_BEAT_SCHEDULE: dict = {
     "sweep-streams": {"task": "detection.sweep_streams", "schedule": 5.0},
     "prune-retention": {"task": "capture.prune_retention", "schedule": 3600.0},

@@ -94,11 +94,14 @@ class Proc:
         return self.popen.returncode
 
 
-def start_worker(concurrency: int = 1, name: str = "worker", **env: str) -> Proc:
+def start_worker(
+    concurrency: int = 1, name: str = "worker", queues: str = "celery,exports", **env: str
+) -> Proc:
+    """A Celery worker; by default it serves both queues (ingest and the rest, and exports)."""
     proc = Proc(
         name,
         [str(BIN / "celery"), "-A", "netmon", "worker", "-l", "info", "--concurrency", str(concurrency),
-         "--without-gossip", "--without-mingle", "-n", f"{name}-{time.monotonic_ns()}@%h"],
+         "-Q", queues, "--without-gossip", "--without-mingle", "-n", f"{name}-{time.monotonic_ns()}@%h"],
         process_env(**env),
     )  # fmt: skip
     proc.wait_for("ready.", timeout=90)
