@@ -41,8 +41,14 @@ class AnomalyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark as false positive (normal traffic for the next training)")
     def mark_false_positive(self, request, queryset):
-        updated = queryset.update(false_positive=True)
+        updated = services.mark_false_positives(queryset, True, request.user)
         self.message_user(request, f"{updated} anomalies marked as false positives")
+
+    def save_model(self, request, obj, form, change):
+        if change and form.changed_data == ["false_positive"]:
+            services.mark_false_positive(obj, obj.false_positive, request.user)  # records who and when
+        else:
+            super().save_model(request, obj, form, change)
 
     def has_add_permission(self, request):
         return False

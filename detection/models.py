@@ -91,6 +91,12 @@ class Anomaly(models.Model):
     explanation = models.TextField()
     contributions = models.JSONField(default=list)
     false_positive = models.BooleanField(default=False, db_index=True)
+    # Who said "this is normal", and when: a false positive teaches the next training that such
+    # traffic is benign, so the mark is an audited decision, not an anonymous flag.
+    false_positive_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    false_positive_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -196,14 +196,36 @@ def records_from_demo(
         yield records
 
 
-def records_from_database(
-    since: datetime | None, until: datetime | None, sensor: str | None = None
-) -> Iterator[np.ndarray]:
-    """Stored packets in time order, without the ones flagged as real anomalies.
+class DatabaseTrainingData:
+    """Stored packets in time order, without the ones flagged as real anomalies (iterable of chunks).
 
     Packets an operator marked as false positives stay in: the next model should learn that they
     are normal. Packets behind anomalies nobody disputed are left out, so attacks are not learnt.
+    After iterating, ``false_positives_used`` says how many marked packets went in (training
+    reports it: a wrong mark teaches the model to ignore an attack).
     """
+
+    def __init__(self, since: datetime | None, until: datetime | None, sensor: str | None = None) -> None:
+        self.since, self.until, self.sensor = since, until, sensor
+        self.false_positives_used = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        marked = set(Anomaly.objects.filter(false_positive=True).values_list("sensor_id", "packet_seq"))
+        for chunk in _stored_records(self.since, self.until, self.sensor):
+            if marked:
+                keys = zip(chunk["sensor_id"].tolist(), chunk["seq"].tolist(), strict=True)
+                self.false_positives_used += sum(1 for key in keys if key in marked)
+            yield chunk["records"]
+
+
+def records_from_database(
+    since: datetime | None, until: datetime | None, sensor: str | None = None
+) -> DatabaseTrainingData:
+    """Stored packets for training (see ``DatabaseTrainingData``)."""
+    return DatabaseTrainingData(since, until, sensor)
+
+
+def _stored_records(since: datetime | None, until: datetime | None, sensor: str | None) -> Iterator[dict]:
     qs = Packet.objects.order_by("sensor_id", "seq")
     if since:
         qs = qs.filter(ts__gte=since)
@@ -220,10 +242,18 @@ def records_from_database(
             continue
         chunk.append(row)
         if len(chunk) >= FEATURE_CHUNK:
-            yield storage.records_from_packets(chunk)
+            yield _chunk(chunk)
             chunk = []
     if chunk:
-        yield storage.records_from_packets(chunk)
+        yield _chunk(chunk)
+
+
+def _chunk(rows: list[dict]) -> dict:
+    return {
+        "records": storage.records_from_packets(rows),
+        "sensor_id": np.fromiter((r["sensor_id"] for r in rows), np.int64, len(rows)),
+        "seq": np.fromiter((r["seq"] for r in rows), np.int64, len(rows)),
+    }
 
 
 def featurise(chunks: Iterable[np.ndarray], level: str) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +329,11 @@ def train(
         model_row.data_from = datetime.fromtimestamp(float(records["ts"].min()), tz=UTC)
         model_row.data_until = datetime.fromtimestamp(float(records["ts"].max()), tz=UTC)
     model_row.metrics = {
+        **(
+            {"false_positives_used": chunks.false_positives_used}
+            if isinstance(chunks, DatabaseTrainingData)
+            else {}
+        ),
         "n_features": int(X.shape[1]),
         "flagged_training_share": float(np.mean(scores > model.threshold)),
         "score_median": float(np.median(scores)),
@@ -335,7 +370,16 @@ def activate_model(model_row: DetectionModel, force_level: bool = False) -> Dete
     return model_row
 
 
-def mark_false_positive(anomaly: Anomaly, value: bool = True) -> Anomaly:
-    anomaly.false_positive = value
-    anomaly.save(update_fields=["false_positive"])
+def mark_false_positive(anomaly: Anomaly, value: bool = True, user: Any = None) -> Anomaly:
+    """Mark (or unmark) one anomaly as a false positive, recording who and when."""
+    mark_false_positives(Anomaly.objects.filter(pk=anomaly.pk), value, user)
+    anomaly.refresh_from_db(fields=["false_positive", "false_positive_by", "false_positive_at"])
     return anomaly
+
+
+def mark_false_positives(anomalies: Any, value: bool, user: Any) -> int:
+    """Mark (or unmark) a queryset of anomalies; returns how many changed. Unmarking clears who/when."""
+    by = user if value and getattr(user, "is_authenticated", False) else None
+    return anomalies.exclude(false_positive=value).update(
+        false_positive=value, false_positive_by=by, false_positive_at=timezone.now() if value else None
+    )

@@ -30,13 +30,19 @@ class AnomalySerializer(serializers.ModelSerializer):
     sensor = serializers.CharField(source="sensor.name", read_only=True)
     packets_url = serializers.SerializerMethodField()
     false_positive = StrictBooleanField(required=False)
+    false_positive_by = serializers.SerializerMethodField()
 
     class Meta:
         model = Anomaly
         fields = ["id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port",
                   "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
-                  "false_positive", "incident", "created_at", "packets_url"]  # fmt: skip
+                  "false_positive", "false_positive_by", "false_positive_at", "incident", "created_at",
+                  "packets_url"]  # fmt: skip
         read_only_fields = [f for f in fields if f != "false_positive"]
+
+    def get_false_positive_by(self, anomaly: Anomaly) -> str | None:
+        """Who marked it as a false positive (a method field: also present in a PATCH's answer)."""
+        return anomaly.false_positive_by.get_username() if anomaly.false_positive_by else None
 
     def get_packets_url(self, anomaly: Anomaly) -> str:
         """The packets around this one (50 before and after)."""

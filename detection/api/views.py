@@ -29,8 +29,14 @@ class AnomalyDetailView(generics.RetrieveUpdateAPIView):
     """GET one anomaly; PATCH {"false_positive": true} to mark it (it then counts as normal in training)."""
 
     serializer_class = AnomalySerializer
-    queryset = Anomaly.objects.select_related("sensor")
+    queryset = Anomaly.objects.select_related("sensor", "false_positive_by")
     http_method_names = ["get", "patch", "options"]
+
+    def perform_update(self, serializer: AnomalySerializer) -> None:
+        if "false_positive" in serializer.validated_data:
+            services.mark_false_positive(
+                serializer.instance, serializer.validated_data["false_positive"], self.request.user
+            )
 
 
 class ModelListView(generics.ListAPIView):

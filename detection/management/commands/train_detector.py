@@ -71,7 +71,9 @@ class Command(BaseCommand):
         except Exception as exc:  # unreadable capture and the like: one line, not a traceback
             raise CommandError(f"training failed: {exc}") from None
         state = "active" if row.is_active else "not activated"
+        used = row.metrics.get("false_positives_used")
+        marked = "" if used is None else f"; {used:,} packets marked as false positives learnt as normal"
         self.stdout.write(
             f"trained {row.kind} v{row.version} at {row.feature_level} on {row.packet_count:,} packets in "
-            f"{row.training_seconds:.1f} s; threshold {row.threshold:.4g}; {state}"
+            f"{row.training_seconds:.1f} s; threshold {row.threshold:.4g}; {state}{marked}"
         )
