@@ -425,19 +425,20 @@ def section_deep(args, files: dict[str, Path], results: dict[str, Any]) -> None:
 def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> tuple[Run, dict]:
     """CaptureRunner + StreamPublisher (+ reporter thread, real enqueue) over a pcap, in-process."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.models import Sensor
     from capture.pcapio import ReadStats
     from capture.records import stream_key
     from capture.runner import CaptureRunner, enqueue_ingest
     from capture.sources import file_key, pcap_chunks
-    from capture.stream import StreamPublisher, make_client
+    from capture.stream import StreamPublisher
 
     flush_redis(redis_url)
     Sensor.objects.filter(name=sensor).delete()
-    client = make_client(redis_url)
+    client = fail_fast_client(redis_url)
     publisher = StreamPublisher(
         sensor,
-        client=make_client(redis_url),
+        client=fail_fast_client(redis_url),
         buffer_size=BUFFER_SIZE_MAX,
         batch_size=batch_size,
         max_entries=BUFFER_SIZE_MAX,
@@ -465,10 +466,10 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
 def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 32) -> Run:
     """The Redis ceiling: XADD of the same stream entries, pre-encoded, ``pipeline`` per round trip."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.decode import decode_frames
     from capture.pcapio import ReadStats, iter_frame_batches
     from capture.records import Batch, encode_batch, stream_key
-    from capture.stream import make_client
 
     flush_redis(redis_url)
     entries, n, seq = [], 0, 1
@@ -477,7 +478,7 @@ def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 
         seq += len(records)
         entries.append(encode_batch(Batch(sensor="bench-raw", records=records, interfaces=frames.interfaces)))
         n += len(records)
-    client = make_client(redis_url)
+    client = fail_fast_client(redis_url)
     key = stream_key("bench-raw")
     with Clock() as clock:
         for i in range(0, len(entries), pipeline):
@@ -713,10 +714,11 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
     of ``n`` packets (XREADGROUP, decode_batch, score_batch (no active model: a no-op), store_batch
     in a transaction, feature state SET, XACK)."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.models import Sensor
     from capture.pcapwriter import synthetic_records
     from capture.records import Batch
-    from capture.stream import StreamPublisher, make_client
+    from capture.stream import StreamPublisher
     from detection.ingest import drain_sensor
 
     records = synthetic_records(n, seed=8)
@@ -729,7 +731,7 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
         for sensor, recs in runs:
             flush_redis(redis_url)
             Sensor.objects.filter(name=sensor).delete()
-            client = make_client(redis_url)
+            client = fail_fast_client(redis_url)
             publisher = StreamPublisher(
                 sensor,
                 client=client,

@@ -28,10 +28,11 @@ Public API:
   application fields (counted in ``app_skipped``). pyshark needs an event loop of its own: the
   engine creates one and refuses to run inside a running loop. ``stop()`` from another thread
   only asks; the iterating thread stops within a few milliseconds.
-- ``list_interfaces() -> list[dict]`` (``name``, ``description``) from ``dumpcap -D``.
-- ``compile_bpf(expr, interface="lo") -> None``: ValueError with dumpcap's reason when the filter
-  does not compile (``dumpcap -d``, which prints the compiled program and captures nothing).
-- ``CaptureUnavailable(reason)``: the engine cannot capture; ``str()`` is one line.
+- ``CaptureUnavailable(reason)``: capture cannot start (no tool, no interface, no permission, bad
+  filter); ``str()`` is one line. The one class for this: ``capture.sources.open_live`` raises it
+  too, and the capture command falls back to demo mode on it.
+
+The host's interface list and filter check are in ``capture.host``.
 """
 
 from __future__ import annotations
@@ -59,13 +60,7 @@ from capture.decode import decode_frames
 from capture.pcapio import CaptureFileError, FrameBatch, FrameReader, ReadStats, iter_frame_batches
 from capture.records import APP_FIELDS, RECORD_DTYPE, Batch
 
-__all__ = [
-    "CaptureUnavailable",
-    "DumpcapEngine",
-    "PysharkEngine",
-    "compile_bpf",
-    "list_interfaces",
-]
+__all__ = ["CaptureUnavailable", "DumpcapEngine", "PysharkEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +76,6 @@ class CaptureUnavailable(RuntimeError):
         reason = " ".join(reason.split()) or "capture failed"
         super().__init__(reason)
         self.reason = reason
-
-
-def _find(tool: str, missing: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise CaptureUnavailable(missing)
-    return path
 
 
 def _explain(stderr: str, interface: str, bpf: str = "") -> str:
@@ -118,62 +106,6 @@ def _explain(stderr: str, interface: str, bpf: str = "") -> str:
         if line.strip() and not line.startswith(("Capturing on", "File:", "Running as user"))
     ]
     return lines[0].removeprefix("dumpcap: ").removeprefix("tshark: ") if lines else "capture tool exited"
-
-
-# ---------------------------------------------------------------------------------------------
-# host queries
-
-_DUMPCAP_LINE = re.compile(r"^\s*\d+\.\s+(\S+)(?:\s+\((.*)\))?\s*$")
-
-
-def list_interfaces(timeout: float = 15.0) -> list[dict[str, str]]:
-    """Interfaces dumpcap can capture on: ``[{"name": ..., "description": ...}]``."""
-    dumpcap = _find("dumpcap", DUMPCAP_MISSING)
-    try:
-        result = subprocess.run([dumpcap, "-D"], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise CaptureUnavailable(f"dumpcap -D did not answer within {timeout:g}s") from None
-    if result.returncode != 0:
-        raise CaptureUnavailable(f"dumpcap -D failed: {_explain(result.stderr or result.stdout, '')}")
-    out = []
-    for line in result.stdout.splitlines():
-        match = _DUMPCAP_LINE.match(line)
-        if match:
-            out.append({"name": match.group(1), "description": match.group(2) or ""})
-    return out
-
-
-def compile_bpf(expr: str, interface: str = "lo", timeout: float = 15.0) -> None:
-    """Return if ``expr`` is a valid capture filter, else raise ValueError with dumpcap's reason.
-
-    ``dumpcap -d`` compiles the filter for ``interface``'s link type and prints the program; it
-    captures nothing. (dumpcap exits 0 even for a bad filter, so its output is what counts.)
-    """
-    if not expr.strip():
-        return
-    if "\x00" in expr or "\n" in expr:
-        raise ValueError("invalid capture filter: contains a control character")
-    dumpcap = _find("dumpcap", DUMPCAP_MISSING)
-    try:
-        result = subprocess.run(
-            [dumpcap, "-d", "-f", expr, "-i", interface],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise CaptureUnavailable(f"dumpcap -d did not answer within {timeout:g}s") from None
-    if (
-        re.search(r"^\(\d{3}\)", result.stdout, re.MULTILINE)
-        and "invalid capture filter" not in result.stderr.lower()
-    ):
-        return
-    reason = _explain(result.stderr, interface, expr)
-    if reason.startswith("invalid capture filter"):
-        inner = re.search(r": (.*)$", reason)
-        raise ValueError(inner.group(1) if inner else reason)
-    raise CaptureUnavailable(f"cannot check capture filter: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,9 +180,12 @@ def decode_batch(fields: dict[Any, bytes]) -> Batch:
     )
 
 
-def stream_key(sensor: str) -> str:
-    """The Redis stream a sensor's batches go to."""
-    return f"netmon:stream:{sensor}"
+STREAM_PREFIX = "netmon:stream:"
+
+
+def stream_key(sensor: str, prefix: str = STREAM_PREFIX) -> str:
+    """The Redis stream a sensor's batches go to (``prefix``: another namespace, for tests)."""
+    return f"{prefix}{sensor}"
 
 
 def ingest_scheduled_key(sensor: str) -> str:

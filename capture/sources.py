@@ -9,7 +9,9 @@ import os
 import time
 from collections.abc import Iterator
 
+from capture import host
 from capture.decode import decode_frames
+from capture.engines import CaptureUnavailable, DumpcapEngine, PysharkEngine
 from capture.pcapio import ReadStats, iter_frame_batches
 from capture.runner import Chunk
 
@@ -60,32 +62,16 @@ def demo_chunks(
         yield Chunk(records=records, interfaces=["demo"], read_at=time.time(), source="demo")
 
 
-class CaptureUnavailable(RuntimeError):
-    """Live capture cannot start (no tool, no interface, no permission); the message says which."""
-
-
-def open_live(interface: str, bpf: str, depth: str):
+def open_live(interface: str, bpf: str, depth: str) -> DumpcapEngine | PysharkEngine:
     """Start a live engine: dumpcap + our decoder for basic/intermediate, pyshark for deep.
 
     Raises CaptureUnavailable with one line when the interface, the tool or the permission is missing.
     """
-    import shutil
-
-    from capture import engines, host
-
     if not host.is_valid_interface(interface):
         raise CaptureUnavailable(f"interface {interface!r} not found on this host")
-    try:
-        if depth == "deep":
-            if shutil.which("tshark") is None:
-                raise engines.CaptureUnavailable(engines.TSHARK_MISSING)
-            engine = engines.PysharkEngine(interface, bpf)
-        else:
-            engine = engines.DumpcapEngine(interface, bpf)
-        engine.start()  # fail now, while the caller can still fall back to demo mode
-        return engine
-    except engines.CaptureUnavailable as exc:
-        raise CaptureUnavailable(str(exc)) from None
+    engine = PysharkEngine(interface, bpf) if depth == "deep" else DumpcapEngine(interface, bpf)
+    engine.start()  # fail now, while the caller can still fall back to demo mode
+    return engine
 
 
 def live_chunks(engine, interface: str) -> Iterator[Chunk]:

@@ -137,7 +137,7 @@ def test_engine_start_failures_are_one_line_reasons(engine, interface, bpf, word
 
 @live
 def test_open_live_refuses_an_unknown_interface_before_starting_anything():
-    with pytest.raises(sources.CaptureUnavailable, match="not found on this host"):
+    with pytest.raises(engines.CaptureUnavailable, match="not found on this host"):
         sources.open_live("netmon-nope0", "", "basic")
 
 
@@ -165,7 +165,7 @@ def test_live_chunks_carry_records_and_the_interface(depth):
 
 @live
 def test_open_live_deep_fails_at_once_on_a_bad_filter():
-    with pytest.raises(sources.CaptureUnavailable, match="invalid capture filter"):
+    with pytest.raises(engines.CaptureUnavailable, match="invalid capture filter"):
         sources.open_live("lo", "udp prt 53", "deep")
     assert tshark_children() == []
 

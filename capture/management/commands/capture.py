@@ -14,12 +14,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from capture import services, sources
+from capture.connections import fail_fast_client
 from capture.demo import DEMO_RATE
+from capture.engines import CaptureUnavailable
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
 from capture.runner import CaptureRunner, FileCounts, enqueue_ingest
-from capture.stream import StreamPublisher, make_client
+from capture.stream import StreamPublisher
 
 
 class Command(BaseCommand):
@@ -51,9 +53,10 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         sensor = opts["sensor"] or settings.NETMON_SENSOR or socket.gethostname()
         config = services.get_config()
-        redis = make_client(settings.REDIS_URL)
+        # one client for the whole process: publisher, control polling, heartbeat and trimming
+        redis = fail_fast_client(settings.REDIS_URL)
         publisher = StreamPublisher(
-            sensor, client=make_client(settings.REDIS_URL), buffer_size=config.buffer_size,
+            sensor, client=redis, buffer_size=config.buffer_size,
             batch_size=opts["batch_size"],
             # the runner trims by packets (buffer_size); this entry cap is only a backstop
             max_entries=max(64, config.buffer_size),
@@ -174,7 +177,7 @@ class Command(BaseCommand):
             ), lambda: None
         try:
             engine = sources.open_live(interface, desired["bpf"], desired["depth"])
-        except sources.CaptureUnavailable as exc:
+        except CaptureUnavailable as exc:
             reason = str(exc)
             self.stderr.write(
                 f"live capture on {interface} is not possible: {reason}; switching to demo mode"
