@@ -429,23 +429,14 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
     from capture.models import Sensor
     from capture.pcapio import ReadStats
     from capture.records import stream_key
-    from capture.runner import CaptureRunner, enqueue_ingest
+    from capture.runner import CaptureRunner
     from capture.sources import file_key, pcap_chunks
-    from capture.stream import StreamPublisher
 
     flush_redis(redis_url)
     Sensor.objects.filter(name=sensor).delete()
     client = fail_fast_client(redis_url)
-    publisher = StreamPublisher(
-        sensor,
-        client=fail_fast_client(redis_url),
-        buffer_size=BUFFER_SIZE_MAX,
-        batch_size=batch_size,
-        max_entries=BUFFER_SIZE_MAX,
-    )
-    runner = CaptureRunner(sensor, publisher, lambda s: enqueue_ingest(client, s), redis_client=client)
-    publisher.on_published = runner.on_published
-    runner.batch_size = batch_size
+    runner = CaptureRunner(sensor, redis_client=client, buffer_size=BUFFER_SIZE_MAX, batch_size=batch_size)
+    publisher = runner.publisher
     runner.set_mode(Sensor.Mode.PCAP, reason="bench")
     runner.start_reporter()
     try:
@@ -455,7 +446,7 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
             runner.drain(timeout=15)
     finally:
         runner.stop_reporter()
-        publisher.close(timeout=5)
+        runner.close(timeout=5)
     stats = publisher.stats()
     entries = client.xlen(stream_key(sensor))
     client.close()

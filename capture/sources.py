@@ -1,6 +1,7 @@
 """Where packets come from: pcap/pcapng files (optionally paced), the demo generator, live engines.
 
-Each source is an iterator of ``runner.Chunk``; the runner numbers and publishes them.
+Each source is an iterator of ``Chunk`` (capture/records.py); the runner numbers and publishes
+them. A live engine (``open_live``) is such an iterator itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from capture import host
 from capture.decode import decode_frames
 from capture.engines import CaptureUnavailable, DumpcapEngine, PysharkEngine
 from capture.pcapio import ReadStats, iter_frame_batches
-from capture.runner import Chunk
+from capture.records import Chunk
 
 
 def file_key(path: str) -> str:
@@ -37,7 +38,7 @@ def pcap_chunks(
     first_ts: float | None = None
     sent = 0
     for frames in iter_frame_batches(path, batch_size, stats=stats):
-        records = decode_frames(frames, 0)
+        records = decode_frames(frames)
         if realtime and len(records):
             first_ts = float(records["ts"][0]) if first_ts is None else first_ts
             wait = (float(records["ts"][-1]) - first_ts) - (clock() - start_wall)
@@ -72,20 +73,3 @@ def open_live(interface: str, bpf: str, depth: str) -> DumpcapEngine | PysharkEn
     engine = PysharkEngine(interface, bpf) if depth == "deep" else DumpcapEngine(interface, bpf)
     engine.start()  # fail now, while the caller can still fall back to demo mode
     return engine
-
-
-def live_chunks(engine, interface: str) -> Iterator[Chunk]:
-    """Chunks from a live engine; empty ones while the link is idle, so the runner can check for stop."""
-    for batch in engine:
-        records = batch.records
-        app: dict[int, dict[str, str]] = {}
-        if batch.app and len(records):
-            index = {int(seq): i for i, seq in enumerate(records["seq"])}
-            app = {index[seq]: fields for seq, fields in batch.app.items() if seq in index}
-        yield Chunk(
-            records=records,
-            interfaces=batch.interfaces or [interface],
-            app=app,
-            read_at=batch.read_at or time.time(),
-            source=interface,
-        )

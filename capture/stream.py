@@ -1,6 +1,7 @@
 """Publishing record batches to the sensor's Redis stream, one entry per batch, through Redis outages.
 
-``StreamPublisher(sensor, url=..., buffer_size=..., batch_size=..., on_published=...)``:
+``StreamPublisher(sensor, url=... or client=..., buffer_size=..., batch_size=..., on_published=...)``
+(without ``client`` it opens its own ``capture.connections.fail_fast_client(url)``):
 
 - ``publish(batch)`` queues a ``Batch`` (capture/records.py) and sends what is queued when Redis
   is not in a back-off pause: one ``XADD netmon:stream:<sensor> MAXLEN ~ <max_entries> * h .. r ..``
@@ -15,7 +16,8 @@
 - Counters: ``published_packets``, ``published_batches``, ``dropped`` (Counter by reason),
   ``reconnects`` (recoveries after a failure), ``round_trips``; ``stats()`` returns them all.
 - ``on_published(sensor, entry_id, batch)`` is called after each batch is in the stream (the
-  capture command enqueues the ingest task there). Its exceptions are logged, never raised.
+  capture runner counts it, trims the stream and enqueues the ingest task there). Its exceptions
+  are logged, never raised.
 
 The first entry published after the publisher dropped batches carries one more field,
 ``dropped_before`` (``DROPPED_FIELD``, a decimal count): the packets it dropped since its previous

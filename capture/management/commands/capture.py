@@ -20,8 +20,7 @@ from capture.engines import CaptureUnavailable
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
-from capture.runner import CaptureRunner, FileCounts, enqueue_ingest
-from capture.stream import StreamPublisher
+from capture.runner import CaptureRunner, FileCounts
 
 
 class Command(BaseCommand):
@@ -53,17 +52,14 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         sensor = opts["sensor"] or settings.NETMON_SENSOR or socket.gethostname()
         config = services.get_config()
-        # one client for the whole process: publisher, control polling, heartbeat and trimming
-        redis = fail_fast_client(settings.REDIS_URL)
-        publisher = StreamPublisher(
-            sensor, client=redis, buffer_size=config.buffer_size,
+        # One client for the whole process (publisher, control polling, heartbeat, trimming); it
+        # fails fast because the publisher retries with its own back-off.
+        runner = CaptureRunner(
+            sensor,
+            redis_client=fail_fast_client(settings.REDIS_URL),
+            buffer_size=config.buffer_size,
             batch_size=opts["batch_size"],
-            # the runner trims by packets (buffer_size); this entry cap is only a backstop
-            max_entries=max(64, config.buffer_size),
-        )  # fmt: skip
-        runner = CaptureRunner(sensor, publisher, lambda s: enqueue_ingest(redis, s), redis_client=redis)
-        publisher.on_published = runner.on_published
-        runner.batch_size = opts["batch_size"]
+        )
         deadline = time.monotonic() + opts["duration"] if opts["duration"] else None
         self.terminate = False
 
@@ -84,7 +80,7 @@ class Command(BaseCommand):
             runner.drain(timeout=15)
             runner.announce_state(Sensor.State.EXITED)
             runner.stop_reporter()
-            publisher.close(timeout=5)
+            runner.close(timeout=5)
             summary = runner.summary()
             if opts["summary_json"]:
                 opts["summary_json"].write_text(json.dumps(summary, indent=2))
@@ -188,4 +184,4 @@ class Command(BaseCommand):
             ), lambda: None
         runner.set_mode(Sensor.Mode.LIVE, reason="", interface=interface, bpf=desired["bpf"])
         runner.on_interrupt = engine.stop
-        return sources.live_chunks(engine, interface), engine.stop
+        return engine.chunks(), engine.stop
