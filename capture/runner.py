@@ -247,6 +247,13 @@ class CaptureRunner:
         self.sensor.checkpoints = checkpoints
         return self.next_seq
 
+    def add_file_stats(self, path: str, stats: dict[str, Any], error: str | None = None) -> None:
+        """Keep a capture file's reader statistics (and why it could not be read) for --summary-json."""
+        if error is not None:
+            self.files.setdefault(path, FileCounts(path)).file_stats = {"error": error}
+        if path in self.files:
+            self.files[path].file_stats = {**stats, **self.files[path].file_stats}
+
     # --- the main loop ----------------------------------------------------------------------
     def set_mode(self, mode: str, reason: str = "", interface: str = "", bpf: str = "") -> None:
         self.mode, self.mode_reason, self.interface, self.bpf = mode, reason, interface, bpf

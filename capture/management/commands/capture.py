@@ -20,7 +20,7 @@ from capture.engines import CaptureUnavailable
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
-from capture.runner import CaptureRunner, FileCounts
+from capture.runner import CaptureRunner
 
 
 class Command(BaseCommand):
@@ -101,6 +101,7 @@ class Command(BaseCommand):
         failed = 0
         for path in opts["pcap"]:
             stats = ReadStats()
+            error = None
             try:
                 base = runner.file_base_seq(sources.file_key(path))
                 chunks = sources.pcap_chunks(
@@ -110,11 +111,10 @@ class Command(BaseCommand):
             except (CaptureFileError, OSError) as exc:
                 failed += 1
                 self.stderr.write(f"{path}: {exc}")
-                runner.files.setdefault(path, FileCounts(path)).file_stats = {"error": str(exc)}
+                error = str(exc)
                 continue
             finally:
-                if path in runner.files:
-                    runner.files[path].file_stats = {**stats.as_dict(), **runner.files[path].file_stats}
+                runner.add_file_stats(path, stats.as_dict(), error)
             for problem in stats.details[:5]:
                 self.stderr.write(f"{path}: {problem}")
             if not finished and (self.terminate or opts["count"] or deadline):
