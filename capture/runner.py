@@ -1,5 +1,10 @@
 """The capture process: read packets from a source, number them, publish batches, report, obey control.
 
+A source (capture/sources.py, or a live engine) yields ``Chunk``s; ``CaptureRunner.consume``
+numbers each (the only place sequence numbers are assigned: on from the sensor's last packet,
+or from a pcap file's checkpoint) into a ``Batch`` and hands it to its own ``StreamPublisher``,
+whose ``on_published`` callback is the runner's: count per source, trim the stream, enqueue ingest.
+
 The main thread reads the source (pyshark must run there) and publishes; a background
 "reporter" thread, once every few hundred milliseconds, polls the control key, writes the
 heartbeat and the durable counters, and sends live packets and per-second stats to dashboards,
