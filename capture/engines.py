@@ -61,7 +61,7 @@ import numpy as np
 
 from capture.decode import decode_frames
 from capture.pcapio import CaptureFileError, FrameBatch, FrameReader, ReadStats, iter_frame_batches
-from capture.records import APP_FIELDS, RECORD_DTYPE, Chunk
+from capture.records import APP_FIELDS, DECODE_ERROR_CODES, RECORD_DTYPE, Chunk
 
 __all__ = ["CaptureUnavailable", "DumpcapEngine", "PysharkEngine"]
 
@@ -354,7 +354,7 @@ TSHARK_FIELDS = (
 TSHARK_ARGS = ("-E", "occurrence=f", *[arg for name in TSHARK_FIELDS for arg in ("-e", name)])
 assert APP_FIELDS == ("app_protocol", "dns_query", "http_host", "http_method", "tls_sni")
 _BORING = {"data", "_ws.malformed", "_ws.short", "_ws.expert", "_ws.unreassembled", "_ws.lua"}
-MALFORMED = 10
+MALFORMED = DECODE_ERROR_CODES["malformed packet (deep dissector)"]  # status of what tshark found malformed
 _MIN_CHUNK = 2000  # a file is shared out between tshark processes in pieces of at least this
 _FEED_LIMIT = 32 << 20  # bytes waiting for a live tshark's stdin before packets skip dissection
 _PCAP_RECORD_HEADER = 16
