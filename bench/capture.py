@@ -450,26 +450,18 @@ def section_deep(args, files: dict[str, Path], results: dict[str, Any]) -> None:
 def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> tuple[Run, dict]:
     """CaptureRunner + StreamPublisher (+ reporter thread, real enqueue) over a pcap, in-process."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.models import Sensor
     from capture.pcapio import ReadStats
     from capture.records import stream_key
-    from capture.runner import CaptureRunner, enqueue_ingest
+    from capture.runner import CaptureRunner
     from capture.sources import file_key, pcap_chunks
-    from capture.stream import StreamPublisher, make_client
 
     flush_redis(redis_url)
     Sensor.objects.filter(name=sensor).delete()
-    client = make_client(redis_url)
-    publisher = StreamPublisher(
-        sensor,
-        client=make_client(redis_url),
-        buffer_size=BUFFER_SIZE_MAX,
-        batch_size=batch_size,
-        max_entries=BUFFER_SIZE_MAX,
-    )
-    runner = CaptureRunner(sensor, publisher, lambda s: enqueue_ingest(client, s), redis_client=client)
-    publisher.on_published = runner.on_published
-    runner.batch_size = batch_size
+    client = fail_fast_client(redis_url)
+    runner = CaptureRunner(sensor, redis_client=client, buffer_size=BUFFER_SIZE_MAX, batch_size=batch_size)
+    publisher = runner.publisher
     runner.set_mode(Sensor.Mode.PCAP, reason="bench")
     runner.start_reporter()
     try:
@@ -479,7 +471,7 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
             runner.drain(timeout=15)
     finally:
         runner.stop_reporter()
-        publisher.close(timeout=5)
+        runner.close(timeout=5)
     stats = publisher.stats()
     entries = client.xlen(stream_key(sensor))
     client.close()
@@ -490,10 +482,10 @@ def bench_publish(path: Path, batch_size: int, redis_url: str, sensor: str) -> t
 def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 32) -> Run:
     """The Redis ceiling: XADD of the same stream entries, pre-encoded, ``pipeline`` per round trip."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.decode import decode_frames
     from capture.pcapio import ReadStats, iter_frame_batches
     from capture.records import Batch, encode_batch, stream_key
-    from capture.stream import make_client
 
     flush_redis(redis_url)
     entries, n, seq = [], 0, 1
@@ -502,7 +494,7 @@ def bench_raw_xadd(path: Path, batch_size: int, redis_url: str, pipeline: int = 
         seq += len(records)
         entries.append(encode_batch(Batch(sensor="bench-raw", records=records, interfaces=frames.interfaces)))
         n += len(records)
-    client = make_client(redis_url)
+    client = fail_fast_client(redis_url)
     key = stream_key("bench-raw")
     with Clock() as clock:
         for i in range(0, len(entries), pipeline):
@@ -738,10 +730,11 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
     of ``n`` packets (XREADGROUP, decode_batch, score_batch (no active model: a no-op), store_batch
     in a transaction, feature state SET, XACK)."""
     from capture.choices import BUFFER_SIZE_MAX
+    from capture.connections import fail_fast_client
     from capture.models import Sensor
     from capture.pcapwriter import synthetic_records
     from capture.records import Batch
-    from capture.stream import StreamPublisher, make_client
+    from capture.stream import StreamPublisher
     from detection.ingest import drain_sensor
 
     records = synthetic_records(n, seed=8)
@@ -754,7 +747,7 @@ def ingest_run(n: int, batch_size: int, redis_url: str, profile: bool = False) -
         for sensor, recs in runs:
             flush_redis(redis_url)
             Sensor.objects.filter(name=sensor).delete()
-            client = make_client(redis_url)
+            client = fail_fast_client(redis_url)
             publisher = StreamPublisher(
                 sensor,
                 client=client,

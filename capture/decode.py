@@ -486,19 +486,26 @@ def decode_frames(batch: FrameBatch, first_seq: int = 0, *, vectorised: bool = T
     live = (status == 0) & ~slow
     avail = cap - l3
 
-    # -- IPv4
-    r = np.nonzero(live & (et == ETH_IPV4))[0]
-    if len(r):
+    def ip_rows(
+        ethertype: int, version: int, header: int, truncated: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of one IP version with a whole fixed header that says that version: (rows, bytes
+        from the IP header on, its offset, its first byte). The others get their status."""
+        r = np.nonzero(live & (et == ethertype))[0]
         a = avail[r]
         o = l3[r]
         b0 = u8(r, o)
-        trunc = a < 20
-        status[r[trunc]] = S_V4_TRUNC
-        ip_version[r[trunc]] = 4
-        badver = ~trunc & (b0 >> 4 != 4)
+        trunc = a < header
+        status[r[trunc]] = truncated
+        ip_version[r[trunc]] = version
+        badver = ~trunc & (b0 >> 4 != version)
         status[r[badver]] = S_VERSION
         ok = ~trunc & ~badver
-        r, a, o, b0 = r[ok], a[ok], o[ok], b0[ok]
+        return r[ok], a[ok], o[ok], b0[ok]
+
+    # -- IPv4
+    r, a, o, b0 = ip_rows(ETH_IPV4, 4, 20, S_V4_TRUNC)
+    if len(r):
         # bytes 12..19 (addresses) must be in the window
         outside = big[r] & (o + 20 > W)
         slow[r[outside]] = True
@@ -529,18 +536,8 @@ def decode_frames(batch: FrameBatch, first_seq: int = 0, *, vectorised: bool = T
         l4_later.append(((fragword & 0x1FFF) != 0)[go])
 
     # -- IPv6 (extension headers go to the reference decoder)
-    r = np.nonzero(live & (et == ETH_IPV6))[0]
+    r, a, o, _ = ip_rows(ETH_IPV6, 6, 40, S_V6_TRUNC)
     if len(r):
-        a = avail[r]
-        o = l3[r]
-        b0 = u8(r, o)
-        trunc = a < 40
-        status[r[trunc]] = S_V6_TRUNC
-        ip_version[r[trunc]] = 6
-        badver = ~trunc & (b0 >> 4 != 6)
-        status[r[badver]] = S_VERSION
-        ok = ~trunc & ~badver
-        r, a, o = r[ok], a[ok], o[ok]
         outside = big[r] & (o + 40 > W)
         nh = u8(r, o + 6)
         ext = np.isin(nh, _V6_EXT)

@@ -654,6 +654,20 @@ class DemoTraffic:
             return np.uint32(_NET | int(rng.integers(200, 250)))
         return self._public_ips(1)[0]
 
+    def _flood_times(
+        self, t: float, duration: tuple[float, float], rate: tuple[float, float], sources: int = 1
+    ) -> np.ndarray:
+        """Sorted send times of a flood from ``t``: random duration, random per-source rate (scaled)."""
+        rng = self._rng
+        dur = rng.uniform(*duration)
+        per_source = rng.uniform(*rate) * self.attack_scale
+        return np.sort(t + rng.uniform(0, dur, int(dur * (per_source * sources))))
+
+    def _answered(self, ts: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """The victim answers about ``share`` of a flood, 0.2 ms later: (indices answered, their times)."""
+        a = np.flatnonzero(self._rng.random(len(ts)) < share)
+        return a, ts[a] + 0.0002
+
     def _attack_port_scan(self, pk: _Packets, t: float) -> None:
         rng = self._rng
         code = ATTACK_CODES["port_scan"]
@@ -708,10 +722,8 @@ class DemoTraffic:
         code = ATTACK_CODES["syn_flood"]
         target = rng.choice([_WEB_SERVER, _SSH_SERVER, *self._hosts[:3]])
         port = 22 if target == _SSH_SERVER else int(rng.choice([80, 443]))
-        dur = rng.uniform(1.0, 4.0)
-        rate = rng.uniform(1500, 6000) * self.attack_scale
-        n = int(dur * rate)
-        ts = np.sort(t + rng.uniform(0, dur, n))
+        ts = self._flood_times(t, (1.0, 4.0), (1500, 6000))
+        n = len(ts)
         spoofed = rng.random() < 0.5  # hping3 --rand-source versus a single flooding host
         src = self._public_ips(n) if spoofed else np.full(n, self._attacker(0.2), np.uint32)
         sport = self._ephemeral(n)
@@ -730,9 +742,9 @@ class DemoTraffic:
             label=code,
         )
         # The victim answers until its backlog is full.
-        a = np.flatnonzero(rng.random(n) < 0.3)
+        a, answer_ts = self._answered(ts, 0.3)
         pk.add(
-            ts[a] + 0.0002,
+            answer_ts,
             src=target,
             dst=src[a],
             sport=port,
@@ -750,10 +762,8 @@ class DemoTraffic:
         code = ATTACK_CODES["udp_flood"]
         target = rng.choice([_WEB_SERVER, _DNS_SERVER, *self._hosts[:5]])
         attacker = self._attacker(0.2)
-        dur = rng.uniform(1.0, 3.0)
-        rate = rng.uniform(2000, 8000) * self.attack_scale
-        n = int(dur * rate)
-        ts = np.sort(t + rng.uniform(0, dur, n))
+        ts = self._flood_times(t, (1.0, 3.0), (2000, 8000))
+        n = len(ts)
         random_ports = rng.random() < 0.5
         dport = (
             rng.integers(1, 65536, n).astype(np.uint16) if random_ports else np.uint16(rng.integers(1, 65536))
@@ -773,9 +783,9 @@ class DemoTraffic:
             label=code,
         )
         # ICMP port unreachable, rate limited by the victim's kernel.
-        a = np.flatnonzero(rng.random(n) < 0.1)
+        _, answer_ts = self._answered(ts, 0.1)
         pk.add(
-            ts[a] + 0.0002,
+            answer_ts,
             src=target,
             dst=attacker,
             sport=3,
@@ -791,10 +801,9 @@ class DemoTraffic:
         rng = self._rng
         code = ATTACK_CODES["http_flood"]
         bots = self._public_ips(int(rng.integers(2, 7)))
-        dur = rng.uniform(2.0, 6.0)
-        per_bot = rng.uniform(80, 300) * self.attack_scale  # connections per second per bot
-        k = int(len(bots) * per_bot * dur)
-        start = np.sort(t + rng.uniform(0, dur, k))
+        # 80-300 connections per second per bot
+        start = self._flood_times(t, (2.0, 6.0), (80, 300), sources=len(bots))
+        k = len(start)
         cli = bots[rng.integers(0, len(bots), k)]
         rtt = rng.lognormal(np.log(0.04), 0.3, k)
         req = rng.integers(90, 300, k)

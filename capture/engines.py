@@ -1,21 +1,24 @@
-"""Capture engines: each yields ``Batch`` objects (capture/records.py) of decoded packets.
+"""Capture engines: each yields ``Chunk`` objects (capture/records.py) of decoded packets.
+
+The engines do not number packets: the capture runner numbers each chunk when it publishes it.
+``Chunk.app`` is keyed by the packet's index in its chunk.
 
 Public API:
 
-- ``DumpcapEngine(interface, bpf="", snaplen=262144, *, sensor="", batch_size=4096, max_delay=0.5,
-  first_seq=0)``: runs ``dumpcap -i IFACE -f BPF -s SNAPLEN -P -w - -q`` and decodes its pcap
+- ``DumpcapEngine(interface, bpf="", snaplen=262144, *, batch_size=4096, max_delay=0.5)``: runs
+  ``dumpcap -i IFACE -f BPF -s SNAPLEN -P -w - -q`` and decodes its pcap
   stream (capture.pcapio + capture.decode). ``start()`` raises ``CaptureUnavailable`` with one
   line when dumpcap is missing, the interface does not exist, permission is denied or the filter
-  is invalid. Iterating (``batches()`` or ``iter(engine)``) yields a batch when ``batch_size``
-  packets are in, or ``max_delay`` seconds after the first packet of a batch, and an EMPTY batch
+  is invalid. Iterating (``chunks()`` or ``iter(engine)``) yields a chunk when ``batch_size``
+  packets are in, or ``max_delay`` seconds after the first packet of a chunk, and an EMPTY chunk
   after ``max_delay`` seconds of silence, so the caller's loop can do its housekeeping.
   ``stop()`` from another thread terminates dumpcap; the iterating thread then cleans up.
   (Debian's dumpcap 4.0 has no ``-F pcap``; ``-P`` is the same request.)
-- ``PysharkEngine(source, bpf="", *, sensor="", batch_size=1000, max_delay=0.5, first_seq=0,
-  recycle_every=20000, processes=None, snaplen=262144, max_backlog=20000)``: deep mode.
+- ``PysharkEngine(source, bpf="", *, batch_size=1000, max_delay=0.5, recycle_every=20000,
+  processes=None, snaplen=262144, max_backlog=20000)``: deep mode.
   ``source`` is a capture file or an interface. The records come from our own reader and
   decoder (identical to the fast path); pyshark runs tshark in EK mode (``use_ek=True``, never
-  the XML mode) with ``-e`` for just the fields deep mode adds, and ``Batch.app[seq]`` carries
+  the XML mode) with ``-e`` for just the fields deep mode adds, and ``Chunk.app[index]`` carries
   ``app_protocol`` (highest layer), ``dns_query``, ``http_host``, ``http_method``, ``tls_sni``
   for every packet tshark dissected (one a dissector found malformed gets status ``MALFORMED``,
   10, unless our decoder set one). Live, dumpcap captures (as in ``DumpcapEngine``; ``start()``
@@ -28,10 +31,11 @@ Public API:
   application fields (counted in ``app_skipped``). pyshark needs an event loop of its own: the
   engine creates one and refuses to run inside a running loop. ``stop()`` from another thread
   only asks; the iterating thread stops within a few milliseconds.
-- ``list_interfaces() -> list[dict]`` (``name``, ``description``) from ``dumpcap -D``.
-- ``compile_bpf(expr, interface="lo") -> None``: ValueError with dumpcap's reason when the filter
-  does not compile (``dumpcap -d``, which prints the compiled program and captures nothing).
-- ``CaptureUnavailable(reason)``: the engine cannot capture; ``str()`` is one line.
+- ``CaptureUnavailable(reason)``: capture cannot start (no tool, no interface, no permission, bad
+  filter); ``str()`` is one line. The one class for this: ``capture.sources.open_live`` raises it
+  too, and the capture command falls back to demo mode on it.
+
+The host's interface list and filter check are in ``capture.host``.
 """
 
 from __future__ import annotations
@@ -57,15 +61,9 @@ import numpy as np
 
 from capture.decode import decode_frames
 from capture.pcapio import CaptureFileError, FrameBatch, FrameReader, ReadStats, iter_frame_batches
-from capture.records import APP_FIELDS, RECORD_DTYPE, Batch
+from capture.records import APP_FIELDS, DECODE_ERROR_CODES, RECORD_DTYPE, Chunk
 
-__all__ = [
-    "CaptureUnavailable",
-    "DumpcapEngine",
-    "PysharkEngine",
-    "compile_bpf",
-    "list_interfaces",
-]
+__all__ = ["CaptureUnavailable", "DumpcapEngine", "PysharkEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +79,6 @@ class CaptureUnavailable(RuntimeError):
         reason = " ".join(reason.split()) or "capture failed"
         super().__init__(reason)
         self.reason = reason
-
-
-def _find(tool: str, missing: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise CaptureUnavailable(missing)
-    return path
 
 
 def _explain(stderr: str, interface: str, bpf: str = "") -> str:
@@ -121,67 +112,11 @@ def _explain(stderr: str, interface: str, bpf: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# host queries
-
-_DUMPCAP_LINE = re.compile(r"^\s*\d+\.\s+(\S+)(?:\s+\((.*)\))?\s*$")
-
-
-def list_interfaces(timeout: float = 15.0) -> list[dict[str, str]]:
-    """Interfaces dumpcap can capture on: ``[{"name": ..., "description": ...}]``."""
-    dumpcap = _find("dumpcap", DUMPCAP_MISSING)
-    try:
-        result = subprocess.run([dumpcap, "-D"], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise CaptureUnavailable(f"dumpcap -D did not answer within {timeout:g}s") from None
-    if result.returncode != 0:
-        raise CaptureUnavailable(f"dumpcap -D failed: {_explain(result.stderr or result.stdout, '')}")
-    out = []
-    for line in result.stdout.splitlines():
-        match = _DUMPCAP_LINE.match(line)
-        if match:
-            out.append({"name": match.group(1), "description": match.group(2) or ""})
-    return out
-
-
-def compile_bpf(expr: str, interface: str = "lo", timeout: float = 15.0) -> None:
-    """Return if ``expr`` is a valid capture filter, else raise ValueError with dumpcap's reason.
-
-    ``dumpcap -d`` compiles the filter for ``interface``'s link type and prints the program; it
-    captures nothing. (dumpcap exits 0 even for a bad filter, so its output is what counts.)
-    """
-    if not expr.strip():
-        return
-    if "\x00" in expr or "\n" in expr:
-        raise ValueError("invalid capture filter: contains a control character")
-    dumpcap = _find("dumpcap", DUMPCAP_MISSING)
-    try:
-        result = subprocess.run(
-            [dumpcap, "-d", "-f", expr, "-i", interface],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise CaptureUnavailable(f"dumpcap -d did not answer within {timeout:g}s") from None
-    if (
-        re.search(r"^\(\d{3}\)", result.stdout, re.MULTILINE)
-        and "invalid capture filter" not in result.stderr.lower()
-    ):
-        return
-    reason = _explain(result.stderr, interface, expr)
-    if reason.startswith("invalid capture filter"):
-        inner = re.search(r": (.*)$", reason)
-        raise ValueError(inner.group(1) if inner else reason)
-    raise CaptureUnavailable(f"cannot check capture filter: {reason}")
-
-
-# ---------------------------------------------------------------------------------------------
 # dumpcap
 
 
-def _empty_batch(sensor: str, interfaces: list[str]) -> Batch:
-    return Batch(sensor=sensor, records=np.zeros(0, dtype=RECORD_DTYPE), interfaces=list(interfaces))
+def _empty_chunk(interfaces: list[str], source: str) -> Chunk:
+    return Chunk(records=np.zeros(0, dtype=RECORD_DTYPE), interfaces=list(interfaces), source=source)
 
 
 def _exited_cleanly(proc: subprocess.Popen[bytes]) -> bool:
@@ -201,20 +136,16 @@ class DumpcapEngine:
         bpf: str = "",
         snaplen: int = 262144,
         *,
-        sensor: str = "",
         batch_size: int = 4096,
         max_delay: float = 0.5,
-        first_seq: int = 0,
         dumpcap: str = "dumpcap",
         start_timeout: float = 10.0,
     ) -> None:
         self.interface = interface
         self.bpf = bpf
         self.snaplen = snaplen
-        self.sensor = sensor
         self.batch_size = batch_size
         self.max_delay = max_delay
-        self.next_seq = first_seq
         self.dumpcap = dumpcap
         self.start_timeout = start_timeout
         self.stats = ReadStats(source=f"dumpcap:{interface}")
@@ -223,7 +154,7 @@ class DumpcapEngine:
         self._reader: FrameReader | None = None
         self._stderr = b""
         self._stopping = False
-        self._owner: int | None = None  # thread running batches()
+        self._owner: int | None = None  # thread running chunks()
         self.on_data: Callable[[bytes], None] | None = None  # sees dumpcap's raw pcap bytes (deep mode)
 
     @property
@@ -311,11 +242,11 @@ class DumpcapEngine:
         message = _explain(self._stderr.decode(errors="replace"), self.interface, self.bpf)
         raise CaptureUnavailable(message)
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self.batches()
+    def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
 
-    def batches(self) -> Iterator[Batch]:
-        """Decoded batches until stopped; empty batches while idle (every ``max_delay`` seconds)."""
+    def chunks(self) -> Iterator[Chunk]:
+        """Decoded chunks until stopped; empty chunks while idle (every ``max_delay`` seconds)."""
         self.start()
         self._owner = threading.get_ident()
         reader = self._reader
@@ -341,16 +272,16 @@ class DumpcapEngine:
                     parts.append(self._decode(frames))
                     count += len(frames)
                     if count >= self.batch_size:
-                        yield self._batch(parts, interfaces, read_at)
+                        yield self._chunk(parts, interfaces, read_at)
                         parts, count = [], 0
                         idle_since = time.monotonic()
                 now = time.monotonic()
                 if count and (now - first_at >= self.max_delay or eof):
-                    yield self._batch(parts, interfaces, read_at)
+                    yield self._chunk(parts, interfaces, read_at)
                     parts, count = [], 0
                     idle_since = now
                 elif not count and now - idle_since >= self.max_delay and not eof:
-                    yield _empty_batch(self.sensor, interfaces)
+                    yield _empty_chunk(interfaces, self.interface)
                     idle_since = now
             if not self._stopping:
                 assert self.proc is not None
@@ -361,14 +292,13 @@ class DumpcapEngine:
             self.stop()
 
     def _decode(self, frames: FrameBatch) -> np.ndarray:
-        records = decode_frames(frames, self.next_seq)
-        self.next_seq += len(records)
+        records = decode_frames(frames)
         self.packets += len(records)
         return records
 
-    def _batch(self, parts: list[np.ndarray], interfaces: list[str], read_at: float) -> Batch:
+    def _chunk(self, parts: list[np.ndarray], interfaces: list[str], read_at: float) -> Chunk:
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return Batch(sensor=self.sensor, records=records, interfaces=list(interfaces), read_at=read_at)
+        return Chunk(records=records, interfaces=list(interfaces), read_at=read_at, source=self.interface)
 
     def stop(self) -> None:
         """Stop dumpcap (SIGTERM, then SIGKILL) and close its pipes.
@@ -424,7 +354,7 @@ TSHARK_FIELDS = (
 TSHARK_ARGS = ("-E", "occurrence=f", *[arg for name in TSHARK_FIELDS for arg in ("-e", name)])
 assert APP_FIELDS == ("app_protocol", "dns_query", "http_host", "http_method", "tls_sni")
 _BORING = {"data", "_ws.malformed", "_ws.short", "_ws.expert", "_ws.unreassembled", "_ws.lua"}
-MALFORMED = 10
+MALFORMED = DECODE_ERROR_CODES["malformed packet (deep dissector)"]  # status of what tshark found malformed
 _MIN_CHUNK = 2000  # a file is shared out between tshark processes in pieces of at least this
 _FEED_LIMIT = 32 << 20  # bytes waiting for a live tshark's stdin before packets skip dissection
 _PCAP_RECORD_HEADER = 16
@@ -453,7 +383,7 @@ def _app_protocol(protocols: str) -> str:
 
 
 def _app_fields(layers: dict[str, Any]) -> tuple[dict[str, str], bool]:
-    """The EK ``layers`` of one packet -> (its Batch.app fields, whether tshark found it malformed)."""
+    """The EK ``layers`` of one packet -> (its Chunk.app fields, whether tshark found it malformed)."""
     app_protocol = _app_protocol(_first(layers.get("frame_protocols")))
     if len(layers) <= 2:  # frame.number and frame.protocols only: the usual case
         return {
@@ -748,10 +678,8 @@ class PysharkEngine:
         source: str | os.PathLike[str],
         bpf: str = "",
         *,
-        sensor: str = "",
         batch_size: int = 1000,
         max_delay: float = 0.5,
-        first_seq: int = 0,
         recycle_every: int = 20_000,
         processes: int | None = None,
         snaplen: int = 262144,
@@ -762,10 +690,8 @@ class PysharkEngine:
         self.source = os.fspath(source)
         self.is_file = os.path.isfile(self.source)
         self.bpf = bpf
-        self.sensor = sensor
         self.batch_size = batch_size
         self.max_delay = max_delay
-        self.next_seq = first_seq
         self.recycle_every = recycle_every
         self.processes = max(1, processes or min(2, os.cpu_count() or 1))
         self.snaplen = snaplen
@@ -791,7 +717,7 @@ class PysharkEngine:
         self._error: BaseException | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._stopped = False
-        self._owner: int | None = None  # thread running batches()
+        self._owner: int | None = None  # thread running chunks()
         self._skip_logged = 0.0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -817,7 +743,7 @@ class PysharkEngine:
         if self.is_file or self._dumpcap is not None:
             return
         self._stopped = False
-        dumpcap = DumpcapEngine(self.source, self.bpf, self.snaplen, sensor=self.sensor, dumpcap=self.dumpcap)
+        dumpcap = DumpcapEngine(self.source, self.bpf, self.snaplen, dumpcap=self.dumpcap)
         header = bytearray()
 
         def keep_header(data: bytes) -> None:
@@ -887,18 +813,18 @@ class PysharkEngine:
 
     # -- iteration ---------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self.batches()
+    def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
 
-    def batches(self) -> Iterator[Batch]:
-        """Batches of records with their application fields; empty batches while a live link is idle."""
+    def chunks(self) -> Iterator[Chunk]:
+        """Chunks of records with their application fields; empty chunks while a live link is idle."""
         self._check_loop()
         self._stopped = False
         self.start()
         self._owner = threading.get_ident()
         self._loop = asyncio.new_event_loop()
         try:
-            yield from (self._file_batches() if self.is_file else self._live_batches())
+            yield from (self._file_chunks() if self.is_file else self._live_chunks())
         finally:
             self._owner = None
             self.stop()
@@ -912,10 +838,14 @@ class PysharkEngine:
             self._loop.run_until_complete(asyncio.wait([task], timeout=seconds))
 
     def _apply(
-        self, records: np.ndarray, layers: list[dict[str, Any] | None], app: dict[int, dict[str, str]]
+        self,
+        records: np.ndarray,
+        layers: list[dict[str, Any] | None],
+        app: dict[int, dict[str, str]],
+        offset: int = 0,
     ) -> None:
-        """Add the application fields of ``records`` to ``app`` (by seq); flag what tshark found malformed."""
-        seqs = records["seq"].tolist()
+        """Add the application fields of ``records`` to ``app`` (by index in the chunk, ``records[0]``
+        being at ``offset``); flag what tshark found malformed."""
         status = records["status"]
         for i, fields in enumerate(layers):
             if fields is None:
@@ -924,12 +854,7 @@ class PysharkEngine:
             values, malformed = _app_fields(fields)
             if malformed and status[i] == 0:
                 status[i] = MALFORMED
-            app[seqs[i]] = values
-
-    def _decode(self, frames: FrameBatch) -> np.ndarray:
-        records = decode_frames(frames, self.next_seq)
-        self.next_seq += len(records)
-        return records
+            app[offset + i] = values
 
     # -- files -------------------------------------------------------------------------------
 
@@ -984,7 +909,7 @@ class PysharkEngine:
             return "nsecpcap"
         return "pcapng"
 
-    def _file_batches(self) -> Iterator[Batch]:
+    def _file_chunks(self) -> Iterator[Chunk]:
         todo = deque(self._split())
         running: deque[_Tshark] = deque()
         while todo or running:
@@ -999,7 +924,7 @@ class PysharkEngine:
             self._close_run(run)
             self.recycles += 1
 
-    def _file_piece(self, run: _Tshark) -> Iterator[Batch]:
+    def _file_piece(self, run: _Tshark) -> Iterator[Chunk]:
         """The records of one piece of the file (our reader), with tshark's fields for them."""
         assert run.path is not None
         done = 0
@@ -1013,25 +938,25 @@ class PysharkEngine:
             if failure and not run.answered:
                 raise CaptureUnavailable(_explain(failure, self.source))
             read_at = time.time()
-            records = self._decode(frames)
+            records = decode_frames(frames)
             app: dict[int, dict[str, str]] = {}
             self._apply(records, run.take(done + 1, n), app)
             done += n
             self.packets += n
             self.interfaces = list(frames.interfaces)
-            yield Batch(
-                sensor=self.sensor,
+            yield Chunk(
                 records=records,
                 interfaces=list(frames.interfaces) or [""],
                 app=app,
                 read_at=read_at,
+                source=self.source,
             )
         if run.failure():
             log.warning("tshark stopped early on %s: %s", self.source, run.failure())
 
     # -- live --------------------------------------------------------------------------------
 
-    def _live_batches(self) -> Iterator[Batch]:
+    def _live_chunks(self) -> Iterator[Chunk]:
         loop = self._loop
         dumpcap = self._dumpcap
         assert loop is not None and dumpcap is not None and dumpcap.proc is not None
@@ -1065,12 +990,12 @@ class PysharkEngine:
             if ready >= self.batch_size or (
                 ready and (now - segments[0].arrived >= self.max_delay or self._eof)
             ):
-                yield self._live_batch(min(ready, self.batch_size))
+                yield self._live_chunk(min(ready, self.batch_size))
                 idle_since = time.monotonic()
             elif not segments and self._eof:
                 break
             elif not segments and now - idle_since >= self.max_delay:
-                yield _empty_batch(self.sensor, self.interfaces)
+                yield _empty_chunk(self.interfaces, self.source)
                 idle_since = time.monotonic()
             else:
                 self._wait(tick)
@@ -1078,11 +1003,12 @@ class PysharkEngine:
             self._remove_readers()
             dumpcap._raise_exit()
 
-    def _live_batch(self, count: int) -> Batch:
+    def _live_chunk(self, count: int) -> Chunk:
         segments = self._segments
         parts: list[np.ndarray] = []
         app: dict[int, dict[str, str]] = {}
         read_at = segments[0].read_at
+        offset = 0
         while count > 0:
             seg = segments[0]
             if len(seg.records) > count:
@@ -1090,13 +1016,14 @@ class PysharkEngine:
             else:
                 segments.popleft()
             if seg.run is not None:
-                self._apply(seg.records, seg.run.take(seg.first, len(seg.records)), app)
+                self._apply(seg.records, seg.run.take(seg.first, len(seg.records)), app, offset)
             parts.append(seg.records)
+            offset += len(seg.records)
             count -= len(seg.records)
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self.packets += len(records)
-        return Batch(
-            sensor=self.sensor, records=records, interfaces=list(self.interfaces), app=app, read_at=read_at
+        return Chunk(
+            records=records, interfaces=list(self.interfaces), app=app, read_at=read_at, source=self.source
         )
 
     def _on_dumpcap_out(self) -> None:
@@ -1147,7 +1074,7 @@ class PysharkEngine:
                 self._error = CaptureUnavailable(f"dumpcap output unreadable: {exc}")
                 return
         while (frames := reader.take(1 << 16)) is not None:
-            records = self._decode(frames)
+            records = decode_frames(frames)
             arrived, read_at = time.monotonic(), time.time()
             for start, count, run, first in self._feed(frames):
                 self._segments.append(_Segment(records[start : start + count], run, first, arrived, read_at))

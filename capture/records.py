@@ -5,7 +5,8 @@ process can decode, publish and the worker can featurise and store whole batches
 vectorised code instead of one Python object per packet.
 
 One Redis stream entry holds one batch: ``h`` is a msgpack header and ``r`` the raw bytes of
-the record array. See ``encode_batch``/``decode_batch``.
+the record array. See ``encode_batch``/``decode_batch``. Before publication, in the capture
+process, records travel as a ``Chunk`` (not numbered yet); the runner turns each into a ``Batch``.
 """
 
 from __future__ import annotations
@@ -113,8 +114,23 @@ def protocol_name(eth_type: int, proto: int, ip_version: int) -> str:
 
 
 @dataclass
+class Chunk:
+    """Records as a source read them (a pcap file, the demo, a live engine), not numbered yet.
+
+    ``seq`` is not the packet's number yet and ``app`` is keyed by the record's index in the chunk:
+    the capture runner numbers a chunk when it publishes it as a ``Batch``, the one place that does.
+    """
+
+    records: np.ndarray
+    interfaces: list[str] = field(default_factory=lambda: [""])
+    app: dict[int, dict[str, str]] = field(default_factory=dict)  # index in chunk -> application fields
+    read_at: float = 0.0  # wall-clock time the first packet was read
+    source: str = ""  # file path, interface, or "demo": what --summary-json counts per
+
+
+@dataclass
 class Batch:
-    """One batch of records from one sensor, as carried by a stream entry."""
+    """One batch of numbered records from one sensor, as carried by a stream entry."""
 
     sensor: str
     records: np.ndarray
@@ -180,9 +196,12 @@ def decode_batch(fields: dict[Any, bytes]) -> Batch:
     )
 
 
-def stream_key(sensor: str) -> str:
-    """The Redis stream a sensor's batches go to."""
-    return f"netmon:stream:{sensor}"
+STREAM_PREFIX = "netmon:stream:"
+
+
+def stream_key(sensor: str, prefix: str = STREAM_PREFIX) -> str:
+    """The Redis stream a sensor's batches go to (``prefix``: another namespace, for tests)."""
+    return f"{prefix}{sensor}"
 
 
 def ingest_scheduled_key(sensor: str) -> str:

@@ -1,5 +1,10 @@
 """The capture process: read packets from a source, number them, publish batches, report, obey control.
 
+A source (capture/sources.py, or a live engine) yields ``Chunk``s; ``CaptureRunner.consume``
+numbers each (the only place sequence numbers are assigned: on from the sensor's last packet,
+or from a pcap file's checkpoint) into a ``Batch`` and hands it to its own ``StreamPublisher``,
+whose ``on_published`` callback is the runner's: count per source, trim the stream, enqueue ingest.
+
 The main thread reads the source (pyshark must run there) and publishes; a background
 "reporter" thread, once every few hundred milliseconds, polls the control key, writes the
 heartbeat and the durable counters, and sends live packets and per-second stats to dashboards,
@@ -30,12 +35,14 @@ from capture.models import Sensor
 from capture.records import (
     Batch,
     BatchFormatError,
+    Chunk,
     decode_batch,
     ingest_scheduled_key,
     ip_to_text,
     protocol_name,
     stream_key,
 )
+from capture.stream import StreamPublisher
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +50,6 @@ REPORT_INTERVAL = 0.1  # seconds between live packet pushes
 STATS_INTERVAL = 1.0
 CONTROL_INTERVAL = 0.5
 SAMPLE_PER_PUSH = 50
-
-
-@dataclass
-class Chunk:
-    """Records read from a source, before the runner numbers them (``seq`` is overwritten)."""
-
-    records: np.ndarray
-    interfaces: list[str] = field(default_factory=lambda: [""])
-    app: dict[int, dict[str, str]] = field(default_factory=dict)  # index in chunk -> application fields
-    read_at: float = 0.0
-    source: str = ""  # file path for pcap sources
 
 
 class StopSource(Exception):
@@ -165,21 +161,32 @@ def packet_dicts(
 
 
 class CaptureRunner:
-    """Numbers, publishes and accounts for the packets of one sensor, and follows remote control."""
+    """Numbers, publishes and accounts for the packets of one sensor, and follows remote control.
+
+    It owns the sensor's ``StreamPublisher`` (on ``redis_client``, shared with control polling,
+    the heartbeat and trimming) and is its ``on_published`` callback.
+    """
 
     def __init__(
         self,
         sensor: str,
-        publisher: Any,
-        enqueue: Callable[[str], None],
         *,
         redis_client: Any,
+        buffer_size: int,
+        batch_size: int = 1000,
         broadcast: Callable[[str, dict], bool] = events.broadcast,
     ) -> None:
         self.sensor_name = sensor
-        self.publisher = publisher
-        self.enqueue = enqueue
         self.redis = redis_client
+        self.publisher = StreamPublisher(
+            sensor,
+            client=redis_client,
+            buffer_size=buffer_size,
+            batch_size=batch_size,
+            # the runner trims by packets (buffer_size); this entry cap is only a backstop
+            max_entries=max(64, buffer_size),
+            on_published=self._on_published,
+        )
         self.broadcast = broadcast
         self.sensor, _ = Sensor.objects.get_or_create(name=sensor)
         self.mode = Sensor.Mode.DEMO
@@ -210,7 +217,7 @@ class CaptureRunner:
         self._stop_reporter = threading.Event()
         self._reporters: list[threading.Thread] = []
         self.wait_for_workers = False  # True for files: back-pressure instead of dropping
-        self.batch_size = 1000
+        self.batch_size = batch_size
         self.interrupt = threading.Event()  # set: the current source should stop
         self.on_interrupt: Callable[[], None] | None = None  # unblocks a source waiting for packets
 
@@ -245,6 +252,13 @@ class CaptureRunner:
         self.sensor.checkpoints = checkpoints
         return self.next_seq
 
+    def add_file_stats(self, path: str, stats: dict[str, Any], error: str | None = None) -> None:
+        """Keep a capture file's reader statistics (and why it could not be read) for --summary-json."""
+        if error is not None:
+            self.files.setdefault(path, FileCounts(path)).file_stats = {"error": error}
+        if path in self.files:
+            self.files[path].file_stats = {**stats, **self.files[path].file_stats}
+
     # --- the main loop ----------------------------------------------------------------------
     def set_mode(self, mode: str, reason: str = "", interface: str = "", bpf: str = "") -> None:
         self.mode, self.mode_reason, self.interface, self.bpf = mode, reason, interface, bpf
@@ -260,42 +274,51 @@ class CaptureRunner:
         deadline: float | None = None,
         base_seq: int | None = None,
     ) -> bool:
-        """Publish every chunk of a source; False when stopped early (count, duration or control)."""
+        """Number and publish every chunk of a source; False when stopped early (count, duration or control).
+
+        Live and demo chunks are numbered on from the last packet; a pcap file's from ``base_seq``
+        (its checkpoint), skipping the packets an earlier run on the same file published already.
+        """
         seq = base_seq
         for chunk in chunks:
-            records = chunk.records
-            n = len(records)
+            n = len(chunk.records)
             if n == 0:
                 if self._should_stop(deadline):
                     return False
                 continue
             if count is not None and self.read + self.skipped + n > count:
                 n = max(0, count - self.read - self.skipped)
-                records = records[:n]
             counts = self.files.setdefault(chunk.source or self.mode, FileCounts(chunk.source or self.mode))
-            if seq is not None:  # pcap: numbering fixed by the file's checkpoint
-                seqs = np.arange(seq, seq + n, dtype=np.uint64)
-                seq += n
-                fresh = seqs >= self.next_seq
-                already = int(n - fresh.sum())
-                if already:
-                    counts.skipped_already_published += already
-                    self.skipped += already
-                records = records[fresh]
-                records["seq"] = seqs[fresh]
-                app = {int(seqs[i]): v for i, v in chunk.app.items() if i < n and fresh[i]}
-            else:
-                records["seq"] = np.arange(self.next_seq, self.next_seq + n, dtype=np.uint64)
-                app = {self.next_seq + i: v for i, v in chunk.app.items() if i < n}
-            if len(records):
-                self._publish(records, chunk, app, counts)
+            if seq is None:
+                first, skip = self.next_seq, 0
+            else:  # numbers fixed by the file's checkpoint: those below next_seq are published already
+                first, seq = seq, seq + n
+                skip = min(n, max(0, self.next_seq - first))
+                if skip:
+                    counts.skipped_already_published += skip
+                    self.skipped += skip
+            if skip < n:
+                self._publish(self._number(chunk, first, skip, n), counts)
             if count is not None and self.read + self.skipped >= count:
                 return False
             if self._should_stop(deadline):
                 return False
         return True
 
-    def _publish(self, records: np.ndarray, chunk: Chunk, app: dict, counts: FileCounts) -> None:
+    def _number(self, chunk: Chunk, first: int, skip: int, n: int) -> Batch:
+        """Records ``skip`` .. ``n - 1`` of ``chunk`` as a Batch, record ``i`` numbered ``first + i``."""
+        records = chunk.records[skip:n]
+        records["seq"] = np.arange(first + skip, first + n, dtype=np.uint64)
+        return Batch(
+            sensor=self.sensor_name,
+            records=records,
+            interfaces=chunk.interfaces,
+            app={first + i: fields for i, fields in chunk.app.items() if skip <= i < n},
+            read_at=chunk.read_at or time.time(),
+        )
+
+    def _publish(self, batch: Batch, counts: FileCounts) -> None:
+        records = batch.records
         n = len(records)
         if self.wait_for_workers:
             self._wait_for_backlog(n)
@@ -304,19 +327,12 @@ class CaptureRunner:
         self.undecodable += undecodable
         counts.packets_read += n
         counts.undecodable += undecodable
-        self.next_seq = int(records["seq"][-1]) + 1
-        batch = Batch(
-            sensor=self.sensor_name,
-            records=records,
-            interfaces=chunk.interfaces,
-            app=app,
-            read_at=chunk.read_at or time.time(),
-        )
+        self.next_seq = batch.last_seq + 1
         self._batch_sources[batch.first_seq] = counts.source
         self.publisher.publish(batch)
         self.publisher.flush(0)
         self.stats.add(records)
-        self._samples.append((records[-SAMPLE_PER_PUSH:], chunk.interfaces, batch.read_at, app))
+        self._samples.append((records[-SAMPLE_PER_PUSH:], batch.interfaces, batch.read_at, batch.app))
 
     def trim_bound(self) -> int:
         """Packets kept in the stream: buffer_size, but never less than a few batches when waiting."""
@@ -354,13 +370,13 @@ class CaptureRunner:
         except Exception:  # Redis down: keep waiting
             return False
 
-    def on_published(self, sensor: str, entry_id: Any, batch: Batch) -> None:
-        """Publisher callback: count per source, bound the stream, make sure a worker will drain it."""
+    def _on_published(self, sensor: str, entry_id: Any, batch: Batch) -> None:
+        """The publisher's callback: count per source, bound the stream, make sure a worker will drain it."""
         source = self._batch_sources.pop(batch.first_seq, None)
         if source in self.files:
             self.files[source].published += len(batch.records)
         self._trim(entry_id, batch.last_seq)
-        self.enqueue(sensor)
+        enqueue_ingest(self.redis, sensor)
 
     def _trim(self, entry_id: Any, last_seq: int) -> None:
         """Keep about ``buffer_size`` packets in the stream (MINID trim): the oldest go first.
@@ -388,6 +404,10 @@ class CaptureRunner:
     def drain(self, timeout: float = 10.0) -> None:
         """Publish what is still buffered (bounded wait: Redis may be down)."""
         self.publisher.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the publisher: what it could not publish by then counts as dropped."""
+        self.publisher.close(timeout)
 
     # --- reporting (background thread) ------------------------------------------------------
     def start_reporter(self) -> None:

@@ -1,6 +1,7 @@
 """Where packets come from: pcap/pcapng files (optionally paced), the demo generator, live engines.
 
-Each source is an iterator of ``runner.Chunk``; the runner numbers and publishes them.
+Each source is an iterator of ``Chunk`` (capture/records.py); the runner numbers and publishes
+them. A live engine (``open_live``) is such an iterator itself.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import os
 import time
 from collections.abc import Iterator
 
+from capture import host
 from capture.decode import decode_frames
+from capture.engines import CaptureUnavailable, DumpcapEngine, PysharkEngine
 from capture.pcapio import ReadStats, iter_frame_batches
-from capture.runner import Chunk
+from capture.records import Chunk
 
 
 def file_key(path: str) -> str:
@@ -35,7 +38,7 @@ def pcap_chunks(
     first_ts: float | None = None
     sent = 0
     for frames in iter_frame_batches(path, batch_size, stats=stats):
-        records = decode_frames(frames, 0)
+        records = decode_frames(frames)
         if realtime and len(records):
             first_ts = float(records["ts"][0]) if first_ts is None else first_ts
             wait = (float(records["ts"][-1]) - first_ts) - (clock() - start_wall)
@@ -60,46 +63,13 @@ def demo_chunks(
         yield Chunk(records=records, interfaces=["demo"], read_at=time.time(), source="demo")
 
 
-class CaptureUnavailable(RuntimeError):
-    """Live capture cannot start (no tool, no interface, no permission); the message says which."""
-
-
-def open_live(interface: str, bpf: str, depth: str):
+def open_live(interface: str, bpf: str, depth: str) -> DumpcapEngine | PysharkEngine:
     """Start a live engine: dumpcap + our decoder for basic/intermediate, pyshark for deep.
 
     Raises CaptureUnavailable with one line when the interface, the tool or the permission is missing.
     """
-    import shutil
-
-    from capture import engines, host
-
     if not host.is_valid_interface(interface):
         raise CaptureUnavailable(f"interface {interface!r} not found on this host")
-    try:
-        if depth == "deep":
-            if shutil.which("tshark") is None:
-                raise engines.CaptureUnavailable(engines.TSHARK_MISSING)
-            engine = engines.PysharkEngine(interface, bpf)
-        else:
-            engine = engines.DumpcapEngine(interface, bpf)
-        engine.start()  # fail now, while the caller can still fall back to demo mode
-        return engine
-    except engines.CaptureUnavailable as exc:
-        raise CaptureUnavailable(str(exc)) from None
-
-
-def live_chunks(engine, interface: str) -> Iterator[Chunk]:
-    """Chunks from a live engine; empty ones while the link is idle, so the runner can check for stop."""
-    for batch in engine:
-        records = batch.records
-        app: dict[int, dict[str, str]] = {}
-        if batch.app and len(records):
-            index = {int(seq): i for i, seq in enumerate(records["seq"])}
-            app = {index[seq]: fields for seq, fields in batch.app.items() if seq in index}
-        yield Chunk(
-            records=records,
-            interfaces=batch.interfaces or [interface],
-            app=app,
-            read_at=batch.read_at or time.time(),
-            source=interface,
-        )
+    engine = PysharkEngine(interface, bpf) if depth == "deep" else DumpcapEngine(interface, bpf)
+    engine.start()  # fail now, while the caller can still fall back to demo mode
+    return engine

@@ -1,6 +1,7 @@
 """Publishing record batches to the sensor's Redis stream, one entry per batch, through Redis outages.
 
-``StreamPublisher(sensor, url=..., buffer_size=..., batch_size=..., on_published=...)``:
+``StreamPublisher(sensor, url=... or client=..., buffer_size=..., batch_size=..., on_published=...)``
+(without ``client`` it opens its own ``capture.connections.fail_fast_client(url)``):
 
 - ``publish(batch)`` queues a ``Batch`` (capture/records.py) and sends what is queued when Redis
   is not in a back-off pause: one ``XADD netmon:stream:<sensor> MAXLEN ~ <max_entries> * h .. r ..``
@@ -15,7 +16,8 @@
 - Counters: ``published_packets``, ``published_batches``, ``dropped`` (Counter by reason),
   ``reconnects`` (recoveries after a failure), ``round_trips``; ``stats()`` returns them all.
 - ``on_published(sensor, entry_id, batch)`` is called after each batch is in the stream (the
-  capture command enqueues the ingest task there). Its exceptions are logged, never raised.
+  capture runner counts it, trims the stream and enqueues the ingest task there). Its exceptions
+  are logged, never raised.
 
 The first entry published after the publisher dropped batches carries one more field,
 ``dropped_before`` (``DROPPED_FIELD``, a decimal count): the packets it dropped since its previous
@@ -36,40 +38,20 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from capture.records import Batch, encode_batch
+from capture.connections import fail_fast_client
+from capture.records import STREAM_PREFIX, Batch, encode_batch, stream_key
 
-__all__ = ["DROPPED_FIELD", "DROP_ERROR", "DROP_UNAVAILABLE", "StreamPublisher", "stream_key"]
+__all__ = ["DROPPED_FIELD", "DROP_ERROR", "DROP_UNAVAILABLE", "StreamPublisher"]
 
 log = logging.getLogger(__name__)
 
-STREAM_PREFIX = "netmon:stream:"
 DROP_UNAVAILABLE = "redis unavailable"
 DROP_ERROR = "redis error"
 MIN_ENTRIES = 16
 DROPPED_FIELD = b"dropped_before"  # stream entry field: packets this publisher dropped just before it
 
 OnPublished = Callable[[str, str, Batch], Any]
-
-
-def stream_key(sensor: str, prefix: str = STREAM_PREFIX) -> str:
-    """The Redis stream a sensor's batches go to."""
-    return f"{prefix}{sensor}"
-
-
-def make_client(url: str, connect_timeout: float = 1.0, timeout: float = 5.0) -> redis.Redis:
-    """A client that fails fast: the publisher does its own retrying and back-off.
-
-    (redis-py's default retry policy turns one refused connection into seconds of blocking.)
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class StreamPublisher:
@@ -97,7 +79,7 @@ class StreamPublisher:
         self.sensor = sensor
         self.key = stream_key(sensor, key_prefix)
         self._owns_client = client is None
-        self.client = client if client is not None else make_client(url)
+        self.client = client if client is not None else fail_fast_client(url)
         self.buffer_size = buffer_size
         # the stream holds about as many packets as the in-memory buffer may
         self.max_entries = max_entries or max(MIN_ENTRIES, math.ceil(buffer_size / batch_size))

@@ -273,7 +273,6 @@ NETMON_ADMIN_ALLOW_REMOTE = env_bool("NETMON_ADMIN_ALLOW_REMOTE", False)
 # --- Netmon ---
 NETMON_SENSOR = env_str("NETMON_SENSOR")  # default sensor name: the host name
 NETMON_BATCH_SIZE = env_int("NETMON_BATCH_SIZE", 1000)
-NETMON_BATCH_INTERVAL_MS = env_int("NETMON_BATCH_INTERVAL_MS", 100)
 NETMON_INGEST_TASK = env_str("NETMON_INGEST_TASK", "detection.ingest_sensor")
 NETMON_MODEL_DIR = Path(env_str("NETMON_MODEL_DIR", str(VAR_DIR / "models")))
 NETMON_EXPORT_DIR = Path(env_str("NETMON_EXPORT_DIR", str(VAR_DIR / "exports")))

@@ -24,7 +24,7 @@ from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
 from capture import engines, sources
 from capture.pcapio import ReadStats
 from capture.pcapwriter import synthetic_records, write_pcap
-from capture.records import ip_to_text
+from capture.records import RECORD_DTYPE, ip_to_text
 from tests.capture import pcaps
 
 
@@ -75,14 +75,27 @@ def send_udp(
 
 
 def collect(engine, want: int, timeout: float = 15.0) -> list:
-    batches, got, deadline = [], 0, time.monotonic() + timeout
-    for batch in engine:
-        batches.append(batch)
-        got += len(batch.records)
+    chunks, got, deadline = [], 0, time.monotonic() + timeout
+    for chunk in engine:
+        chunks.append(chunk)
+        got += len(chunk.records)
         if got >= want or time.monotonic() > deadline:
             break
     engine.stop()
-    return batches
+    return chunks
+
+
+def numbered(chunks: list) -> tuple[np.ndarray, dict[int, dict[str, str]]]:
+    """The chunks' records numbered from 0 and their application fields by seq, as the runner
+    numbers a new sensor's packets (engines do not number them and key ``app`` by index in the chunk)."""
+    records = np.concatenate([c.records for c in chunks]) if chunks else np.zeros(0, RECORD_DTYPE)
+    records["seq"] = np.arange(len(records))
+    apps, first = {}, 0
+    for c in chunks:
+        assert all(0 <= i < len(c.records) for i in c.app)
+        apps.update({first + i: app for i, app in c.app.items()})
+        first += len(c.records)
+    return records, apps
 
 
 @live
@@ -92,15 +105,16 @@ def test_dumpcap_engine_decodes_exactly_the_filtered_packets():
     engine.start()
     send_udp(port, 200)
 
-    batches = collect(engine, 200)
+    chunks = collect(engine, 200)
 
-    records = [r for b in batches for r in b.records]
+    records, _ = numbered(chunks)  # (the engine does not number them)
     assert len(records) == 200
     assert {int(r["dport"]) for r in records} == {port}
     assert {int(r["proto"]) for r in records} == {17}
     assert {ip_to_text(r["dst_ip"], int(r["ip_version"])) for r in records} == {"127.0.0.1"}
-    assert [int(r["seq"]) for r in records] == list(range(200))
-    assert all(len(b.records) <= 64 for b in batches)
+    assert records["payload_len"].tolist() == [i % 50 for i in range(200)]  # all, in the order sent
+    assert all(len(c.records) <= 64 for c in chunks)
+    assert {c.source for c in chunks} == {"lo"}
 
 
 @live
@@ -137,13 +151,13 @@ def test_engine_start_failures_are_one_line_reasons(engine, interface, bpf, word
 
 @live
 def test_open_live_refuses_an_unknown_interface_before_starting_anything():
-    with pytest.raises(sources.CaptureUnavailable, match="not found on this host"):
+    with pytest.raises(engines.CaptureUnavailable, match="not found on this host"):
         sources.open_live("netmon-nope0", "", "basic")
 
 
 @live
 @pytest.mark.parametrize("depth", ["basic", "deep"])
-def test_live_chunks_carry_records_and_the_interface(depth):
+def test_live_engines_chunks_carry_records_and_the_interface(depth):
     if depth == "deep" and shutil.which("tshark") is None:
         pytest.skip("tshark is not installed")
     port = free_udp_port()
@@ -152,10 +166,10 @@ def test_live_chunks_carry_records_and_the_interface(depth):
     got = 0
     apps = 0
     deadline = time.monotonic() + 15
-    for chunk in sources.live_chunks(engine, "lo"):
+    for chunk in engine:
         got += len(chunk.records)
         apps += sum(1 for app in chunk.app.values() if app["app_protocol"])
-        assert chunk.interfaces == ["lo"]
+        assert chunk.interfaces == ["lo"] and chunk.source == "lo"
         if got >= 30 or time.monotonic() > deadline:
             break
     engine.stop()
@@ -165,7 +179,7 @@ def test_live_chunks_carry_records_and_the_interface(depth):
 
 @live
 def test_open_live_deep_fails_at_once_on_a_bad_filter():
-    with pytest.raises(sources.CaptureUnavailable, match="invalid capture filter"):
+    with pytest.raises(engines.CaptureUnavailable, match="invalid capture filter"):
         sources.open_live("lo", "udp prt 53", "deep")
     assert tshark_children() == []
 
@@ -179,11 +193,9 @@ def test_deep_engine_adds_application_fields_on_a_live_interface():
     query = bytes.fromhex("123401000001000000000000076578616d706c65036f72670000010001")
 
     send_udp(port, 5, delay=3, payload=query, gap=0.05)  # tshark takes a moment to start
-    batches = collect(engine, 5, timeout=30)
+    records, apps = numbered(collect(engine, 5, timeout=30))
 
-    records = [r for b in batches for r in b.records]
     assert len(records) == 5
-    apps = {seq: app for b in batches for seq, app in b.app.items()}
     assert set(apps) == {int(r["seq"]) for r in records}
     assert all(app["app_protocol"] for app in apps.values())
 
@@ -204,17 +216,11 @@ def test_deep_engine_refuses_to_run_inside_an_event_loop():
 
 def fast_path_records(path: Path) -> np.ndarray:
     """What basic mode makes of a file (capture.sources.pcap_chunks), numbered from 0."""
-    parts = [c.records for c in sources.pcap_chunks(str(path), ReadStats(), 1000)]
-    records = np.concatenate(parts)
-    records["seq"] = np.arange(len(records))
-    return records
+    return numbered(list(sources.pcap_chunks(str(path), ReadStats(), 1000)))[0]
 
 
 def run_deep(engine: engines.PysharkEngine) -> tuple[np.ndarray, dict[int, dict[str, str]]]:
-    batches = list(engine)
-    records = np.concatenate([b.records for b in batches])
-    apps = {seq: app for b in batches for seq, app in b.app.items()}
-    return records, apps
+    return numbered(list(engine))
 
 
 def same_headers(a: np.ndarray, b: np.ndarray) -> bool:
@@ -336,15 +342,15 @@ def test_deep_engine_restarts_tshark_on_a_live_link_without_losing_packets():
     query = bytes(DNS(id=7, qd=DNSQR(qname="example.org")))
 
     send_udp(port, 450, delay=0, payload=query, gap=0.003)
-    batches = collect(engine, 450, timeout=60)
+    chunks = collect(engine, 450, timeout=60)
 
-    seqs = [int(seq) for b in batches for seq in b.records["seq"]]
-    apps = {seq: app for b in batches for seq, app in b.app.items()}
+    records, apps = numbered(chunks)
+    seqs = records["seq"].tolist()
     assert seqs == list(range(450))
     assert set(apps) == set(seqs)
     assert {app["dns_query"] for app in apps.values()} == {"example.org"}
     assert engine.recycles == 4 and engine.app_skipped == 0  # a new tshark every 100 packets
-    assert all(len(b.records) <= 50 for b in batches)
+    assert all(len(c.records) <= 50 for c in chunks)
     assert tshark_children() == []
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import redis
 
+from capture.connections import fail_fast_client
 from capture.records import RECORD_DTYPE, Batch, decode_batch
-from capture.stream import DROP_UNAVAILABLE, StreamPublisher, make_client
+from capture.stream import DROP_UNAVAILABLE, StreamPublisher
 
 SHARED_URL = "redis://127.0.0.1:6379/15"
 
@@ -28,7 +29,7 @@ def make_batch(first_seq: int, n: int, sensor: str = "s") -> Batch:
 
 @pytest.fixture
 def shared() -> Iterator[tuple[redis.Redis, str]]:
-    client = make_client(SHARED_URL)
+    client = fail_fast_client(SHARED_URL)
     try:
         client.ping()
     except redis.ConnectionError:
@@ -75,7 +76,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = make_client(self.url)
+        client = fail_fast_client(self.url)
         for _ in range(100):
             try:
                 client.ping()
@@ -211,7 +212,7 @@ def test_recovers_when_redis_comes_back_and_pipelines_the_backlog(private: Priva
     assert pub.reconnects == 1
     assert pub.pending_packets == 0 and pub.published_batches == 21
     assert published == [i * 100 for i in range(21)]  # in order
-    client = make_client(private.url)
+    client = fail_fast_client(private.url)
     entries = client.xrange("netmon:stream:rec")
     # the restarted server has no persistence: it holds exactly the backlog, in order
     assert [decode_batch(f).first_seq for _, f in entries] == [i * 100 for i in range(1, 21)]
@@ -229,7 +230,7 @@ def test_recovery_after_overflow_keeps_newest(private: PrivateRedis) -> None:
         pub.publish(make_batch(i * 100, 100))
     private.start()
     assert pub.flush(timeout=10)
-    client = make_client(private.url)
+    client = fail_fast_client(private.url)
     seqs = [decode_batch(f).first_seq for _, f in client.xrange("netmon:stream:ovf")]
     assert seqs == [700, 800, 900]
     assert pub.dropped[DROP_UNAVAILABLE] == 700

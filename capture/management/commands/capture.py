@@ -14,12 +14,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from capture import services, sources
+from capture.connections import fail_fast_client
 from capture.demo import DEMO_RATE
+from capture.engines import CaptureUnavailable
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
-from capture.runner import CaptureRunner, FileCounts, enqueue_ingest
-from capture.stream import StreamPublisher, make_client
+from capture.runner import CaptureRunner
 
 
 class Command(BaseCommand):
@@ -51,16 +52,14 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         sensor = opts["sensor"] or settings.NETMON_SENSOR or socket.gethostname()
         config = services.get_config()
-        redis = make_client(settings.REDIS_URL)
-        publisher = StreamPublisher(
-            sensor, client=make_client(settings.REDIS_URL), buffer_size=config.buffer_size,
+        # One client for the whole process (publisher, control polling, heartbeat, trimming); it
+        # fails fast because the publisher retries with its own back-off.
+        runner = CaptureRunner(
+            sensor,
+            redis_client=fail_fast_client(settings.REDIS_URL),
+            buffer_size=config.buffer_size,
             batch_size=opts["batch_size"],
-            # the runner trims by packets (buffer_size); this entry cap is only a backstop
-            max_entries=max(64, config.buffer_size),
-        )  # fmt: skip
-        runner = CaptureRunner(sensor, publisher, lambda s: enqueue_ingest(redis, s), redis_client=redis)
-        publisher.on_published = runner.on_published
-        runner.batch_size = opts["batch_size"]
+        )
         deadline = time.monotonic() + opts["duration"] if opts["duration"] else None
         self.terminate = False
 
@@ -81,7 +80,7 @@ class Command(BaseCommand):
             runner.drain(timeout=15)
             runner.announce_state(Sensor.State.EXITED)
             runner.stop_reporter()
-            publisher.close(timeout=5)
+            runner.close(timeout=5)
             summary = runner.summary()
             if opts["summary_json"]:
                 opts["summary_json"].write_text(json.dumps(summary, indent=2))
@@ -102,6 +101,7 @@ class Command(BaseCommand):
         failed = 0
         for path in opts["pcap"]:
             stats = ReadStats()
+            error = None
             try:
                 base = runner.file_base_seq(sources.file_key(path))
                 chunks = sources.pcap_chunks(
@@ -111,11 +111,10 @@ class Command(BaseCommand):
             except (CaptureFileError, OSError) as exc:
                 failed += 1
                 self.stderr.write(f"{path}: {exc}")
-                runner.files.setdefault(path, FileCounts(path)).file_stats = {"error": str(exc)}
+                error = str(exc)
                 continue
             finally:
-                if path in runner.files:
-                    runner.files[path].file_stats = {**stats.as_dict(), **runner.files[path].file_stats}
+                runner.add_file_stats(path, stats.as_dict(), error)
             for problem in stats.details[:5]:
                 self.stderr.write(f"{path}: {problem}")
             if not finished and (self.terminate or opts["count"] or deadline):
@@ -174,7 +173,7 @@ class Command(BaseCommand):
             ), lambda: None
         try:
             engine = sources.open_live(interface, desired["bpf"], desired["depth"])
-        except sources.CaptureUnavailable as exc:
+        except CaptureUnavailable as exc:
             reason = str(exc)
             self.stderr.write(
                 f"live capture on {interface} is not possible: {reason}; switching to demo mode"
@@ -185,4 +184,4 @@ class Command(BaseCommand):
             ), lambda: None
         runner.set_mode(Sensor.Mode.LIVE, reason="", interface=interface, bpf=desired["bpf"])
         runner.on_interrupt = engine.stop
-        return sources.live_chunks(engine, interface), engine.stop
+        return engine.chunks(), engine.stop
