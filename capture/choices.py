@@ -21,6 +21,9 @@ __all__ = [
     "BUFFER_SIZE_MIN",
     "CONFIG_KEYS",
     "INTERFACE_MAX_LENGTH",
+    "SENSOR_NAME_MAX_LENGTH",
+    "SENSOR_NAME_PATTERN",
+    "SENSOR_NAME_RULE",
     "AnalysisDepth",
     "EncryptionAlgorithm",
     "FeatureLevel",
@@ -96,3 +99,9 @@ BUFFER_SIZE_MIN = 10
 BUFFER_SIZE_MAX = 10_000_000
 BPF_MAX_LENGTH = 1024
 INTERFACE_MAX_LENGTH = 64
+# A sensor's name is part of Redis keys (its stream, lock, state, control and heartbeat keys) and of
+# the Sensor row (max_length 64): a closed alphabet and a bound keep clients from minting arbitrary
+# keys. capture/validation.py is the one place that checks it.
+SENSOR_NAME_MAX_LENGTH = 64
+SENSOR_NAME_PATTERN = rf"[A-Za-z0-9_.-]{{1,{SENSOR_NAME_MAX_LENGTH}}}"
+SENSOR_NAME_RULE = f"1 to {SENSOR_NAME_MAX_LENGTH} characters from A-Z a-z 0-9 _ . -"

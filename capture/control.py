@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from capture.connections import redis_client
+from capture.validation import check_sensor_name
 
 ALL_SENSORS = "*"
 _DESIRED = "netmon:capture:desired:{sensor}"
@@ -30,9 +31,15 @@ def request_capture(
     bpf: str | None = None,
     client: redis.Redis | None = None,
 ) -> dict[str, Any]:
-    """Ask a sensor (or every sensor) to start or stop; returns the command as stored."""
+    """Ask a sensor (or every sensor: ``sensor=None``) to start or stop; returns the command as stored.
+
+    ``sensor`` becomes part of a Redis key: a name outside ``SENSOR_NAME_PATTERN`` is a ValueError
+    naming ``sensor``, before anything is written.
+    """
     if action not in {"start", "stop", "reconfigure"}:
         raise ValueError(f"unknown capture action {action!r}")
+    if sensor is not None:
+        check_sensor_name(sensor)
     client = client or redis_client()
     command: dict[str, Any] = {"action": action, "version": int(client.incr(_VERSION)), "at": time.time()}
     if interface is not None:

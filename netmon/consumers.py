@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from capture import control, events, host, services
 from capture.connections import redis_client
+from capture.validation import check_sensor_name
 from netmon.auth import valid_token_user
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,17 @@ def _validate_capture_target(interface: str | None, bpf: str | None) -> None:
             raise ClientError(f"cannot check the filter: {exc}", field="bpf") from None
         except ValueError as exc:
             raise ClientError(f"bpf does not compile: {exc}", field="bpf") from None
+
+
+def _capture_sensor(content: dict[str, Any]) -> str | None:
+    """The ``sensor`` of a capture command, if any: it names Redis keys, so it must be a sensor name."""
+    sensor = _optional_str(content, "sensor", MAX_NAME)
+    if sensor is not None:
+        try:
+            check_sensor_name(sensor)
+        except ValueError as exc:
+            raise ClientError(str(exc), field="sensor") from None
+    return sensor
 
 
 def _apply_config(data: Any, user: Any) -> dict[str, Any]:
@@ -363,13 +375,13 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         _check_fields(content, {"interface", "bpf", "sensor"})
         interface = _optional_str(content, "interface", MAX_NAME)
         bpf = _optional_str(content, "bpf", MAX_BPF, allow_empty=True)
-        sensor = _optional_str(content, "sensor", MAX_NAME)
+        sensor = _capture_sensor(content)
         await sync_to_async(_validate_capture_target, thread_sensitive=False)(interface, bpf)
         return await self._request_capture("start", "starting", sensor, interface, bpf)
 
     async def _cmd_stop_capture(self, content: dict[str, Any]) -> dict[str, Any] | None:
         _check_fields(content, {"sensor"})
-        sensor = _optional_str(content, "sensor", MAX_NAME)
+        sensor = _capture_sensor(content)
         return await self._request_capture("stop", "stopping", sensor)
 
     async def _request_capture(

@@ -349,6 +349,8 @@ async def test_stop_capture_writes_the_command_and_broadcasts_stopping(session_h
         ({"type": "start_capture", "sensor": {"a": 1}}, "sensor", "must be a string"),
         ({"type": "start_capture", "iface": "demo"}, "iface", "unknown field"),
         ({"type": "stop_capture", "sensor": 5}, "sensor", "must be a string"),
+        ({"type": "start_capture", "sensor": "a b"}, "sensor", "is not a valid sensor name: use 1 to 64"),
+        ({"type": "stop_capture", "sensor": "netmon:x*"}, "sensor", "A-Z a-z 0-9 _ . -"),
         ({"type": "stop_capture", "interface": "demo"}, "interface", "unknown field"),
     ],
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from capture import services, sources
 from capture.connections import fail_fast_client
@@ -21,6 +21,7 @@ from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
 from capture.runner import CaptureRunner
+from capture.validation import check_sensor_name, sensor_name_from_host
 
 
 class Command(BaseCommand):
@@ -50,7 +51,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, help="demo: random seed (default: time)")
 
     def handle(self, *args, **opts):
-        sensor = opts["sensor"] or settings.NETMON_SENSOR or socket.gethostname()
+        sensor = self.sensor_name(opts["sensor"])
         config = services.get_config()
         # One client for the whole process (publisher, control polling, heartbeat, trimming); it
         # fails fast because the publisher retries with its own back-off.
@@ -92,6 +93,24 @@ class Command(BaseCommand):
             )
         if exit_code:
             sys.exit(exit_code)
+
+    @staticmethod
+    def sensor_name(option: str | None) -> str:
+        """--sensor, else NETMON_SENSOR, else the host name made valid; a bad explicit name stops here.
+
+        The name is part of Redis keys. The host name is nobody's choice (it may hold characters
+        outside the rule), so it is made into a valid name instead of refused.
+        """
+        if option is not None:
+            value, field = option, "--sensor"
+        elif settings.NETMON_SENSOR:  # empty: not set
+            value, field = settings.NETMON_SENSOR, "NETMON_SENSOR"
+        else:
+            return sensor_name_from_host(socket.gethostname())
+        try:
+            return check_sensor_name(value, field=field)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
     # --- pcap files ---------------------------------------------------------------------------
     def run_pcaps(self, runner: CaptureRunner, opts: dict[str, Any], deadline: float | None) -> int:
