@@ -2,6 +2,11 @@
 
 Filters are compiled with libpcap itself (``pcap_open_dead`` + ``pcap_compile`` through ctypes),
 which needs no capture privileges and gives the same error text dumpcap would.
+
+The interface list comes from ``dumpcap -D`` (a process start, tens of milliseconds), which
+``GET /api/interfaces`` and every interface check (configuration, WebSocket, capture start) ask
+for: the answer, a missing or failing dumpcap included, is kept ``INTERFACE_CACHE_SECONDS`` per
+process, so a client polling the API cannot make the server fork a dumpcap per request.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from functools import cache
 
 DEMO_INTERFACE = "demo"
 _DLT_EN10MB = 1
 _PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
+INTERFACE_CACHE_SECONDS = 10.0
 
 
 class ToolMissing(RuntimeError):
@@ -76,8 +84,16 @@ def compile_bpf(expression: str) -> None:
 
 
 def host_interface_names() -> list[str]:
-    """Names of the network interfaces the kernel knows, plus libpcap's pseudo-interface 'any'."""
-    return [name for _, name in socket.if_nameindex()] + ["any"]
+    """Names of the capture interfaces: dumpcap's (cached, see ``list_interfaces``), then the ones the
+    kernel knows that dumpcap did not list (all of them without dumpcap), then libpcap's 'any'."""
+    try:
+        names = [item["name"] for item in list_interfaces()]
+    except ToolMissing:
+        names = []
+    for name in [name for _, name in socket.if_nameindex()] + ["any"]:
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def is_valid_interface(name: str) -> bool:
@@ -85,14 +101,42 @@ def is_valid_interface(name: str) -> bool:
 
 
 _DUMPCAP_LINE = re.compile(r"^\s*\d+\.\s+(\S+)(?:\s+\((.*)\))?\s*$")
+_clock = time.monotonic
+_interfaces_lock = threading.Lock()
+# dumpcap's path (None: not installed) -> (when asked, its interfaces or why there are none). Keyed by
+# the path so that installing tshark (or a test's PATH) is seen at once; only the last key is kept.
+_interfaces: dict[str | None, tuple[float, list[dict[str, str]] | str]] = {}
 
 
 def list_interfaces(timeout: float = 10.0) -> list[dict[str, str]]:
-    """The capture interfaces dumpcap can see, as ``{"name", "description"}`` (raises ToolMissing)."""
+    """The capture interfaces dumpcap can see, as ``{"name", "description"}`` (raises ToolMissing).
+
+    One ``dumpcap -D`` per ``INTERFACE_CACHE_SECONDS`` per process: callers in between get the
+    same answer (a copy of the list, or the same ToolMissing message).
+    """
     dumpcap = shutil.which("dumpcap")
+    with _interfaces_lock:  # held while dumpcap runs: concurrent callers wait for one run
+        cached = _interfaces.get(dumpcap)
+        if cached is None or _clock() - cached[0] >= INTERFACE_CACHE_SECONDS:
+            try:
+                answer: list[dict[str, str]] | str = _run_dumpcap(dumpcap, timeout)
+            except ToolMissing as exc:
+                answer = str(exc)
+            _interfaces.clear()
+            _interfaces[dumpcap] = cached = (_clock(), answer)
+    answer = cached[1]
+    if isinstance(answer, str):
+        raise ToolMissing(answer)
+    return [dict(item) for item in answer]
+
+
+def _run_dumpcap(dumpcap: str | None, timeout: float) -> list[dict[str, str]]:
     if dumpcap is None:
         raise ToolMissing("dumpcap not found: install tshark (apt-get install tshark)")
-    result = subprocess.run([dumpcap, "-D"], capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        result = subprocess.run([dumpcap, "-D"], capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ToolMissing(f"dumpcap -D did not answer within {timeout:g}s") from None
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
         raise ToolMissing(f"dumpcap -D failed: {message[-1] if message else 'no output'}")
