@@ -4,6 +4,9 @@ A source (capture/sources.py, or a live engine) yields ``Chunk``s; ``CaptureRunn
 numbers each (the only place sequence numbers are assigned: on from the sensor's last packet,
 or from a pcap file's checkpoint) into a ``Batch`` and hands it to its own ``StreamPublisher``,
 whose ``on_published`` callback is the runner's: count per source, trim the stream, enqueue ingest.
+A pcap replay waits instead of dropping when the workers fall behind; while it waits it queues
+the ingest again whenever the backlog stops moving, so a killed worker's lost task never leaves
+it waiting for beat's sweeper.
 
 The main thread reads the source (pyshark must run there) and publishes; a background
 "reporter" thread, once every few hundred milliseconds, polls the control key, writes the
@@ -50,6 +53,11 @@ REPORT_INTERVAL = 0.1  # seconds between live packet pushes
 STATS_INTERVAL = 1.0
 CONTROL_INTERVAL = 0.5
 SAMPLE_PER_PUSH = 50
+# While capture waits for the workers, a backlog that has not moved this long gets the sensor's
+# ingest queued again (then after twice as long, ... up to REQUEUE_MAX): its task may have died with
+# a killed worker, and recovery must not wait for beat's sweeper.
+REQUEUE_AFTER = 3.0
+REQUEUE_MAX = 30.0
 
 
 class StopSource(Exception):
@@ -341,11 +349,18 @@ class CaptureRunner:
         return self.publisher.buffer_size
 
     def _wait_for_backlog(self, n: int) -> None:
-        """Files are not a live network: instead of dropping, wait while the workers catch up."""
+        """Files are not a live network: instead of dropping, wait while the workers catch up.
+
+        Waiting, capture publishes nothing, so nothing queues ingest after publishing either: if
+        the backlog stands still for ``REQUEUE_AFTER`` seconds (the worker that had the sensor's
+        task was killed, say), the ingest is queued again, and again at growing intervals.
+        """
         bound = self.trim_bound()
         waited_since = time.monotonic()
         last_note = waited_since
-        while (self.next_seq - 1 + n) - self._ingested_seq() > bound and not self.interrupt.is_set():
+        ingested = self._ingested_seq()
+        still_since, requeue_after = waited_since, REQUEUE_AFTER
+        while (self.next_seq - 1 + n) - ingested > bound and not self.interrupt.is_set():
             # Keep sending what a Redis outage left buffered (the workers catch up only on what is in
             # the stream), and stop waiting for entries that are gone with a Redis restart: the next
             # batch shows the workers the gap, which they count as dropped.
@@ -353,7 +368,19 @@ class CaptureRunner:
             if self._stream_lost():
                 break
             time.sleep(0.02)
-            if time.monotonic() - last_note > 10:
+            now, seen = time.monotonic(), self._ingested_seq()
+            if seen != ingested:
+                ingested, still_since, requeue_after = seen, now, REQUEUE_AFTER
+            elif now - still_since >= requeue_after:
+                log.info(
+                    "backlog of %s still for %.0fs: queueing its ingest again",
+                    self.sensor_name,
+                    now - still_since,
+                )
+                enqueue_ingest(self.redis, self.sensor_name, requeue=True)
+                requeue_after = min(2 * requeue_after, REQUEUE_MAX)
+                still_since = now
+            if now - last_note > 10:
                 last_note = time.monotonic()
                 log.warning(
                     "waiting %.0fs for the workers (backlog over %d packets): is a Celery worker running?",
@@ -599,13 +626,18 @@ class CaptureRunner:
         }
 
 
-def enqueue_ingest(redis_client: Any, sensor: str) -> bool:
-    """Queue the ingest task for ``sensor`` by name, unless one is queued already."""
+def enqueue_ingest(redis_client: Any, sensor: str, *, requeue: bool = False) -> bool:
+    """Queue the ingest task for ``sensor`` by name, unless one is queued already.
+
+    "Queued already" is the sensor's scheduled flag (the worker clears it when a drain starts; it
+    expires after 5 s). ``requeue`` queues one even so: the flag may belong to a task that died
+    with its worker.
+    """
     from celery import current_app
     from django.conf import settings
 
     try:
-        if not redis_client.set(ingest_scheduled_key(sensor), b"1", nx=True, ex=5):
+        if not redis_client.set(ingest_scheduled_key(sensor), b"1", nx=not requeue, ex=5):
             return False
         current_app.send_task(settings.NETMON_INGEST_TASK, args=[sensor])
     except Exception as exc:  # the beat sweeper schedules it once the broker is back

@@ -5,7 +5,8 @@ Two ways a worker dies:
 * the pool process running ``detection.ingest_sensor`` is killed: the worker's main process sees
   the loss, and ``acks_late`` + ``reject_on_worker_lost`` put the task back on the queue;
 * the whole worker (main process and pool) is killed: its reserved message stays unacknowledged in
-  the broker for the visibility timeout (an hour), so the beat sweeper re-schedules the sensor.
+  the broker for the visibility timeout (an hour), so the beat sweeper re-schedules the sensor;
+  during a pcap replay that waits for the workers, capture re-queues it itself (no beat needed).
 
 Either way the stream entries the dead process had read but not acknowledged stay pending in the
 consumer group; the next holder of the sensor's lock (it expires ``LOCK_TTL`` seconds after its
@@ -108,4 +109,41 @@ def test_whole_worker_killed_repeatedly_then_a_new_worker_finishes(tmp_path, red
 
     assert_stored_exactly_once("f2", n)
     assert pending_entries(redis_client, "f2") == 0  # every entry the dead workers read was acknowledged
+    assert ingest.sensors_needing_ingest(redis_client) == []
+
+
+def test_without_beat_capture_requeues_ingest_after_the_whole_worker_is_killed(tmp_path, redis_client):
+    """No beat and no sweep from the test: capture's own re-queueing is all the recovery there is.
+
+    The worker runs two processes, as in production: while one drains, the other takes each task
+    capture queues, is locked out and leaves a follow-up (a countdown task the worker holds), so
+    the broker's queue is empty and the sensor's "scheduled" flag is fresh when the worker dies.
+    Its tasks die with it (unacknowledged for the broker's visibility timeout, an hour), capture
+    publishes until the backlog reaches its bound (about a second at this pace), before the flag
+    expires, and then waits without publishing. Capture must notice that the backlog does not
+    move and queue the sensor's ingest again itself.
+    """
+    n = 30_000
+    pcap = tmp_path / "paced.pcap"
+    write_pcap(pcap, synthetic_records(n, seed=13))
+    worker = processes.start_worker(concurrency=2, name="fault-nobeat-worker")
+    capture = processes.start_capture(
+        "--pcap", str(pcap), "--sensor", "f3", "--batch-size", "200", "--rate", "20000"
+    )
+    with processes.running(capture, worker):
+        wait_mid_batch(redis_client, "f3", above=n // 6, timeout=60)
+        worker.kill()  # kill -9 the main process and its pool at once
+        worker.popen.wait(10)
+        at_kill = stored("f3")
+        last = processes.start_worker(concurrency=2, name="fault-nobeat-worker-new")
+        with processes.running(last):
+            processes.wait_until(
+                lambda: stored("f3") >= n, timeout=90, interval=0.5, message="every packet stored, no beat"
+            )
+            assert capture.popen.wait(30) == 0, capture.log()[-3000:]
+            time.sleep(1)  # nothing more may arrive
+
+    assert at_kill < n
+    assert_stored_exactly_once("f3", n)
+    assert pending_entries(redis_client, "f3") == 0
     assert ingest.sensors_needing_ingest(redis_client) == []
