@@ -260,6 +260,10 @@ class CaptureRunner:
         self.sensor.checkpoints = checkpoints
         return self.next_seq
 
+    def add_source(self, source: str) -> None:
+        """List a source in --summary-json even if it yields no packet (an empty capture file)."""
+        self.files.setdefault(source, FileCounts(source))
+
     def add_file_stats(self, path: str, stats: dict[str, Any], error: str | None = None) -> None:
         """Keep a capture file's reader statistics (and why it could not be read) for --summary-json."""
         if error is not None:

@@ -518,6 +518,22 @@ def sizes_and_lengths(d: Path) -> Odd:
     )
 
 
+def empty_captures(d: Path) -> list[Odd]:
+    """Captures without a packet: a pcap header alone, a pcapng section with an interface, and gzip of
+    an empty pcap. They are captures (no error), and --summary-json must still list each of them."""
+    files = {
+        "empty.pcap": pcap_bytes([]),
+        "empty.pcapng": pcapng_shb() + pcapng_idb(LT_ETHERNET, "eth0"),
+        "empty.pcap.gz": gzip.compress(pcap_bytes([])),
+    }
+    odd = []
+    for name, data in files.items():
+        path = d / name
+        path.write_bytes(data)
+        odd.append(Odd(path, frames=0))
+    return odd
+
+
 def wrong_magic(d: Path) -> list[Odd]:
     good = pcap_bytes(_frames([ETH / IP() / TCP()]))
     files = {
@@ -556,7 +572,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Odd]:
     odd.append(Odd(pcaps.make_pcapng_bad_block(d).path, frames=3, errors=1, capinfos=1))
     odd += [ipv6_extension_headers(d), vlan_and_qinq(d), mpls(d), gre(d), fragments(d)]
     odd += [*other_link_types(d), pcapng_several_link_types(d), *pcapng_odd_clocks_and_sizes(d)]
-    odd += [*truncated(d), sizes_and_lengths(d)]
+    odd += [*truncated(d), sizes_and_lengths(d), *empty_captures(d)]
     odd += wrong_magic(d)
     for item in odd:
         assert item.path.stat().st_size < 512_000, item.path  # small: generated per run
@@ -698,6 +714,9 @@ def test_capture_command_ingests_the_corpus_and_reports_matching_counts(
         if odd.not_a_capture:
             assert "error" in got["file"] and got["packets_read"] == 0, (name, got)
             continue
+        if odd.frames == 0:
+            assert "error" not in got["file"], (name, got)
+            assert (got["packets_read"], got["published"], got["dropped"], got["undecodable"]) == (0, 0, 0, 0)
         if HAVE_CAPINFOS:
             assert pcaps.capinfos_count(odd.path) == odd.capinfos_frames, name
         assert got["packets_read"] == got["file"]["frames"] == odd.frames, (name, got)

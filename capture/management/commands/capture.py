@@ -119,6 +119,10 @@ class Command(BaseCommand):
         runner.announce_state(Sensor.State.RUNNING)
         failed = 0
         for path in opts["pcap"]:
+            # every input file is in the summary, in order: one without packets (or not reached
+            # because of --count/--duration) with zero counts
+            runner.add_source(path)
+        for path in opts["pcap"]:
             stats = ReadStats()
             error = None
             try:
