@@ -9,8 +9,20 @@ Public API:
 - ``iter_record_batches(source, sensor, batch_size, first_seq=0, stats=None) -> Iterator[Batch]``:
   a capture file/stream straight to record batches.
 
-Link types: Ethernet (1), raw IP (101, 228, 229), Linux SLL (113), SLL2 (276), NULL (0) and
-LOOP (108); any other gets status 6 ("unsupported link type") with ts/length/caplen filled.
+Link types: Ethernet (1), raw IP (101, 228, 229), Linux SLL (113), SLL2 (276), NULL (0), LOOP
+(108), PPP (9: HDLC-like address and control optional, protocol 0x0021 IPv4, 0x0057 IPv6, also
+compressed to one byte), PPP_HDLC (50: that, or Cisco HDLC with an EtherType), FDDI (10: frame
+control, destination, source, then LLC/SNAP; addresses as captured, not bit-swapped as Wireshark
+shows them), 802.11 (105) and 802.11 behind a radiotap header (127: its length is the
+little-endian u16 at offset 2), and NFLOG (239: the IP packet is the payload TLV, type 9; the
+family byte says IPv4 or IPv6). Any other gets status 6 ("unsupported link type") with
+ts/length/caplen filled.
+
+802.11: the frame control's To DS/From DS bits choose the destination and source addresses
+(``dst_mac``/``src_mac``; both bits: the fourth address), QoS subtypes add the QoS control (and,
+with the Order bit, the HT control); LLC/SNAP (AA AA 03, OUI 00-00-00 or 00-00-F8) gives the
+EtherType. Management, control and null data frames get status 11, protected data frames status
+12, with their addresses; data that is not LLC/SNAP (A-MSDU, other LLC) is a record without IP.
 Above the link layer: 802.1Q/802.1ad/QinQ (``vlan`` = outermost VLAN id), IPv4 (options skipped
 by IHL, ``frag`` = 1 for any fragment, later fragments have no ports), IPv6 with extension
 headers (hop-by-hop, routing, fragment, destination options, AH), TCP, UDP, SCTP (ports),
@@ -26,9 +38,11 @@ used. For a later fragment or a protocol without a decoded transport header it i
 
 Speed: the common case (any supported link type, VLAN tags, IPv4 with or without options, IPv6
 without extension headers, TCP/UDP/ICMP/ARP) is decoded for the whole batch at once with NumPy
-over a window of the first ``WINDOW`` bytes of every frame; only frames that need bytes beyond
-the window or an IPv6 extension-header walk go through ``decode_frame`` one by one. Both paths
-give identical records (tests compare them).
+over a window of the first ``WINDOW`` bytes of every frame (``WIDE_WINDOW`` when the batch holds
+802.11, radiotap or NFLOG frames, whose headers are long; NFLOG's TLVs are walked one TLV per
+round for all frames at once); only frames that need bytes beyond the window or an IPv6
+extension-header walk go through ``decode_frame`` one by one. Both paths give identical records
+(tests compare them).
 """
 
 from __future__ import annotations
@@ -46,15 +60,25 @@ from capture.records import RECORD_DTYPE, Batch
 __all__ = ["WINDOW", "decode_frame", "decode_frames", "iter_record_batches"]
 
 WINDOW = 96  # bytes of each frame the vectorised path looks at
+# Radiotap, 802.11 and NFLOG put long link-layer headers before IP: a batch holding any of them is
+# looked at through a wider window, so that they too are decoded in bulk (Ethernet keeps WINDOW).
+WIDE_WINDOW = 256
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
+LINKTYPE_FDDI = 10
+LINKTYPE_PPP_HDLC = 50
 LINKTYPE_RAW = 101
+LINKTYPE_IEEE802_11 = 105
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
+_WIDE_LINKTYPES = (LINKTYPE_IEEE802_11, LINKTYPE_IEEE802_11_RADIOTAP, LINKTYPE_NFLOG)
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
@@ -74,6 +98,19 @@ _L4_MIN = {6: 20, 17: 8, 132: 12, 136: 8, 1: 8, 58: 8}
 # status codes (capture/records.py DECODE_ERRORS)
 S_LINK, S_V4_TRUNC, S_V4_IHL, S_V6_TRUNC, S_L4_TRUNC = 1, 2, 3, 4, 5
 S_LINKTYPE, S_V6_EXT, S_ARP, S_VERSION = 6, 7, 8, 9
+S_WLAN_NO_DATA, S_WLAN_PROTECTED = 11, 12
+
+# PPP protocol numbers of IPv4 and IPv6 (one byte when the protocol field is compressed)
+_PPP_IPV4, _PPP_IPV6 = 0x21, 0x57
+# Cisco HDLC's address byte (unicast, multicast) in LINKTYPE_PPP_HDLC
+_CISCO_HDLC = (0x0F, 0x8F)
+# LLC/SNAP before an EtherType (FDDI, 802.11): DSAP, SSAP, UI, then OUI 00-00-00 (RFC 1042) or
+# 00-00-F8 (802.1H bridge tunnel)
+_SNAP_LEN = 8
+# NFLOG: address family in byte 0, TLVs from byte 4; the packet is in the TLV of type 9
+_NFLOG_PAYLOAD = 9
+_NFLOG_MAX_TLVS = 32
+_AF_INET_LINUX, _AF_INET6_LINUX = 2, 10
 
 _FIELDS = (
     "eth_type",
@@ -158,6 +195,42 @@ def decode_frame(data: bytes, linktype: int) -> dict[str, Any]:
                 family = le
         et = ETH_IPV4 if family == 2 else ETH_IPV6 if family in _AF_INET6 else 0
         l3 = 4
+    elif linktype in (LINKTYPE_PPP, LINKTYPE_PPP_HDLC):
+        et, l3, status = _ppp(data, linktype)
+        if status:
+            r["status"] = status
+            return r
+    elif linktype == LINKTYPE_FDDI:
+        # frame control, destination, source; LLC frames (FC 0101 0xxx) carry LLC/SNAP
+        if cap < 13:
+            r["status"] = S_LINK
+            return r
+        r["dst_mac"] = int.from_bytes(data[1:7], "big")
+        r["src_mac"] = int.from_bytes(data[7:13], "big")
+        et, l3 = 0, 13
+        if data[0] & 0xF8 == 0x50:
+            et, l3, status = _snap(data, 13)
+            if status:
+                r["status"] = status
+                return r
+    elif linktype in (LINKTYPE_IEEE802_11, LINKTYPE_IEEE802_11_RADIOTAP):
+        base = 0
+        if linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+            # version, a pad byte, the header's length (little-endian), then fields we skip; like
+            # Wireshark, any version is read so (0 is the only one defined)
+            base = data[2] | data[3] << 8 if cap >= 4 else 0
+            if cap < 8 or base < 8 or base > cap:
+                r["status"] = S_LINK
+                return r
+        et, l3, status = _wlan(data, base, r)
+        if status:
+            r["status"] = status
+            return r
+    elif linktype == LINKTYPE_NFLOG:
+        et, l3, status = _nflog(data)
+        if status:
+            r["status"] = status
+            return r
     else:
         r["status"] = S_LINKTYPE
         return r
@@ -295,6 +368,101 @@ def decode_frame(data: bytes, linktype: int) -> dict[str, Any]:
     return r
 
 
+def _ppp(data: bytes, linktype: int) -> tuple[int, int, int]:
+    """(EtherType, network offset, status) of a PPP frame (HDLC-like framing optional) or Cisco HDLC."""
+    cap = len(data)
+    if linktype == LINKTYPE_PPP_HDLC and cap >= 1 and data[0] in _CISCO_HDLC:
+        if cap < 4:
+            return 0, 0, S_LINK
+        return _U16.unpack_from(data, 2)[0], 4, 0  # address, control, EtherType
+    off = 2 if cap >= 2 and data[0] == 0xFF and data[1] == 0x03 else 0  # address and control
+    if cap >= off + 1 and data[off] & 1:  # an odd first byte: the compressed one-byte protocol
+        protocol, l3 = data[off], off + 1
+    elif cap >= off + 2:
+        protocol, l3 = _U16.unpack_from(data, off)[0], off + 2
+    else:
+        return 0, 0, S_LINK
+    return ETH_IPV4 if protocol == _PPP_IPV4 else ETH_IPV6 if protocol == _PPP_IPV6 else 0, l3, 0
+
+
+def _snap(data: bytes, body: int) -> tuple[int, int, int]:
+    """(EtherType, network offset, status) of an LLC/SNAP header at ``body``; 0 when it is other LLC."""
+    if len(data) - body < _SNAP_LEN:
+        return 0, 0, S_LINK
+    if data[body : body + 3] == b"\xaa\xaa\x03" and data[body + 3 : body + 6] in (b"\0\0\0", b"\0\0\xf8"):
+        return _U16.unpack_from(data, body + 6)[0], body + _SNAP_LEN, 0
+    return 0, 0, 0
+
+
+def _wlan(data: bytes, base: int, r: dict[str, Any]) -> tuple[int, int, int]:
+    """(EtherType, network offset, status) of an 802.11 frame at ``base``; sets its MAC addresses.
+
+    Data frames: To DS and From DS choose which address is the destination and the source (both
+    set: a fourth address follows the sequence control); QoS subtypes add a 2-byte QoS control,
+    and with the Order bit a 4-byte HT control. Management, control and null-data frames, and
+    protected (encrypted) data frames, are records with a status.
+    """
+    cap = len(data)
+    if cap < base + 2:
+        return 0, 0, S_LINK
+    fc0, flags = data[base], data[base + 1]
+    kind, subtype = (fc0 >> 2) & 3, fc0 >> 4
+    if kind in (1, 3):  # control and extension frames: no addresses we read
+        return 0, 0, S_WLAN_NO_DATA
+    to_ds, from_ds = flags & 1, (flags >> 1) & 1
+    header = 24
+    if kind == 2:
+        qos = subtype & 8
+        header += (6 if to_ds and from_ds else 0) + (2 if qos else 0) + (4 if qos and flags & 0x80 else 0)
+    if cap < base + header:
+        return 0, 0, S_LINK
+
+    def address(offset: int) -> int:
+        return int.from_bytes(data[base + offset : base + offset + 6], "big")
+
+    if kind == 0:  # management: destination, source, BSSID
+        r["dst_mac"], r["src_mac"] = address(4), address(10)
+        return 0, 0, S_WLAN_NO_DATA
+    r["dst_mac"] = address(16) if to_ds else address(4)
+    r["src_mac"] = (address(24) if to_ds else address(16)) if from_ds else address(10)
+    if subtype & 4:  # null and CF-only subtypes carry no frame body
+        return 0, 0, S_WLAN_NO_DATA
+    if flags & 0x40:
+        return 0, 0, S_WLAN_PROTECTED
+    return _snap(data, base + header)
+
+
+def _nflog(data: bytes) -> tuple[int, int, int]:
+    """(EtherType, network offset, status) of an NFLOG frame: the payload TLV holds the IP packet.
+
+    TLV lengths and types are in the capturing host's byte order: little-endian unless the first
+    TLV only makes sense big-endian. A frame without a payload TLV is a record without IP.
+    """
+    cap = len(data)
+    if cap < 4:
+        return 0, 0, S_LINK
+    big_endian = False
+    if cap >= 8:
+        little, big = data[4] | data[5] << 8, data[4] << 8 | data[5]
+        big_endian = not 4 <= little <= cap - 4 and 4 <= big <= cap - 4
+    off = 4
+    for _ in range(_NFLOG_MAX_TLVS):
+        if off == cap:
+            return 0, 0, 0
+        if off + 4 > cap:
+            return 0, 0, S_LINK
+        a, b, c, d = data[off : off + 4]
+        length, kind = (a << 8 | b, c << 8 | d) if big_endian else (b << 8 | a, d << 8 | c)
+        if length < 4:
+            return 0, 0, S_LINK
+        if kind == _NFLOG_PAYLOAD:
+            family = data[0]
+            et = ETH_IPV4 if family == _AF_INET_LINUX else ETH_IPV6 if family == _AF_INET6_LINUX else 0
+            return et, off + 4, 0
+        off += (length + 3) & ~3
+    return 0, 0, S_LINK
+
+
 def _write_slow(rec: np.ndarray, rows: np.ndarray, batch: FrameBatch) -> None:
     """Fill ``rec[rows]`` with the reference decoder."""
     buf = batch.buf
@@ -363,8 +531,136 @@ def _mac(head: np.ndarray, start: int) -> np.ndarray:
     return block.view(">u8")[:, 0].astype(np.uint64)
 
 
-def _link_layer(head: np.ndarray, cap: np.ndarray, linktype: np.ndarray, c: _Cols) -> None:
-    types = np.unique(linktype)
+def _at(h: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """The byte at a per-row offset (the window's last byte where the offset is beyond it)."""
+    return h[np.arange(len(h)), np.minimum(off, h.shape[1] - 1)].astype(np.int64)
+
+
+def _u16_at(h: np.ndarray, off: np.ndarray) -> np.ndarray:
+    return (_at(h, off) << 8) | _at(h, off + 1)
+
+
+_MAC_SHIFTS = np.array([40, 32, 24, 16, 8, 0], dtype=np.uint64)
+
+
+def _mac_at(h: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """6 bytes at per-row offsets -> 48-bit integers."""
+    cols = np.minimum(off[:, None] + np.arange(6), h.shape[1] - 1)
+    return (h[np.arange(len(h))[:, None], cols].astype(np.uint64) << _MAC_SHIFTS).sum(axis=1, dtype=np.uint64)
+
+
+def _snap_rows(h: np.ndarray, cp: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``_snap`` for every row: (EtherType, network offset, status)."""
+    snap = (_at(h, body) == 0xAA) & (_at(h, body + 1) == 0xAA) & (_at(h, body + 2) == 3)
+    oui3 = _at(h, body + 5)
+    snap &= (_at(h, body + 3) == 0) & (_at(h, body + 4) == 0) & ((oui3 == 0) | (oui3 == 0xF8))
+    short = cp - body < _SNAP_LEN
+    ok = snap & ~short
+    return (
+        np.where(ok, _u16_at(h, body + 6), 0),
+        np.where(ok, body + _SNAP_LEN, 0),
+        np.where(short, S_LINK, 0),
+    )
+
+
+def _ppp_rows(h: np.ndarray, cp: np.ndarray, lt: int) -> tuple[np.ndarray, ...]:
+    """``_ppp`` for every row: (EtherType, network offset, status)."""
+    b0 = h[:, 0].astype(np.int64)
+    cisco = (lt == LINKTYPE_PPP_HDLC) & (cp >= 1) & np.isin(b0, _CISCO_HDLC)
+    off = np.where(~cisco & (cp >= 2) & (b0 == 0xFF) & (h[:, 1] == 3), 2, 0)
+    first = _at(h, off)
+    one = (cp >= off + 1) & (first & 1 == 1)
+    l3 = np.where(cisco, 4, off + np.where(one, 1, 2))
+    short = cp < l3
+    protocol = np.where(one, first, _u16_at(h, off))
+    et = np.where(protocol == _PPP_IPV4, ETH_IPV4, np.where(protocol == _PPP_IPV6, ETH_IPV6, 0))
+    et = np.where(cisco, _u16_at(h, np.full(len(h), 2)), et)
+    return np.where(short, 0, et), l3, np.where(short, S_LINK, 0)
+
+
+def _wlan_rows(h: np.ndarray, cp: np.ndarray, lt: int, c: _Cols, rows: Any) -> None:
+    """``_wlan`` (after the radiotap header for LINKTYPE_IEEE802_11_RADIOTAP) for every row."""
+    width = h.shape[1]
+    n = len(h)
+    bad = np.zeros(n, dtype=bool)
+    base = np.zeros(n, dtype=np.int64)
+    if lt == LINKTYPE_IEEE802_11_RADIOTAP:
+        base = h[:, 2].astype(np.int64) | (h[:, 3].astype(np.int64) << 8)
+        bad = (cp < 8) | (base < 8) | (base > cp)
+    bad |= cp < base + 2
+    fc0, flags = _at(h, base), _at(h, base + 1)
+    kind, subtype = (fc0 >> 2) & 3, fc0 >> 4
+    control = (kind == 1) | (kind == 3)
+    data = kind == 2
+    to_ds, from_ds = (flags & 1) == 1, (flags & 2) == 2
+    qos = data & (subtype & 8 == 8)
+    header = 24 + 6 * (data & to_ds & from_ds) + 2 * qos + 4 * (qos & (flags & 0x80 == 0x80))
+    bad |= ~control & (cp < base + header)
+    no_data = ~bad & (control | (kind == 0) | (data & (subtype & 4 == 4)))
+    protected = ~bad & ~no_data & (flags & 0x40 == 0x40)
+    body = ~bad & ~no_data & ~protected
+    et, l3, status = _snap_rows(h, cp, base + header)
+    addressed = ~bad & ~control
+    a1, a2, a3, a4 = (_mac_at(h, base + off) for off in (4, 10, 16, 24))
+    c.dst_mac[rows] = np.where(addressed, np.where(data & to_ds, a3, a1), 0)
+    c.src_mac[rows] = np.where(addressed, np.where(data & from_ds, np.where(to_ds, a4, a3), a2), 0)
+    c.et[rows] = np.where(body, et, 0)
+    c.l3[rows] = np.where(body, l3, 0)
+    c.status[rows] = np.select(
+        [bad, no_data, protected], [S_LINK, S_WLAN_NO_DATA, S_WLAN_PROTECTED], np.where(body, status, 0)
+    )
+    # the bytes read must be in the window: else the reference decoder takes the frame
+    end = np.where(body, base + header + _SNAP_LEN, np.where(addressed, base + header, base + 2))
+    c.slow[rows] = (cp > width) & ((end > width) | (base + 2 > width))
+
+
+def _nflog_rows(h: np.ndarray, cp: np.ndarray, c: _Cols, rows: Any) -> None:
+    """``_nflog`` for every row: the TLVs are walked for all rows at once, one TLV per round."""
+    width = h.shape[1]
+    n = len(h)
+    et = np.zeros(n, dtype=np.int64)
+    l3 = np.zeros(n, dtype=np.int64)
+    status = np.where(cp < 4, S_LINK, 0)
+    slow = np.zeros(n, dtype=bool)
+    little = _at(h, np.full(n, 5)) << 8 | _at(h, np.full(n, 4))
+    big = _at(h, np.full(n, 4)) << 8 | _at(h, np.full(n, 5))
+    big_endian = (cp >= 8) & ~((little >= 4) & (little <= cp - 4)) & (big >= 4) & (big <= cp - 4)
+    family = h[:, 0].astype(np.int64)
+    off = np.full(n, 4, dtype=np.int64)
+    walking = np.nonzero(status == 0)[0]
+    for _ in range(_NFLOG_MAX_TLVS):
+        if not len(walking):
+            break
+        o, cw = off[walking], cp[walking]
+        end = o == cw  # no payload TLV: a record without IP
+        short = ~end & (o + 4 > cw)
+        status[walking[short]] = S_LINK
+        outside = ~end & ~short & (cw > width) & (o + 4 > width)
+        slow[walking[outside]] = True
+        go = walking[~end & ~short & ~outside]
+        o = off[go]
+        hg = h[go]
+        b = [_at(hg, o + k) for k in range(4)]
+        be = big_endian[go]
+        length = np.where(be, b[0] << 8 | b[1], b[1] << 8 | b[0])
+        kind = np.where(be, b[2] << 8 | b[3], b[3] << 8 | b[2])
+        malformed = length < 4
+        status[go[malformed]] = S_LINK
+        payload = ~malformed & (kind == _NFLOG_PAYLOAD)
+        found = go[payload]
+        fam = family[found]
+        et[found] = np.where(fam == _AF_INET_LINUX, ETH_IPV4, np.where(fam == _AF_INET6_LINUX, ETH_IPV6, 0))
+        l3[found] = off[found] + 4
+        walking = go[~malformed & ~payload]
+        off[walking] += (length[~malformed & ~payload] + 3) & ~3
+    status[walking] = S_LINK  # more TLVs than we walk
+    c.et[rows] = et
+    c.l3[rows] = l3
+    c.status[rows] = status
+    c.slow[rows] = slow
+
+
+def _link_layer(head: np.ndarray, cap: np.ndarray, linktype: np.ndarray, c: _Cols, types: np.ndarray) -> None:
     for lt in types.tolist():
         rows = slice(None) if len(types) == 1 else np.nonzero(linktype == lt)[0]
         h = head[rows]
@@ -411,6 +707,21 @@ def _link_layer(head: np.ndarray, cap: np.ndarray, linktype: np.ndarray, c: _Col
             c.et[rows] = np.where(ok, et, 0)
             c.l3[rows] = 4
             c.status[rows] = np.where(ok, 0, S_LINK)
+        elif lt in (LINKTYPE_PPP, LINKTYPE_PPP_HDLC):
+            c.et[rows], c.l3[rows], c.status[rows] = _ppp_rows(h, cp, lt)
+        elif lt == LINKTYPE_FDDI:
+            ok = cp >= 13
+            llc = ok & (h[:, 0] & 0xF8 == 0x50)
+            et, l3, status = _snap_rows(h, cp, np.full(len(h), 13))
+            c.dst_mac[rows] = np.where(ok, _mac(h, 1), 0)
+            c.src_mac[rows] = np.where(ok, _mac(h, 7), 0)
+            c.et[rows] = np.where(llc, et, 0)
+            c.l3[rows] = np.where(llc, l3, 13)
+            c.status[rows] = np.where(ok, np.where(llc, status, 0), S_LINK)
+        elif lt in (LINKTYPE_IEEE802_11, LINKTYPE_IEEE802_11_RADIOTAP):
+            _wlan_rows(h, cp, lt, c, rows)
+        elif lt == LINKTYPE_NFLOG:
+            _nflog_rows(h, cp, c, rows)
         else:
             c.status[rows] = S_LINKTYPE
 
@@ -430,11 +741,12 @@ def decode_frames(batch: FrameBatch, first_seq: int = 0, *, vectorised: bool = T
         _write_slow(rec, np.arange(n), batch)
         return rec
 
-    W = WINDOW
+    types = np.unique(batch.linktype)
+    W = WIDE_WINDOW if np.isin(types, _WIDE_LINKTYPES).any() else WINDOW
     head = _window(batch, W)
     cap = batch.caplen.astype(np.int64)
     c = _Cols(n)
-    _link_layer(head, cap, batch.linktype, c)
+    _link_layer(head, cap, batch.linktype, c, types)
 
     def u8(rows: np.ndarray, off: np.ndarray) -> np.ndarray:
         return head[rows, np.minimum(off, W - 1)].astype(np.int64)

@@ -62,6 +62,8 @@ DECODE_ERRORS: dict[int, str] = {
     8: "truncated ARP packet",
     9: "bad IP version",
     10: "malformed packet (deep dissector)",
+    11: "802.11 frame without data (management, control, null)",
+    12: "802.11 protected frame (payload encrypted)",
 }
 DECODE_ERROR_CODES = {v: k for k, v in DECODE_ERRORS.items()}
 

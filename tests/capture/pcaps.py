@@ -13,6 +13,7 @@ import ipaddress
 import re
 import struct
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,14 @@ from scapy.all import (
     fragment,
 )
 from scapy.contrib.mpls import MPLS
+from scapy.layers.dot11 import Dot11, Dot11QoS, RadioTap
+from scapy.layers.l2 import LLC, SNAP
+from scapy.layers.ppp import HDLC, PPP
 
 BASE_TS = 1_700_000_000.0
 
 LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_SLL2 = 0, 1, 101, 108, 113, 276
+LT_PPP, LT_FDDI, LT_PPP_HDLC, LT_IEEE802_11, LT_RADIOTAP, LT_NFLOG = 9, 10, 50, 105, 127, 239
 
 
 @dataclass
@@ -688,6 +693,241 @@ def make_bad_files(d: Path) -> dict[str, Path]:
     return paths
 
 
+# ---------------------------------------------------------------------------------------------
+# link types with their own headers before IP: PPP, Cisco HDLC, FDDI, 802.11 (plain, radiotap), NFLOG
+
+WLAN_DA, WLAN_SA, WLAN_BSSID = "02:00:00:00:00:0d", "02:00:00:00:00:05", "02:00:00:00:00:0b"
+WLAN_RA, WLAN_TA = "02:00:00:00:00:0e", "02:00:00:00:00:0f"
+_LLC_SNAP = LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0)
+
+
+def _ip_packets(tag: int) -> list[Packet]:
+    """IPv4/TCP, IPv6/UDP and IPv4/ICMP packets with fields that tell them apart (``tag``: 1..250)."""
+    return [
+        IP(src=f"10.{tag}.0.1", dst=f"10.{tag}.0.2", ttl=50 + tag % 50)
+        / TCP(sport=1000 + tag, dport=80, flags="PA")
+        / Raw(b"t" * (tag % 7 + 1)),
+        IPv6(src=f"2001:db8:{tag:x}::1", dst=f"2001:db8:{tag:x}::2", hlim=60)
+        / UDP(sport=2000 + tag, dport=4000)
+        / Raw(b"u" * 12),
+        IP(src=f"10.{tag}.1.1", dst=f"10.{tag}.1.2") / ICMP(type=8, code=0) / Raw(b"i" * 8),
+    ]
+
+
+def _link_frames(cases: list[tuple[bytes, dict[str, Any]]], linktype: int) -> list[Frame]:
+    return [
+        Frame(BASE_TS + i * 0.001, data, len(data), linktype, 0, expect)
+        for i, (data, expect) in enumerate(cases)
+    ]
+
+
+def _with_ip(inner: Packet, **link: Any) -> dict[str, Any]:
+    """Every record field of an IP packet carried by a link layer, plus the link layer's (MACs)."""
+    return {**expected_fields(inner), **link}
+
+
+def _non_ip(**fields: Any) -> dict[str, Any]:
+    return {"eth_type": 0, "ip_version": 0, "proto": 0, "sport": 0, "src_ip": bytes(16), **fields}
+
+
+def make_ppp(d: Path) -> Capture:
+    """LINKTYPE_PPP: with and without HDLC-like address/control, compressed protocol, LCP, cut short."""
+    v4, v6, icmp = _ip_packets(21)
+    cases = [
+        (bytes(HDLC() / PPP(proto=0x0021) / v4), _with_ip(v4)),
+        (bytes(PPP(proto=0x0057) / v6), _with_ip(v6)),  # no address and control bytes
+        (b"\xff\x03\x21" + bytes(icmp), _with_ip(icmp)),  # protocol field compressed to one byte
+        (bytes(HDLC() / PPP(proto=0xC021)) + b"\x01\x01\x00\x04", _non_ip(status=0)),  # LCP
+        (b"\xff\x03\x00", _non_ip(status=1)),
+    ]
+    return _write(d / "ppp.pcap", _link_frames(cases, LT_PPP), linktype=LT_PPP)
+
+
+def make_ppp_hdlc(d: Path) -> Capture:
+    """LINKTYPE_PPP_HDLC: PPP in HDLC-like framing, and Cisco HDLC (address 0x0F/0x8F, EtherType)."""
+    v4, v6, icmp = _ip_packets(22)
+    cases = [
+        (bytes(HDLC() / PPP(proto=0x0057) / v6), _with_ip(v6)),
+        (b"\x0f\x00\x08\x00" + bytes(v4), _with_ip(v4)),
+        (b"\x8f\x00\x08\x00" + bytes(icmp), _with_ip(icmp)),
+        (b"\x0f\x00\x08", _non_ip(status=1)),
+    ]
+    return _write(d / "ppp_hdlc.pcap", _link_frames(cases, LT_PPP_HDLC), linktype=LT_PPP_HDLC)
+
+
+def _fddi(fc: int, payload: bytes) -> bytes:
+    return (
+        bytes([fc])
+        + bytes.fromhex(WLAN_DA.replace(":", ""))
+        + bytes.fromhex(WLAN_SA.replace(":", ""))
+        + payload
+    )
+
+
+def make_fddi(d: Path) -> Capture:
+    """LINKTYPE_FDDI: frame control, destination, source, then LLC/SNAP for LLC frames."""
+    v4, v6, icmp = _ip_packets(23)
+    macs = {"dst_mac": _mac(WLAN_DA), "src_mac": _mac(WLAN_SA)}
+    cases = [
+        (_fddi(0x50, bytes(_LLC_SNAP / v4)), _with_ip(v4, **macs)),
+        (_fddi(0x51, bytes(LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0xF8) / v6)), _with_ip(v6, **macs)),
+        (_fddi(0x57, bytes(_LLC_SNAP / icmp)), _with_ip(icmp, **macs)),
+        (_fddi(0x41, bytes(40)), _non_ip(status=0, **macs)),  # an SMT frame: no LLC
+        (_fddi(0x50, bytes(LLC(dsap=0x42, ssap=0x42, ctrl=3)) + bytes(30)), _non_ip(status=0, **macs)),  # STP
+        (_fddi(0x50, b"\xaa\xaa\x03"), _non_ip(status=1, **macs)),  # SNAP cut short
+        (_fddi(0x50, b"")[:9], _non_ip(status=1, dst_mac=0, src_mac=0)),
+    ]
+    return _write(d / "fddi.pcap", _link_frames(cases, LT_FDDI), linktype=LT_FDDI)
+
+
+def _wlan_cases(tag: int) -> list[tuple[bytes, dict[str, Any]]]:
+    """802.11 frames: every To/From DS address layout, QoS (with HT control), and frames without IP."""
+    v4, v6, icmp = _ip_packets(tag)
+    da, sa = {"dst_mac": _mac(WLAN_DA)}, {"src_mac": _mac(WLAN_SA)}
+    qos_htc = Dot11(type=2, subtype=8, FCfield=0x80 | 0x01, addr1=WLAN_BSSID, addr2=WLAN_SA, addr3=WLAN_DA)
+    return [
+        # To DS: BSSID, source, destination
+        (
+            bytes(
+                Dot11(type=2, subtype=0, FCfield=1, addr1=WLAN_BSSID, addr2=WLAN_SA, addr3=WLAN_DA)
+                / _LLC_SNAP
+                / v4
+            ),
+            _with_ip(v4, **da, **sa),
+        ),
+        # From DS: destination, BSSID, source; QoS data
+        (
+            bytes(
+                Dot11(type=2, subtype=8, FCfield=2, addr1=WLAN_DA, addr2=WLAN_BSSID, addr3=WLAN_SA)
+                / Dot11QoS(TID=5)
+                / _LLC_SNAP
+                / v6
+            ),
+            _with_ip(v6, **da, **sa),
+        ),
+        # To and From DS (WDS): receiver, transmitter, destination, source; QoS data
+        (
+            bytes(
+                Dot11(
+                    type=2, subtype=8, FCfield=3, addr1=WLAN_RA, addr2=WLAN_TA, addr3=WLAN_DA, addr4=WLAN_SA
+                )
+                / Dot11QoS()
+                / _LLC_SNAP
+                / icmp
+            ),
+            _with_ip(icmp, **da, **sa),
+        ),
+        # neither (ad hoc): destination, source, BSSID; QoS data with the Order bit: 4 bytes HT control
+        (
+            bytes(
+                Dot11(type=2, subtype=0, FCfield=0, addr1=WLAN_DA, addr2=WLAN_SA, addr3=WLAN_BSSID)
+                / _LLC_SNAP
+                / v6
+            ),
+            _with_ip(v6, **da, **sa),
+        ),
+        (bytes(qos_htc / Dot11QoS()) + b"\x00\x00\x00\x00" + bytes(_LLC_SNAP / v4), _with_ip(v4, **da, **sa)),
+        # protected QoS data: addresses, no payload
+        (
+            bytes(
+                Dot11(type=2, subtype=8, FCfield=0x41, addr1=WLAN_BSSID, addr2=WLAN_SA, addr3=WLAN_DA)
+                / Dot11QoS()
+            )
+            + bytes(range(40)),
+            _non_ip(status=12, **da, **sa),
+        ),
+        # null data (a power-save announcement), a beacon, an ACK
+        (
+            bytes(Dot11(type=2, subtype=4, FCfield=1, addr1=WLAN_BSSID, addr2=WLAN_SA, addr3=WLAN_DA)),
+            _non_ip(status=11, **da, **sa),
+        ),
+        (
+            bytes(Dot11(type=0, subtype=8, addr1=WLAN_DA, addr2=WLAN_SA, addr3=WLAN_BSSID)) + bytes(36),
+            _non_ip(status=11, **da, **sa),
+        ),
+        (bytes(Dot11(type=1, subtype=13, addr1=WLAN_DA))[:10], _non_ip(status=11, dst_mac=0, src_mac=0)),
+        # data that is not LLC/SNAP, and data cut inside the 802.11 header and inside SNAP
+        (
+            bytes(Dot11(type=2, subtype=0, FCfield=2, addr1=WLAN_DA, addr2=WLAN_BSSID, addr3=WLAN_SA))
+            + b"\x42" * 20,
+            _non_ip(status=0, **da, **sa),
+        ),
+        (bytes(Dot11(type=2, subtype=0, FCfield=1))[:20], _non_ip(status=1, dst_mac=0, src_mac=0)),
+        (
+            bytes(Dot11(type=2, subtype=0, FCfield=1, addr1=WLAN_BSSID, addr2=WLAN_SA, addr3=WLAN_DA))
+            + b"\xaa\xaa",
+            _non_ip(status=1, **da, **sa),
+        ),
+    ]
+
+
+def make_ieee80211(d: Path) -> Capture:
+    """LINKTYPE_IEEE802_11: 802.11 frames as they are (no radio header)."""
+    frames = _link_frames(_wlan_cases(24), LT_IEEE802_11)
+    return _write(d / "wlan80211.pcap", frames, linktype=LT_IEEE802_11)
+
+
+def make_radiotap(d: Path) -> Capture:
+    """LINKTYPE_IEEE802_11_RADIOTAP: radiotap headers of different lengths before the same 802.11 frames."""
+    radios = [
+        RadioTap(),
+        RadioTap(present="Flags+Rate+Channel+dBm_AntSignal+Antenna", Rate=12, ChannelFrequency=2437),
+        RadioTap(present="TSFT+Flags+Rate+Channel+dBm_AntSignal+RXFlags", mac_timestamp=123456789),
+    ]
+    cases = [
+        (bytes(radios[i % len(radios)]) + data, expect) for i, (data, expect) in enumerate(_wlan_cases(25))
+    ]
+    wlan = bytes(Dot11(type=2, subtype=0, FCfield=1) / _LLC_SNAP / IP() / TCP())
+    # a radiotap version other than 0 is read the same way (as Wireshark does)
+    cases.append((b"\x01\x00\x08\x00\x00\x00\x00\x00" + wlan, _with_ip(IP() / TCP(), dst_mac=0, src_mac=0)))
+    cases.append((b"\x00\x00\xff\x00\x00\x00\x00\x00" + wlan, _non_ip(status=1)))  # longer than the frame
+    cases.append((b"\x00\x00\x08\x00", _non_ip(status=1)))
+    return _write(d / "radiotap.pcap", _link_frames(cases, LT_RADIOTAP), linktype=LT_RADIOTAP)
+
+
+def _tlv(kind: int, value: bytes, big_endian: bool = False) -> bytes:
+    header = struct.pack(">HH" if big_endian else "<HH", 4 + len(value), kind)
+    return header + value + bytes(-len(value) % 4)
+
+
+def nflog_frame(
+    family: int, payload: bytes | None, *, big_endian: bool = False, prefix: bytes = b"test"
+) -> bytes:
+    """An NFLOG frame: family, version 0, resource id 1, hardware protocol, prefix and indev TLVs, payload."""
+    tlvs = [
+        _tlv(1, struct.pack(">HBx", 0x0800 if family == 2 else 0x86DD, 3), big_endian),
+        _tlv(10, prefix + b"\x00", big_endian),
+        _tlv(4, struct.pack(">I", 2), big_endian),
+    ]
+    if payload is not None:
+        tlvs.append(_tlv(9, payload, big_endian))
+    return struct.pack(">BBH", family, 0, 1) + b"".join(tlvs)
+
+
+def make_nflog(d: Path) -> Capture:
+    """LINKTYPE_NFLOG: IPv4 and IPv6 payload TLVs, either byte order, no payload, cut short, malformed."""
+    v4, v6, icmp = _ip_packets(26)
+    cases = [
+        (nflog_frame(2, bytes(v4)), _with_ip(v4)),
+        (nflog_frame(10, bytes(v6), prefix=b"a longer log prefix than usual"), _with_ip(v6)),
+        (nflog_frame(2, bytes(icmp), big_endian=True), _with_ip(icmp)),
+        (nflog_frame(2, None), _non_ip(status=0)),  # no payload TLV (a copy range of 0)
+        (nflog_frame(2, bytes(v4))[:10], _non_ip(status=1)),  # cut inside a TLV header
+        (struct.pack(">BBH", 2, 0, 1) + struct.pack("<HH", 2, 9) + bytes(v4), _non_ip(status=1)),  # length 2
+    ]
+    return _write(d / "nflog.pcap", _link_frames(cases, LT_NFLOG), linktype=LT_NFLOG)
+
+
+def make_link_types(d: Path) -> list[Capture]:
+    return [make_ppp(d), make_ppp_hdlc(d), make_fddi(d), make_ieee80211(d), make_radiotap(d), make_nflog(d)]
+
+
+def link_type_samples() -> list[tuple[bytes, int]]:
+    """The frames of ``make_link_types`` as (bytes, link type), for tests that need no file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return [(frame.data, frame.linktype) for cap in make_link_types(Path(tmp)) for frame in cap.frames]
+
+
 def all_good_captures(d: Path) -> list[Capture]:
     """Every readable capture above (the ones whose frame count capinfos can confirm)."""
     null, loop = make_null_loop(d)
@@ -716,4 +956,5 @@ def all_good_captures(d: Path) -> list[Capture]:
         make_gzip_pcapng(d),
         make_truncated_link(d),
         make_unknown_linktype(d),
+        *make_link_types(d),
     ]

@@ -14,7 +14,7 @@ from capture.pcapwriter import PcapWriter, build_frames, synthetic_records, writ
 from capture.records import DECODE_ERRORS, RECORD_DTYPE, decode_batch, encode_batch, ip_to_text
 from tests.capture import pcaps
 
-ALL_LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 147)
+ALL_LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 147, 9, 10, 50, 105, 127, 239)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,7 @@ def _samples() -> list[tuple[bytes, int]]:
         out += [(fam_le + ip4, 0), (fam_le + ip6, 0), (fam_le + ip4, 108)]
     sll = bytes.fromhex("0000000100060200000000010000") + b"\x08\x00" + ip4
     out.append((sll, 113))
+    out += pcaps.link_type_samples()  # PPP, Cisco HDLC, FDDI, 802.11, radiotap, NFLOG
     return out
 
 

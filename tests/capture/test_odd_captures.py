@@ -4,7 +4,8 @@ The files are generated with scapy (and the byte-level writers of tests/capture/
 temporary directory: IPv6 extension-header chains, VLAN/QinQ stacks, MPLS, GRE variants, IPv4 and
 IPv6 fragments, pcapng files whose interfaces have different link types, truncated last records,
 wrong magic numbers, and every non-Ethernet link type the decoder knows (raw IP, Linux SLL/SLL2,
-BSD loopback/null) plus some it does not. tests/capture/test_pcapio.py and test_decode.py check
+BSD loopback/null, PPP and Cisco HDLC, FDDI, 802.11 with and without radiotap, NFLOG) plus some it
+does not. tests/capture/test_pcapio.py and test_decode.py check
 the ordinary flavours field by field; here the point is surviving the odd ones, and accounting:
 
     frames read (== ``capinfos -c -M``) = decoded + undecodable;  damaged records are counted too.
@@ -81,7 +82,7 @@ from tests.capture.pcaps import (
 )
 
 HAVE_CAPINFOS = shutil.which("capinfos") is not None
-LT_IPV4, LT_IPV6, LT_IEEE802_11, LT_USER0 = 228, 229, 105, 147
+LT_IPV4, LT_IPV6, LT_IEEE802_11, LT_USER0, LT_IEEE802_15_4 = 228, 229, 105, 147, 195
 ETH = Ether(src=MAC_A, dst=MAC_B)
 V6 = IPv6(src="2001:db8::1", dst="2001:db8::2")
 
@@ -386,13 +387,22 @@ def other_link_types(d: Path) -> list[Odd]:
         )
     )
     # link types the decoder does not know: records with status 6, nothing else
-    wifi = [bytes(30 + i) for i in range(3)]
+    zigbee = [bytes(30 + i) for i in range(3)]
     odd.append(
         Odd(
-            _pcap(d / "ieee80211.pcap", wifi, LT_IEEE802_11),
+            _pcap(d / "ieee802154.pcap", zigbee, LT_IEEE802_15_4),
             frames=3,
             undecodable=3,
             fields={0: {"status": 6}},
+        )
+    )
+    # 802.11 of zero bytes: management frames (association requests), records with status 11
+    odd.append(
+        Odd(
+            _pcap(d / "ieee80211_zeros.pcap", [bytes(24 + i) for i in range(3)], LT_IEEE802_11),
+            frames=3,
+            undecodable=3,
+            fields={i: {"status": 11, "dst_mac": 0, "eth_type": 0} for i in range(3)},
         )
     )
     return odd
@@ -422,7 +432,7 @@ def pcapng_several_link_types(d: Path) -> Odd:
         for i, (lt, _name, resol, pkt) in enumerate(interfaces):
             data = pkt if isinstance(pkt, bytes) else bytes(pkt)
             out.append(pcapng_epb(i, ticks_for(BASE_TS + rnd + i / 100, resol), data, len(data)))
-            fields[n] = {"iface": i, "status": 6 if lt == LT_IEEE802_11 else 0}
+            fields[n] = {"iface": i, "status": 11 if lt == LT_IEEE802_11 else 0}  # a management frame
             if lt != LT_IEEE802_11:
                 fields[n]["ip_version"] = (
                     6 if pkt is ip6 or (not isinstance(pkt, bytes) and IPv6 in pkt) else 4
@@ -565,6 +575,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Odd]:
     reused = [pcaps.make_ipv6_ext(d), pcaps.make_mpls_gre(d), pcaps.make_fragments(d), pcaps.make_vlan(d)]
     reused += [pcaps.make_sll(d), pcaps.make_sll2(d), pcaps.make_raw(d), *pcaps.make_null_loop(d)]
     reused += [pcaps.make_pcapng_two_sections(d), pcaps.make_truncated_final(d)]
+    reused = [*pcaps.make_link_types(d), *reused]  # PPP, Cisco HDLC, FDDI, 802.11, radiotap, NFLOG
     odd = [Odd(c.path, frames=len(c.frames), undecodable=_partly_decoded(c)) for c in reused]
     odd[-1].errors = 1  # the truncated last record
     # a packet block claims more bytes than its block has: we count it and read on (the block
