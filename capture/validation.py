@@ -12,13 +12,13 @@ The fields are strict: a JSON value of the wrong type is refused, never coerced 
 fields take "1000" for 1000 and 1 for "1"), and each refusal says what is allowed, in the
 messages users and tests have always read.
 
-Public API: ConfigUpdateSerializer, VocabularyField, StrictField, BpfCompileError, check_interface,
-check_bpf, describe, flat_errors.
+Public API: ConfigUpdateSerializer, ClosedSerializer, VocabularyField, StrictField, BpfCompileError,
+check_interface, check_bpf, describe, flat_errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -133,10 +133,10 @@ class _BpfFilterField(StrictField, serializers.CharField):
 
 # --- the configuration's contract -----------------------------------------------------------------
 class ClosedSerializer(serializers.Serializer):
-    """A JSON object with only the declared keys; errors come in the order of the body's keys.
+    """A JSON object with only the declared keys; the validated data keeps the body's order.
 
     ``not_an_object`` and ``unknown_key`` are the messages for a body that is not an object and
-    for each key the serializer does not declare.
+    for each key the serializer does not declare; ``error_rank`` orders the errors.
     """
 
     not_an_object = "expected a JSON object"
@@ -160,14 +160,17 @@ class ClosedSerializer(serializers.Serializer):
             if key not in self.fields:
                 errors[str(key)] = [self.unknown_key_message(str(key))]
         if errors:
-            raise serializers.ValidationError(
-                dict(sorted(errors.items(), key=lambda item: _position(order, item[0])))
-            )
+            rank = self.error_rank(order)
+            raise serializers.ValidationError(dict(sorted(errors.items(), key=lambda item: rank(item[0]))))
         # The body's order, so that history rows and stored filters read as the client wrote them.
         return {key: validated[key] for key in sorted(validated, key=lambda key: _position(order, key))}
 
     def unknown_key_message(self, key: str) -> str:
         return self.unknown_key
+
+    def error_rank(self, body_order: list[str]) -> Callable[[str], Any]:
+        """The sort key of the errors' fields: by default, where they stand in the body."""
+        return lambda key: _position(body_order, key)
 
 
 def _position(order: list[str], key: str) -> int:
