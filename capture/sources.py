@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 
+from capture.choices import AnalysisDepth
 from capture.decode import decode_frames
 from capture.pcapio import ReadStats, iter_frame_batches
 from capture.runner import Chunk
@@ -76,7 +77,7 @@ def open_live(interface: str, bpf: str, depth: str):
     if not host.is_valid_interface(interface):
         raise CaptureUnavailable(f"interface {interface!r} not found on this host")
     try:
-        if depth == "deep":
+        if depth == AnalysisDepth.DEEP:
             if shutil.which("tshark") is None:
                 raise engines.CaptureUnavailable(engines.TSHARK_MISSING)
             engine = engines.PysharkEngine(interface, bpf)

@@ -209,7 +209,6 @@ class ConfigUpdateSerializer(ClosedSerializer):
     encryption_algorithm = VocabularyField(
         EncryptionAlgorithm.choices,
         required=False,
-        hints={EncryptionAlgorithm.SHA: "integrity only"},
         help_text="The default algorithm of exports. SHA gives integrity only, NOT confidentiality.",
     )
 

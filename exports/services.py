@@ -108,7 +108,7 @@ def validate_public_key(pem: str) -> str:
     """Check an RSA public key PEM (>= 2048 bits); returns its fingerprint (raises crypto.ExportError)."""
     import io
 
-    crypto.ExportWriter(io.BytesIO(), "RSA", public_key_pem=pem)
+    crypto.ExportWriter(io.BytesIO(), EncryptionAlgorithm.RSA, public_key_pem=pem)
     return crypto.public_key_fingerprint(pem)
 
 
