@@ -6,21 +6,20 @@ from django import forms
 from django.contrib import admin
 
 from capture import services
+from capture.choices import CONFIG_KEYS
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet, Sensor
 
 
 class MonitorConfigForm(forms.ModelForm):
-    """Runs the same checks as the API (interface exists, BPF filter compiles) before saving."""
+    """Runs the API's validator (capture.validation, through the service) on the changed keys."""
 
     class Meta:
         model = MonitorConfig
-        fields = list(services.CONFIG_KEYS)
+        fields = list(CONFIG_KEYS)
 
     def clean(self):
         cleaned = super().clean()
-        values = {
-            key: cleaned[key] for key in services.CONFIG_KEYS if key in cleaned and key in self.changed_data
-        }
+        values = {key: cleaned[key] for key in CONFIG_KEYS if key in cleaned and key in self.changed_data}
         try:
             services.validate_config_changes(values)
         except services.ConfigError as exc:
@@ -32,16 +31,7 @@ class MonitorConfigForm(forms.ModelForm):
 @admin.register(MonitorConfig)
 class MonitorConfigAdmin(admin.ModelAdmin):
     form = MonitorConfigForm
-    list_display = (
-        "network_interface",
-        "bpf_filter",
-        "buffer_size",
-        "analysis_depth",
-        "ml_model",
-        "feature_level",
-        "encryption_algorithm",
-        "updated_at",
-    )
+    list_display = (*CONFIG_KEYS, "updated_at")
 
     def has_add_permission(self, request):
         return not MonitorConfig.objects.exists()
@@ -50,7 +40,7 @@ class MonitorConfigAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        old = {key: form.initial.get(key) for key in services.CONFIG_KEYS}
+        old = {key: form.initial.get(key) for key in CONFIG_KEYS}
         super().save_model(request, obj, form, change)
         if change:
             services.record_admin_change(obj, old, request.user)

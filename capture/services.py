@@ -7,26 +7,11 @@ from typing import Any
 
 from django.db import transaction
 
-from capture import control, events, host
-from capture.choices import (
-    BPF_MAX_LENGTH,
-    BUFFER_SIZE_MAX,
-    BUFFER_SIZE_MIN,
-    CONFIG_KEYS,
-    AnalysisDepth,
-    EncryptionAlgorithm,
-    FeatureLevel,
-    MlModel,
-)
+from capture import control, events, validation
+from capture.choices import CONFIG_KEYS
 from capture.models import ConfigChange, MonitorConfig, Sensor
 
 log = logging.getLogger(__name__)
-_CHOICES = {
-    "analysis_depth": AnalysisDepth.values,
-    "ml_model": MlModel.values,
-    "feature_level": FeatureLevel.values,
-    "encryption_algorithm": EncryptionAlgorithm.values,
-}
 
 
 class ConfigError(ValueError):
@@ -47,59 +32,16 @@ def config_as_dict(config: MonitorConfig) -> dict[str, Any]:
     return {key: getattr(config, key) for key in CONFIG_KEYS}
 
 
-def _validate_value(key: str, value: Any) -> Any:
-    if key in _CHOICES:
-        allowed = _CHOICES[key]
-        if not isinstance(value, str) or value not in allowed:
-            raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
-        return value
-    if key == "buffer_size":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(
-                f"must be an integer from {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX:,}, got {value!r}"
-            )
-        if not BUFFER_SIZE_MIN <= value <= BUFFER_SIZE_MAX:
-            raise ValueError(f"must be from {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX:,}, got {value:,}")
-        return value
-    if key == "network_interface":
-        if not isinstance(value, str) or not value:
-            raise ValueError("must be an interface name or 'demo'")
-        if not host.is_valid_interface(value):
-            names = ", ".join([host.DEMO_INTERFACE, *host.host_interface_names()])
-            raise ValueError(f"this host has no interface {value!r}; choose one of: {names}")
-        return value
-    if key == "bpf_filter":
-        if not isinstance(value, str):
-            raise ValueError("must be a string in BPF syntax, e.g. 'tcp port 443'")
-        if len(value) > BPF_MAX_LENGTH:
-            raise ValueError(f"must be at most {BPF_MAX_LENGTH} characters")
-        try:
-            host.compile_bpf(value)
-        except host.ToolMissing as exc:
-            raise ValueError(f"cannot check the filter: {exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"does not compile: {exc}") from None
-        return value
-    raise AssertionError(key)  # pragma: no cover - callers check keys first
-
-
 def validate_config_changes(data: Any) -> dict[str, Any]:
-    """Check a partial update; returns the cleaned values or raises ConfigError naming every bad key."""
-    if not isinstance(data, dict):
-        raise ConfigError({"non_field_errors": "expected a JSON object of configuration keys"})
-    errors: dict[str, str] = {}
-    cleaned: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in CONFIG_KEYS:
-            errors[str(key)] = f"unknown configuration key; known keys: {', '.join(CONFIG_KEYS)}"
-            continue
-        try:
-            cleaned[key] = _validate_value(key, value)
-        except ValueError as exc:
-            errors[key] = str(exc)
-    if errors:
-        raise ConfigError(errors)
-    return cleaned
+    """Check a partial update; returns the cleaned values or raises ConfigError naming every bad key.
+
+    The contract is ``capture.validation.ConfigUpdateSerializer`` (also the API's request schema);
+    the API, the WebSocket's ``update_config`` and the admin form all come through here.
+    """
+    serializer = validation.ConfigUpdateSerializer(data=data)
+    if not serializer.is_valid():
+        raise ConfigError(validation.flat_errors(serializer.errors))
+    return dict(serializer.validated_data)
 
 
 def update_config(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 from capture import host
+from capture.choices import AnalysisDepth
 from capture.decode import decode_frames
 from capture.engines import CaptureUnavailable, DumpcapEngine, PysharkEngine
 from capture.pcapio import ReadStats, iter_frame_batches
@@ -70,6 +71,6 @@ def open_live(interface: str, bpf: str, depth: str) -> DumpcapEngine | PysharkEn
     """
     if not host.is_valid_interface(interface):
         raise CaptureUnavailable(f"interface {interface!r} not found on this host")
-    engine = PysharkEngine(interface, bpf) if depth == "deep" else DumpcapEngine(interface, bpf)
+    engine = PysharkEngine(interface, bpf) if depth == AnalysisDepth.DEEP else DumpcapEngine(interface, bpf)
     engine.start()  # fail now, while the caller can still fall back to demo mode
     return engine

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from capture import services as capture_services
 from capture import storage
+from capture.choices import FeatureLevel
 from capture.models import Packet
 from capture.records import RECORD_DTYPE
 from detection import ml
@@ -279,8 +280,8 @@ def create_training(kind: str, level: str, source: str, user: Any = None) -> Det
     """A registry row for a model about to be trained (status training)."""
     if kind not in ml.MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(ml.MODEL_KINDS)}")
-    if level not in ("low", "standard", "advanced"):
-        raise ValueError(f"unknown feature level {level!r}; known: low, standard, advanced")
+    if level not in FeatureLevel.values:
+        raise ValueError(f"unknown feature level {level!r}; known: {', '.join(FeatureLevel.values)}")
     with transaction.atomic():
         return DetectionModel.objects.create(
             kind=kind, version=next_version(kind), feature_level=level, source=source[:255],

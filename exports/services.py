@@ -1,16 +1,15 @@
-"""Exports' domain logic: validate a request into an ExportJob, run it (stream rows -> serialise ->
+"""Exports' domain logic: turn a validated request into an ExportJob, run it (stream rows -> serialise ->
 encrypt -> file), expire old files, and hand passphrases to the worker without storing them."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
 from capture.connections import redis_client
 from capture.models import Flow, Packet
 from detection.models import Anomaly
 from exports import crypto
 from exports.formats import FILE_EXTENSIONS, serialise
-from exports.models import ExportJob, RecipientKey
+from exports.models import ExportJob
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +50,6 @@ COLUMNS = {
         "threshold", "model_kind", "explanation", "false_positive", "incident_id",
     ],
 }  # fmt: skip
-FILTER_KEYS = {"since", "until", "sensor", "ip", "port", "protocol", "anomalies_only"}
-
-
-class ExportRequestError(ValueError):
-    """A request that cannot become an export: ``errors`` maps each field to what is wrong."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 # --- keys from the environment ------------------------------------------------------------------
@@ -100,154 +89,26 @@ def unseal_passphrase(job_id: str) -> str:
 
 
 # --- requests -----------------------------------------------------------------------------------
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+def create_export(user: Any, request: dict[str, Any]) -> ExportJob:
+    """Create the job (queued) of a request validated by ``exports.api.serializers.ExportRequestSerializer``.
 
-
-def _parse_filters(raw: Any) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ExportRequestError({"filters": "must be an object"})
-    errors, clean = {}, {}
-    for key, value in raw.items():
-        if key not in FILTER_KEYS:
-            errors[f"filters.{key}"] = f"unknown filter; known: {', '.join(sorted(FILTER_KEYS))}"
-        elif key in {"since", "until"}:
-            try:
-                parsed = parse_datetime(value) if isinstance(value, str) else None
-                if parsed is not None and parsed.tzinfo is not None:
-                    # UTC: PostgreSQL refuses offsets beyond 15:59 that ISO 8601 allows
-                    value = parsed.astimezone(UTC).isoformat()
-            except (ValueError, OverflowError):  # well formed but impossible, e.g. 2026-02-30T00:00:00Z
-                parsed = None
-            if parsed is None:
-                errors[f"filters.{key}"] = "must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z"
-            else:
-                clean[key] = value
-        elif key == "port":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-                errors["filters.port"] = "must be an integer from 0 to 65535"
-            else:
-                clean[key] = value
-        elif key == "anomalies_only":
-            if not isinstance(value, bool):
-                errors["filters.anomalies_only"] = "must be true or false"
-            else:
-                clean[key] = value
-        elif not isinstance(value, str) or not value or "\x00" in value:
-            # (PostgreSQL cannot store a NUL character: it was a 500 when the job was saved)
-            errors[f"filters.{key}"] = "must be a non-empty string without NUL characters"
-        elif key == "ip" and not _is_ip(value):
-            # (the worker's query on PostgreSQL's inet column failed on anything else)
-            errors["filters.ip"] = f"{value!r} is not an IPv4 or IPv6 address"
-        else:
-            clean[key] = value
-    if errors:
-        raise ExportRequestError(errors)
-    return clean
-
-
-def create_export(user: Any, data: Any) -> ExportJob:
-    """Validate an export request and create its job (queued). Raises ExportRequestError."""
-    if not isinstance(data, dict):
-        raise ExportRequestError({"non_field_errors": "expected a JSON object"})
-    errors: dict[str, str] = {}
-    dataset = data.get("dataset", "packets")
-    fmt = data.get("format", "json")
-    algorithm = data.get("algorithm") or capture_services.get_config().encryption_algorithm
-    if dataset not in ExportJob.Dataset.values:
-        errors["dataset"] = f"{dataset!r} is not one of: {', '.join(ExportJob.Dataset.values)}"
-    if fmt not in ExportJob.Format.values:
-        errors["format"] = f"{fmt!r} is not one of: {', '.join(ExportJob.Format.values)}"
-    if algorithm not in EncryptionAlgorithm.values:
-        errors["algorithm"] = f"{algorithm!r} is not one of: {', '.join(EncryptionAlgorithm.values)}"
-    unknown = set(data) - {"dataset", "format", "algorithm", "key_id", "passphrase", "recipient",
-                           "public_key_pem", "filters"}  # fmt: skip
-    for key in sorted(unknown):
-        errors[key] = "unknown field"
-    try:
-        filters = _parse_filters(data.get("filters"))
-    except ExportRequestError as exc:
-        errors.update(exc.errors)
-        filters = {}
-    job = ExportJob(owner=user, dataset=dataset, format=fmt, algorithm=algorithm, filters=filters)
-    passphrase = data.get("passphrase")
-    if not errors:
-        errors.update(_check_keys(job, data, passphrase))
-    if errors:
-        raise ExportRequestError(errors)
-    job.save()
+    ``request`` holds the job's fields (dataset, format, algorithm, filters and the key reference
+    the algorithm uses) and, when the client sent one, the passphrase, which is sealed for the
+    worker in Redis and never stored in the database.
+    """
+    fields = dict(request)
+    passphrase = fields.pop("passphrase", None)
+    job = ExportJob.objects.create(owner=user, **fields)
     if passphrase:
         seal_passphrase(str(job.id), passphrase)
     return job
-
-
-def _check_keys(job: ExportJob, data: dict[str, Any], passphrase: Any) -> dict[str, str]:
-    algorithm = job.algorithm
-    if algorithm in {"AES-256", "AES-192"}:
-        key_id = data.get("key_id")
-        if (key_id is None) == (passphrase is None):
-            return {
-                "key_id": f"{algorithm} needs exactly one of key_id (from NETMON_EXPORT_KEYS) or passphrase"
-            }
-        if passphrase is not None:
-            if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE:
-                return {"passphrase": f"must be a string of at least {MIN_PASSPHRASE} characters"}
-            job.uses_passphrase = True
-            return {}
-        try:
-            ring = key_ring()
-        except crypto.ExportError as exc:
-            return {"key_id": f"server key ring unusable: {exc}"}
-        if not isinstance(key_id, str) or key_id not in ring:
-            known = ", ".join(sorted(ring)) or "none configured (set NETMON_EXPORT_KEYS)"
-            return {"key_id": f"unknown key id {key_id!r}; known: {known}"}
-        if len(ring[key_id]) != (32 if algorithm == "AES-256" else 24):
-            return {"key_id": f"key {key_id!r} is not a {algorithm} key ({len(ring[key_id]) * 8} bits)"}
-        job.key_id = key_id
-        return {}
-    if algorithm == "RSA":
-        recipient, pem = data.get("recipient"), data.get("public_key_pem")
-        if (recipient is None) == (pem is None):
-            return {
-                "recipient": "RSA needs exactly one of recipient (a registered key's name) or public_key_pem"
-            }
-        if recipient is not None:
-            found = (
-                RecipientKey.objects.filter(name=recipient).first()
-                if isinstance(recipient, str) and "\x00" not in recipient  # (a 500 on PostgreSQL)
-                else None
-            )
-            if found is None:
-                names = ", ".join(RecipientKey.objects.values_list("name", flat=True)) or "none registered"
-                return {"recipient": f"no recipient key named {recipient!r}; registered: {names}"}
-            job.recipient = found
-            return {}
-        if not isinstance(pem, str):
-            return {"public_key_pem": "must be a PEM string"}
-        try:
-            validate_public_key(pem)
-        except crypto.ExportError as exc:
-            return {"public_key_pem": str(exc)}
-        job.recipient_public_key_pem = pem
-        return {}
-    try:
-        hmac_key()
-    except crypto.ExportError as exc:
-        return {"algorithm": f"SHA exports are not available on this server: {exc}"}
-    return {}
 
 
 def validate_public_key(pem: str) -> str:
     """Check an RSA public key PEM (>= 2048 bits); returns its fingerprint (raises crypto.ExportError)."""
     import io
 
-    crypto.ExportWriter(io.BytesIO(), "RSA", public_key_pem=pem)
+    crypto.ExportWriter(io.BytesIO(), EncryptionAlgorithm.RSA, public_key_pem=pem)
     return crypto.public_key_fingerprint(pem)
 
 
@@ -302,10 +163,10 @@ def _renamed(
 
 
 def writer_keys(job: ExportJob) -> dict[str, Any]:
-    if job.algorithm == "RSA":
+    if job.algorithm == EncryptionAlgorithm.RSA:
         pem = job.recipient.public_key_pem if job.recipient_id else job.recipient_public_key_pem
         return {"public_key_pem": pem}
-    if job.algorithm == "SHA":
+    if job.algorithm == EncryptionAlgorithm.SHA:
         return {"hmac_key": hmac_key()}
     if job.uses_passphrase:
         return {"passphrase": unseal_passphrase(str(job.id))}

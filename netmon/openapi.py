@@ -26,8 +26,8 @@ _DESCRIPTIONS = {
     "429": "Too many requests: rate limited, retry after the Retry-After header's seconds",
 }
 _METHODS = {"get", "put", "post", "patch", "delete"}
-# Request bodies whose services refuse unknown keys with a 400 (capture.services.update_config,
-# exports.services.create_export): closed objects, so clients and fuzzers know.
+# Request bodies whose validators refuse unknown keys with a 400 (capture.validation.ClosedSerializer:
+# the configuration's and the export request's): closed objects, so clients and fuzzers know.
 CLOSED_REQUEST_BODIES = ("ConfigUpdateRequest", "ExportRequestRequest", "ExportFiltersRequest")
 # Django's and DRF's text fields refuse NUL characters (PostgreSQL cannot store them): say so.
 NO_NUL = r"^[^\u0000]*$"

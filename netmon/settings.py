@@ -226,7 +226,8 @@ SPECTACULAR_SETTINGS = {
         "netmon.openapi.add_error_responses",
     ],
     # One name for the algorithm choices, whether a field is called algorithm or encryption_algorithm.
-    # One name per choice set, whichever app or field uses it.
+    # One name per choice set, whichever app or field uses it. (".choices": drf-spectacular matches
+    # (value, label) pairs, and the fields carry the vocabulary's labels, not its member names.)
     "ENUM_NAME_OVERRIDES": {
         "EncryptionAlgorithmEnum": "capture.choices.EncryptionAlgorithm.choices",
         "MlModelEnum": "capture.choices.MlModel.choices",

@@ -1,18 +1,30 @@
-"""Serializers for capture's API: configuration, packets, flows."""
+"""Serializers for capture's API: configuration, packets, flows.
+
+The configuration's request body, ``ConfigUpdateSerializer``, lives in ``capture.validation``
+(the services run it too); it is re-exported here with the rest of the API's serializers.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from capture.choices import (
-    BUFFER_SIZE_MAX,
-    BUFFER_SIZE_MIN,
-    AnalysisDepth,
-    EncryptionAlgorithm,
-    FeatureLevel,
-    MlModel,
-)
+from capture import validation
+from capture.choices import CONFIG_KEYS
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet
+from capture.validation import ConfigUpdateSerializer
+
+__all__ = [
+    "ConfigChangeSerializer",
+    "ConfigOptionsSerializer",
+    "ConfigUpdateSerializer",
+    "FlowSerializer",
+    "InterfaceSerializer",
+    "MonitorConfigSerializer",
+    "PacketSerializer",
+]
 
 
 class MonitorConfigSerializer(serializers.ModelSerializer):
@@ -20,30 +32,51 @@ class MonitorConfigSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MonitorConfig
-        fields = [
-            "network_interface",
-            "bpf_filter",
-            "buffer_size",
-            "analysis_depth",
-            "ml_model",
-            "feature_level",
-            "encryption_algorithm",
-            "updated_at",
-        ]
+        fields = [*CONFIG_KEYS, "updated_at"]
 
 
-class ConfigUpdateSerializer(serializers.Serializer):
-    """Documents the partial update body; validation itself is capture.services.validate_config_changes."""
+# What GET /api/config's ``options`` holds: capture.validation.describe(ConfigUpdateSerializer()).
+_FIELD_OPTIONS = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["choice", "boolean", "integer", "datetime", "object", "string"]},
+        "required": {"type": "boolean"},
+        "choices": {"type": "array", "items": {"type": "string"}},
+        "hints": {"type": "object", "additionalProperties": {"type": "string"}},
+        "min": {"type": "integer"},
+        "max": {"type": "integer"},
+        "min_length": {"type": "integer"},
+        "max_length": {"type": "integer"},
+        "allow_blank": {"type": "boolean"},
+        "default": {},
+        "help_text": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "object"}},
+    },
+    "required": ["type", "required"],
+}
 
-    network_interface = serializers.CharField(required=False)
-    bpf_filter = serializers.CharField(required=False, allow_blank=True)
-    buffer_size = serializers.IntegerField(
-        required=False, min_value=BUFFER_SIZE_MIN, max_value=BUFFER_SIZE_MAX
+
+@extend_schema_field({"type": "object", "additionalProperties": _FIELD_OPTIONS})
+class _OptionsField(serializers.SerializerMethodField):
+    pass
+
+
+class ConfigOptionsSerializer(MonitorConfigSerializer):
+    """GET /api/config: the configuration, plus ``options``: each key's type and allowed values.
+
+    ``options`` is read-only, like ``updated_at``: a POST that sends either back is refused
+    (unknown configuration key), as for any key that is not a configuration key.
+    """
+
+    options = _OptionsField(
+        help_text="Per configuration key: its type, and its choices or bounds (what POST accepts)."
     )
-    analysis_depth = serializers.ChoiceField(AnalysisDepth.choices, required=False)
-    ml_model = serializers.ChoiceField(MlModel.choices, required=False)
-    feature_level = serializers.ChoiceField(FeatureLevel.choices, required=False)
-    encryption_algorithm = serializers.ChoiceField(EncryptionAlgorithm.choices, required=False)
+
+    class Meta(MonitorConfigSerializer.Meta):
+        fields = [*MonitorConfigSerializer.Meta.fields, "options"]
+
+    def get_options(self, config: MonitorConfig) -> dict[str, Any]:
+        return validation.describe(ConfigUpdateSerializer())
 
 
 class ConfigChangeSerializer(serializers.ModelSerializer):

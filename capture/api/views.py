@@ -12,6 +12,7 @@ from capture import host, services
 from capture.api.filters import FlowFilter, PacketFilter
 from capture.api.serializers import (
     ConfigChangeSerializer,
+    ConfigOptionsSerializer,
     ConfigUpdateSerializer,
     FlowSerializer,
     InterfaceSerializer,
@@ -28,11 +29,14 @@ def config_error_response(exc: services.ConfigError) -> Response:
 
 
 class ConfigView(APIView):
-    """GET the active configuration; POST a partial update (unknown keys and bad values: 400)."""
+    """GET the active configuration and each key's options; POST a partial update (bad keys, values: 400)."""
 
-    @extend_schema(responses=MonitorConfigSerializer)
+    # One contract: ConfigUpdateSerializer decides the POST body (services.update_config runs it),
+    # is its schema here, and is what GET's ``options`` describes.
+
+    @extend_schema(responses=ConfigOptionsSerializer)
     def get(self, request: Request) -> Response:
-        return Response(MonitorConfigSerializer(services.get_config()).data)
+        return Response(ConfigOptionsSerializer(services.get_config()).data)
 
     @extend_schema(request=ConfigUpdateSerializer, responses={200: MonitorConfigSerializer})
     def post(self, request: Request) -> Response:

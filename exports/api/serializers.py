@@ -1,12 +1,26 @@
-"""Serializers for export jobs (the request body itself is validated by exports.services.create_export)."""
+"""Serializers for export jobs, and the export request's one validator (``ExportRequestSerializer``).
+
+The request serializer decides everything about a request (required fields, choices, key ids,
+passphrase rules, recipient, filters) and is the request schema of POST /api/exports/, so the
+OpenAPI document is the behaviour; ``exports.services.create_export`` receives its validated data.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import UTC
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
-from exports.models import ExportJob
+from capture.validation import ClosedSerializer, StrictField, VocabularyField
+from exports import crypto, services
+from exports.models import ExportJob, RecipientKey
+from exports.services import MIN_PASSPHRASE
 
 
 class ExportJobSerializer(serializers.ModelSerializer):
@@ -45,40 +59,204 @@ class ExportJobSerializer(serializers.ModelSerializer):
         return f"/api/exports/{job.id}/download" if job.status == ExportJob.Status.SUCCEEDED else None
 
 
+# --- the export request's contract -----------------------------------------------------------------
+def _non_empty_text(data: Any) -> str:
+    if not isinstance(data, str) or not data or "\x00" in data:
+        # (PostgreSQL cannot store a NUL character: it was a 500 when the job was saved)
+        raise serializers.ValidationError("must be a non-empty string without NUL characters")
+    return data
+
+
+class _NonEmptyText(StrictField, serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        return _non_empty_text(data)
+
+
 @extend_schema_field({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
-class _IPAddressField(serializers.IPAddressField):
-    pass
+class _IPAddressField(StrictField, serializers.IPAddressField):
+    def to_internal_value(self, data: Any) -> str:
+        _non_empty_text(data)
+        try:
+            ipaddress.ip_address(data)
+        except ValueError:
+            # (the worker's query on PostgreSQL's inet column failed on anything else)
+            raise serializers.ValidationError(f"{data!r} is not an IPv4 or IPv6 address") from None
+        return data
 
 
-class ExportFiltersSerializer(serializers.Serializer):
-    """Documents the ``filters`` object of an export request (no other keys are accepted)."""
+class _DateTimeText(StrictField, serializers.DateTimeField):
+    """An ISO 8601 date-time, kept as text: in UTC when it has an offset, as given when naive."""
 
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    sensor = serializers.CharField(required=False)
+    def to_internal_value(self, data: Any) -> str:
+        try:
+            parsed = parse_datetime(data) if isinstance(data, str) else None
+            if parsed is not None and parsed.tzinfo is not None:
+                # UTC: PostgreSQL refuses offsets beyond 15:59 that ISO 8601 allows
+                data = parsed.astimezone(UTC).isoformat()
+        except (ValueError, OverflowError):  # well formed but impossible, e.g. 2026-02-30T00:00:00Z
+            parsed = None
+        if parsed is None:
+            raise serializers.ValidationError("must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+        return data
+
+
+class _PortField(StrictField, serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int) or not 0 <= data <= 65535:
+            raise serializers.ValidationError("must be an integer from 0 to 65535")
+        return data
+
+
+class _StrictBooleanField(StrictField, serializers.BooleanField):
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            raise serializers.ValidationError("must be true or false")
+        return data
+
+
+class _KeyReference(StrictField, serializers.CharField):
+    """Taken as sent: whether it is needed, and what it must be, depends on the algorithm (validate)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+
+class ExportFiltersSerializer(ClosedSerializer):
+    """The ``filters`` object of an export request (no other keys are accepted; null means none)."""
+
+    not_an_object = "must be an object"
+
+    since = _DateTimeText(required=False)
+    until = _DateTimeText(required=False)
+    sensor = _NonEmptyText(required=False)
     ip = _IPAddressField(required=False)
-    port = serializers.IntegerField(required=False, min_value=0, max_value=65535)
-    protocol = serializers.CharField(required=False)
-    anomalies_only = serializers.BooleanField(required=False)
+    port = _PortField(required=False, min_value=0, max_value=65535)
+    protocol = _NonEmptyText(required=False)
+    anomalies_only = _StrictBooleanField(required=False)
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return (True, {})
+        return super().validate_empty_values(data)
+
+    def unknown_key_message(self, key: str) -> str:
+        return f"unknown filter; known: {', '.join(sorted(self.fields))}"
 
 
-class ExportRequestSerializer(serializers.Serializer):
-    """Documents POST /api/exports/ (and the prototype's POST /api/export)."""
+def _configured_algorithm() -> str:
+    return capture_services.get_config().encryption_algorithm
 
-    dataset = serializers.ChoiceField(["packets", "flows", "anomalies"], default="packets")
-    format = serializers.ChoiceField(["json", "json-array", "csv"], default="json")
-    algorithm = serializers.ChoiceField(
+
+_AES_KEY_BYTES = {EncryptionAlgorithm.AES_256: 32, EncryptionAlgorithm.AES_192: 24}
+
+
+class ExportRequestSerializer(ClosedSerializer):
+    """POST /api/exports/ (and the prototype's POST /api/export): the one validator of a request.
+
+    Its validated data is what ``exports.services.create_export`` needs: the job's fields (the key
+    reference its algorithm uses, resolved) and the passphrase as sent.
+    """
+
+    dataset = VocabularyField(ExportJob.Dataset.choices, default=ExportJob.Dataset.PACKETS)
+    format = VocabularyField(
+        ExportJob.Format.choices, default=ExportJob.Format.JSON, hints={ExportJob.Format.JSON: "lines"}
+    )
+    algorithm = VocabularyField(
         EncryptionAlgorithm.choices,
-        required=False,
+        default=_configured_algorithm,
+        hints={EncryptionAlgorithm.SHA: "integrity only"},
         help_text="Default: the configured encryption_algorithm. "
         "SHA gives integrity only, NOT confidentiality.",
     )
-    key_id = serializers.CharField(required=False, help_text="AES: a key id of NETMON_EXPORT_KEYS")
-    passphrase = serializers.CharField(
-        required=False, min_length=8, help_text="AES: stretched with scrypt; never stored"
+    key_id = _KeyReference(required=False, help_text="AES: a key id of NETMON_EXPORT_KEYS")
+    passphrase = _KeyReference(
+        required=False, min_length=MIN_PASSPHRASE, help_text="AES: stretched with scrypt; never stored"
     )
-    recipient = serializers.CharField(required=False, help_text="RSA: name of a registered recipient key")
-    public_key_pem = serializers.CharField(
-        required=False, help_text="RSA: recipient public key, >= 2048 bits"
-    )
+    recipient = _KeyReference(required=False, help_text="RSA: name of a registered recipient key")
+    public_key_pem = _KeyReference(required=False, help_text="RSA: recipient public key, >= 2048 bits")
     filters = ExportFiltersSerializer(required=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict) and not data.get("algorithm"):
+            # An empty or null algorithm means the default, like an absent one.
+            data = {key: value for key, value in data.items() if key != "algorithm"}
+        return super().to_internal_value(data)
+
+    def error_rank(self, body_order: list[str]) -> Any:
+        # The declared fields' order, with unknown keys (alphabetically) where the key references are.
+        declared = list(self.fields)
+        at = declared.index("key_id")
+        return lambda key: (declared.index(key), "") if key in self.fields else (at, key)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        algorithm = attrs["algorithm"]
+        job = {
+            "dataset": attrs["dataset"],
+            "format": attrs["format"],
+            "algorithm": algorithm,
+            "filters": attrs.get("filters", {}),
+        }
+        if algorithm in _AES_KEY_BYTES:
+            job.update(self._aes_key(algorithm, attrs.get("key_id"), attrs.get("passphrase")))
+        elif algorithm == EncryptionAlgorithm.RSA:
+            job.update(self._rsa_recipient(attrs.get("recipient"), attrs.get("public_key_pem")))
+        else:
+            try:
+                services.hmac_key()
+            except crypto.ExportError as exc:
+                raise serializers.ValidationError(
+                    {"algorithm": f"SHA exports are not available on this server: {exc}"}
+                ) from None
+        if "passphrase" in attrs:
+            job["passphrase"] = attrs["passphrase"]
+        return job
+
+    @staticmethod
+    def _aes_key(algorithm: str, key_id: Any, passphrase: Any) -> dict[str, Any]:
+        if (key_id is None) == (passphrase is None):
+            raise serializers.ValidationError(
+                {"key_id": f"{algorithm} needs exactly one of key_id (from NETMON_EXPORT_KEYS) or passphrase"}
+            )
+        if passphrase is not None:
+            if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE:
+                raise serializers.ValidationError(
+                    {"passphrase": f"must be a string of at least {MIN_PASSPHRASE} characters"}
+                )
+            return {"uses_passphrase": True}
+        try:
+            ring = services.key_ring()
+        except crypto.ExportError as exc:
+            raise serializers.ValidationError({"key_id": f"server key ring unusable: {exc}"}) from None
+        if not isinstance(key_id, str) or key_id not in ring:
+            known = ", ".join(sorted(ring)) or "none configured (set NETMON_EXPORT_KEYS)"
+            raise serializers.ValidationError({"key_id": f"unknown key id {key_id!r}; known: {known}"})
+        if len(ring[key_id]) != _AES_KEY_BYTES[algorithm]:
+            raise serializers.ValidationError(
+                {"key_id": f"key {key_id!r} is not a {algorithm} key ({len(ring[key_id]) * 8} bits)"}
+            )
+        return {"key_id": key_id}
+
+    @staticmethod
+    def _rsa_recipient(recipient: Any, pem: Any) -> dict[str, Any]:
+        if (recipient is None) == (pem is None):
+            needs = "RSA needs exactly one of recipient (a registered key's name) or public_key_pem"
+            raise serializers.ValidationError({"recipient": needs})
+        if recipient is not None:
+            found = (
+                RecipientKey.objects.filter(name=recipient).first()
+                if isinstance(recipient, str) and "\x00" not in recipient  # (a 500 on PostgreSQL)
+                else None
+            )
+            if found is None:
+                names = ", ".join(RecipientKey.objects.values_list("name", flat=True)) or "none registered"
+                raise serializers.ValidationError(
+                    {"recipient": f"no recipient key named {recipient!r}; registered: {names}"}
+                )
+            return {"recipient": found}
+        if not isinstance(pem, str):
+            raise serializers.ValidationError({"public_key_pem": "must be a PEM string"})
+        try:
+            services.validate_public_key(pem)
+        except crypto.ExportError as exc:
+            raise serializers.ValidationError({"public_key_pem": str(exc)}) from None
+        return {"recipient_public_key_pem": pem}

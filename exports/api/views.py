@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from capture.validation import describe, flat_errors
 from exports import services, tasks
 from exports.api.serializers import ExportJobSerializer, ExportRequestSerializer
 from exports.models import ExportJob
@@ -23,24 +27,41 @@ def own_job(request: Request, job_id) -> ExportJob:
     return job
 
 
+class RequestOptionsMetadata(SimpleMetadata):
+    """OPTIONS: DRF's description of the view, plus ``options``: the export request's fields, as the
+    dashboard builds its export form from them (the shape of GET /api/config's ``options``)."""
+
+    def determine_metadata(self, request: Request, view: APIView) -> dict[str, Any]:
+        return {**super().determine_metadata(request, view), "options": describe(ExportRequestSerializer())}
+
+
 class ExportListView(APIView):
     """GET: your exports. POST: queue a new export (202 with its id and URL)."""
+
+    metadata_class = RequestOptionsMetadata
 
     @extend_schema(responses=ExportJobSerializer(many=True))
     def get(self, request: Request) -> Response:
         jobs = ExportJob.objects.filter(owner=request.user)[:200]
         return Response(ExportJobSerializer(jobs, many=True).data)
 
-    @extend_schema(request=ExportRequestSerializer, responses={202: ExportJobSerializer})
+    @extend_schema(
+        request=ExportRequestSerializer,
+        responses={202: ExportJobSerializer},
+        description="Queue a new export (202 with its id and URL). OPTIONS on this path describes the "
+        "request's fields, their choices and defaults (``options``, as in GET /api/config).",
+    )
     def post(self, request: Request) -> Response:
-        try:
-            with transaction.atomic():
-                job = services.create_export(request.user, request.data)
-                transaction.on_commit(lambda: tasks.run_export.delay(str(job.id)))
-        except services.ExportRequestError as exc:
-            return Response({"detail": "invalid export request", "fields": exc.errors}, status=400)
-        body = ExportJobSerializer(job).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        body = ExportRequestSerializer(data=request.data, context={"request": request})
+        if not body.is_valid():
+            return Response(
+                {"detail": "invalid export request", "fields": flat_errors(body.errors)}, status=400
+            )
+        with transaction.atomic():
+            job = services.create_export(request.user, body.validated_data)
+            transaction.on_commit(lambda: tasks.run_export.delay(str(job.id)))
+        created = ExportJobSerializer(job).data
+        return Response(created, status=status.HTTP_202_ACCEPTED, headers={"Location": created["url"]})
 
 
 class ExportDetailView(APIView):

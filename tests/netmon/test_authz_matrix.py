@@ -11,11 +11,14 @@ authorization is covered by tests/netmon/test_consumers.py.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -25,6 +28,8 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from capture.models import Flow, Packet, Sensor
 from capture.services import get_config
+from detection import services as detection_services
+from detection.features import feature_names
 from detection.models import Anomaly, DetectionModel
 from exports.models import ExportJob
 
@@ -195,9 +200,26 @@ def clients(people) -> dict[str, APIClient]:
     }
 
 
+def ready_model_row() -> DetectionModel:
+    """A ready model whose artifacts (a model.json with this version's features) may be activated."""
+    level = get_config().feature_level
+    path = Path(settings.NETMON_MODEL_DIR) / "isolation_forest-v1"
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps({"feature_names": feature_names(level)}))
+    return DetectionModel.objects.create(
+        kind="isolation_forest",
+        version=1,
+        feature_level=level,
+        status="ready",
+        artifact_path=str(path),
+        artifact_sha256=detection_services.artifact_digest(path),
+    )
+
+
 @pytest.fixture
-def objects(people, tmp_path):
+def objects(people, tmp_path, settings):
     """One of everything the routes with ids need; the export is alice's, finished, with a file."""
+    settings.NETMON_MODEL_DIR = tmp_path / "models"
     sensor = Sensor.objects.create(name="s1")
     Packet.objects.create(sensor=sensor, seq=1, ts=T0, src_ip="10.0.0.1", dst_ip="10.0.0.2", protocol="TCP")
     Flow.objects.create(
@@ -208,9 +230,7 @@ def objects(people, tmp_path):
         sensor=sensor, packet_seq=1, ts=T0, score=0.9, threshold=0.5, model_kind="isolation_forest",
         explanation="rare port",
     )  # fmt: skip
-    model = DetectionModel.objects.create(
-        kind="isolation_forest", version=1, feature_level=get_config().feature_level, status="ready"
-    )
+    model = ready_model_row()
     file = tmp_path / "alice.nmx"
     file.write_bytes(b"NMX1 encrypted bytes")
     job = ExportJob.objects.create(

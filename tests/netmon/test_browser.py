@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from capture.choices import EncryptionAlgorithm, MlModel
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +314,19 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
             page.get_by_test_id("capture-start").click()
             expect(page.get_by_test_id("capture-message")).to_contain_text("does not compile")
             page.get_by_test_id("capture-bpf").fill("")
+
+            # The forms' choices come from the API (the server's validators), none from the page
+            ml_model = page.get_by_test_id("config-ml_model")
+            expect(ml_model.locator("option")).to_have_count(len(MlModel.values))
+            assert ml_model.locator("option").evaluate_all("els => els.map(e => e.value)") == MlModel.values
+            expect(ml_model).not_to_have_value("")  # the configured value, chosen once the choices exist
+            expect(page.get_by_test_id("export-algorithm").locator("option")).to_have_count(
+                1 + len(EncryptionAlgorithm.values)  # and "configured default"
+            )
+            page.get_by_test_id("export-algorithm").select_option(EncryptionAlgorithm.SHA)
+            expect(page.get_by_test_id("export-algorithm-note")).to_be_visible()
+            page.get_by_test_id("export-algorithm").select_option("")
+            expect(page.get_by_test_id("export-algorithm-note")).to_be_hidden()
 
             # The configuration form shows the server's field errors, then saves
             buffer = page.get_by_test_id("config-buffer_size")

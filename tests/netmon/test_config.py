@@ -125,3 +125,48 @@ def test_update_notifies_capture_processes_through_redis(api, redis_client):
 
     command = control.pending_command("any-sensor", 0, redis_client)
     assert command["action"] == "reconfigure"
+
+
+def test_get_says_each_keys_options_from_the_validator(api):
+    from capture.choices import (
+        BPF_MAX_LENGTH,
+        BUFFER_SIZE_MAX,
+        BUFFER_SIZE_MIN,
+        CONFIG_KEYS,
+        INTERFACE_MAX_LENGTH,
+        AnalysisDepth,
+        EncryptionAlgorithm,
+        FeatureLevel,
+        MlModel,
+    )
+
+    options = api.get("/api/config").json()["options"]
+
+    assert list(options) == list(CONFIG_KEYS)
+    assert options["analysis_depth"]["choices"] == AnalysisDepth.values
+    assert options["ml_model"]["choices"] == MlModel.values
+    assert options["feature_level"]["choices"] == FeatureLevel.values
+    assert options["encryption_algorithm"]["choices"] == EncryptionAlgorithm.values
+    assert (options["buffer_size"]["type"], options["buffer_size"]["min"], options["buffer_size"]["max"]) == (
+        "integer",
+        BUFFER_SIZE_MIN,
+        BUFFER_SIZE_MAX,
+    )
+    assert options["network_interface"]["type"] == "string"
+    assert options["network_interface"]["max_length"] == INTERFACE_MAX_LENGTH
+    assert options["bpf_filter"]["max_length"] == BPF_MAX_LENGTH
+    assert options["bpf_filter"]["allow_blank"] is True
+    assert not any(option["required"] for option in options.values())
+
+
+def test_posting_gets_answer_back_is_refused_only_for_the_read_only_extras(api, redis_client):
+    MonitorConfig.objects.create(pk=1, network_interface="demo")  # an interface every host has
+    body = api.get("/api/config").json()
+
+    response = api.post("/api/config", body, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"updated_at", "options"}
+    assert all("unknown configuration key" in m for m in response.json()["fields"].values())
+    read_only = {key: body.pop(key) for key in ("updated_at", "options")}
+    assert read_only and api.post("/api/config", body, format="json").status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from capture.choices import AnalysisDepth, EncryptionAlgorithm, FeatureLevel, MlModel
+from capture.choices import CONFIG_KEYS, AnalysisDepth, EncryptionAlgorithm, FeatureLevel, MlModel
 from exports.models import ExportJob
 
 pytestmark = pytest.mark.django_db
@@ -105,22 +105,43 @@ def test_dashboard_renders_every_panel_for_a_user(logged_in):
 
 
 def test_the_config_form_offers_exactly_the_models_choices(logged_in):
-    page = parse(logged_in.get("/").content.decode())
+    # The page's selects are built by dashboard.js from GET /api/config's options (the validator's).
+    html = logged_in.get("/").content.decode()
+    page = parse(html)
+    options = logged_in.get("/api/config").json()["options"]
 
-    assert page.options["analysis_depth"] == list(AnalysisDepth.values)
-    assert page.options["ml_model"] == list(MlModel.values)
-    assert page.options["feature_level"] == list(FeatureLevel.values)
-    assert page.options["encryption_algorithm"] == list(EncryptionAlgorithm.values)
+    for key in ("analysis_depth", "ml_model", "feature_level", "encryption_algorithm"):
+        assert page.options[key] == []  # the page spells no choice
+    assert options["analysis_depth"]["choices"] == list(AnalysisDepth.values)
+    assert options["ml_model"]["choices"] == list(MlModel.values)
+    assert options["feature_level"]["choices"] == list(FeatureLevel.values)
+    assert options["encryption_algorithm"]["choices"] == list(EncryptionAlgorithm.values)
     for key in ("network_interface", "buffer_size", "bpf_filter"):
-        assert f'name="{key}"' in logged_in.get("/").content.decode()
+        assert f'name="{key}"' in html
+    assert set(options) == set(CONFIG_KEYS)
 
 
 def test_the_export_form_offers_exactly_the_models_choices(logged_in):
+    # Built by dashboard.js from OPTIONS /api/exports/ (the export request's validator).
     page = parse(logged_in.get("/").content.decode())
+    options = logged_in.options("/api/exports/").json()["options"]
 
-    assert page.options["dataset"] == list(ExportJob.Dataset.values)
-    assert page.options["format"] == list(ExportJob.Format.values)
-    assert sorted(page.options["algorithm"]) == sorted(["", *EncryptionAlgorithm.values])
+    assert page.options["dataset"] == page.options["format"] == []
+    assert page.options["algorithm"] == [""]  # "configured default"
+    assert options["dataset"]["choices"] == list(ExportJob.Dataset.values)
+    assert options["format"]["choices"] == list(ExportJob.Format.values)
+    assert options["algorithm"]["choices"] == list(EncryptionAlgorithm.values)
+    assert options["algorithm"]["hints"] == {"SHA": "integrity only"}  # the page warns: not encrypted
+
+
+def test_the_page_and_its_script_spell_no_vocabulary():
+    words = [*AnalysisDepth.values, *MlModel.values, *FeatureLevel.values, *EncryptionAlgorithm.values]
+    script = (STATIC_DIR / "dashboard.js").read_text()
+    template = TEMPLATES[0].read_text()
+    for word in [*words, *CONFIG_KEYS, *ExportJob.Dataset.values]:
+        assert f'"{word}"' not in script, word
+    for word in [*words, *ExportJob.Dataset.values, *ExportJob.Format.values]:
+        assert f'value="{word}"' not in template, word
 
 
 @pytest.mark.parametrize(

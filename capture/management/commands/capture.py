@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from capture import services, sources
+from capture.choices import AnalysisDepth
 from capture.connections import fail_fast_client
 from capture.demo import DEMO_RATE
 from capture.engines import CaptureUnavailable
@@ -38,9 +39,7 @@ class Command(BaseCommand):
         source.add_argument("--pcap", nargs="+", metavar="FILE", help="read pcap/pcapng files (gzip too)")
         source.add_argument("--demo", action="store_true", help="simulated traffic with labeled attacks")
         parser.add_argument("--bpf", help="capture filter (BPF syntax) for live capture")
-        parser.add_argument(
-            "--depth", choices=["basic", "intermediate", "deep"], help="override analysis_depth"
-        )
+        parser.add_argument("--depth", choices=AnalysisDepth.values, help="override analysis_depth")
         parser.add_argument("--realtime", action="store_true", help="pcap: replay with the original timing")
         parser.add_argument("--rate", type=float, help="pcap: replay at this many packets/s; demo: packets/s")
         parser.add_argument("--sensor", help="sensor name (default: NETMON_SENSOR or the host name)")

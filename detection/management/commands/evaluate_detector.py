@@ -8,6 +8,7 @@ import time
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
+from capture.choices import FeatureLevel, MlModel
 from capture.pcapio import CaptureFileError
 from detection import evaluate, ml, services
 from detection.features import FeatureExtractor
@@ -46,8 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--train", nargs="+", required=True)
         parser.add_argument("--test", required=True)
         parser.add_argument("--labels", required=True)
-        parser.add_argument("--model", choices=ml.MODEL_KINDS, default="both")
-        parser.add_argument("--feature-level", choices=["low", "standard", "advanced"], default="advanced")
+        parser.add_argument("--model", choices=ml.MODEL_KINDS, default=MlModel.BOTH)
+        parser.add_argument("--feature-level", choices=FeatureLevel.values, default=FeatureLevel.ADVANCED)
 
     def handle(self, *args, **opts):
         level = opts["feature_level"]

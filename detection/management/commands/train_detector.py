@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
 from capture import services as capture_services
+from capture.choices import FeatureLevel
 from detection import ml, services
 from detection.models import DetectionModel
 
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="with --since: up to this ISO time")
         parser.add_argument("--sensor", help="with --since: only this sensor's packets")
         parser.add_argument("--model", choices=ml.MODEL_KINDS, help="default: the configured ml_model")
-        parser.add_argument("--feature-level", choices=["low", "standard", "advanced"],
+        parser.add_argument("--feature-level", choices=FeatureLevel.values,
                             help="default: the configured feature_level")  # fmt: skip
         parser.add_argument("--no-activate", action="store_true", help="keep the current active version")
         parser.add_argument(

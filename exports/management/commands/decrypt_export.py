@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from capture.choices import EncryptionAlgorithm
 from exports import crypto, services
 
 
@@ -44,7 +45,7 @@ class Command(BaseCommand):
             with open(file, "rb") as src:
                 header = crypto.read_header(src)
                 src.seek(0)
-                if header.algorithm == "SHA":
+                if header.algorithm == EncryptionAlgorithm.SHA:
                     keys["hmac_key"] = services.hmac_key()
                 out.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)

@@ -13,10 +13,9 @@
   const MAX_ANOMALIES = 60;
   const MAX_EVENTS = 6;
   const STATUS_REFRESH_MS = 10000;
-  const CONFIG_KEYS = [
-    "network_interface", "bpf_filter", "buffer_size", "analysis_depth",
-    "ml_model", "feature_level", "encryption_algorithm",
-  ];
+  // The configuration keys, their choices and bounds, and the export request's choices are not
+  // spelled here: they come from the server's validators (GET /api/config's "options", OPTIONS
+  // /api/exports/), see applyFieldOptions.
 
   // --- small helpers --------------------------------------------------------------------
   const $ = (id) => document.getElementById(id);
@@ -151,6 +150,27 @@
     const node = $(id);
     node.textContent = text || "";
     node.className = "form-message" + (kind ? " " + kind : "");
+  }
+
+  // Fill a form's selects with the choices of the server's field options, and give number inputs
+  // their bounds. A select's empty-valued option (e.g. "configured default") stays first.
+  function applyFieldOptions(form, options) {
+    for (const [name, option] of Object.entries(options || {})) {
+      const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
+      if (!input) continue;
+      if (option.type === "choice" && input.tagName === "SELECT") {
+        const chosen = input.value;
+        const hints = option.hints || {};
+        const placeholders = [...input.options].filter((o) => o.value === "");
+        input.replaceChildren(...placeholders, ...option.choices.map((value) =>
+          el("option", { value, text: hints[value] ? `${value} (${hints[value]})` : value })));
+        if (option.choices.includes(chosen)) input.value = chosen;
+      }
+      if (option.type === "integer" && input.type === "number") {
+        if (option.min !== undefined) input.min = option.min;
+        if (option.max !== undefined) input.max = option.max;
+      }
+    }
   }
 
   // --- line chart on a canvas -----------------------------------------------------------
@@ -554,10 +574,15 @@
   // --- configuration form ---------------------------------------------------------------
   const configForm = $("config-form");
   let configLoaded = null;
+  let configOptions = {}; // key -> {type, choices, min, max, ...}: what POST /api/config accepts
+
+  function configInput(key) {
+    return configForm.querySelector(`[name="${CSS.escape(key)}"]`);
+  }
 
   function fillConfig(config, onlyUntouched) {
-    for (const key of CONFIG_KEYS) {
-      const input = configForm.elements[key];
+    for (const key of Object.keys(config)) {
+      const input = configInput(key);
       if (!input || config[key] === undefined) continue;
       if (onlyUntouched && input.dataset.dirty === "1") continue;
       input.value = config[key];
@@ -568,10 +593,11 @@
 
   function configChanges() {
     const changes = {};
-    for (const key of CONFIG_KEYS) {
-      const input = configForm.elements[key];
+    for (const [key, option] of Object.entries(configOptions)) {
+      const input = configInput(key);
+      if (!input) continue;
       let value = input.value;
-      if (key === "buffer_size") value = value === "" ? value : Number(value);
+      if (option.type === "integer") value = value === "" ? value : Number(value);
       if (!configLoaded || String(configLoaded[key]) !== String(value)) changes[key] = value;
     }
     return changes;
@@ -579,7 +605,11 @@
 
   async function loadConfig() {
     const result = await api("GET", "/api/config");
-    if (result.ok && result.body) fillConfig(result.body, false);
+    if (result.ok && result.body) {
+      configOptions = result.body.options || {};
+      applyFieldOptions(configForm, configOptions);
+      fillConfig(result.body, false);
+    }
     else setMessage("config-message", "Could not load the configuration" + (result.body && result.body.detail ? `: ${result.body.detail}` : ""), "bad");
   }
 
@@ -606,6 +636,23 @@
   const exportForm = $("export-form");
   const exportJobs = new Map();
   let exportsAvailable = true;
+  let exportOptions = {}; // the export request's fields (OPTIONS /api/exports/)
+
+  async function loadExportOptions() {
+    const result = await api("OPTIONS", "/api/exports/");
+    if (!result.ok || !result.body) return; // loadExports says what is wrong
+    exportOptions = result.body.options || {};
+    applyFieldOptions(exportForm, exportOptions);
+  }
+
+  // An algorithm with a hint (the one that only signs) gets the warning that nothing is encrypted.
+  function showAlgorithmNote() {
+    const algorithm = exportForm.elements.algorithm.value;
+    const hints = (exportOptions.algorithm && exportOptions.algorithm.hints) || {};
+    const note = $("export-algorithm-note");
+    note.querySelector("[data-algorithm]").textContent = algorithm;
+    note.hidden = !hints[algorithm];
+  }
 
   function renderExports() {
     const jobs = [...exportJobs.values()].sort((a, b) => String(b.created_at || "").localeCompare(String(a.created_at || "")));
@@ -659,8 +706,9 @@
     event.preventDefault();
     if (!exportsAvailable) return;
     const body = {};
-    for (const name of ["dataset", "format", "algorithm", "key_id", "passphrase"]) {
-      const value = exportForm.elements[name].value.trim();
+    for (const input of exportForm.querySelectorAll("select[name], input[name]")) {
+      const value = input.value.trim();
+      const name = input.name;
       if (value) body[name] = value;
     }
     showFieldErrors(exportForm, {});
@@ -836,9 +884,7 @@
     setMessage("config-message", "", "");
   });
   exportForm.addEventListener("submit", createExport);
-  exportForm.elements.algorithm.addEventListener("change", (event) => {
-    $("export-sha-note").hidden = event.target.value !== "SHA";
-  });
+  exportForm.elements.algorithm.addEventListener("change", showAlgorithmNote);
 
   // Keep the time axis moving and stale KPIs honest even when no stats arrive.
   setInterval(() => { ppsChart.draw(); bpsChart.draw(); renderKpis(); }, 1000);
@@ -847,6 +893,7 @@
   socket.connect();
   loadConfig();
   loadInterfaces();
+  loadExportOptions();
   loadExports();
   loadRecentAnomalies();
   refreshStatus();
