@@ -89,13 +89,30 @@ def unseal_passphrase(job_id: str) -> str:
 
 
 # --- requests -----------------------------------------------------------------------------------
+class TooManyExports(Exception):
+    """The user has ``NETMON_EXPORT_MAX_ACTIVE_PER_USER`` exports queued or running already."""
+
+
 def create_export(user: Any, request: dict[str, Any]) -> ExportJob:
     """Create the job (queued) of a request validated by ``exports.api.serializers.ExportRequestSerializer``.
 
     ``request`` holds the job's fields (dataset, format, algorithm, filters and the key reference
     the algorithm uses) and, when the client sent one, the passphrase, which is sealed for the
-    worker in Redis and never stored in the database.
+    worker in Redis and never stored in the database. Raises ``TooManyExports`` when the user has
+    as many unfinished exports as ``NETMON_EXPORT_MAX_ACTIVE_PER_USER`` allows (call it in a
+    transaction: the user's row is locked so two requests cannot both take the last place).
     """
+    limit = settings.NETMON_EXPORT_MAX_ACTIVE_PER_USER
+    if limit:
+        type(user).objects.select_for_update().filter(pk=user.pk).first()
+        active = ExportJob.objects.filter(
+            owner=user, status__in=[ExportJob.Status.QUEUED, ExportJob.Status.RUNNING]
+        ).count()
+        if active >= limit:
+            raise TooManyExports(
+                f"you have {active} exports queued or running; at most {limit} at once "
+                "(NETMON_EXPORT_MAX_ACTIVE_PER_USER): wait for one to finish or delete one"
+            )
     fields = dict(request)
     passphrase = fields.pop("passphrase", None)
     job = ExportJob.objects.create(owner=user, **fields)

@@ -280,6 +280,8 @@ NETMON_EXPORT_DIR = Path(env_str("NETMON_EXPORT_DIR", str(VAR_DIR / "exports")))
 NETMON_EXPORT_KEYS = env_str("NETMON_EXPORT_KEYS")  # "id:base64key,id2:base64key"
 NETMON_EXPORT_HMAC_KEY = env_str("NETMON_EXPORT_HMAC_KEY")
 NETMON_EXPORT_MAX_AGE_HOURS = env_int("NETMON_EXPORT_MAX_AGE_HOURS", 72)
+# Exports a user may have queued or running at once (0: no limit): one user cannot fill the queue.
+NETMON_EXPORT_MAX_ACTIVE_PER_USER = env_int("NETMON_EXPORT_MAX_ACTIVE_PER_USER", 3)
 NETMON_RETENTION_PACKETS = env_int("NETMON_RETENTION_PACKETS", 5_000_000)
 NETMON_RETENTION_DAYS = env_int("NETMON_RETENTION_DAYS", 7)
 

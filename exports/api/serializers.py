@@ -148,6 +148,25 @@ def _configured_algorithm() -> str:
 
 
 _AES_KEY_BYTES = {EncryptionAlgorithm.AES_256: 32, EncryptionAlgorithm.AES_192: 24}
+# The key fields each algorithm reads. Any other key field sent is refused, never ignored: a
+# passphrase sent with SHA was silently dropped and the file written in plaintext.
+_KEY_FIELDS = ("key_id", "passphrase", "recipient", "public_key_pem")
+_USES = {
+    EncryptionAlgorithm.AES_256: {"key_id", "passphrase"},
+    EncryptionAlgorithm.AES_192: {"key_id", "passphrase"},
+    EncryptionAlgorithm.RSA: {"recipient", "public_key_pem"},
+    EncryptionAlgorithm.SHA: set(),
+}
+
+
+def _unused_key_message(algorithm: str, key: str) -> str:
+    if algorithm == EncryptionAlgorithm.SHA:
+        return (
+            f"SHA does not use {key}: SHA signs the file for integrity and does not encrypt it; "
+            "choose AES-256 or AES-192 (key_id or passphrase) or RSA (recipient or public_key_pem) to encrypt"
+        )
+    uses = " or ".join(sorted(_USES[algorithm]))
+    return f"{algorithm} does not use {key}; it takes {uses}"
 
 
 class ExportRequestSerializer(ClosedSerializer):
@@ -190,6 +209,9 @@ class ExportRequestSerializer(ClosedSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         algorithm = attrs["algorithm"]
+        unused = [key for key in _KEY_FIELDS if key in attrs and key not in _USES[algorithm]]
+        if unused:
+            raise serializers.ValidationError({key: _unused_key_message(algorithm, key) for key in unused})
         job = {
             "dataset": attrs["dataset"],
             "format": attrs["format"],

@@ -47,7 +47,10 @@ class ExportListView(APIView):
 
     @extend_schema(
         request=ExportRequestSerializer,
-        responses={202: ExportJobSerializer},
+        responses={
+            202: ExportJobSerializer,
+            429: OpenApiResponse(description="NETMON_EXPORT_MAX_ACTIVE_PER_USER exports queued or running"),
+        },
         description="Queue a new export (202 with its id and URL). OPTIONS on this path describes the "
         "request's fields, their choices and defaults (``options``, as in GET /api/config).",
     )
@@ -57,9 +60,12 @@ class ExportListView(APIView):
             return Response(
                 {"detail": "invalid export request", "fields": flat_errors(body.errors)}, status=400
             )
-        with transaction.atomic():
-            job = services.create_export(request.user, body.validated_data)
-            transaction.on_commit(lambda: tasks.run_export.delay(str(job.id)))
+        try:
+            with transaction.atomic():
+                job = services.create_export(request.user, body.validated_data)
+                transaction.on_commit(lambda: tasks.run_export.delay(str(job.id)))
+        except services.TooManyExports as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
         created = ExportJobSerializer(job).data
         return Response(created, status=status.HTTP_202_ACCEPTED, headers={"Location": created["url"]})
 

@@ -21,6 +21,7 @@ from capture.connections import redis_client
 from capture.models import Packet, Sensor
 from exports.models import ExportJob, RecipientKey
 from tests import processes
+from tests.conftest import token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -304,7 +305,6 @@ def test_sha_mode_without_server_key_is_refused(api, settings):
 
 
 def test_other_users_exports_are_invisible(api, worker, packets, other_user, tmp_path):
-    from tests.conftest import token_client
 
     job = wait_done(api, create(api, algorithm="AES-256", key_id="k256")["id"])
     path = Path(ExportJob.objects.get(pk=job["id"]).file_path)
@@ -338,3 +338,51 @@ def test_expiry_removes_old_files(api, worker, packets):
 @pytest.mark.parametrize("path", ["/api/exports/", "/api/export"])
 def test_export_endpoints_need_authentication(anon, path):
     assert anon.post(path, {}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body,unused",
+    [
+        ({"algorithm": "SHA", "passphrase": "correct horse battery"}, ["passphrase"]),
+        ({"algorithm": "SHA", "key_id": "k256", "recipient": "x"}, ["key_id", "recipient"]),
+        ({"algorithm": "SHA", "passphrase": 5}, ["passphrase"]),  # was a 500 (5 has no encode())
+        ({"algorithm": "RSA", "recipient": "x", "passphrase": "correct horse battery"}, ["passphrase"]),
+        ({"algorithm": "AES-256", "key_id": "k256", "public_key_pem": "pem"}, ["public_key_pem"]),
+    ],
+)
+def test_key_fields_the_algorithm_does_not_use_are_refused_not_ignored(api, body, unused):
+    response = api.post("/api/exports/", body, format="json")
+
+    assert response.status_code == 400
+    fields = response.json()["fields"]
+    assert sorted(fields) == unused
+    assert all(f"{body['algorithm']} does not use {key}" in fields[key] for key in unused)
+    assert ExportJob.objects.count() == 0
+
+
+def test_sha_refusal_says_it_is_integrity_only(api):
+    response = api.post(
+        "/api/exports/", {"algorithm": "SHA", "passphrase": "a long passphrase"}, format="json"
+    )
+
+    assert "integrity and does not encrypt" in response.json()["fields"]["passphrase"]
+
+
+def test_a_user_may_have_only_so_many_exports_queued_or_running(api, user, other_user, settings):
+    settings.NETMON_EXPORT_MAX_ACTIVE_PER_USER = 2
+    body = {"dataset": "packets", "format": "csv", "algorithm": "SHA"}
+    running = ExportJob.objects.create(owner=user, algorithm="SHA", status=ExportJob.Status.RUNNING)
+    ExportJob.objects.create(owner=user, algorithm="SHA", status=ExportJob.Status.QUEUED)
+    ExportJob.objects.create(owner=user, algorithm="SHA", status=ExportJob.Status.SUCCEEDED)  # done: free
+
+    refused = api.post("/api/exports/", body, format="json")
+
+    assert refused.status_code == 429
+    assert "at most 2 at once" in refused.json()["detail"]
+    assert "NETMON_EXPORT_MAX_ACTIVE_PER_USER" in refused.json()["detail"]
+    assert ExportJob.objects.filter(owner=user).count() == 3
+    # another user is not held back by alice's exports
+    assert token_client(other_user).post("/api/exports/", body, format="json").status_code == 202
+    # a finished export frees its place
+    ExportJob.objects.filter(pk=running.pk).update(status=ExportJob.Status.FAILED)
+    assert api.post("/api/exports/", body, format="json").status_code == 202
