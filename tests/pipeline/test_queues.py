@@ -8,9 +8,8 @@ import time
 import pytest
 import redis
 from celery import current_app
-from django.conf import settings
 
-from capture.models import Packet, Sensor
+from capture.models import Packet
 from exports.models import ExportJob
 from tests import processes
 from tests.pipeline.test_ingest import publish
@@ -37,8 +36,10 @@ def hmac_key(settings, monkeypatch):
     monkeypatch.setenv("NETMON_EXPORT_HMAC_KEY", key)
 
 
-def test_ingest_keeps_pace_while_exports_pile_up_on_their_own_queue(staff_api, redis_client, hmac_key):
-    Sensor.objects.create(name="old")
+def test_ingest_keeps_pace_while_exports_pile_up_on_their_own_queue(
+    staff_api, redis_client, hmac_key, settings
+):
+    settings.NETMON_EXPORT_MAX_ACTIVE_PER_USER = 5  # (the default, 3, would refuse the last two)
     jobs = [staff_api.post("/api/exports/", SHA_EXPORT, format="json").json()["id"] for _ in range(5)]
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     assert broker.llen(settings.EXPORT_QUEUE) == 5  # routed by name (exports.*), not to the default queue
