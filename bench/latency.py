@@ -180,22 +180,23 @@ def prepare_database(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
     django.setup()
-    from django.contrib.auth.models import User
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
+    from capture.choices import Role
     from capture.demo import DemoTraffic
     from capture.pcapwriter import write_pcap
     from capture.services import update_config
     from detection.models import DetectionModel
+    from netmon.roles import create_user
 
     call_command("migrate", "--noinput", verbosity=0)
-    user = User.objects.create_user(USERNAME, password=secrets.token_urlsafe(16))
+    user, _password = create_user(USERNAME, Role.VIEWER)  # the dashboard's client: a viewer
     token = Token.objects.create(user=user).key
     # 100,000 packets of stream backlog (10 s at 10,000 pps) before capture drops the oldest.
+    # ml_model is switched after training (it may only name a kind with an active model).
     update_config(
-        {"network_interface": "demo", "ml_model": model, "feature_level": "standard", "buffer_size": 100_000},
-        source="bench",
+        {"network_interface": "demo", "feature_level": "standard", "buffer_size": 100_000}, source="bench"
     )
     models, descriptions = {}, []
     for rate in rates:
@@ -205,7 +206,10 @@ def prepare_database(
         records["ts"] = records["ts"][0] + (records["ts"] - records["ts"][0]) * (traffic.pps / benign_rate)
         benign = LOG_DIR / f"benign-{int(rate)}.pcap"
         write_pcap(benign, records)
-        call_command("train_detector", "--pcap", str(benign), stdout=open(os.devnull, "w"))  # noqa: SIM115
+        call_command(
+            "train_detector", "--pcap", str(benign), "--model", model, "--use",
+            stdout=open(os.devnull, "w"),  # noqa: SIM115
+        )  # fmt: skip
         row = DetectionModel.objects.get(is_active=True)
         models[rate] = row.pk
         descriptions.append(

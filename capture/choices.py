@@ -1,9 +1,9 @@
 """Netmon's vocabulary: each word the configuration, the models and the exports use has its home here.
 
-Configuration keys, analysis depths, model kinds, feature levels and encryption algorithms are
-spelled once, in this module, and every app imports them from here (``capture`` is the lowest app:
-``detection`` and ``exports`` read it, and it imports neither). The dashboard does not spell them
-either: it reads them from ``GET /api/config`` (its ``options``).
+Configuration keys, analysis depths, model kinds, feature levels, encryption algorithms and the
+names of the roles are spelled once, in this module, and every app imports them from here
+(``capture`` is the lowest app: ``detection`` and ``exports`` read it, and it imports neither).
+The dashboard does not spell them either: it reads them from ``GET /api/config`` (its ``options``).
 
 Django-free on purpose (plain ``enum.StrEnum``), so the Django-free cores (``detection.features``,
 ``detection.ml``, ``exports.crypto``) use the same words. Each class offers ``values`` and
@@ -28,6 +28,7 @@ __all__ = [
     "EncryptionAlgorithm",
     "FeatureLevel",
     "MlModel",
+    "Role",
 ]
 
 
@@ -83,6 +84,17 @@ class EncryptionAlgorithm(Vocabulary):
     AES_256 = "AES-256"
     AES_192 = "AES-192"
     SHA = "SHA"
+
+
+class Role(Vocabulary):
+    """The roles: Django groups of these names, each a set of permissions (``netmon/roles.py``).
+
+    Ordered from the least to the most: each role may do what the one before it may, and more.
+    """
+
+    VIEWER = "viewer"
+    ANALYST = "analyst"
+    ADMIN = "admin"
 
 
 # The monitor configuration's keys, in the order the prototype listed them (bpf_filter came later).

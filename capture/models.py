@@ -111,6 +111,11 @@ class Sensor(models.Model):
     packets_dropped_stream = models.BigIntegerField(default=0)
     last_seq_ingested = models.BigIntegerField(default=0)
 
+    class Meta:
+        # Starting, stopping and filtering capture decides what the monitor sees: a permission of
+        # its own (the admin role's), not a side effect of being allowed to edit sensor rows.
+        permissions = [("control_capture", "Can start and stop capture and change its filter")]
+
     def __str__(self) -> str:
         return self.name
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -20,6 +21,19 @@ class ConfigError(ValueError):
     def __init__(self, errors: dict[str, str]):
         self.errors = errors
         super().__init__("; ".join(f"{key}: {message}" for key, message in errors.items()))
+
+
+# Checks other apps add to the configuration's validator (capture imports no other app): each gets
+# the cleaned changes and the current configuration and returns {key: message} for what it refuses.
+# detection adds one: ml_model may only name a kind that has an active model (detection/apps.py).
+ConfigCheck = Callable[[dict[str, Any], MonitorConfig], dict[str, str]]
+_CONFIG_CHECKS: list[ConfigCheck] = []
+
+
+def add_config_check(check: ConfigCheck) -> None:
+    """Make ``validate_config_changes`` run ``check`` too (once per function, from an AppConfig.ready)."""
+    if check not in _CONFIG_CHECKS:
+        _CONFIG_CHECKS.append(check)
 
 
 def get_config() -> MonitorConfig:
@@ -41,7 +55,15 @@ def validate_config_changes(data: Any) -> dict[str, Any]:
     serializer = validation.ConfigUpdateSerializer(data=data)
     if not serializer.is_valid():
         raise ConfigError(validation.flat_errors(serializer.errors))
-    return dict(serializer.validated_data)
+    cleaned = dict(serializer.validated_data)
+    if _CONFIG_CHECKS:
+        current = get_config()
+        errors: dict[str, str] = {}
+        for check in _CONFIG_CHECKS:
+            errors.update(check(cleaned, current))
+        if errors:
+            raise ConfigError(errors)
+    return cleaned
 
 
 def update_config(

@@ -16,7 +16,7 @@ class DetectionModelAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in DetectionModel._meta.fields]
     actions = ["activate"]
 
-    @admin.action(description="Make the selected version the active one of its kind")
+    @admin.action(description="Make the selected version the active one of its kind", permissions=["change"])
     def activate(self, request, queryset):
         for row in queryset:
             try:
@@ -39,7 +39,9 @@ class AnomalyAdmin(admin.ModelAdmin):
     actions = ["mark_false_positive"]
     list_select_related = ("sensor",)
 
-    @admin.action(description="Mark as false positive (normal traffic for the next training)")
+    @admin.action(
+        description="Mark as false positive (normal traffic for the next training)", permissions=["change"]
+    )
     def mark_false_positive(self, request, queryset):
         updated = services.mark_false_positives(queryset, True, request.user)
         self.message_user(request, f"{updated} anomalies marked as false positives")

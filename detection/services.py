@@ -128,6 +128,27 @@ def active_models() -> list[DetectionModel]:
     return list(DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY))
 
 
+def check_model_kind(changes: dict[str, Any], current: Any) -> dict[str, str]:
+    """The configuration's ``ml_model`` may only switch to a kind that has an active, ready model.
+
+    Without one the worker stores packets unscored: detection would stop without a word. The way
+    to a new kind is to train it first (which activates it), e.g. ``train_detector --use``.
+    """
+    kind = changes.get("ml_model")
+    if kind is None or kind == current.ml_model:
+        return {}
+    if DetectionModel.objects.filter(kind=kind, is_active=True, status=DetectionModel.Status.READY).exists():
+        return {}
+    active = ", ".join(f"{m.kind} v{m.version}" for m in sorted(active_models(), key=lambda m: m.kind))
+    return {
+        "ml_model": (
+            f"no active {kind} model (active versions: {active or 'none'}): switching to it would stop "
+            f"detection. Train one first: `manage.py train_detector --model {kind} --use` (or "
+            f'POST /api/models/train {{"model": "{kind}"}}, then activate it), then switch'
+        )
+    }
+
+
 def detection_status() -> dict[str, Any]:
     """The detection part of /api/status: active model versions and recent anomaly count."""
     models = active_models()

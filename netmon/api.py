@@ -8,6 +8,7 @@ from typing import Any
 from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -20,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from capture import control
 from capture import services as capture_services
 from capture.connections import redis_client
+from capture.permissions import HasPermission
 from netmon.auth import issue_token, revoke_tokens
 
 log = logging.getLogger(__name__)
@@ -134,9 +136,30 @@ def collect_status() -> dict[str, Any]:
 class StatusView(APIView):
     """GET /api/status: capture state per sensor, counters, anomalies, models, queue lag, health."""
 
+    required_permissions = {"GET": "capture.view_sensor"}
+
     @extend_schema(responses=inline_serializer("Status", {"capturing": serializers.BooleanField()}))
     def get(self, request: Request) -> Response:
         return Response(collect_status())
+
+
+# The API's description needs a signed-in user with a role, like the API it describes (README,
+# HTTP API): the same permission as GET /api/status, which every built-in role holds.
+SCHEMA_PERMISSION = "capture.view_sensor"
+
+
+class SchemaView(SpectacularAPIView):
+    """GET /api/schema/: the OpenAPI document (for users with a role)."""
+
+    permission_classes = [HasPermission]  # drf-spectacular's own default is AllowAny
+    required_permissions = {"GET": SCHEMA_PERMISSION}
+
+
+class DocsView(SpectacularSwaggerView):
+    """GET /api/docs/: the interactive documentation (Swagger UI) of /api/schema/."""
+
+    permission_classes = [HasPermission]
+    required_permissions = {"GET": SCHEMA_PERMISSION}
 
 
 class HealthView(APIView):

@@ -3,8 +3,10 @@
 One consumer per browser tab or API client. It relays what producers publish to the channel
 layer groups (capture process: packets, stats, capture state; Celery: anomalies, exports) and
 accepts a few commands (start/stop capture, update the configuration, choose streams/filters).
-Everything a client sends is size-checked, rate-limited and validated before it reaches
-capture: a bad message gets an ``error`` reply and the connection stays open.
+Everything a client sends is size-checked, rate-limited, checked against the user's permissions
+(read from the database for every command: a role taken away applies at once) and validated
+before it reaches capture: a refused message gets an ``error`` reply and the connection stays open.
+A user with no role at all is told to ask for one and the socket is closed (4403).
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from django.utils import timezone
 from capture import control, events, services, validation
 from capture.choices import BPF_MAX_LENGTH, INTERFACE_MAX_LENGTH
 from capture.connections import redis_client
+from capture.permissions import NO_ROLE_MESSAGE
+from netmon import roles
 from netmon.auth import valid_token_user
 
 log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NO_ROLE = 4403  # authenticated, but the account has no role (no permission at all)
 MAX_MESSAGE_BYTES = 64 * 1024
 RATE_PER_SECOND = 20.0
 RATE_BURST = 40
@@ -47,6 +52,21 @@ PACKET_BUFFER = 200
 AUTH_RECHECK_SECONDS = 3.0
 MAX_NAME = 64
 STREAMS = ("packets", "anomalies", "stats", "exports")
+# What each command needs (None: any role). Every command in MonitorConsumer._COMMANDS has an
+# entry (tests/netmon/test_authz_matrix.py checks it, command by command and role by role).
+COMMAND_PERMISSIONS: dict[str, str | None] = {
+    "start_capture": "capture.control_capture",
+    "stop_capture": "capture.control_capture",
+    "update_config": "capture.change_monitorconfig",
+    "subscribe": None,  # each stream asked for needs its own permission (STREAM_PERMISSIONS)
+    "ping": None,
+}
+STREAM_PERMISSIONS: dict[str, str] = {
+    "packets": "capture.view_packet",
+    "anomalies": "detection.view_anomaly",
+    "stats": "capture.view_sensor",
+    "exports": "exports.view_exportjob",  # and only the user's own jobs (export_group)
+}
 
 
 class ClientError(Exception):
@@ -98,20 +118,56 @@ class TokenBucket:
         return math.ceil(max(0.0, 1.0 - self.tokens) / self.rate * 1000) / 1000
 
 
-def _initial_state(user: Any) -> dict[str, Any]:
-    """The ``connected`` payload: configuration and per-sensor capture status (DB + Redis)."""
-    try:
-        heartbeats = control.read_heartbeats(redis_client())
-    except Exception as exc:  # Redis down: the DB counters still describe the sensors
-        log.warning("could not read capture heartbeats: %s", exc)
-        heartbeats = {}
+class Permissions:
+    """What a socket's user may do, as read from the database at one moment."""
+
+    def __init__(self, superuser: bool, names: set[str]) -> None:
+        self.superuser = superuser
+        self.names = names
+
+    @property
+    def none(self) -> bool:
+        """No permission at all: the account has no role (capture.permissions.has_no_role)."""
+        return not self.superuser and not self.names
+
+    def allows(self, permission: str | None) -> bool:
+        return permission is None or self.superuser or permission in self.names
+
+    def streams(self) -> set[str]:
+        return {stream for stream, needed in STREAM_PERMISSIONS.items() if self.allows(needed)}
+
+
+def _current_permissions(user_id: int) -> Permissions:
+    """The user's permissions now: a fresh user object (Django caches permissions on the object)."""
+    user = get_user_model().objects.get(pk=user_id)
+    if not user.is_active:
+        return Permissions(False, set())
+    return Permissions(user.is_superuser, user.get_all_permissions())
+
+
+def _initial_state(user: Any, permissions: Permissions, streams: set[str]) -> dict[str, Any]:
+    """The ``connected`` payload: configuration and per-sensor capture status (DB + Redis), and
+    the user's roles and dashboard permissions (so the page can hide what it may not use)."""
+    capture: list[dict[str, Any]] = []
+    if permissions.allows("capture.view_sensor"):
+        try:
+            heartbeats = control.read_heartbeats(redis_client())
+        except Exception as exc:  # Redis down: the DB counters still describe the sensors
+            log.warning("could not read capture heartbeats: %s", exc)
+            heartbeats = {}
+        capture = services.sensor_status(heartbeats)
+    config = None
+    if permissions.allows("capture.view_monitorconfig"):
+        config = services.config_as_dict(services.get_config())
     return {
         "type": "connected",
         "server_time": timezone.now().isoformat(),
         "user": user.get_username(),
-        "config": services.config_as_dict(services.get_config()),
-        "capture": services.sensor_status(heartbeats),
-        "streams": list(STREAMS),
+        "roles": roles.roles_of(user),
+        "permissions": [name for name in roles.DASHBOARD_PERMISSIONS if permissions.allows(name)],
+        "config": config,
+        "capture": capture,
+        "streams": [s for s in STREAMS if s in streams],
         "limits": {
             "max_message_bytes": MAX_MESSAGE_BYTES,
             "messages_per_second": RATE_PER_SECOND,
@@ -122,18 +178,25 @@ def _initial_state(user: Any) -> dict[str, Any]:
     }
 
 
-def _lost_authorisation(user_id: int, token: str | None, session_key: str | None) -> str | None:
-    """Why the socket's user may no longer use it (token revoked or expired, logged out, deactivated)."""
+def _authorisation(
+    user_id: int, token: str | None, session_key: str | None
+) -> tuple[tuple[str, int] | None, Permissions]:
+    """The user's permissions now, and why the socket's user may no longer use it (with the close
+    code): token revoked or expired, logged out, deactivated (4401), or every role taken away (4403)."""
+    nothing = Permissions(False, set())
     if token:
         if valid_token_user(token) is None:
-            return "token expired or revoked: get a new one"
-        return None
-    if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
-        return "your account was deactivated"
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    if not session_key or store(session_key).load().get(SESSION_KEY) != str(user_id):
-        return "you logged out (or your session ended): log in again"
-    return None
+            return ("token expired or revoked: get a new one", CLOSE_UNAUTHENTICATED), nothing
+    else:
+        if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+            return ("your account was deactivated", CLOSE_UNAUTHENTICATED), nothing
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        if not session_key or store(session_key).load().get(SESSION_KEY) != str(user_id):
+            return ("you logged out (or your session ended): log in again", CLOSE_UNAUTHENTICATED), nothing
+    permissions = _current_permissions(user_id)
+    if permissions.none:
+        return (NO_ROLE_MESSAGE, CLOSE_NO_ROLE), permissions
+    return None, permissions
 
 
 def _optional_str(
@@ -260,6 +323,12 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             self._closed = True
             return
+        self.permissions = await database_sync_to_async(_current_permissions)(self.user.pk)
+        if self.permissions.none:
+            await self.send_json({"type": "error", "error": NO_ROLE_MESSAGE})
+            await self.close(code=CLOSE_NO_ROLE)
+            self._closed = True
+            return
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self.streams: set[str] = set()
         self.sensor_filter: str | None = None
@@ -273,8 +342,10 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         self._flush_task: asyncio.Task | None = None
         await self.channel_layer.group_add(events.GROUP_CONTROL, self.channel_name)
         self.groups.append(events.GROUP_CONTROL)
-        await self._set_streams(set(STREAMS))
-        await self.send_json(await database_sync_to_async(_initial_state)(self.user))
+        await self._set_streams(self.permissions.streams())  # the streams this user may see
+        await self.send_json(
+            await database_sync_to_async(_initial_state)(self.user, self.permissions, self.streams)
+        )
         session = self.scope.get("session")
         self.session_key: str | None = getattr(session, "session_key", None)
         self._tasks.append(asyncio.ensure_future(self._recheck_authorisation_periodically()))
@@ -302,13 +373,20 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 
     # --- authentication -----------------------------------------------------------------------
     async def _still_authorised(self) -> bool:
-        reason = await database_sync_to_async(_lost_authorisation)(self.user.pk, self.token, self.session_key)
-        if reason is None:
+        """Re-check the user (and re-read its permissions); close the socket when it lost access."""
+        lost, permissions = await database_sync_to_async(_authorisation)(
+            self.user.pk, self.token, self.session_key
+        )
+        if lost is None:
+            self.permissions = permissions
+            if self.streams - self.permissions.streams():  # a role narrowed: stop what it may not see
+                await self._set_streams(self.streams & self.permissions.streams())
             return True
         if not self._closed:
             self._closed = True
+            reason, code = lost
             await self.send_json({"type": "error", "error": reason})
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=code)
         return False
 
     async def _recheck_authorisation_periodically(self) -> None:
@@ -372,7 +450,11 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         return content
 
     async def _handle(self, content: dict[str, Any]) -> dict[str, Any] | None:
-        return await getattr(self, self._COMMANDS[content["type"]])(content)
+        kind = content["type"]
+        needed = COMMAND_PERMISSIONS[kind]
+        if not self.permissions.allows(needed):  # read by _still_authorised just before
+            raise ClientError(f"permission denied: {kind} needs {needed}", permission=needed)
+        return await getattr(self, self._COMMANDS[kind])(content)
 
     async def _cmd_start_capture(self, content: dict[str, Any]) -> dict[str, Any] | None:
         _check_fields(content, {"interface", "bpf", "sensor"})
@@ -443,6 +525,15 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         if unknown:
             raise ClientError(
                 f"unknown stream {unknown[0][:64]!r}; choose from: {', '.join(STREAMS)}", field="streams"
+            )
+        allowed = self.permissions.streams()
+        forbidden = [s for s in STREAMS if s in streams and s not in allowed]
+        if forbidden:
+            needed = STREAM_PERMISSIONS[forbidden[0]]
+            raise ClientError(
+                f"permission denied: the stream {forbidden[0]!r} needs {needed}",
+                field="streams",
+                permission=needed,
             )
         sensor = _optional_str(content, "sensor", MAX_NAME, allow_empty=True) or None
         ip = _optional_str(content, "ip", 64, allow_empty=True)
@@ -565,10 +656,12 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             await self._relay(event, "anomaly_detected")
 
     async def capture_status(self, event: dict[str, Any]) -> None:
-        await self._relay(event, "capture_status")
+        if self.permissions.allows("capture.view_sensor"):
+            await self._relay(event, "capture_status")
 
     async def config_updated(self, event: dict[str, Any]) -> None:
-        await self._relay(event, "config_updated")
+        if self.permissions.allows("capture.view_monitorconfig"):
+            await self._relay(event, "config_updated")
 
     async def export_progress(self, event: dict[str, Any]) -> None:
         await self._relay(event, "export_progress")

@@ -20,7 +20,8 @@ ERROR_SCHEMA = {
 _DESCRIPTIONS = {
     "400": "Invalid input (malformed JSON, a bad field or query parameter)",
     "401": "Not authenticated, or the token is unknown or expired",
-    "403": "Not allowed (staff only), or a session request without its CSRF token",
+    "403": "Not allowed: the user's role lacks the permission (the detail names it, or says to ask an admin "
+    "for a role), or a session request without its CSRF token",
     "404": "No such object, or not yours",
     "415": "Unsupported request body media type",
     "429": "Too many requests: rate limited, retry after the Retry-After header's seconds",

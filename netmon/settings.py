@@ -198,7 +198,9 @@ REST_FRAMEWORK = {
         "netmon.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the Django permission each of its methods needs (``required_permissions``);
+    # a method without one is refused. The roles that hold them: netmon/roles.py.
+    "DEFAULT_PERMISSION_CLASSES": ["capture.permissions.HasPermission"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -219,6 +221,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Capture state, configuration, packets, flows, anomalies, models and encrypted exports.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # netmon.api.SchemaView and DocsView say what they need; a plain view routed by mistake is refused.
+    "SERVE_PERMISSIONS": ["capture.permissions.HasPermission"],
     "COMPONENT_SPLIT_REQUEST": True,
     # The errors every operation can answer with (401, 404, 429, ...), documented once.
     "POSTPROCESSING_HOOKS": [

@@ -5,15 +5,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from netmon import api, metrics, views
 
 api_patterns = [
     path("status", api.StatusView.as_view(), name="status"),
     path("auth/token/", api.TokenView.as_view(), name="auth-token"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("schema/", api.SchemaView.as_view(), name="schema"),
+    path("docs/", api.DocsView.as_view(url_name="schema"), name="docs"),
     path("", include("capture.api.urls")),
     path("", include("exports.api.urls")),
     path("", include("detection.api.urls")),

@@ -1,4 +1,9 @@
-"""The dashboard page (HTML); live data arrives over the WebSocket at /ws/monitor/."""
+"""The dashboard page (HTML); live data arrives over the WebSocket at /ws/monitor/.
+
+The page shows each user what their permissions allow (``netmon/roles.py``): controls a user may
+not use are hidden or disabled, and every action is checked again by the server anyway. A user
+with no role sees only a message saying to ask an admin for one.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,20 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_safe
 from rest_framework.throttling import ScopedRateThrottle
 
+from capture.permissions import NO_ROLE_MESSAGE, has_no_role
+from netmon import roles
+
 
 @require_safe  # a page: GET and HEAD (it answered POST, PUT and DELETE with the page too)
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "netmon/dashboard.html")
+    if has_no_role(request.user):
+        return render(request, "netmon/no_role.html", {"message": NO_ROLE_MESSAGE}, status=403)
+    context = {
+        "roles": roles.roles_of(request.user),
+        "permissions": roles.dashboard_permissions(request.user),
+    }
+    return render(request, "netmon/dashboard.html", context)
 
 
 def _login_throttled(request: HttpRequest) -> HttpResponse | None:

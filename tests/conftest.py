@@ -1,4 +1,10 @@
-"""Shared fixtures: users with tokens, API clients, and a clean Redis test database.
+"""Shared fixtures: users in each role with tokens, API clients, and a clean Redis test database.
+
+The people: ``user`` is alice, an analyst (the everyday role: reads everything, marks false
+positives, makes her own exports), also ``analyst``; ``other_user`` is bob, another analyst;
+``viewer`` is vera (reads only); ``admin_role`` is ada (the admin role: configuration, capture,
+models, users; staff, not superuser); ``nogroup`` is nora (signed in, no role); ``staff`` is root,
+a superuser. They are made by ``netmon.roles.create_user``, the code ``manage.py create_user`` runs.
 
 ``NETMON_TEST_DATABASE_ONLY=1`` (set by ``make test`` for its PostgreSQL pass) keeps only the tests
 that use the database: the others (decoders, features, models, crypto, engines) do not depend on
@@ -67,14 +73,55 @@ def redis_client():
     client.flushdb()
 
 
+PASSWORD = "correct horse battery"
+
+
+def make_user(username: str, role: str | None):
+    """A user in ``role`` (None: in no group), made as ``manage.py create_user`` makes one."""
+    from django.contrib.auth import get_user_model
+
+    from netmon import roles
+
+    if role is None:
+        return get_user_model().objects.create_user(username=username, password=PASSWORD)
+    # The groups come from a data migration; a transactional test's flush empties every table
+    # (permissions are made again by post_migrate, the groups are not), so make them again.
+    roles.sync_roles()
+    return roles.create_user(username, role, password=PASSWORD)[0]
+
+
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="alice", password="correct horse battery")
+    """alice, an analyst."""
+    return make_user("alice", "analyst")
+
+
+@pytest.fixture
+def analyst(user):
+    return user
 
 
 @pytest.fixture
 def other_user(django_user_model):
-    return django_user_model.objects.create_user(username="bob", password="correct horse battery")
+    """bob, another analyst."""
+    return make_user("bob", "analyst")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    return make_user("vera", "viewer")
+
+
+@pytest.fixture
+def admin_role(django_user_model):
+    """ada, in the admin role (staff, not a superuser)."""
+    return make_user("ada", "admin")
+
+
+@pytest.fixture
+def nogroup(django_user_model):
+    """nora: signed in, in no group."""
+    return make_user("nora", None)
 
 
 @pytest.fixture
@@ -97,6 +144,21 @@ def api(user) -> APIClient:
 @pytest.fixture
 def staff_api(staff) -> APIClient:
     return token_client(staff)
+
+
+@pytest.fixture
+def viewer_api(viewer) -> APIClient:
+    return token_client(viewer)
+
+
+@pytest.fixture
+def admin_api(admin_role) -> APIClient:
+    return token_client(admin_role)
+
+
+@pytest.fixture
+def nogroup_api(nogroup) -> APIClient:
+    return token_client(nogroup)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ class ConfigView(APIView):
 
     # One contract: ConfigUpdateSerializer decides the POST body (services.update_config runs it),
     # is its schema here, and is what GET's ``options`` describes.
+    required_permissions = {"GET": "capture.view_monitorconfig", "POST": "capture.change_monitorconfig"}
 
     @extend_schema(responses=ConfigOptionsSerializer)
     def get(self, request: Request) -> Response:
@@ -52,6 +53,8 @@ class ConfigView(APIView):
 class ConfigHistoryView(APIView):
     """GET the most recent configuration changes (who, when, old and new values)."""
 
+    required_permissions = {"GET": "capture.view_configchange"}
+
     @extend_schema(responses=ConfigChangeSerializer(many=True))
     def get(self, request: Request) -> Response:
         changes = ConfigChange.objects.select_related("user")[:100]
@@ -60,6 +63,8 @@ class ConfigHistoryView(APIView):
 
 class InterfacesView(APIView):
     """GET the host's capture interfaces (from dumpcap -D), plus the 'demo' pseudo-interface."""
+
+    required_permissions = {"GET": "capture.view_monitorconfig"}  # what the configuration may name
 
     @extend_schema(
         responses={
@@ -85,6 +90,7 @@ class InterfacesView(APIView):
 class PacketListView(generics.ListAPIView):
     """GET /api/packets/: stored packets, newest first, filtered and paginated."""
 
+    required_permissions = {"GET": "capture.view_packet"}
     serializer_class = PacketSerializer
     filterset_class = PacketFilter
     queryset = Packet.objects.select_related("sensor")
@@ -93,6 +99,7 @@ class PacketListView(generics.ListAPIView):
 class FlowListView(generics.ListAPIView):
     """GET /api/flows/: flows (5-tuple aggregates), most recently seen first, filtered and paginated."""
 
+    required_permissions = {"GET": "capture.view_flow"}
     serializer_class = FlowSerializer
     filterset_class = FlowFilter
     queryset = Flow.objects.select_related("sensor")

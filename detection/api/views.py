@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +19,7 @@ from detection.models import Anomaly, DetectionModel
 class AnomalyListView(generics.ListAPIView):
     """GET /api/anomalies/: newest first; filter by sensor, ip, time, score, false_positive, incident."""
 
+    required_permissions = {"GET": "detection.view_anomaly"}
     serializer_class = AnomalySerializer
     filterset_class = AnomalyFilter
     queryset = Anomaly.objects.select_related("sensor")
@@ -28,6 +28,7 @@ class AnomalyListView(generics.ListAPIView):
 class AnomalyDetailView(generics.RetrieveUpdateAPIView):
     """GET one anomaly; PATCH {"false_positive": true} to mark it (it then counts as normal in training)."""
 
+    required_permissions = {"GET": "detection.view_anomaly", "PATCH": "detection.change_anomaly"}
     serializer_class = AnomalySerializer
     queryset = Anomaly.objects.select_related("sensor", "false_positive_by")
     http_method_names = ["get", "patch", "options"]
@@ -42,15 +43,16 @@ class AnomalyDetailView(generics.RetrieveUpdateAPIView):
 class ModelListView(generics.ListAPIView):
     """GET /api/models/: every trained version, with which one is active per kind."""
 
+    required_permissions = {"GET": "detection.view_detectionmodel"}
     serializer_class = DetectionModelSerializer
     queryset = DetectionModel.objects.all()
     pagination_class = None
 
 
 class ModelActivateView(APIView):
-    """POST /api/models/{id}/activate (staff): make this version the active one of its kind."""
+    """POST /api/models/{id}/activate: make this version the active one of its kind."""
 
-    permission_classes = [IsAdminUser]
+    required_permissions = {"POST": "detection.change_detectionmodel"}
 
     @extend_schema(
         request=None,
@@ -69,9 +71,9 @@ class ModelActivateView(APIView):
 
 
 class ModelTrainView(APIView):
-    """POST /api/models/train (staff): train on stored packets in a Celery task; 202 with the new version."""
+    """POST /api/models/train: train on stored packets in a Celery task; 202 with the new version."""
 
-    permission_classes = [IsAdminUser]
+    required_permissions = {"POST": "detection.add_detectionmodel"}
 
     @extend_schema(request=TrainRequestSerializer, responses={202: DetectionModelSerializer})
     def post(self, request: Request) -> Response:

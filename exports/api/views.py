@@ -39,6 +39,8 @@ class ExportListView(APIView):
     """GET: your exports. POST: queue a new export (202 with its id and URL)."""
 
     metadata_class = RequestOptionsMetadata
+    # Each user's own exports only (the queries filter by owner), whatever the role.
+    required_permissions = {"GET": "exports.view_exportjob", "POST": "exports.add_exportjob"}
 
     @extend_schema(responses=ExportJobSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -73,6 +75,8 @@ class ExportListView(APIView):
 class ExportDetailView(APIView):
     """GET one of your exports; DELETE it and its file."""
 
+    required_permissions = {"GET": "exports.view_exportjob", "DELETE": "exports.delete_exportjob"}
+
     @extend_schema(responses=ExportJobSerializer)
     def get(self, request: Request, job_id) -> Response:
         return Response(ExportJobSerializer(own_job(request, job_id)).data)
@@ -85,6 +89,8 @@ class ExportDetailView(APIView):
 
 class ExportDownloadView(APIView):
     """GET the encrypted file of one of your succeeded exports (streamed)."""
+
+    required_permissions = {"GET": "exports.view_exportjob"}
 
     @extend_schema(
         responses={

@@ -36,8 +36,11 @@ def benign_pcap(tmp_path):
 
 @pytest.fixture
 def trained(benign_pcap, redis_client):
-    update_config({"ml_model": "isolation_forest", "feature_level": "standard"})
-    call_command("train_detector", "--pcap", str(benign_pcap))
+    # ml_model may only name a kind with an active model: train it, then use it (--use)
+    call_command(
+        "train_detector", "--pcap", str(benign_pcap), "--model", "isolation_forest",
+        "--feature-level", "standard", "--use",
+    )  # fmt: skip
     return DetectionModel.objects.get(is_active=True)
 
 
@@ -288,17 +291,27 @@ def test_training_from_stored_packets_leaves_out_undisputed_anomalies(trained, r
     assert sum(len(c) for c in chunks) == 20_000 - flagged + 1
 
 
-def test_model_endpoints_need_staff(api, trained):
-    assert api.get("/api/models/").status_code == 200
-    assert api.post(f"/api/models/{trained.pk}/activate").status_code == 403
-    assert api.post("/api/models/train", {}, format="json").status_code == 403
+def test_model_endpoints_need_the_admin_role(api, viewer_api, admin_api, trained):
+    assert viewer_api.get("/api/models/").status_code == 200
+    for client in (viewer_api, api):  # the viewer, the analyst
+        assert client.post(f"/api/models/{trained.pk}/activate").status_code == 403
+        assert client.post("/api/models/train", {}, format="json").status_code == 403
+    assert admin_api.post(f"/api/models/{trained.pk}/activate").status_code == 200
+    assert admin_api.post("/api/models/train", {}, format="json").status_code == 202
+
+
+def test_train_detector_use_switches_the_configuration_to_the_new_model(trained):
+    from capture.services import get_config
+
+    config = get_config()
+    assert (config.ml_model, config.feature_level) == ("isolation_forest", "standard")
 
 
 def test_demo_training_makes_a_first_model_once(redis_client, capsys):
-    update_config({"ml_model": "isolation_forest", "feature_level": "low"})
+    update_config({"feature_level": "low"})
 
-    call_command("train_detector", "--demo", "5000")
-    call_command("train_detector", "--demo", "5000", "--if-none")
+    call_command("train_detector", "--demo", "5000", "--model", "isolation_forest")
+    call_command("train_detector", "--demo", "5000", "--model", "isolation_forest", "--if-none")
 
     row = DetectionModel.objects.get()
     assert row.is_active and row.packet_count == 5000

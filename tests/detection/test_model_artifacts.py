@@ -10,7 +10,6 @@ from django.core.management import CommandError, call_command
 
 from capture.demo import DemoTraffic
 from capture.pcapwriter import write_pcap
-from capture.services import update_config
 from detection import services
 from detection.models import DetectionModel
 
@@ -32,8 +31,16 @@ def benign_pcap(tmp_path):
 
 @pytest.fixture
 def trained(model_dir, benign_pcap, redis_client) -> DetectionModel:
-    update_config({"ml_model": "isolation_forest", "feature_level": "low"})
-    call_command("train_detector", "--pcap", str(benign_pcap))
+    call_command(
+        "train_detector",
+        "--pcap",
+        str(benign_pcap),
+        "--model",
+        "isolation_forest",
+        "--feature-level",
+        "low",
+        "--use",
+    )
     return DetectionModel.objects.get(is_active=True)
 
 

@@ -82,15 +82,17 @@ def test_unknown_api_route_is_json_404(api):
     assert response.json() == {"detail": "no such route: /api/no-such-thing"}
 
 
-def test_malformed_json_is_a_clear_400(api):
-    response = api.post("/api/config", data="{not json", content_type="application/json")
+def test_malformed_json_is_a_clear_400(admin_api):
+    response = admin_api.post("/api/config", data="{not json", content_type="application/json")
 
     assert response.status_code == 400
     assert "JSON parse error" in response.json()["detail"]
 
 
-def test_wrong_content_type_is_415(api):
-    response = api.post("/api/config", data="buffer_size=5", content_type="application/x-www-form-urlencoded")
+def test_wrong_content_type_is_415(admin_api):
+    response = admin_api.post(
+        "/api/config", data="buffer_size=5", content_type="application/x-www-form-urlencoded"
+    )
 
     assert response.status_code == 415
     assert "Unsupported media type" in response.json()["detail"]
@@ -114,6 +116,52 @@ def test_openapi_schema_and_docs_are_served(api):
     for expected in ("/api/status", "/api/config", "/api/interfaces", "/api/auth/token/"):
         assert expected in paths
     assert api.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_schema_and_docs_need_a_user_with_a_role(anon, nogroup_api, viewer_api, path):
+    assert anon.get(path).status_code == 401
+    refused = nogroup_api.get(path)
+    assert refused.status_code == 403
+    assert "no role yet" in refused.content.decode()
+    assert viewer_api.get(path).status_code == 200
+
+
+def test_a_refusal_names_the_missing_permission(viewer_api):
+    response = viewer_api.post("/api/config", {"buffer_size": 2000}, format="json")
+
+    assert response.status_code == 403
+    assert (
+        response.json()["detail"]
+        == "permission denied: this needs the permission capture.change_monitorconfig"
+    )
+
+
+def test_a_user_with_no_role_is_told_to_ask_for_one(nogroup_api):
+    response = nogroup_api.get("/api/status")
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "your account has no role yet: ask an admin to give you one (viewer, analyst or admin)"
+    )
+
+
+def test_a_view_without_declared_permissions_refuses_every_method(rf, staff):
+    """The default permission class: a view that declares nothing is open to nobody, not everybody."""
+    from rest_framework.response import Response
+    from rest_framework.test import force_authenticate
+    from rest_framework.views import APIView
+
+    class Undeclared(APIView):
+        def get(self, request):
+            return Response({"secret": 1})
+
+    request = rf.get("/x")
+    force_authenticate(request, user=staff)
+    response = Undeclared.as_view()(request)
+
+    assert response.status_code == 403
+    assert "declares no permission for GET" in response.data["detail"]
 
 
 def test_expired_token_is_refused(anon, user, settings):

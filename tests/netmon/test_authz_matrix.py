@@ -1,11 +1,15 @@
-"""Authorization matrix: every route the project has, for anonymous, a normal user and staff.
+"""Authorization matrix: every route and every WebSocket command, for each kind of user.
 
-The routes are enumerated from the URL resolver, so a new endpoint without a row in ``MATRIX``
-fails ``test_every_route_has_a_row`` instead of being forgotten. Each row gives, per allowed
-method, the status expected for each role; methods a route does not allow must be refused
-(405, after authentication and permission checks) for every role. Users see and download only
-their own exports; the login form and the token endpoint are rate limited. WebSocket message
-authorization is covered by tests/netmon/test_consumers.py.
+The kinds: anonymous, a signed-in user with no role (``nogroup``), the three roles (``viewer``,
+``analyst``, ``admin``; netmon/roles.py) and a superuser. The routes are enumerated from the URL
+resolver and the WebSocket commands from ``MonitorConsumer._COMMANDS``, so a new endpoint or
+command without a row fails ``test_every_route_has_a_row`` / ``test_every_command_has_a_row``
+instead of being forgotten. Each route row gives, per allowed method, the status expected for each
+kind of user; methods a route does not allow must be refused (405, after authentication and
+permission checks) for everyone. Each command row gives the outcome per kind of user, and a
+refused command must reach nothing (the capture control version and the configuration do not
+move). Users see and download only their own exports; the login form and the token endpoint are
+rate limited.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib import admin
 from django.core.cache import cache
@@ -26,70 +33,82 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from capture.models import Flow, Packet, Sensor
+from capture.models import Flow, MonitorConfig, Packet, Sensor
 from capture.services import get_config
 from detection import services as detection_services
 from detection.features import feature_names
 from detection.models import Anomaly, DetectionModel
 from exports.models import ExportJob
+from netmon import consumers
+from netmon.asgi import application
+from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("anon", "user", "staff")
+ROLES = ("anon", "nogroup", "viewer", "analyst", "admin", "superuser")
 METHODS = ("get", "post", "put", "patch", "delete")
-PASSWORD = "correct horse battery"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ANY_OK = {200, 503}  # /api/interfaces: 503 when dumpcap is missing (documented)
 
 
 @dataclass(frozen=True)
 class Row:
-    """Expected status per role for one method of one route (an int or a set of ints)."""
+    """Expected status per kind of user for one method of one route (an int or a set of ints)."""
 
     anon: int | set[int]
-    user: int | set[int]
-    staff: int | set[int]
+    nogroup: int | set[int]
+    viewer: int | set[int]
+    analyst: int | set[int]
+    admin: int | set[int]
+    superuser: int | set[int]
     body: dict | None = None
 
 
 SHA_EXPORT = {"dataset": "packets", "format": "csv", "algorithm": "SHA"}
-AUTHENTICATED = (401, 200, 200)
+EVERYONE = (200, 200, 200, 200, 200, 200)
+READ = (401, 403, 200, 200, 200, 200)  # every role reads; no role: "ask an admin for a role"
+ANALYST_UP = (401, 403, 403)  # + the analyst's, the admin's and the superuser's
+ADMIN_UP = (401, 403, 403, 403)  # + the admin's and the superuser's
 
-# url name -> method -> Row. "user" owns the export used for the export routes (see ``objects``).
+# url name -> method -> Row. The analyst (alice) owns the export used for the export routes.
 MATRIX: dict[str, dict[str, Row]] = {
-    "dashboard": {"get": Row(302, 200, 200)},
-    "login": {"get": Row(200, 200, 200), "post": Row(200, 200, 200, {"username": "x", "password": "y"})},
-    "logout": {"post": Row(302, 302, 302)},
-    # the admin's login form: a signed-in staff user who opens it goes on to the admin (302)
+    # no role: the page is only the message to ask an admin for a role (403)
+    "dashboard": {"get": Row(302, 403, 200, 200, 200, 200)},
+    "login": {"get": Row(*EVERYONE), "post": Row(*EVERYONE, {"username": "x", "password": "y"})},
+    "logout": {"post": Row(302, 302, 302, 302, 302, 302)},
+    # the admin's login form: a signed-in staff user (the admin role) who opens it goes on to the admin
     "admin-login": {
-        "get": Row(200, 200, 302),
-        "post": Row(200, 200, 200, {"username": "x", "password": "y"}),  # the form again, with an error
+        "get": Row(200, 200, 200, 200, 302, 302),
+        "post": Row(*EVERYONE, {"username": "x", "password": "y"}),  # the form again, with an error
     },
-    "healthz": {"get": Row(200, 200, 200)},
-    "readyz": {"get": Row(200, 200, 200)},
-    "metrics": {"get": Row(401, 403, 200)},
-    "status": {"get": Row(*AUTHENTICATED)},
+    "healthz": {"get": Row(*EVERYONE)},
+    "readyz": {"get": Row(*EVERYONE)},
+    "metrics": {"get": Row(401, 403, 403, 403, 200, 200)},  # staff (the admin role) or the bearer token
+    "status": {"get": Row(*READ)},
     "auth-token": {
-        "post": Row(200, 200, 200, {"username": "alice", "password": PASSWORD}),
-        "delete": Row(401, 204, 204),
+        "post": Row(*EVERYONE, {"username": "alice", "password": PASSWORD}),
+        "delete": Row(401, 204, 204, 204, 204, 204),  # anyone signed in may revoke their own token
     },
-    "schema": {"get": Row(200, 200, 200)},  # the API description is public, like the docs page
-    "docs": {"get": Row(200, 200, 200)},
-    "config": {"get": Row(*AUTHENTICATED), "post": Row(401, 200, 200, {})},
-    "config-history": {"get": Row(*AUTHENTICATED)},
-    "interfaces": {"get": Row(401, ANY_OK, ANY_OK)},
-    "packets": {"get": Row(*AUTHENTICATED)},
-    "flows": {"get": Row(*AUTHENTICATED)},
-    "export-legacy": {"post": Row(401, 202, 202, SHA_EXPORT)},
-    "exports": {"get": Row(*AUTHENTICATED), "post": Row(401, 202, 202, SHA_EXPORT)},
-    # another user's export (staff included) is indistinguishable from one that does not exist
-    "export-detail": {"get": Row(401, 200, 404), "delete": Row(401, 204, 404)},
-    "export-download": {"get": Row(401, 200, 404)},
-    "anomalies": {"get": Row(*AUTHENTICATED)},
-    "anomaly-detail": {"get": Row(*AUTHENTICATED), "patch": Row(401, 200, 200, {"false_positive": True})},
-    "models": {"get": Row(*AUTHENTICATED)},
-    "models-train": {"post": Row(401, 403, 202, {})},
-    "model-activate": {"post": Row(401, 403, 200)},
+    "schema": {"get": Row(*READ)},  # the API's description needs a role, like the API
+    "docs": {"get": Row(*READ)},
+    "config": {"get": Row(*READ), "post": Row(*ADMIN_UP, 200, 200, {})},
+    "config-history": {"get": Row(*READ)},
+    "interfaces": {"get": Row(401, 403, ANY_OK, ANY_OK, ANY_OK, ANY_OK)},
+    "packets": {"get": Row(*READ)},
+    "flows": {"get": Row(*READ)},
+    "export-legacy": {"post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
+    "exports": {"get": Row(*ANALYST_UP, 200, 200, 200), "post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
+    # another user's export (admin and superuser included) is indistinguishable from one that does not exist
+    "export-detail": {"get": Row(*ANALYST_UP, 200, 404, 404), "delete": Row(*ANALYST_UP, 204, 404, 404)},
+    "export-download": {"get": Row(*ANALYST_UP, 200, 404, 404)},
+    "anomalies": {"get": Row(*READ)},
+    "anomaly-detail": {
+        "get": Row(*READ),
+        "patch": Row(*ANALYST_UP, 200, 200, 200, {"false_positive": True}),
+    },
+    "models": {"get": Row(*READ)},
+    "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
+    "model-activate": {"post": Row(*ADMIN_UP, 200, 200)},
 }
 
 
@@ -146,9 +165,9 @@ def test_every_route_has_a_row():
         assert route.methods == set(MATRIX[name]), (name, route.methods, set(MATRIX[name]))
 
 
-def test_every_documented_operation_is_a_route():
+def test_every_documented_operation_is_a_route(people):
     """The OpenAPI document describes only routes the matrix covers (and none is missing)."""
-    schema = APIClient().get("/api/schema/?format=json").json()
+    schema = client_for(people["viewer"]).get("/api/schema/?format=json").json()
     documented = {(path, method) for path, item in schema["paths"].items() for method in item}
     routed = set()
     for route in ROUTES.values():
@@ -175,10 +194,15 @@ def setup(settings, tmp_path):
 
 @pytest.fixture
 def people(django_user_model):
+    """One person per kind of user (made as ``manage.py create_user`` makes them), and bob, a
+    second analyst."""
     return {
-        "user": django_user_model.objects.create_user(username="alice", password=PASSWORD),
-        "other": django_user_model.objects.create_user(username="bob", password=PASSWORD),
-        "staff": django_user_model.objects.create_superuser(username="root", password=PASSWORD),
+        "nogroup": make_user("nora", None),
+        "viewer": make_user("vera", "viewer"),
+        "analyst": make_user("alice", "analyst"),
+        "admin": make_user("ada", "admin"),
+        "superuser": django_user_model.objects.create_superuser(username="root", password=PASSWORD),
+        "other": make_user("bob", "analyst"),
     }
 
 
@@ -193,11 +217,7 @@ def client_for(person) -> APIClient:
 
 @pytest.fixture
 def clients(people) -> dict[str, APIClient]:
-    return {
-        "anon": client_for(None),
-        "user": client_for(people["user"]),
-        "staff": client_for(people["staff"]),
-    }
+    return {"anon": client_for(None), **{role: client_for(people[role]) for role in ROLES[1:]}}
 
 
 def ready_model_row() -> DetectionModel:
@@ -234,7 +254,7 @@ def objects(people, tmp_path, settings):
     file = tmp_path / "alice.nmx"
     file.write_bytes(b"NMX1 encrypted bytes")
     job = ExportJob.objects.create(
-        owner=people["user"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
+        owner=people["analyst"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
     )
     return {"anomaly-detail": {"pk": anomaly.pk}, "model-activate": {"pk": model.pk}, "job": job,
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
@@ -294,21 +314,44 @@ def test_other_methods_are_refused(name, method, role, clients, objects):
     assert response.status_code in refusals, (name, method, role, response.status_code)
 
 
-def test_admin_pages_are_for_staff_only(clients):
-    """The admin index and every registered model's list and add pages."""
+def test_admin_pages_are_for_the_admin_role_only(clients):
+    """The admin index and every registered model's list page: the viewer and the analyst are not
+    staff (to the admin's login), the admin role may view every model registered there."""
     urls = [reverse("admin:index")]
     for model in admin.site._registry:
         meta = model._meta
         urls.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
     for url in urls:
-        assert clients["anon"].get(url).status_code == 302, url
-        assert clients["user"].get(url).status_code == 302, url  # not staff: to the admin login
-        assert clients["staff"].get(url).status_code == 200, url
+        for role in ("anon", "nogroup", "viewer", "analyst"):
+            response = clients[role].get(url)
+            assert response.status_code == 302, (url, role)
+            assert response["Location"].startswith("/admin/login/"), (url, role)
+        assert clients["admin"].get(url).status_code == 200, url
+        assert clients["superuser"].get(url).status_code == 200, url
+
+
+def test_in_the_admin_the_admin_role_has_its_permissions_and_no_more(clients, people):
+    admin_client = clients["admin"]
+    # it may edit the configuration and manage users and recipient keys ...
+    get_config()
+    assert 'name="buffer_size"' in admin_client.get("/admin/capture/monitorconfig/1/change/").content.decode()
+    assert admin_client.get("/admin/auth/user/add/").status_code == 200
+    assert admin_client.get("/admin/exports/recipientkey/add/").status_code == 200
+    # ... but not make roles (groups), nor anyone a superuser
+    assert admin_client.get("/admin/auth/group/add/").status_code == 403
+    page = admin_client.get(f"/admin/auth/user/{people['viewer'].pk}/change/").content.decode()
+    assert 'name="groups"' in page
+    assert 'name="is_superuser"' not in page and 'name="user_permissions"' not in page
+    assert (
+        'name="is_superuser"'
+        in clients["superuser"].get(f"/admin/auth/user/{people['viewer'].pk}/change/").content.decode()
+    )
 
 
 def test_admin_and_metrics_answer_only_on_localhost(clients):
     for url in ("/admin/", "/metrics"):
-        assert clients["staff"].get(url, REMOTE_ADDR="203.0.113.9").status_code == 403, url
+        assert clients["superuser"].get(url, REMOTE_ADDR="203.0.113.9").status_code == 403, url
+        assert clients["admin"].get(url, REMOTE_ADDR="203.0.113.9").status_code == 403, url
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,16 +362,17 @@ def test_users_see_only_their_own_exports(people, objects, clients):
     bob = client_for(people["other"])
     bobs = bob.post("/api/exports/", SHA_EXPORT, format="json").json()
 
-    alice_ids = {job["id"] for job in clients["user"].get("/api/exports/").json()}
+    alice_ids = {job["id"] for job in clients["analyst"].get("/api/exports/").json()}
     bob_ids = {job["id"] for job in bob.get("/api/exports/").json()}
-    staff_ids = {job["id"] for job in clients["staff"].get("/api/exports/").json()}
+    admin_ids = {job["id"] for job in clients["admin"].get("/api/exports/").json()}
+    staff_ids = {job["id"] for job in clients["superuser"].get("/api/exports/").json()}
 
     assert alice_ids == {str(objects["job"].pk)}
     assert bob_ids == {bobs["id"]}
-    assert staff_ids == set()
+    assert admin_ids == staff_ids == set()
 
 
-@pytest.mark.parametrize("who", ["other", "staff"])
+@pytest.mark.parametrize("who", ["other", "admin", "superuser"])
 def test_another_users_export_is_indistinguishable_from_none(who, people, objects):
     client = client_for(people[who])
     job = objects["job"]
@@ -341,7 +385,7 @@ def test_another_users_export_is_indistinguishable_from_none(who, people, object
         assert str(job.pk) not in theirs.content.decode()
     assert client.delete(f"/api/exports/{job.pk}/").status_code == 404
     assert ExportJob.objects.filter(pk=job.pk).exists()  # still there, file too
-    assert client_for(people["user"]).get(f"/api/exports/{job.pk}/download").status_code == 200
+    assert client_for(people["analyst"]).get(f"/api/exports/{job.pk}/download").status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,3 +464,154 @@ def test_a_forged_forwarded_for_header_does_not_reset_the_allowance(low_login_ra
         for i in range(4)
     ]  # fmt: skip
     assert statuses == [400, 400, 400, 429]  # all from the same address, whatever the header says
+
+
+# ---------------------------------------------------------------------------------------------
+# the WebSocket: every command, for each kind of user
+
+OK, DENIED = "ok", "denied"
+ORIGIN = (b"origin", b"http://testserver")
+TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class WsRow:
+    """Per kind of user: OK (the command's reply or broadcast), DENIED (an ``error`` naming the
+    permission, nothing reaches capture), or the close code of a socket that may not stay open."""
+
+    anon: str | int
+    nogroup: str | int
+    viewer: str | int
+    analyst: str | int
+    admin: str | int
+    superuser: str | int
+
+
+NO_SOCKET = (consumers.CLOSE_UNAUTHENTICATED, consumers.CLOSE_NO_ROLE)  # 4401, 4403
+# command -> (a valid message that would reach capture if allowed, the reply it then gets, the row)
+WS_MATRIX: dict[str, tuple[dict, str, WsRow]] = {
+    "start_capture": (
+        {"type": "start_capture", "sensor": "s1", "interface": "demo", "bpf": "tcp"},
+        "capture_status",
+        WsRow(*NO_SOCKET, DENIED, DENIED, OK, OK),
+    ),
+    "stop_capture": ({"type": "stop_capture"}, "capture_status", WsRow(*NO_SOCKET, DENIED, DENIED, OK, OK)),
+    "update_config": (
+        {"type": "update_config", "config": {"buffer_size": 2048}},
+        "config_updated",
+        WsRow(*NO_SOCKET, DENIED, DENIED, OK, OK),
+    ),
+    "subscribe": ({"type": "subscribe", "streams": []}, "subscribed", WsRow(*NO_SOCKET, OK, OK, OK, OK)),
+    "ping": ({"type": "ping"}, "pong", WsRow(*NO_SOCKET, OK, OK, OK, OK)),
+}
+# stream -> the row for {"type": "subscribe", "streams": [stream]}
+STREAM_MATRIX: dict[str, WsRow] = {
+    "packets": WsRow(*NO_SOCKET, OK, OK, OK, OK),
+    "anomalies": WsRow(*NO_SOCKET, OK, OK, OK, OK),
+    "stats": WsRow(*NO_SOCKET, OK, OK, OK, OK),
+    "exports": WsRow(*NO_SOCKET, DENIED, OK, OK, OK),  # each user's own export jobs
+}
+
+
+def test_every_command_has_a_row():
+    assert set(WS_MATRIX) == set(consumers.MonitorConsumer._COMMANDS) == set(consumers.COMMAND_PERMISSIONS)
+    assert set(STREAM_MATRIX) == set(consumers.STREAMS) == set(consumers.STREAM_PERMISSIONS)
+
+
+def _person(role: str):
+    if role == "anon":
+        return None
+    if role == "superuser":
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().objects.create_superuser(username="root", password=PASSWORD)
+    return make_user({"nogroup": "nora", "viewer": "vera", "analyst": "alice", "admin": "ada"}[role],
+                     None if role == "nogroup" else role)  # fmt: skip
+
+
+async def _socket_for(role: str) -> tuple[WebsocketCommunicator, dict]:
+    """A socket of this kind of user (an API token in ?token=), with its first message."""
+    person = await sync_to_async(_person)(role)
+    path = "/ws/monitor/"
+    if person is not None:
+        token = await sync_to_async(Token.objects.create)(user=person)
+        path += f"?token={token.key}"
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN])
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected  # accepted, so that the client sees why it is closed
+    return communicator, await communicator.receive_json_from(timeout=TIMEOUT)
+
+
+def _control_version(redis_client) -> int:
+    return int(redis_client.get("netmon:capture:version") or 0)
+
+
+async def _check_cell(role: str, expected: str | int, message: dict, reply_type: str, redis_client) -> dict:
+    communicator, first = await _socket_for(role)
+    try:
+        if isinstance(expected, int):  # no socket for this kind of user: one error, then the close code
+            assert first["type"] == "error", first
+            assert await communicator.receive_output(timeout=TIMEOUT) == {
+                "type": "websocket.close",
+                "code": expected,
+            }
+            return first
+        assert first["type"] == "connected", first
+        await communicator.send_json_to({**message, "id": 1})
+        reply = await communicator.receive_json_from(timeout=TIMEOUT)
+        if expected == OK:
+            assert reply["type"] == reply_type, reply
+        else:
+            assert reply["type"] == "error", reply
+            assert reply["error"].startswith("permission denied: "), reply
+            assert reply["permission"] in reply["error"] and reply["id"] == 1, reply
+            assert (await communicator.receive_nothing(timeout=0.3)) is True  # no broadcast follows
+        return reply
+    finally:
+        await communicator.disconnect(timeout=TIMEOUT)
+        await get_channel_layer().close_pools()
+
+
+WS_CELLS = [(command, role) for command in WS_MATRIX for role in ROLES]
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("command", "role"), WS_CELLS, ids=[f"{c} as {r}" for c, r in WS_CELLS])
+async def test_websocket_command(command, role, redis_client):
+    message, reply_type, row = WS_MATRIX[command]
+    expected = getattr(row, role)
+
+    await _check_cell(role, expected, message, reply_type, redis_client)
+
+    moved = _control_version(redis_client)
+    config = await sync_to_async(MonitorConfig.objects.filter(pk=1).first)()
+    if expected == OK and command in {"start_capture", "stop_capture", "update_config"}:
+        assert moved == 1  # the command reached the capture processes
+    else:
+        assert moved == 0, "a refused command reached capture"
+        assert config is None or config.buffer_size != 2048
+
+
+STREAM_CELLS = [(stream, role) for stream in STREAM_MATRIX for role in ROLES]
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("stream", "role"), STREAM_CELLS, ids=[f"{s} as {r}" for s, r in STREAM_CELLS])
+async def test_websocket_stream(stream, role, redis_client):
+    expected = getattr(STREAM_MATRIX[stream], role)
+
+    reply = await _check_cell(
+        role, expected, {"type": "subscribe", "streams": [stream]}, "subscribed", redis_client
+    )
+
+    if expected == OK:
+        assert reply["streams"] == [stream]
+    elif expected == DENIED:
+        assert reply["field"] == "streams" and consumers.STREAM_PERMISSIONS[stream] in reply["error"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -45,7 +45,8 @@ CHROMIUM_ARGS = [
 # Not the shared test database (15): other test runs flush that one while this stack runs.
 REDIS_URL = os.environ.get("NETMON_BROWSER_REDIS_URL", "redis://127.0.0.1:6379/14")
 SENSOR = "browser-test"
-USERNAME = "browser"
+USERNAME = "browser"  # in the admin role: controls capture and the configuration
+VIEWER = "watcher"  # in the viewer role: sees the data, none of the controls
 PASSWORD = "correct horse battery staple"
 SCREENSHOT = ROOT / "test-output" / "dashboard.png"
 
@@ -89,9 +90,16 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def run(self, *args: str) -> None:
+    def run(self, *args: str, stdin: str | None = None) -> None:
         result = subprocess.run(
-            args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=240, check=False
+            args,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+            input=stdin,
         )
         assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
@@ -134,13 +142,22 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     client.flushdb()
     stack = Stack(tmp_path)
     stack.run(sys.executable, "manage.py", "migrate", "--noinput")
+    for name, role in ((USERNAME, "admin"), (VIEWER, "viewer")):
+        stack.run(
+            sys.executable,
+            "manage.py",
+            "create_user",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            stdin=PASSWORD,
+        )
     stack.run(
         sys.executable,
         "-c",
         "import django; django.setup()\n"
-        "from django.contrib.auth.models import User\n"
         "from capture.services import update_config\n"
-        f"User.objects.create_user({USERNAME!r}, password={PASSWORD!r})\n"
         "update_config({'network_interface': 'demo'}, source='test')\n",
     )
     try:
@@ -357,6 +374,39 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
             page.wait_for_timeout(1500)  # one more chart tick for the picture
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # The admin role sees every control; a viewer, in another browser, sees the live data
+            # but no capture controls, no export form, and a configuration it cannot change
+            for testid in ("capture-start", "capture-stop", "config-save", "export-form"):
+                expect(page.get_by_test_id(testid)).to_be_visible()
+            viewer = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+            viewer.on("pageerror", lambda exc: errors.append(str(exc)))
+            viewer.goto(stack.base_url + "/")
+            viewer.fill("#id_username", VIEWER)
+            viewer.fill("#id_password", PASSWORD)
+            viewer.click("[data-testid=login-submit]")
+            viewer.wait_for_url(stack.base_url + "/")
+            expect(viewer.get_by_test_id("ws-status")).to_have_attribute("data-state", "open")
+            expect(viewer.get_by_test_id("roles")).to_contain_text("viewer")
+            expect(viewer.get_by_test_id("packet-rows").locator("tr").first).to_be_visible()
+            expect(viewer.get_by_test_id("config-buffer_size")).to_have_value("3000")
+            expect(viewer.get_by_test_id("config-buffer_size")).to_be_disabled()
+            for testid in ("capture-form", "capture-start", "capture-stop", "config-save", "export-form"):
+                expect(viewer.get_by_test_id(testid)).to_be_hidden()
+            # and the server refuses what a viewer's page would not offer (its own session's socket)
+            refusal = viewer.evaluate(
+                """() => new Promise((resolve) => {
+                    const ws = new WebSocket(`ws://${location.host}/ws/monitor/`);
+                    ws.onmessage = (event) => {
+                        const message = JSON.parse(event.data);
+                        if (message.type === "connected") {
+                            ws.send(JSON.stringify({type: "stop_capture", id: 1}));
+                        } else if (message.id === 1) { resolve(message); ws.close(); }
+                    };
+                })"""
+            )
+            assert refusal["type"] == "error" and "capture.control_capture" in refusal["error"], refusal
+            expect(page.get_by_test_id("capture-state")).to_have_attribute("data-state", "running")
         finally:
             browser.close()
     assert not errors, f"JavaScript errors on the page: {errors}\n{stack.logs()}"

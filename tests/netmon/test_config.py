@@ -1,10 +1,13 @@
-"""GET/POST /api/config: the prototype's keys, their validation, and the change history."""
+"""GET/POST /api/config: the prototype's keys, their validation, the change history, who may change it,
+and the refusal of a model kind that has no active model."""
 
 from __future__ import annotations
 
 import pytest
 
+from capture.choices import MlModel
 from capture.models import ConfigChange, MonitorConfig
+from detection.models import DetectionModel
 
 pytestmark = pytest.mark.django_db
 
@@ -19,10 +22,87 @@ DEFAULTS = {
 }
 
 
-def test_get_returns_defaults(api):
-    body = api.get("/api/config").json()
+@pytest.fixture
+def active_models():
+    """An active, ready version of every model kind, so that ml_model may name any of them."""
+    return [
+        DetectionModel.objects.create(
+            kind=kind, version=1, feature_level="advanced", status="ready", is_active=True
+        )
+        for kind in MlModel.values
+    ]
+
+
+def test_get_returns_defaults(viewer_api):
+    body = viewer_api.get("/api/config").json()
 
     assert {k: body[k] for k in DEFAULTS} == DEFAULTS
+
+
+# --- who may change it ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["viewer_api", "api", "nogroup_api"])  # viewer, analyst, no role
+def test_only_the_admin_role_may_change_the_configuration(request, who, redis_client):
+    client = request.getfixturevalue(who)
+
+    response = client.post("/api/config", {"ml_model": "isolation_forest", "buffer_size": 20}, format="json")
+
+    assert response.status_code == 403
+    assert ConfigChange.objects.count() == 0
+    assert MonitorConfig.objects.filter(buffer_size=20).count() == 0
+    assert not redis_client.exists("netmon:capture:version")  # capture was told nothing
+
+
+def test_the_admin_role_and_superusers_may_change_it(admin_api, staff_api, redis_client):
+    assert admin_api.post("/api/config", {"buffer_size": 2000}, format="json").status_code == 200
+    assert staff_api.post("/api/config", {"buffer_size": 3000}, format="json").status_code == 200
+
+
+# --- a model kind without an active model -----------------------------------------------------
+
+
+def test_switching_to_a_kind_with_no_active_model_is_refused_naming_the_active_ones(admin_api, redis_client):
+    DetectionModel.objects.create(kind="autoencoder", version=3, feature_level="advanced", status="ready",
+                                  is_active=True)  # fmt: skip
+    DetectionModel.objects.create(kind="isolation_forest", version=1, feature_level="advanced",
+                                  status="ready", is_active=False)  # fmt: skip
+
+    response = admin_api.post("/api/config", {"ml_model": "isolation_forest"}, format="json")
+
+    assert response.status_code == 400
+    message = response.json()["fields"]["ml_model"]
+    assert "no active isolation_forest model" in message
+    assert "active versions: autoencoder v3" in message
+    assert "train_detector --model isolation_forest --use" in message
+    assert MonitorConfig.objects.get(pk=1).ml_model == "autoencoder"
+    assert ConfigChange.objects.count() == 0
+
+
+def test_a_kind_with_an_active_model_may_be_chosen(admin_api, redis_client):
+    DetectionModel.objects.create(
+        kind="both", version=2, feature_level="advanced", status="ready", is_active=True
+    )
+
+    response = admin_api.post("/api/config", {"ml_model": "both"}, format="json")
+
+    assert response.status_code == 200
+    assert MonitorConfig.objects.get(pk=1).ml_model == "both"
+
+
+def test_the_current_kind_may_be_sent_back_unchanged_without_a_model(admin_api):
+    response = admin_api.post("/api/config", {"ml_model": "autoencoder", "buffer_size": 1000}, format="json")
+
+    assert response.status_code == 200  # nothing changes, so nothing stops
+
+
+def test_the_services_refuse_it_too(redis_client):
+    from capture.services import ConfigError, update_config
+
+    with pytest.raises(ConfigError) as refused:
+        update_config({"ml_model": "both"}, source="test")
+
+    assert "no active both model (active versions: none)" in refused.value.errors["ml_model"]
 
 
 @pytest.mark.parametrize(
@@ -47,8 +127,8 @@ def test_get_returns_defaults(api):
         ("bpf_filter", ""),
     ],
 )
-def test_post_accepts_each_valid_value(api, redis_client, key, value):
-    response = api.post("/api/config", {key: value}, format="json")
+def test_post_accepts_each_valid_value(admin_api, redis_client, active_models, key, value):
+    response = admin_api.post("/api/config", {key: value}, format="json")
 
     assert response.status_code == 200, response.json()
     assert response.json()[key] == value
@@ -77,8 +157,8 @@ def test_post_accepts_each_valid_value(api, redis_client, key, value):
         ("colour", "blue", "unknown configuration key"),
     ],
 )
-def test_post_rejects_invalid_values_naming_the_field(api, key, value, message):
-    response = api.post("/api/config", {key: value}, format="json")
+def test_post_rejects_invalid_values_naming_the_field(admin_api, key, value, message):
+    response = admin_api.post("/api/config", {key: value}, format="json")
 
     assert response.status_code == 400
     body = response.json()
@@ -87,8 +167,8 @@ def test_post_rejects_invalid_values_naming_the_field(api, key, value, message):
     assert ConfigChange.objects.count() == 0
 
 
-def test_a_bad_key_rejects_the_whole_update(api):
-    response = api.post("/api/config", {"buffer_size": 5000, "analysis_depth": "nope"}, format="json")
+def test_a_bad_key_rejects_the_whole_update(admin_api):
+    response = admin_api.post("/api/config", {"buffer_size": 5000, "analysis_depth": "nope"}, format="json")
 
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["analysis_depth"]
@@ -97,37 +177,37 @@ def test_a_bad_key_rejects_the_whole_update(api):
     assert get_config().buffer_size == 1000
 
 
-def test_non_object_body_is_rejected(api):
-    response = api.post("/api/config", [1, 2], format="json")
+def test_non_object_body_is_rejected(admin_api):
+    response = admin_api.post("/api/config", [1, 2], format="json")
 
     assert response.status_code == 400
     assert "expected a JSON object" in response.json()["fields"]["non_field_errors"]
 
 
-def test_history_records_who_when_old_and_new(api, user, redis_client):
-    api.post("/api/config", {"buffer_size": 5000, "ml_model": "both"}, format="json")
-    api.post("/api/config", {"buffer_size": 5000}, format="json")  # no change: no history row
+def test_history_records_who_when_old_and_new(admin_api, admin_role, viewer_api, active_models, redis_client):
+    admin_api.post("/api/config", {"buffer_size": 5000, "ml_model": "both"}, format="json")
+    admin_api.post("/api/config", {"buffer_size": 5000}, format="json")  # no change: no history row
 
     (change,) = ConfigChange.objects.all()
-    assert change.user == user
+    assert change.user == admin_role
     assert change.source == "api"
     assert change.old_values == {"buffer_size": 1000, "ml_model": "autoencoder"}
     assert change.new_values == {"buffer_size": 5000, "ml_model": "both"}
-    history = api.get("/api/config/history").json()
-    assert history[0]["user"] == "alice"
+    history = viewer_api.get("/api/config/history").json()  # every role may read the history
+    assert history[0]["user"] == "ada"
     assert history[0]["new_values"] == {"buffer_size": 5000, "ml_model": "both"}
 
 
-def test_update_notifies_capture_processes_through_redis(api, redis_client):
+def test_update_notifies_capture_processes_through_redis(admin_api, redis_client):
     from capture import control
 
-    api.post("/api/config", {"network_interface": "demo"}, format="json")
+    admin_api.post("/api/config", {"network_interface": "demo"}, format="json")
 
     command = control.pending_command("any-sensor", 0, redis_client)
     assert command["action"] == "reconfigure"
 
 
-def test_get_says_each_keys_options_from_the_validator(api):
+def test_get_says_each_keys_options_from_the_validator(viewer_api):
     from capture.choices import (
         BPF_MAX_LENGTH,
         BUFFER_SIZE_MAX,
@@ -140,7 +220,7 @@ def test_get_says_each_keys_options_from_the_validator(api):
         MlModel,
     )
 
-    options = api.get("/api/config").json()["options"]
+    options = viewer_api.get("/api/config").json()["options"]
 
     assert list(options) == list(CONFIG_KEYS)
     assert options["analysis_depth"]["choices"] == AnalysisDepth.values
@@ -159,14 +239,14 @@ def test_get_says_each_keys_options_from_the_validator(api):
     assert not any(option["required"] for option in options.values())
 
 
-def test_posting_gets_answer_back_is_refused_only_for_the_read_only_extras(api, redis_client):
+def test_posting_gets_answer_back_is_refused_only_for_the_read_only_extras(admin_api, redis_client):
     MonitorConfig.objects.create(pk=1, network_interface="demo")  # an interface every host has
-    body = api.get("/api/config").json()
+    body = admin_api.get("/api/config").json()
 
-    response = api.post("/api/config", body, format="json")
+    response = admin_api.post("/api/config", body, format="json")
 
     assert response.status_code == 400
     assert set(response.json()["fields"]) == {"updated_at", "options"}
     assert all("unknown configuration key" in m for m in response.json()["fields"].values())
     read_only = {key: body.pop(key) for key in ("updated_at", "options")}
-    assert read_only and api.post("/api/config", body, format="json").status_code == 200
+    assert read_only and admin_api.post("/api/config", body, format="json").status_code == 200

@@ -69,6 +69,20 @@ def session_headers(user) -> list[tuple[bytes, bytes]]:
     return [ORIGIN, (b"cookie", cookie.encode())]
 
 
+def headers_of(user) -> list[tuple[bytes, bytes]]:
+    """The handshake headers of a browser where ``user`` is signed in (session cookie)."""
+    client = Client()
+    client.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return [ORIGIN, (b"cookie", cookie.encode())]
+
+
+@pytest.fixture
+def admin_headers(admin_role) -> list[tuple[bytes, bytes]]:
+    """ada's browser: the admin role, who may control capture and change the configuration."""
+    return headers_of(admin_role)
+
+
 @pytest.fixture
 def other_session_headers(other_user) -> list[tuple[bytes, bytes]]:
     client = Client()
@@ -290,24 +304,131 @@ async def test_a_live_session_socket_stays_open_across_rechecks(session_headers,
     assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
 
 
+# --- roles ----------------------------------------------------------------------------------
+# (every command and stream for every kind of user: tests/netmon/test_authz_matrix.py)
+
+
+async def test_the_greeting_says_the_users_roles_and_permissions(session_headers, admin_headers):
+    analyst = await open_socket(session_headers)
+    admin = await open_socket(admin_headers)
+
+    assert analyst.hello["roles"] == ["analyst"]
+    assert "detection.change_anomaly" in analyst.hello["permissions"]
+    assert "exports.add_exportjob" in analyst.hello["permissions"]
+    assert "capture.control_capture" not in analyst.hello["permissions"]
+    assert admin.hello["roles"] == ["admin"]
+    assert {"capture.control_capture", "capture.change_monitorconfig"} <= set(admin.hello["permissions"])
+
+
+async def test_a_viewer_starts_subscribed_to_what_it_may_see_only(viewer):
+    communicator = await open_socket(await sync_to_async(headers_of)(viewer))
+
+    assert communicator.hello["streams"] == ["packets", "anomalies", "stats"]  # not exports
+    assert communicator.hello["config"] is not None  # viewers read the configuration
+
+
+async def test_an_analyst_may_not_stop_capture_and_nothing_reaches_it(session_headers, redis_client):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, {"type": "stop_capture", "id": 9})
+
+    assert reply == {
+        "type": "error",
+        "error": "permission denied: stop_capture needs capture.control_capture",
+        "permission": "capture.control_capture",
+        "id": 9,
+    }
+    assert control_version(redis_client) == 0
+    assert await communicator.receive_nothing(timeout=0.3)  # no "stopping" broadcast either
+
+
+async def test_a_viewer_may_not_change_the_configuration(viewer, redis_client):
+    communicator = await open_socket(await sync_to_async(headers_of)(viewer))
+
+    reply = await request(communicator, {"type": "update_config", "config": {"buffer_size": 2048}})
+
+    assert reply["type"] == "error"
+    assert "capture.change_monitorconfig" in reply["error"]
+    assert await sync_to_async(ConfigChange.objects.count)() == 0
+    assert control_version(redis_client) == 0
+
+
+async def test_a_permission_is_checked_before_the_message_is_validated(session_headers, redis_client):
+    communicator = await open_socket(session_headers)
+
+    reply = await request(communicator, {"type": "start_capture", "bpf": "not host 10.1.2.3", "iface": "x"})
+
+    assert "permission denied" in reply["error"]  # not "unknown field": nothing is looked at
+    assert control_version(redis_client) == 0
+
+
+async def test_a_user_with_no_role_is_told_to_ask_for_one_and_closed_with_4403(nogroup):
+    communicator = socket(headers=await sync_to_async(headers_of)(nogroup))
+    await communicator.connect(timeout=TIMEOUT)
+
+    error = await communicator.receive_json_from(timeout=TIMEOUT)
+
+    assert error == {
+        "type": "error",
+        "error": "your account has no role yet: ask an admin to give you one (viewer, analyst or admin)",
+    }
+    assert await communicator.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_role_taken_away_applies_to_the_next_command(admin_role, admin_headers, redis_client):
+    from django.contrib.auth.models import Group
+
+    communicator = await open_socket(admin_headers)
+    viewer_group = await sync_to_async(Group.objects.get)(name="viewer")
+    await sync_to_async(admin_role.groups.set)([viewer_group])  # demoted while the socket is open
+
+    reply = await request(communicator, {"type": "stop_capture"})
+
+    assert "permission denied" in reply["error"]
+    assert control_version(redis_client) == 0
+
+
+async def test_the_last_role_taken_away_closes_the_socket_within_seconds(
+    admin_role, admin_headers, monkeypatch
+):
+    monkeypatch.setattr(consumers, "AUTH_RECHECK_SECONDS", 0.2)
+    communicator = await open_socket(admin_headers)
+
+    await sync_to_async(admin_role.groups.clear)()
+
+    assert "no role yet" in (await communicator.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (await communicator.receive_output(timeout=TIMEOUT))["code"] == 4403
+
+
+async def test_switching_to_a_model_kind_with_no_active_model_is_refused(admin_headers, redis_client):
+    communicator = await open_socket(admin_headers)
+
+    reply = await request(communicator, {"type": "update_config", "config": {"ml_model": "isolation_forest"}})
+
+    assert reply["type"] == "error"
+    assert reply["field"] == "ml_model"
+    assert "no active isolation_forest model" in reply["fields"]["ml_model"]
+    assert control_version(redis_client) == 0
+
+
 # --- client commands -------------------------------------------------------------------------
 
 
 async def test_start_capture_writes_the_command_and_tells_every_dashboard(
-    session_headers, other_session_headers, redis_client
+    admin_headers, other_session_headers, redis_client
 ):
-    alice = await open_socket(session_headers)
+    ada = await open_socket(admin_headers)
     bob = await open_socket(other_session_headers)
 
-    await alice.send_json_to(
+    await ada.send_json_to(
         {"type": "start_capture", "sensor": "s1", "interface": "demo", "bpf": "tcp port 443"}
     )
 
-    for communicator in (alice, bob):
+    for communicator in (ada, bob):
         status = await receive_until(communicator, "capture_status")
         assert status["sensor"] == "s1"
         assert status["state"] == "starting"
-        assert status["requested_by"] == "alice"
+        assert status["requested_by"] == "ada"
         assert status["interface"] == "demo"
         assert status["bpf"] == "tcp port 443"
     command = control.pending_command("s1", 0, redis_client)
@@ -316,8 +437,8 @@ async def test_start_capture_writes_the_command_and_tells_every_dashboard(
     assert command["bpf"] == "tcp port 443"
 
 
-async def test_start_capture_without_arguments_targets_every_sensor(session_headers, redis_client):
-    communicator = await open_socket(session_headers)
+async def test_start_capture_without_arguments_targets_every_sensor(admin_headers, redis_client):
+    communicator = await open_socket(admin_headers)
 
     status = await request(communicator, {"type": "start_capture"})
 
@@ -326,8 +447,8 @@ async def test_start_capture_without_arguments_targets_every_sensor(session_head
     assert control.pending_command("any-sensor", 0, redis_client)["action"] == "start"
 
 
-async def test_stop_capture_writes_the_command_and_broadcasts_stopping(session_headers, redis_client):
-    communicator = await open_socket(session_headers)
+async def test_stop_capture_writes_the_command_and_broadcasts_stopping(admin_headers, redis_client):
+    communicator = await open_socket(admin_headers)
 
     status = await request(communicator, {"type": "stop_capture", "sensor": "s1"})
 
@@ -355,9 +476,9 @@ async def test_stop_capture_writes_the_command_and_broadcasts_stopping(session_h
     ],
 )
 async def test_invalid_capture_commands_are_refused_and_reach_no_capture(
-    session_headers, redis_client, message, field, words
+    admin_headers, redis_client, message, field, words
 ):
-    communicator = await open_socket(session_headers)
+    communicator = await open_socket(admin_headers)
 
     reply = await request(communicator, message)
 
@@ -369,14 +490,19 @@ async def test_invalid_capture_commands_are_refused_and_reach_no_capture(
 
 
 async def test_update_config_saves_records_history_and_tells_every_dashboard(
-    session_headers, other_session_headers, redis_client
+    admin_headers, other_session_headers, redis_client
 ):
-    alice = await open_socket(session_headers)
+    from detection.models import DetectionModel
+
+    await sync_to_async(DetectionModel.objects.create)(
+        kind="both", version=1, feature_level="advanced", status="ready", is_active=True
+    )  # ml_model may name only a kind with an active model
+    ada = await open_socket(admin_headers)
     bob = await open_socket(other_session_headers)
 
-    await alice.send_json_to({"type": "update_config", "config": {"buffer_size": 2048, "ml_model": "both"}})
+    await ada.send_json_to({"type": "update_config", "config": {"buffer_size": 2048, "ml_model": "both"}})
 
-    for communicator in (alice, bob):
+    for communicator in (ada, bob):
         update = await receive_until(communicator, "config_updated")
         assert update["config"]["buffer_size"] == 2048
         assert update["config"]["ml_model"] == "both"
@@ -384,12 +510,12 @@ async def test_update_config_saves_records_history_and_tells_every_dashboard(
     assert config.buffer_size == 2048
     change = await sync_to_async(ConfigChange.objects.select_related("user").get)()
     assert change.source == "websocket"
-    assert change.user.username == "alice"
+    assert change.user.username == "ada"
     assert control.pending_command("s1", 0, redis_client)["action"] == "reconfigure"
 
 
-async def test_update_config_without_a_change_answers_the_sender_only(session_headers):
-    communicator = await open_socket(session_headers)
+async def test_update_config_without_a_change_answers_the_sender_only(admin_headers):
+    communicator = await open_socket(admin_headers)
     current = communicator.hello["config"]["analysis_depth"]
 
     reply = await request(communicator, {"type": "update_config", "config": {"analysis_depth": current}})
@@ -410,9 +536,9 @@ async def test_update_config_without_a_change_answers_the_sender_only(session_he
     ],
 )
 async def test_invalid_configuration_is_refused_with_field_errors(
-    session_headers, redis_client, config, field, words
+    admin_headers, redis_client, config, field, words
 ):
-    communicator = await open_socket(session_headers)
+    communicator = await open_socket(admin_headers)
 
     reply = await request(communicator, {"type": "update_config", "config": config})
 
@@ -424,8 +550,8 @@ async def test_invalid_configuration_is_refused_with_field_errors(
     assert control_version(redis_client) == 0
 
 
-async def test_invalid_configuration_names_every_bad_key(session_headers):
-    communicator = await open_socket(session_headers)
+async def test_invalid_configuration_names_every_bad_key(admin_headers):
+    communicator = await open_socket(admin_headers)
 
     reply = await request(
         communicator, {"type": "update_config", "config": {"buffer_size": 1, "feature_level": "max"}}
@@ -443,8 +569,8 @@ async def test_invalid_configuration_names_every_bad_key(session_headers):
         ({"type": "update_config", "config": {}}, "config is empty"),
     ],
 )
-async def test_update_config_needs_a_config_object(session_headers, message, words):
-    communicator = await open_socket(session_headers)
+async def test_update_config_needs_a_config_object(admin_headers, message, words):
+    communicator = await open_socket(admin_headers)
 
     reply = await request(communicator, message)
 
@@ -554,8 +680,8 @@ async def test_invalid_subscriptions_are_refused(session_headers, message, field
         ),
     ],
 )
-async def test_bad_frames_get_an_error_and_the_socket_stays_open(session_headers, redis_client, frame, words):
-    communicator = await open_socket(session_headers)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(admin_headers, redis_client, frame, words):
+    communicator = await open_socket(admin_headers)
 
     await communicator.send_to(**frame)
     reply = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -566,8 +692,8 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_open(session_headers
     assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
 
 
-async def test_a_flood_is_rate_limited_and_refused_messages_reach_no_capture(session_headers, redis_client):
-    communicator = await open_socket(session_headers)
+async def test_a_flood_is_rate_limited_and_refused_messages_reach_no_capture(admin_headers, redis_client):
+    communicator = await open_socket(admin_headers)
 
     for _ in range(100):
         await communicator.send_json_to({"type": "stop_capture", "sensor": "s1"})

@@ -30,12 +30,16 @@ class _Page(HTMLParser):
         self.testids: set[str] = set()
         self.assets: list[str] = []
         self.options: dict[str, list[str]] = {}
+        self.classes: dict[str, set[str]] = {}  # test id or id -> its classes
         self._select: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         if attributes.get("data-testid"):
             self.testids.add(attributes["data-testid"])
+        for key in (attributes.get("data-testid"), attributes.get("id")):
+            if key:
+                self.classes[key] = set((attributes.get("class") or "").split())
         if tag == "script" and attributes.get("src"):
             self.assets.append(attributes["src"])
         if tag == "link" and attributes.get("rel") == "stylesheet":
@@ -102,6 +106,59 @@ def test_dashboard_renders_every_panel_for_a_user(logged_in):
     assert 'name="csrf-token"' in html
     assert "alice" in html
     assert sorted(page.assets) == ["/static/netmon/dashboard.js", "/static/netmon/netmon.css"]
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def shown(page: _Page, key: str) -> bool:
+    return key in page.classes and "hidden" not in page.classes[key]
+
+
+def test_a_viewer_sees_the_data_but_no_controls_and_no_exports(viewer):
+    response = signed_in(viewer).get("/")
+
+    assert response.status_code == 200
+    page = parse(response.content.decode())
+    assert shown(page, "packet-rows") and shown(page, "anomaly-feed") and shown(page, "config-form")
+    assert not shown(page, "capture-form")
+    assert not shown(page, "exports") and not shown(page, "export-form")
+    assert not shown(page, "config-actions")  # the configuration is read only
+    assert 'data-permissions="' in response.content.decode()
+    assert (
+        "capture.control_capture"
+        not in response.content.decode().split('data-permissions="')[1].split('"')[0]
+    )
+
+
+def test_an_analyst_sees_exports_but_no_capture_controls(logged_in):
+    page = parse(logged_in.get("/").content.decode())
+
+    assert shown(page, "exports") and shown(page, "export-form")
+    assert not shown(page, "capture-form")
+    assert not shown(page, "config-actions")
+
+
+@pytest.mark.parametrize("who", ["admin_role", "staff"])
+def test_the_admin_role_and_superusers_see_every_control(request, who):
+    page = parse(signed_in(request.getfixturevalue(who)).get("/").content.decode())
+
+    for key in ("capture-form", "config-form", "config-actions", "exports", "export-form"):
+        assert shown(page, key), key
+
+
+def test_a_user_with_no_role_sees_only_the_message(nogroup):
+    response = signed_in(nogroup).get("/")
+
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "ask an admin to give you one (viewer, analyst or admin)" in html
+    page = parse(html)
+    assert page.testids == {"no-role", "logout"}  # no data, no controls
+    assert "dashboard.js" not in html
 
 
 def test_the_config_form_offers_exactly_the_models_choices(logged_in):

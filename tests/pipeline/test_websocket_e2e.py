@@ -19,7 +19,6 @@ from bench.latency import MonitorClient  # a small stdlib WebSocket client; no c
 from capture.demo import DemoTraffic
 from capture.pcapwriter import write_pcap
 from capture.records import ip_to_text
-from capture.services import update_config
 from detection.models import Anomaly, DetectionModel
 from tests import processes
 
@@ -90,10 +89,19 @@ async def capture_while_listening(
 def test_client_receives_packets_stats_and_anomalies_from_a_pcap(tmp_path, settings, user, redis_client):
     # Given an active model trained on benign traffic, and the stack running
     settings.NETMON_MODEL_DIR = tmp_path / "models"  # process_env() hands it to the worker
-    update_config({"ml_model": "isolation_forest", "feature_level": "standard"}, source="test")
     benign = tmp_path / "benign.pcap"
     write_pcap(benign, DemoTraffic(seed=1, attack_prob=0.0).records(12_000))
-    call_command("train_detector", "--pcap", str(benign))
+    # ml_model may only name a kind with an active model: train it, then use it
+    call_command(
+        "train_detector",
+        "--pcap",
+        str(benign),
+        "--model",
+        "isolation_forest",
+        "--feature-level",
+        "standard",
+        "--use",
+    )
     model = DetectionModel.objects.get(is_active=True)
     records = scan_records()
     pcap = tmp_path / "scan.pcap"

@@ -34,7 +34,14 @@ class Command(BaseCommand):
         parser.add_argument("--model", choices=ml.MODEL_KINDS, help="default: the configured ml_model")
         parser.add_argument("--feature-level", choices=FeatureLevel.values,
                             help="default: the configured feature_level")  # fmt: skip
-        parser.add_argument("--no-activate", action="store_true", help="keep the current active version")
+        activation = parser.add_mutually_exclusive_group()
+        activation.add_argument("--no-activate", action="store_true", help="keep the current active version")
+        activation.add_argument(
+            "--use",
+            action="store_true",
+            help="then make the configuration use it (ml_model and feature_level): the way to switch to "
+            "a kind that has no active model yet",
+        )
         parser.add_argument(
             "--if-none", action="store_true", help="do nothing when a version of this kind is active already"
         )
@@ -66,12 +73,24 @@ class Command(BaseCommand):
             chunks = services.records_from_database(since, until, opts["sensor"])
         row = services.create_training(kind, level, source)
         try:
-            row = services.train(row, chunks, activate=not opts["no_activate"])
+            # --use activates it whatever the configured feature_level, then configures its level
+            row = services.train(row, chunks, activate=not (opts["no_activate"] or opts["use"]))
+            if opts["use"]:
+                services.activate_model(row, force_level=True)
         except ml.TrainingError as exc:
             raise CommandError(f"training refused: {exc}") from None
+        except services.ActivationError as exc:
+            raise CommandError(f"trained, but not activated: {exc}") from None
         except Exception as exc:  # unreadable capture and the like: one line, not a traceback
             raise CommandError(f"training failed: {exc}") from None
         state = "active" if row.is_active else "not activated"
+        if opts["use"]:
+            config, change = capture_services.update_config(
+                {"ml_model": row.kind, "feature_level": row.feature_level}, source="train_detector"
+            )
+            if change is not None:
+                capture_services.announce_config(config)
+            state += f", in use (ml_model {config.ml_model}, feature_level {config.feature_level})"
         used = row.metrics.get("false_positives_used")
         marked = "" if used is None else f"; {used:,} packets marked as false positives learnt as normal"
         self.stdout.write(

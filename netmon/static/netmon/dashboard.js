@@ -20,6 +20,24 @@
   // --- small helpers --------------------------------------------------------------------
   const $ = (id) => document.getElementById(id);
 
+  // The user's permissions (netmon/roles.py), from the page and then from the socket's greeting:
+  // what they may not do is hidden or disabled. The server refuses it anyway.
+  let permissions = new Set((document.body.dataset.permissions || "").split(" ").filter(Boolean));
+  const can = (permission) => permissions.has(permission);
+
+  function applyPermissions() {
+    const controls = can("capture.control_capture");
+    $("capture-form").classList.toggle("hidden", !controls);
+    $("capture-form").querySelectorAll("button, input, select").forEach((node) => { node.disabled = !controls; });
+    const configure = can("capture.change_monitorconfig");
+    $("config-form").querySelectorAll("button, input, select").forEach((node) => { node.disabled = !configure; });
+    $("config-form").querySelector("[data-testid=config-save]").closest(".actions").classList.toggle("hidden", !configure);
+    $("exports").classList.toggle("hidden", !can("exports.view_exportjob"));
+    const exportsAllowed = can("exports.add_exportjob");
+    $("export-form").classList.toggle("hidden", !exportsAllowed);
+    if (!exportsAllowed) $("export-form").querySelectorAll("button, input, select").forEach((node) => { node.disabled = true; });
+  }
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -781,6 +799,11 @@
           goToLogin();
           return;
         }
+        if (event.code === 4403) { // the account has no role (any more): the page says what to do
+          this.status("closed", "no role");
+          window.location.reload();
+          return;
+        }
         const delay = Math.min(30000, this.backoff) * (0.8 + Math.random() * 0.4);
         this.backoff = Math.min(30000, this.backoff * 2);
         this.status("closed", `reconnecting in ${Math.ceil(delay / 1000)} s`);
@@ -801,6 +824,7 @@
     switch (message.type) {
       case "connected":
         socket.backoff = 1000;
+        if (Array.isArray(message.permissions)) { permissions = new Set(message.permissions); applyPermissions(); }
         sensors.clear();
         for (const s of message.capture || []) mergeSensor(s.sensor, s);
         if (message.config) { liveConfig = message.config; fillConfig(message.config, true); }
@@ -890,12 +914,13 @@
   setInterval(() => { ppsChart.draw(); bpsChart.draw(); renderKpis(); }, 1000);
   setInterval(refreshStatus, STATUS_REFRESH_MS);
 
+  applyPermissions();
   socket.connect();
-  loadConfig();
-  loadInterfaces();
-  loadExportOptions();
-  loadExports();
-  loadRecentAnomalies();
+  // Only what this user may read: a refused request would only show as an error.
+  if (can("capture.view_monitorconfig")) { loadConfig(); loadInterfaces(); }
+  if (can("exports.add_exportjob")) loadExportOptions();
+  if (can("exports.view_exportjob")) loadExports();
+  if (can("detection.view_anomaly")) loadRecentAnomalies();
   refreshStatus();
   renderKpis();
   renderCaptureState();
