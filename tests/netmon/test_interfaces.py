@@ -102,12 +102,12 @@ def test_a_failing_dumpcap_is_cached_too(tmp_path, monkeypatch):
     assert len(runs.read_text().splitlines()) == 1
 
 
-def test_interface_checks_use_the_same_cached_list(api, fake_dumpcap):
+def test_interface_checks_use_the_same_cached_list(admin_api, fake_dumpcap):
     host.list_interfaces()
 
     assert host.is_valid_interface("fake0")  # only dumpcap lists it
     assert host.is_valid_interface("lo")  # the kernel's own names still count
     assert not host.is_valid_interface("eth99")
-    response = api.post("/api/config", {"network_interface": "fake0"}, format="json")
+    response = admin_api.post("/api/config", {"network_interface": "fake0"}, format="json")
     assert response.status_code == 200, response.json()
     assert fake_dumpcap() == 1
