@@ -24,17 +24,21 @@ waits to fill at benign rates (~200 packets/s here).
 What is measured, per capture (the issue's targets in brackets):
 
 * per attack (attacks.csv: attack, kind, attacker, targets, start, end): the incidents whose
-  sources include the attacker's address (``Incident.src_ip``, and ``sources`` or ``targets`` when
-  the model has them), their kind (``Incident.kind``; "n/a" while the model has none), the delay
-  from the attack's first packet on the wire (labels.csv) to the first such incident's
-  ``first_seen`` (both packet time), and whether there is exactly one [exactly one, of the right
-  kind, within 2 s; without a kind field no attack can pass];
+  sources include the attacker's address (``Incident.src_ip``, and ``sources`` when the model has
+  it), the victim's incidents during the attack (all their sources are the attack's targets and
+  they overlap its phase, 1 s before to 5 s after), the kind of the attacker's incidents
+  (``Incident.kind``; "n/a" while the model has none), the delay from the attack's first packet on
+  the wire (labels.csv) to the first such incident's ``first_seen`` (both packet time), and whether
+  the attack is exactly one incident (the attacker's, and no victim incident beside it) [exactly
+  one, of the right kind, within 2 s; without a kind field no attack can pass]. The share of the
+  attack's packets with an anomaly is printed beside it;
 * incident precision [>= 95 %]: attributed incidents / all incidents. An incident is attributed to
   an attack when (a) its sources or targets include an attacker's address, or (b) all its sources
   are hosts that attack targets (the victim, the horizontally scanned hosts) and it overlaps the
   attack's phase, from 1 s before its start to 5 s after its end (the victim answering the attack).
   Everything else is a false incident: the victim outside every attack phase, a benign client, an
-  address no one labeled;
+  address no one labeled. "Attributed incidents per attack" says how many incidents an attack
+  makes (1 is the aim);
 * benign packets flagged [<= 0.5 %]: anomalies on frames labeled benign / benign frames (the
   anomaly's ``packet_seq`` is the frame's number, checked against the packet's timestamp);
 * benign clients with an incident of their own [none]: addresses of the capture that are neither
@@ -56,8 +60,8 @@ records (capture.pcapio + capture.decode): a source address opens an incident in
 it sends more than N packets or reaches more than K distinct destinations (host, port); N and K are
 1.5x the highest per-source figures of any second of benign.pcap (at least 10 and 5); a source's
 triggering seconds less than 60 s apart (the app's INCIDENT_QUIET) are one incident; its packets in
-triggering seconds are "flagged"; its kind is port_scan or horizontal_scan (more destinations than
-N, by ports or by hosts), else by the protocol of the packets (syn_flood, udp_flood, icmp_flood,
+triggering seconds are "flagged"; its kind is port_scan or horizontal_scan (over K destinations: more
+ports or more hosts), else from its packets: syn_flood (most SYN only), udp_flood, icmp_flood,
 request_flood). Scored with the same functions.
 
 ``--benign-only PCAP --train PCAP``: replays a benign capture (as fast as possible: the verdict uses
@@ -245,24 +249,29 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
     per_attack = {}
     for a in truth.attacks:
         mine = sorted((i for i in incidents if a.attacker in i.sources), key=lambda i: i.first)
+        victim = [
+            i
+            for i in incidents
+            if a.attacker not in i.sources | i.targets
+            and i.sources
+            and i.sources <= a.target_hosts
+            and i.first <= a.end + PHASE_AFTER
+            and i.last >= a.start - PHASE_BEFORE
+        ]
         kinds = sorted({i.kind for i in mine})
         delay = mine[0].first - a.wire_start if mine else math.nan
-        ok = len(mine) == 1 and kinds == [a.kind] and delay <= MAX_DELAY
+        one = len(mine) == 1 and not victim
         per_attack[a.name] = {
             "kind_expected": a.kind,
             "attacker": a.attacker,
             "incidents": len(mine),
+            "victim_incidents": len(victim),
             "kinds": kinds,
             "delay_s": delay,
-            "exactly_one": len(mine) == 1,
-            "ok": ok,
+            "exactly_one": one,
+            "ok": one and kinds == [a.kind] and delay <= MAX_DELAY,
             "packets": a.packets,
             "packets_flagged": float(flagged[truth.frame_attack == a.name].mean()) if a.packets else math.nan,
-            "victim_incidents": sum(
-                1
-                for i in incidents
-                if i.sources and i.sources <= a.target_hosts and attribute(i, truth) == a.name
-            ),
         }
     reasons = [attribute(i, truth) for i in incidents]
     attributed = sum(1 for r in reasons if not r.startswith("false"))
@@ -284,6 +293,7 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
         "victim_incidents": sum(1 for i in incidents if i.sources & victims),
         "victim_incidents_outside_attacks": reasons.count("false: victim outside attacks"),
         "attacks_ok": sum(1 for v in per_attack.values() if v["ok"]),
+        "incidents_per_attack": attributed / len(truth.attacks) if truth.attacks else math.nan,
     }
 
 
@@ -639,21 +649,24 @@ def print_capture(name: str, res: dict[str, Any]) -> None:
         f"> {res['naive_rule']['destinations_per_s']} destinations/s per source"
     )
     print(
-        f"\n   {'attack':<16} {'expected kind':<17} {'attacker':<12} | {'netmon: inc':>11} {'kind':<14} "
-        f"{'delay s':>8} {'one':>4} {'flagged':>8} {'AUC':>6} {'TPR@1%':>7} | {'naive: inc':>10} "
-        f"{'kind':<15} {'delay s':>8} {'one':>4}"
+        f"\n   {'':<16} {'':<17} {'':<12} | {'netmon':<57} | naive\n"
+        f"   {'attack':<16} {'expected kind':<17} {'attacker':<12} | {'inc+victim':>10} {'kind':<5} "
+        f"{'delay s':>7} {'one':>4} {'flagged':>8} {'AUC':>6} {'TPR@1%':>7} | {'inc+victim':>10} "
+        f"{'kind':<15} {'delay s':>7} {'one':>4}"
     )
     rank = res.get("ranking") or {}
     for attack, a in app["per_attack"].items():
         b = naive["per_attack"][attack]
         r = rank.get(attack, {})
-        print(
-            f"   {attack:<16} {a['kind_expected']:<17} {a['attacker']:<12} | {a['incidents']:>11} "
-            f"{','.join(a['kinds']) or '-':<14} {_f(a['delay_s']):>8} {yes(a['exactly_one']):>4} "
-            f"{_f(100 * a['packets_flagged'], '.1f'):>7}% {_f(r.get('auc'), '.3f'):>6} "
-            f"{_f(r.get('tpr@1%'), '.3f'):>7} | {b['incidents']:>10} {','.join(b['kinds']) or '-':<15} "
-            f"{_f(b['delay_s']):>8} {yes(b['exactly_one']):>4}"
-        )
+        cells = [
+            f"{attack:<16} {a['kind_expected']:<17} {a['attacker']:<12} |",
+            f"{a['incidents']:>4} + {a['victim_incidents']:>3} {','.join(a['kinds']) or '-':<5}",
+            f"{_f(a['delay_s']):>7} {yes(a['exactly_one']):>4} {_f(100 * a['packets_flagged'], '.1f'):>7}%",
+            f"{_f(r.get('auc'), '.3f'):>6} {_f(r.get('tpr@1%'), '.3f'):>7} |",
+            f"{b['incidents']:>4} + {b['victim_incidents']:>3} {','.join(b['kinds']) or '-':<15}",
+            f"{_f(b['delay_s']):>7} {yes(b['exactly_one']):>4}",
+        ]
+        print("   " + " ".join(cells))
     print(f"\n   {'target':<62} {'netmon':>16} {'naive':>16}  verdict")
     for label, x, y, ok in res["targets"]:
         print(f"   {label:<62} {x:>16} {y:>16}  {ok}")
@@ -674,6 +687,12 @@ def targets(app: dict, naive: dict, rank: dict | None, cost: dict | None, fast: 
             verdict(app["attacks_ok"] == n),
         ),
         ("incidents (all)", str(app["incidents"]), str(naive["incidents"]), ""),
+        (
+            "attributed incidents per attack (1 is the aim)",
+            _f(app["incidents_per_attack"]),
+            _f(naive["incidents_per_attack"]),
+            "",
+        ),
         (
             "incident precision >= 95 %",
             f"{_f(100 * app['precision'], '.1f')} %",
