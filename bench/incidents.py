@@ -244,6 +244,10 @@ def attribute(inc: Inc, truth: Truth) -> str:
     return "false: other"
 
 
+def _share(flagged: np.ndarray, mask: np.ndarray) -> float:
+    return float(flagged[mask].mean()) if mask.any() else math.nan
+
+
 def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, Any]:
     """The issue's measures for a set of incidents and flagged frames."""
     per_attack = {}
@@ -274,6 +278,7 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
             "packets_flagged": float(flagged[truth.frame_attack == a.name].mean()) if a.packets else math.nan,
         }
     reasons = [attribute(i, truth) for i in incidents]
+    in_phase = truth.in_phase()
     attributed = sum(1 for r in reasons if not r.startswith("false"))
     benign = truth.benign
     benign_clients = sorted(
@@ -288,6 +293,8 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
         "precision": attributed / len(incidents) if incidents else math.nan,
         "false_by_reason": {r: reasons.count(r) for r in sorted(set(reasons)) if r.startswith("false")},
         "benign_flagged": float(flagged[benign].mean()) if benign.any() else math.nan,
+        "benign_flagged_in_phases": _share(flagged, benign & in_phase),
+        "benign_flagged_outside_phases": _share(flagged, benign & ~in_phase),
         "benign_packets": int(benign.sum()),
         "benign_clients_with_incident": benign_clients,
         "victim_incidents": sum(1 for i in incidents if i.sources & victims),
@@ -670,6 +677,12 @@ def print_capture(name: str, res: dict[str, Any]) -> None:
     print(f"\n   {'target':<62} {'netmon':>16} {'naive':>16}  verdict")
     for label, x, y, ok in res["targets"]:
         print(f"   {label:<62} {x:>16} {y:>16}  {ok}")
+    split = ", ".join(
+        f"{name} {100 * r['benign_flagged_in_phases']:.2f} % / {100 * r[key]:.2f} %"
+        for name, r in (("netmon", app), ("naive", naive))
+        for key in ["benign_flagged_outside_phases"]
+    )
+    print(f"   benign packets flagged during attack phases / outside them: {split}")
     print(f"   false incidents by reason: netmon {app['false_by_reason']}, naive {naive['false_by_reason']}")
     if app["benign_clients_with_incident"]:
         print(
@@ -812,10 +825,12 @@ def demo_pcaps(minutes: float, rate: float) -> tuple[Path, Path]:
     from capture.pcapwriter import write_pcap
 
     out = []
-    for name, seed, n in (("demo-benign", 2, int(minutes * 60 * rate)), ("demo-train", 1, 60_000)):
+    for name, seed, span in (("demo-benign", 2, minutes * 60), ("demo-train", 1, None)):
         traffic = DemoTraffic(seed=seed, attack_prob=0.0)
-        records = traffic.records(n)
+        records = traffic.records(int(span * rate * 1.3) if span else 60_000)  # its rate is ~10 % over pps
         records["ts"] = records["ts"][0] + (records["ts"] - records["ts"][0]) * (traffic.pps / rate)
+        if span:
+            records = records[records["ts"] < records["ts"][0] + span]
         path = stack.LOG_DIR / f"{name}.pcap"
         write_pcap(path, records)
         out.append(path)
@@ -859,7 +874,8 @@ def run_benign(pcap: Path, train_pcap: Path, worker: stack.Proc, sensor: str) ->
         f"benign packets flagged {100 * res['flagged']:.2f} % (target <= 0.5 %: "
         f"{verdict(res['flagged'] <= MAX_BENIGN_FLAGGED)})"
     )
-    print(f"   incidents by source: {', '.join(f'{k} {v}' for k, v in list(by_source.items())[:12])}")
+    top = list(res["incidents_by_source"].items())[:12]
+    print(f"   incidents by source ({len(by_source)} sources), most: {', '.join(f'{k} {v}' for k, v in top)}")
     return res
 
 
