@@ -58,7 +58,8 @@ class AnomalyAdmin(admin.ModelAdmin):
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    list_display = ("last_seen", "sensor", "src_ip", "anomaly_count", "max_score", "first_seen", "summary")
+    list_display = ("last_seen", "sensor", "kind", "severity", "status", "src_ip", "anomaly_count",
+                    "peak_score", "first_seen", "explanation")  # fmt: skip
     list_filter = ("sensor",)
     search_fields = ("src_ip",)
     readonly_fields = [f.name for f in Incident._meta.fields]
