@@ -323,7 +323,7 @@ async def test_the_greeting_says_the_users_roles_and_permissions(session_headers
 async def test_a_viewer_starts_subscribed_to_what_it_may_see_only(viewer):
     communicator = await open_socket(await sync_to_async(headers_of)(viewer))
 
-    assert communicator.hello["streams"] == ["packets", "anomalies", "stats"]  # not exports
+    assert communicator.hello["streams"] == ["packets", "anomalies", "incidents", "stats"]  # not exports
     assert communicator.hello["config"] is not None  # viewers read the configuration
 
 
