@@ -128,6 +128,37 @@ def active_models() -> list[DetectionModel]:
     return list(DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY))
 
 
+def active_versions_text() -> str:
+    """The active, ready versions ("isolation_forest v2, both v1"), or "none"."""
+    rows = DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY).order_by("kind")
+    return ", ".join(f"{row.kind} v{row.version}" for row in rows) or "none"
+
+
+def no_model_reason(kind: str) -> str:
+    """Why nothing scores with the configured ``ml_model`` ``kind``: its name, the active versions,
+    and the ways out (a model trained with another kind is not used until the configuration says so)."""
+    return (
+        f"no active {kind} model (the configuration's ml_model is {kind}); active versions: "
+        f"{active_versions_text()}. Train one with `python manage.py train_detector --model {kind} --pcap "
+        "FILE`, or switch the configuration to a trained kind (`train_detector --use`, or set ml_model)"
+    )
+
+
+def in_use_text(row: DetectionModel, config: Any) -> str:
+    """Whether ``row`` is the model the worker scores with, and if not, why and how to make it so."""
+    if not row.is_active:
+        return f"not in use: {row.kind} v{row.version} is not the active {row.kind} version"
+    if config.ml_model != row.kind:
+        return (
+            f"not in use: the configuration's ml_model is {config.ml_model}; "
+            f"use it with `train_detector --use` or by setting ml_model to {row.kind}"
+        )
+    if config.feature_level != row.feature_level:
+        level = config.feature_level
+        return f"not in use: the configuration's feature_level is {level}, not {row.feature_level}"
+    return f"in use (ml_model {config.ml_model}, feature_level {config.feature_level})"
+
+
 def check_model_kind(changes: dict[str, Any], current: Any) -> dict[str, str]:
     """The configuration's ``ml_model`` may only switch to a kind that has an active, ready model.
 
