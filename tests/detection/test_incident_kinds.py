@@ -175,3 +175,62 @@ def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redi
     assert incident.kind == kind, (attack, incident.kind, incident.evidence)
     assert incident.sources == [incident.src_ip] and incident.targets
     assert incident.opened_at is not None and incident.packet_count >= incident.anomaly_count
+
+
+def _drain_and_collect(redis_client, sensor: str) -> list[dict]:
+    """Drain ``sensor`` while listening to the incidents group; the messages the worker sent."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from capture import events
+
+    layer = get_channel_layer()
+
+    async def listen() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(events.GROUP_INCIDENTS, channel)
+        return channel
+
+    async def collect(channel: str) -> list[dict]:
+        out = []
+        while True:  # until nothing more arrives (the worker has published before this runs)
+            try:
+                out.append(await asyncio.wait_for(layer.receive(channel), 1.0))
+            except TimeoutError:
+                break
+        await layer.group_discard(events.GROUP_INCIDENTS, channel)
+        await layer.close_pools()
+        return out
+
+    channel = async_to_sync(listen)()
+    ingest.drain_sensor(sensor, redis_client)
+    return async_to_sync(collect)(channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_announces_opened_and_grown_incidents_once_per_read(trained, redis_client):
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject("port_scan")
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    probes = records["label"] > 0
+    cut = int(np.flatnonzero(probes)[probes.sum() // 2])  # the scan goes on across two reads
+
+    publish_in_batches(redis_client, "e1", records[:cut])
+    first = _drain_and_collect(redis_client, "e1")
+    publish_in_batches(redis_client, "e1", records[cut:])
+    second = _drain_and_collect(redis_client, "e1")
+
+    scanner = Incident.objects.order_by("-anomaly_count").first()
+    for read in (first, second):  # coalesced: one message per incident per read
+        ids = [m["incident"]["id"] for m in read]
+        assert len(ids) == len(set(ids))
+    opened = {m["incident"]["id"] for m in first if m["type"] == "incident.opened"}
+    assert scanner.pk in opened
+    grown = [m for m in second if m["incident"]["id"] == scanner.pk]
+    assert [m["type"] for m in grown] == ["incident.updated"]
+    assert grown[0]["incident"]["anomaly_count"] == scanner.anomaly_count
+    assert grown[0]["incident"]["kind"] == scanner.kind
+    assert {m["type"] for m in second} <= {"incident.opened", "incident.updated"}
