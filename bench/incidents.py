@@ -322,7 +322,7 @@ def app_incidents(sensor_name: str) -> tuple[list[Inc], list[str]]:
                 last=row.last_seen.timestamp(),
                 count=row.anomaly_count,
                 severity=str(row.severity) if "severity" in names else "",
-                summary=row.summary,
+                summary=row.explanation if "explanation" in names else row.summary,
             )
         )
     return out, present

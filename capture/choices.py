@@ -20,6 +20,7 @@ __all__ = [
     "BUFFER_SIZE_MAX",
     "BUFFER_SIZE_MIN",
     "CONFIG_KEYS",
+    "INCIDENT_TRANSITIONS",
     "INTERFACE_MAX_LENGTH",
     "SENSOR_NAME_MAX_LENGTH",
     "SENSOR_NAME_PATTERN",
@@ -27,6 +28,9 @@ __all__ = [
     "AnalysisDepth",
     "EncryptionAlgorithm",
     "FeatureLevel",
+    "IncidentKind",
+    "IncidentSeverity",
+    "IncidentStatus",
     "MlModel",
     "Role",
 ]
@@ -84,6 +88,56 @@ class EncryptionAlgorithm(Vocabulary):
     AES_256 = "AES-256"
     AES_192 = "AES-192"
     SHA = "SHA"
+
+
+class IncidentKind(Vocabulary):
+    """An incident's ``kind``: what the evidence says happened (rules: detection.incidents.incident_kind)."""
+
+    PORT_SCAN = "port_scan"
+    HORIZONTAL_SCAN = "horizontal_scan"
+    SYN_FLOOD = "syn_flood"
+    UDP_FLOOD = "udp_flood"
+    ICMP_FLOOD = "icmp_flood"
+    REQUEST_FLOOD = "request_flood"
+    BRUTE_FORCE = "brute_force"
+    SLOW_CONNECTIONS = "slow_connections"
+    LARGE_TRANSFER = "large_transfer"
+    NEW_SERVICE = "new_service"
+    UNUSUAL_TRAFFIC = "unusual_traffic"
+
+
+class IncidentSeverity(Vocabulary):
+    """An incident's ``severity`` (rule: detection.incidents.incident_severity)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class IncidentStatus(Vocabulary):
+    """An incident's ``status``: what an operator decided (transitions: ``INCIDENT_TRANSITIONS``)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    FALSE_POSITIVE = "false_positive"
+
+
+# The status an incident may go to from each status; anything else is refused (409 over the API).
+INCIDENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    IncidentStatus.OPEN: (
+        IncidentStatus.ACKNOWLEDGED,
+        IncidentStatus.RESOLVED,
+        IncidentStatus.FALSE_POSITIVE,
+    ),
+    IncidentStatus.ACKNOWLEDGED: (
+        IncidentStatus.RESOLVED,
+        IncidentStatus.FALSE_POSITIVE,
+        IncidentStatus.OPEN,
+    ),
+    IncidentStatus.RESOLVED: (IncidentStatus.OPEN,),
+    IncidentStatus.FALSE_POSITIVE: (IncidentStatus.OPEN,),
+}
 
 
 class Role(Vocabulary):

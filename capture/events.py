@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 GROUP_PACKETS = "netmon.packets"
 GROUP_STATS = "netmon.stats"
 GROUP_ANOMALIES = "netmon.anomalies"
+GROUP_INCIDENTS = "netmon.incidents"
 GROUP_CONTROL = "netmon.control"
 BROADCAST_TIMEOUT = 5.0  # seconds a producer waits for Redis before giving the message up
 

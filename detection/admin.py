@@ -1,9 +1,10 @@
-"""Admin pages for model versions (activate), anomalies (mark false positive) and incidents."""
+"""Admin pages for model versions (activate), anomalies (mark false positive) and incidents (status)."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from capture.choices import IncidentStatus
 from detection import services
 from detection.models import Anomaly, DetectionModel, Incident
 
@@ -56,12 +57,40 @@ class AnomalyAdmin(admin.ModelAdmin):
         return False
 
 
+def _status_action(status: str, description: str):
+    """An admin action moving the selected incidents to ``status`` under the API's transition rule."""
+
+    def action(modeladmin: IncidentAdmin, request, queryset) -> None:
+        moved, refused = 0, []
+        for incident in queryset:
+            try:
+                services.change_incident_status(incident, status, request.user)
+                moved += 1
+            except ValueError as exc:  # the transition rule said no: say which and why
+                refused.append(f"#{incident.pk}: {exc}")
+        if moved:
+            modeladmin.message_user(request, f"{moved} incident(s) now {status}")
+        for reason in refused:
+            modeladmin.message_user(request, reason, level=messages.ERROR)
+
+    action.__name__ = f"mark_{status}"
+    return admin.action(description=description, permissions=["change"])(action)
+
+
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    list_display = ("last_seen", "sensor", "src_ip", "anomaly_count", "max_score", "first_seen", "summary")
-    list_filter = ("sensor",)
+    list_display = ("last_seen", "sensor", "kind", "severity", "status", "src_ip", "anomaly_count",
+                    "peak_score", "first_seen", "explanation")  # fmt: skip
+    list_filter = ("status", "kind", "severity", "sensor")
     search_fields = ("src_ip",)
     readonly_fields = [f.name for f in Incident._meta.fields]
+    list_select_related = ("sensor",)
+    actions = [
+        _status_action(IncidentStatus.ACKNOWLEDGED, "Acknowledge"),
+        _status_action(IncidentStatus.RESOLVED, "Resolve"),
+        _status_action(IncidentStatus.FALSE_POSITIVE, "Mark as false positive (anomalies train as normal)"),
+        _status_action(IncidentStatus.OPEN, "Reopen"),
+    ]
 
     def has_add_permission(self, request):
         return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection
@@ -29,6 +29,8 @@ class SavedAnomalies:
 
     count: int
     top: list[Anomaly]
+    opened: list[int] = field(default_factory=list)  # incidents this read opened
+    updated: list[int] = field(default_factory=list)  # incidents this read added anomalies to
 
 
 _ANOMALY_COLUMNS = [
@@ -46,12 +48,11 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     flagged = batch.records[rows]
     # text columns, computed for all rows at once (by score_batch already, for its explanations)
     cols = scored.columns if scored.columns is not None else PacketColumns.of(flagged)
-    ts = flagged["ts"].astype(np.float64).tolist()
     scores = scored.scores[rows]
     explanations = [scored.explanations[i] for i in rows]
-    incident_ids = incidents.assign_incidents(
-        sensor, cols.src_ip, ts, scores, [text for text, _ in explanations]
-    )
+    read = incidents.read_anomalies(flagged, cols, scores, explanations, scored.threshold)
+    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_source(batch.records))
+    incident_ids = assignment.ids
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
     values = [
@@ -69,7 +70,7 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     best = np.argsort(-scores, kind="stable")[:BROADCAST_PER_BATCH]
     seqs = flagged["seq"][best].tolist()
     top = list(Anomaly.objects.filter(sensor=sensor, packet_seq__in=seqs).order_by("-score"))
-    return SavedAnomalies(len(rows), top)
+    return SavedAnomalies(len(rows), top, assignment.opened, assignment.updated)
 
 
 def _insert_anomalies(values: list[tuple]) -> None:

@@ -244,6 +244,7 @@ def _process_entries(
     _acknowledge(client, sensor, entries)
     result.anomalies += saved.count
     live.broadcast_anomalies(saved, merged.sensor, merged.read_at)
+    live.broadcast_incidents(saved.opened, saved.updated)
 
 
 def _new_batches(

@@ -1,4 +1,4 @@
-"""What the worker publishes to dashboards: the highest-scoring anomalies of each read.
+"""What the worker publishes to dashboards: each read's top anomalies and the incidents it opened or grew.
 
 Sent through capture.events to the anomalies group after the read is committed and acknowledged,
 so a dashboard never shows an anomaly the database does not have.
@@ -10,7 +10,7 @@ from typing import Any
 
 from capture import events
 from detection.anomalies import SavedAnomalies
-from detection.models import Anomaly
+from detection.models import Anomaly, Incident
 
 
 def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[str, Any]:
@@ -43,3 +43,49 @@ def broadcast_anomalies(saved: SavedAnomalies, sensor_name: str, read_at: float)
             {"type": "anomaly.detected", "anomaly": anomaly_event(anomaly, sensor_name, read_at),
              "batch_anomalies": saved.count},
         )  # fmt: skip
+
+
+BROADCAST_INCIDENTS = 50  # incident events per read at most (a spoofed flood opens thousands)
+
+
+def incident_event(incident: Incident) -> dict[str, Any]:
+    """The ``incident`` of an ``incident_opened`` / ``incident_updated`` WebSocket message."""
+    return {
+        "id": incident.pk,
+        "sensor": incident.sensor.name,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "status": incident.status,
+        "sources": incident.sources,
+        "targets": incident.targets,
+        "targets_more": incident.targets_more,
+        "first_seen": incident.first_seen.isoformat(),
+        "last_seen": incident.last_seen.isoformat(),
+        "opened_at": incident.opened_at.isoformat() if incident.opened_at else None,
+        "anomaly_count": incident.anomaly_count,
+        "packet_count": incident.packet_count,
+        "peak_score": incident.peak_score,
+        "explanation": incident.explanation,
+        "status_changed_by": who.get_username() if (who := incident.status_changed_by) else None,
+        "status_changed_at": incident.status_changed_at.isoformat() if incident.status_changed_at else None,
+    }
+
+
+def broadcast_incidents(opened: list[int], updated: list[int]) -> None:
+    """``incident.opened`` / ``incident.updated`` for incidents a read (or an operator) changed.
+
+    One message per incident per call: a read that adds a thousand anomalies to an incident sends
+    one ``incident_updated``. At most ``BROADCAST_INCIDENTS`` per call, highest peak score first.
+    """
+    wanted = [*opened, *updated]
+    if not wanted:
+        return
+    rows = (
+        Incident.objects.filter(pk__in=wanted[: BROADCAST_INCIDENTS * 4])
+        .select_related("sensor", "status_changed_by")
+        .order_by("-peak_score")[:BROADCAST_INCIDENTS]
+    )
+    new = set(opened)
+    for incident in rows:
+        kind = "incident.opened" if incident.pk in new else "incident.updated"
+        events.broadcast(events.GROUP_INCIDENTS, {"type": kind, "incident": incident_event(incident)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from capture.choices import MlModel
+from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus, MlModel
 
 
 class DetectionModel(models.Model):
@@ -53,21 +53,54 @@ class DetectionModel(models.Model):
 
 
 class Incident(models.Model):
-    """Anomalies from one source grouped while it keeps triggering (closed after a quiet period)."""
+    """Anomalies from one source grouped while it keeps triggering (closed after a quiet period).
+
+    The unit of alerting: what happened (``kind``, ``severity``, ``explanation``), who did it
+    (``sources``) and what it hit (``targets``: ``IP`` or ``IP:port/proto``, the first
+    ``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), filled by the worker as
+    the incident grows (detection.incidents), and what an operator decided (``status``, who, when).
+    ``evidence`` holds the bounded counters the kind is decided from, so that it can be decided
+    again on all the evidence when the incident grows.
+    """
 
     sensor = models.ForeignKey("capture.Sensor", on_delete=models.CASCADE, related_name="incidents")
     src_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    kind = models.CharField(
+        max_length=20, choices=IncidentKind.choices, default=IncidentKind.UNUSUAL_TRAFFIC, db_index=True
+    )
+    severity = models.CharField(
+        max_length=8, choices=IncidentSeverity.choices, default=IncidentSeverity.LOW, db_index=True
+    )
+    status = models.CharField(
+        max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.OPEN, db_index=True
+    )
+    sources = models.JSONField(default=list, blank=True)
+    targets = models.JSONField(default=list, blank=True)
+    targets_more = models.PositiveIntegerField(default=0, help_text="distinct targets beyond those listed")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
+    # Wall clock when Netmon opened it: detection delay = opened_at - first_seen.
+    opened_at = models.DateTimeField(null=True, blank=True)
     anomaly_count = models.PositiveIntegerField(default=0)
-    max_score = models.FloatField(default=0.0)
-    summary = models.TextField(blank=True, default="")
+    packet_count = models.PositiveBigIntegerField(
+        default=0, help_text="packets its sources sent in the reads that added to it"
+    )
+    peak_score = models.FloatField(default=0.0)
+    explanation = models.TextField(blank=True, default="")
+    evidence = models.JSONField(default=dict, blank=True)
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen"]
 
     def __str__(self) -> str:
-        return f"{self.src_ip or 'unknown source'} {self.first_seen:%H:%M:%S}-{self.last_seen:%H:%M:%S}"
+        return (
+            f"{self.kind} from {self.src_ip or 'unknown source'} "
+            f"{self.first_seen:%H:%M:%S}-{self.last_seen:%H:%M:%S}"
+        )
 
 
 class Anomaly(models.Model):

@@ -20,12 +20,12 @@ from django.utils import timezone
 
 from capture import services as capture_services
 from capture import storage
-from capture.choices import FeatureLevel
+from capture.choices import INCIDENT_TRANSITIONS, FeatureLevel, IncidentStatus
 from capture.models import Packet
 from capture.records import RECORD_DTYPE
 from detection import ml
 from detection.features import FeatureExtractor, feature_names
-from detection.models import Anomaly, DetectionModel
+from detection.models import Anomaly, DetectionModel, Incident
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,37 @@ def outdated_reason(model_row: DetectionModel) -> str | None:
 
 def active_models() -> list[DetectionModel]:
     return list(DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY))
+
+
+def active_versions_text() -> str:
+    """The active, ready versions ("isolation_forest v2, both v1"), or "none"."""
+    rows = DetectionModel.objects.filter(is_active=True, status=DetectionModel.Status.READY).order_by("kind")
+    return ", ".join(f"{row.kind} v{row.version}" for row in rows) or "none"
+
+
+def no_model_reason(kind: str) -> str:
+    """Why nothing scores with the configured ``ml_model`` ``kind``: its name, the active versions,
+    and the ways out (a model trained with another kind is not used until the configuration says so)."""
+    return (
+        f"no active {kind} model (the configuration's ml_model is {kind}); active versions: "
+        f"{active_versions_text()}. Train one with `python manage.py train_detector --model {kind} --pcap "
+        "FILE`, or switch the configuration to a trained kind (`train_detector --use`, or set ml_model)"
+    )
+
+
+def in_use_text(row: DetectionModel, config: Any) -> str:
+    """Whether ``row`` is the model the worker scores with, and if not, why and how to make it so."""
+    if not row.is_active:
+        return f"not in use: {row.kind} v{row.version} is not the active {row.kind} version"
+    if config.ml_model != row.kind:
+        return (
+            f"not in use: the configuration's ml_model is {config.ml_model}; "
+            f"use it with `train_detector --use` or by setting ml_model to {row.kind}"
+        )
+    if config.feature_level != row.feature_level:
+        level = config.feature_level
+        return f"not in use: the configuration's feature_level is {level}, not {row.feature_level}"
+    return f"in use (ml_model {config.ml_model}, feature_level {config.feature_level})"
 
 
 def check_model_kind(changes: dict[str, Any], current: Any) -> dict[str, str]:
@@ -405,3 +436,44 @@ def mark_false_positives(anomalies: Any, value: bool, user: Any) -> int:
     return anomalies.exclude(false_positive=value).update(
         false_positive=value, false_positive_by=by, false_positive_at=timezone.now() if value else None
     )
+
+
+class TransitionError(ValueError):
+    """An incident status change the transition rule does not allow (409 over the API)."""
+
+
+def allowed_statuses_text() -> str:
+    return ", ".join(IncidentStatus.values)
+
+
+def change_incident_status(incident: Incident, status: str, user: Any = None) -> Incident:
+    """Move ``incident`` to ``status`` (``INCIDENT_TRANSITIONS``), recording who and when.
+
+    Marking it a false positive marks its anomalies false positives (they count as normal in the
+    next training); reopening a false positive takes that mark back. Dashboards get
+    ``incident_updated`` once the change is committed. Raises ValueError for an unknown status and
+    TransitionError for a change the rule does not allow; both say what is allowed.
+    """
+    from detection import live  # live publishes through capture.events: only after the commit
+
+    if status not in IncidentStatus.values:
+        raise ValueError(f"unknown status {status!r}; allowed: {allowed_statuses_text()}")
+    with transaction.atomic():
+        incident = Incident.objects.select_for_update().get(pk=incident.pk)
+        allowed = INCIDENT_TRANSITIONS[incident.status]
+        if status not in allowed:
+            raise TransitionError(
+                f"cannot go from {incident.status} to {status}; allowed: {', '.join(allowed)}"
+            )
+        previous = incident.status
+        incident.status = status
+        incident.status_changed_by = user if getattr(user, "is_authenticated", False) else None
+        incident.status_changed_at = timezone.now()
+        incident.save(update_fields=["status", "status_changed_by", "status_changed_at"])
+        if status == IncidentStatus.FALSE_POSITIVE:
+            mark_false_positives(incident.anomalies.all(), True, user)
+        elif previous == IncidentStatus.FALSE_POSITIVE:
+            mark_false_positives(incident.anomalies.all(), False, user)
+        pk = incident.pk
+        transaction.on_commit(lambda: live.broadcast_incidents([], [pk]))
+    return incident

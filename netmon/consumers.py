@@ -32,9 +32,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from capture import control, events, services, validation
-from capture.choices import BPF_MAX_LENGTH, INTERFACE_MAX_LENGTH
+from capture.choices import BPF_MAX_LENGTH, INTERFACE_MAX_LENGTH, IncidentStatus
 from capture.connections import redis_client
 from capture.permissions import NO_ROLE_MESSAGE
+from detection import live
+from detection import services as detection_services
+from detection.models import Incident
 from netmon import roles
 from netmon.auth import valid_token_user
 
@@ -51,19 +54,21 @@ PACKET_BUFFER = 200
 # expired token, is disconnected within this many seconds (and at the next message it sends).
 AUTH_RECHECK_SECONDS = 3.0
 MAX_NAME = 64
-STREAMS = ("packets", "anomalies", "stats", "exports")
+STREAMS = ("packets", "anomalies", "incidents", "stats", "exports")
 # What each command needs (None: any role). Every command in MonitorConsumer._COMMANDS has an
 # entry (tests/netmon/test_authz_matrix.py checks it, command by command and role by role).
 COMMAND_PERMISSIONS: dict[str, str | None] = {
     "start_capture": "capture.control_capture",
     "stop_capture": "capture.control_capture",
     "update_config": "capture.change_monitorconfig",
+    "incident_status": "detection.change_incident",
     "subscribe": None,  # each stream asked for needs its own permission (STREAM_PERMISSIONS)
     "ping": None,
 }
 STREAM_PERMISSIONS: dict[str, str] = {
     "packets": "capture.view_packet",
     "anomalies": "detection.view_anomaly",
+    "incidents": "detection.view_incident",
     "stats": "capture.view_sensor",
     "exports": "exports.view_exportjob",  # and only the user's own jobs (export_group)
 }
@@ -259,6 +264,16 @@ def _apply_config(data: Any, user: Any) -> dict[str, Any]:
     if change is not None:
         services.announce_config(config)  # broadcasts config.updated to every dashboard
     return {"config": services.config_as_dict(config), "changed": change is not None}
+
+
+def _change_incident_status(pk: int, status: str, user: Any) -> dict[str, Any]:
+    """The incident_status command: the same service (and transition rule) as the API and admin."""
+    incident = Incident.objects.filter(pk=pk).first()
+    if incident is None:
+        raise LookupError(pk)
+    detection_services.change_incident_status(incident, status, user)
+    fresh = Incident.objects.select_related("sensor", "status_changed_by").get(pk=pk)
+    return live.incident_event(fresh)
 
 
 def _normalise_ip(value: str) -> str:
@@ -514,6 +529,23 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             return None  # announce_config's broadcast reaches this client too
         return {"type": "config_updated", "config": result["config"], "changed": False}
 
+    async def _cmd_incident_status(self, content: dict[str, Any]) -> dict[str, Any]:
+        # The incident is "incident", not "id": "id" is every message's own id, echoed in its reply.
+        _check_fields(content, {"incident", "status"})
+        incident = content.get("incident")
+        if not isinstance(incident, int) or isinstance(incident, bool) or incident < 1:
+            raise ClientError("incident must be an incident id (a positive integer)", field="incident")
+        status = content.get("status")
+        if not isinstance(status, str):
+            raise ClientError(f"status must be one of: {', '.join(IncidentStatus.values)}", field="status")
+        try:
+            changed = await database_sync_to_async(_change_incident_status)(incident, status, self.user)
+        except LookupError:
+            raise ClientError(f"no incident {incident}", field="incident") from None
+        except ValueError as exc:  # unknown status, or a transition the rule does not allow
+            raise ClientError(str(exc), field="status") from None
+        return {"type": "incident_status", "incident": changed}
+
     async def _cmd_subscribe(self, content: dict[str, Any]) -> dict[str, Any]:
         _check_fields(content, {"streams", "sensor", "ip"})
         streams = content.get("streams")
@@ -558,6 +590,7 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         "start_capture": "_cmd_start_capture",
         "stop_capture": "_cmd_stop_capture",
         "update_config": "_cmd_update_config",
+        "incident_status": "_cmd_incident_status",
         "subscribe": "_cmd_subscribe",
         "ping": "_cmd_ping",
     }
@@ -567,6 +600,7 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             "packets": events.GROUP_PACKETS,
             "stats": events.GROUP_STATS,
             "anomalies": events.GROUP_ANOMALIES,
+            "incidents": events.GROUP_INCIDENTS,
             "exports": events.export_group(self.user.id),
         }[stream]
 
@@ -654,6 +688,24 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         anomaly = event.get("anomaly")
         if isinstance(anomaly, dict) and self._wanted(anomaly):
             await self._relay(event, "anomaly_detected")
+
+    async def incident_opened(self, event: dict[str, Any]) -> None:
+        if self._wanted_incident(event.get("incident")):
+            await self._relay(event, "incident_opened")
+
+    async def incident_updated(self, event: dict[str, Any]) -> None:
+        if self._wanted_incident(event.get("incident")):
+            await self._relay(event, "incident_updated")
+
+    def _wanted_incident(self, incident: Any) -> bool:
+        if not isinstance(incident, dict):
+            return False
+        if self.sensor_filter and incident.get("sensor") != self.sensor_filter:
+            return False
+        ips = [*(incident.get("sources") or []), *(incident.get("targets") or [])]
+        return not self.ip_filter or any(
+            ip == self.ip_filter or str(ip).startswith(self.ip_filter + ":") for ip in ips
+        )
 
     async def capture_status(self, event: dict[str, Any]) -> None:
         if self.permissions.allows("capture.view_sensor"):

@@ -237,6 +237,9 @@ SPECTACULAR_SETTINGS = {
         "MlModelEnum": "capture.choices.MlModel.choices",
         "FeatureLevelEnum": "capture.choices.FeatureLevel.choices",
         "AnalysisDepthEnum": "capture.choices.AnalysisDepth.choices",
+        "IncidentStatusEnum": "capture.choices.IncidentStatus.choices",
+        "IncidentKindEnum": "capture.choices.IncidentKind.choices",
+        "IncidentSeverityEnum": "capture.choices.IncidentSeverity.choices",
     },
 }
 

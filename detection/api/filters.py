@@ -1,4 +1,4 @@
-"""Query filters for anomalies."""
+"""Query filters for anomalies and incidents."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from django import forms
 from django.db.models import Q
 
 from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter
-from detection.models import Anomaly
+from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
+from detection.models import Anomaly, Incident
 
 _MAX_ID = 2**63 - 1
 
@@ -63,3 +64,37 @@ class AnomalyFilter(django_filters.FilterSet):
         if not 0 < value <= _MAX_ID:
             return queryset.none()
         return queryset.filter(incident_id=value)
+
+
+def _choice(vocabulary, name: str) -> django_filters.ChoiceFilter:
+    """One of a vocabulary's words; anything else is a 400 naming the allowed values."""
+    allowed = ", ".join(vocabulary.values)
+    return django_filters.ChoiceFilter(
+        choices=vocabulary.choices,
+        error_messages={"invalid_choice": f"%(value)s is not a {name}; allowed: {allowed}"},
+    )
+
+
+class IncidentFilter(django_filters.FilterSet):
+    sensor = django_filters.CharFilter(field_name="sensor__name")
+    status = _choice(IncidentStatus, "status")
+    kind = _choice(IncidentKind, "kind")
+    severity = _choice(IncidentSeverity, "severity")
+    ip = IPFilter(method="filter_ip", label="an address among its sources or targets")
+    since = IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte", label="last seen at or after")
+    until = IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt", label="first seen before")
+
+    class Meta:
+        model = Incident
+        fields = ["sensor", "status", "kind", "severity"]
+
+    def filter_ip(self, queryset, name, value: str):
+        # Sources and targets are JSON lists of text: a source is the address, a target the address
+        # or "address:port/proto". The source column is indexed; targets are matched as text.
+        quoted = f'"{value}'
+        return queryset.filter(
+            Q(src_ip=value)
+            | Q(sources__icontains=f'"{value}"')
+            | Q(targets__icontains=f'{quoted}"')
+            | Q(targets__icontains=f"{quoted}:")
+        )

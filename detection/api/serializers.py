@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from urllib.parse import quote
+
 from rest_framework import serializers
 
-from capture.choices import FeatureLevel, MlModel
-from detection.models import Anomaly, DetectionModel
+from capture.choices import FeatureLevel, IncidentStatus, MlModel
+from detection.models import Anomaly, DetectionModel, Incident
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -67,3 +70,47 @@ class TrainRequestSerializer(serializers.Serializer):
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
     sensor = StrictCharField(required=False)
+
+
+class IncidentSerializer(serializers.ModelSerializer):
+    """An incident as the API shows it, with links to its packets and its anomalies."""
+
+    sensor = serializers.CharField(source="sensor.name", read_only=True)
+    status_changed_by = serializers.SerializerMethodField()
+    packets_url = serializers.SerializerMethodField()
+    anomalies_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Incident
+        fields = ["id", "sensor", "kind", "severity", "status", "sources", "targets", "targets_more",
+                  "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score",
+                  "explanation", "status_changed_by", "status_changed_at", "packets_url",
+                  "anomalies_url"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_status_changed_by(self, incident: Incident) -> str | None:
+        """Who last changed its status."""
+        return incident.status_changed_by.get_username() if incident.status_changed_by else None
+
+    def get_packets_url(self, incident: Incident) -> str:
+        """Its sources' packets during the incident (the first source's; one source today)."""
+        since = quote(incident.first_seen.isoformat())
+        until = quote((incident.last_seen + timedelta(microseconds=1)).isoformat())
+        url = f"/api/packets/?sensor={incident.sensor.name}&since={since}&until={until}"
+        return url + (f"&src_ip={incident.sources[0]}" if incident.sources else "")
+
+    def get_anomalies_url(self, incident: Incident) -> str:
+        """Its anomalies, newest first."""
+        return f"/api/incidents/{incident.pk}/anomalies/"
+
+
+_STATUSES = ", ".join(IncidentStatus.values)
+
+
+class IncidentStatusSerializer(serializers.Serializer):
+    """PATCH /api/incidents/{id}/: the one thing an operator changes on an incident."""
+
+    status = serializers.ChoiceField(
+        IncidentStatus.choices,
+        error_messages={"invalid_choice": '"{input}" is not a status; allowed: ' + _STATUSES},
+    )

@@ -7,6 +7,9 @@ from detection.api import views
 urlpatterns = [
     path("anomalies/", views.AnomalyListView.as_view(), name="anomalies"),
     path("anomalies/<int:pk>/", views.AnomalyDetailView.as_view(), name="anomaly-detail"),
+    path("incidents/", views.IncidentListView.as_view(), name="incidents"),
+    path("incidents/<int:pk>/", views.IncidentDetailView.as_view(), name="incident-detail"),
+    path("incidents/<int:pk>/anomalies/", views.IncidentAnomaliesView.as_view(), name="incident-anomalies"),
     path("models/", views.ModelListView.as_view(), name="models"),
     path("models/train", views.ModelTrainView.as_view(), name="models-train"),
     path("models/<int:pk>/activate", views.ModelActivateView.as_view(), name="model-activate"),

@@ -1,4 +1,4 @@
-"""Detection API: anomalies (list, mark false positive), model versions (list, activate, train)."""
+"""Detection API: incidents (list, status), anomalies (list, mark false positive), model versions."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from rest_framework.views import APIView
 
 from capture import services as capture_services
 from detection import services, tasks
-from detection.api.filters import AnomalyFilter
-from detection.api.serializers import AnomalySerializer, DetectionModelSerializer, TrainRequestSerializer
-from detection.models import Anomaly, DetectionModel
+from detection.api.filters import AnomalyFilter, IncidentFilter
+from detection.api.serializers import (
+    AnomalySerializer,
+    DetectionModelSerializer,
+    IncidentSerializer,
+    IncidentStatusSerializer,
+    TrainRequestSerializer,
+)
+from detection.models import Anomaly, DetectionModel, Incident
 
 
 class AnomalyListView(generics.ListAPIView):
@@ -94,3 +100,52 @@ class ModelTrainView(APIView):
                 )
             )  # fmt: skip
         return Response(DetectionModelSerializer(row).data, status=status.HTTP_202_ACCEPTED)
+
+
+class IncidentListView(generics.ListAPIView):
+    """GET /api/incidents/: latest first; filter by status, kind, severity, ip, since, until, sensor."""
+
+    required_permissions = {"GET": "detection.view_incident"}
+    serializer_class = IncidentSerializer
+    filterset_class = IncidentFilter
+    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+
+
+class IncidentDetailView(generics.RetrieveAPIView):
+    """GET one incident; PATCH {"status": ...} to acknowledge, resolve, reopen or mark it a false positive."""
+
+    required_permissions = {"GET": "detection.view_incident", "PATCH": "detection.change_incident"}
+    serializer_class = IncidentSerializer
+    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+    http_method_names = ["get", "patch", "options"]
+
+    @extend_schema(
+        request=IncidentStatusSerializer,
+        responses={
+            200: IncidentSerializer,
+            400: OpenApiResponse(description="unknown status (the answer names the allowed ones)"),
+            409: OpenApiResponse(description="the incident cannot go to that status from its own"),
+        },
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        incident = self.get_object()
+        body = IncidentStatusSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            incident = services.change_incident_status(incident, body.validated_data["status"], request.user)
+        except services.TransitionError as exc:
+            return Response({"detail": str(exc), "status": [str(exc)]}, status=status.HTTP_409_CONFLICT)
+        return Response(IncidentSerializer(self.get_queryset().get(pk=incident.pk)).data)
+
+
+class IncidentAnomaliesView(generics.ListAPIView):
+    """GET /api/incidents/{id}/anomalies/: the incident's anomalies, newest first."""
+
+    required_permissions = {"GET": "detection.view_anomaly"}
+    serializer_class = AnomalySerializer
+
+    queryset = Anomaly.objects.none()  # what the schema describes; the real one needs the incident
+
+    def get_queryset(self):
+        incident = generics.get_object_or_404(Incident, pk=self.kwargs["pk"])
+        return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")

@@ -52,7 +52,7 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
     assert saved.count == 1_203
     assert Incident.objects.count() == 1_202
     scanner = Incident.objects.get(src_ip="10.0.0.9")
-    assert (scanner.anomaly_count, scanner.summary) == (2, "reason 1201")
+    assert (scanner.anomaly_count, scanner.explanation) == (2, "reason 1202")  # its top score's
     assert Incident.objects.get(src_ip__isnull=True).anomaly_count == 1
     # each new incident is the one of its own source, with that source's first and last time
     linked = Anomaly.objects.values_list("src_ip", "incident__src_ip", "ts", "incident__first_seen")
@@ -66,8 +66,8 @@ def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
     scanner.refresh_from_db()
     assert scanner.anomaly_count == 3
     assert scanner.last_seen == datetime.fromtimestamp(T0 + 30, tz=UTC)
-    assert scanner.max_score == pytest.approx(1.0 + 1_201 / 1_202)  # its best, in the first read
-    assert scanner.summary == "reason 1201"  # the first explanation stays
+    assert scanner.peak_score == pytest.approx(1.0 + 1_201 / 1_202)  # its best, in the first read
+    assert scanner.explanation == "reason 1202"  # the peak's explanation stays
     assert Incident.objects.get(src_ip=spoofed[0]).anomaly_count == 2
     assert Incident.objects.get(src_ip__isnull=True).anomaly_count == 2
 

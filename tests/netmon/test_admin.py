@@ -174,3 +174,38 @@ def test_marking_false_positives_in_the_admin_needs_the_change_permission(admin_
     client.post("/admin/detection/anomaly/", action)
     anomaly.refresh_from_db()
     assert anomaly.false_positive is True
+
+
+def test_incident_status_actions_in_the_admin_follow_the_rule_and_need_the_change_permission(admin_role):
+    from django.contrib.auth.models import Group, Permission
+
+    from capture.models import Sensor
+    from detection.models import Incident
+
+    sensor = Sensor.objects.create(name="s1")
+    incident = Incident.objects.create(sensor=sensor, src_ip="10.0.0.9", first_seen="2026-01-01T00:00:00Z",
+                                       last_seen="2026-01-01T00:00:01Z")  # fmt: skip
+    client = signed_in(admin_role)
+
+    def act(status: str):
+        return client.post(
+            "/admin/detection/incident/",
+            {"action": f"mark_{status}", "_selected_action": [incident.pk]},
+            follow=True,
+        )
+
+    custom = Group.objects.create(name="auditor")  # sees incidents, may not change them
+    custom.permissions.set(Permission.objects.filter(codename="view_incident"))
+    admin_role.groups.set([custom])
+    act("resolved")
+    incident.refresh_from_db()
+    assert incident.status == "open"
+
+    admin_role.groups.set(Group.objects.filter(name="admin"))
+    act("resolved")
+    incident.refresh_from_db()
+    assert (incident.status, incident.status_changed_by_id) == ("resolved", admin_role.pk)
+    refused = act("acknowledged")  # resolved -> acknowledged is not allowed: said, and nothing moves
+    assert b"cannot go from resolved to acknowledged; allowed: open" in refused.content
+    incident.refresh_from_db()
+    assert incident.status == "resolved"

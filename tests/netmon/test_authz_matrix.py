@@ -37,7 +37,7 @@ from capture.models import Flow, MonitorConfig, Packet, Sensor
 from capture.services import get_config
 from detection import services as detection_services
 from detection.features import feature_names
-from detection.models import Anomaly, DetectionModel
+from detection.models import Anomaly, DetectionModel, Incident
 from exports.models import ExportJob
 from netmon import consumers
 from netmon.asgi import application
@@ -106,6 +106,12 @@ MATRIX: dict[str, dict[str, Row]] = {
         "get": Row(*READ),
         "patch": Row(*ANALYST_UP, 200, 200, 200, {"false_positive": True}),
     },
+    "incidents": {"get": Row(*READ)},
+    "incident-detail": {
+        "get": Row(*READ),
+        "patch": Row(*ANALYST_UP, 200, 200, 200, {"status": "acknowledged"}),
+    },
+    "incident-anomalies": {"get": Row(*READ)},
     "models": {"get": Row(*READ)},
     "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
     "model-activate": {"post": Row(*ADMIN_UP, 200, 200)},
@@ -250,13 +256,15 @@ def objects(people, tmp_path, settings):
         sensor=sensor, packet_seq=1, ts=T0, score=0.9, threshold=0.5, model_kind="isolation_forest",
         explanation="rare port",
     )  # fmt: skip
+    incident = Incident.objects.create(sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0)
     model = ready_model_row()
     file = tmp_path / "alice.nmx"
     file.write_bytes(b"NMX1 encrypted bytes")
     job = ExportJob.objects.create(
         owner=people["analyst"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
     )
-    return {"anomaly-detail": {"pk": anomaly.pk}, "model-activate": {"pk": model.pk}, "job": job,
+    return {"anomaly-detail": {"pk": anomaly.pk}, "incident-detail": {"pk": incident.pk},
+            "incident-anomalies": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
 
 
@@ -501,6 +509,12 @@ WS_MATRIX: dict[str, tuple[dict, str, WsRow]] = {
         "config_updated",
         WsRow(*NO_SOCKET, DENIED, DENIED, OK, OK),
     ),
+    # the incident is made by the test (its id replaces 0)
+    "incident_status": (
+        {"type": "incident_status", "incident": 0, "status": "acknowledged"},
+        "incident_status",
+        WsRow(*NO_SOCKET, DENIED, OK, OK, OK),
+    ),
     "subscribe": ({"type": "subscribe", "streams": []}, "subscribed", WsRow(*NO_SOCKET, OK, OK, OK, OK)),
     "ping": ({"type": "ping"}, "pong", WsRow(*NO_SOCKET, OK, OK, OK, OK)),
 }
@@ -508,6 +522,7 @@ WS_MATRIX: dict[str, tuple[dict, str, WsRow]] = {
 STREAM_MATRIX: dict[str, WsRow] = {
     "packets": WsRow(*NO_SOCKET, OK, OK, OK, OK),
     "anomalies": WsRow(*NO_SOCKET, OK, OK, OK, OK),
+    "incidents": WsRow(*NO_SOCKET, OK, OK, OK, OK),
     "stats": WsRow(*NO_SOCKET, OK, OK, OK, OK),
     "exports": WsRow(*NO_SOCKET, DENIED, OK, OK, OK),  # each user's own export jobs
 }
@@ -583,8 +598,19 @@ WS_CELLS = [(command, role) for command in WS_MATRIX for role in ROLES]
 async def test_websocket_command(command, role, redis_client):
     message, reply_type, row = WS_MATRIX[command]
     expected = getattr(row, role)
+    incident = None
+    if command == "incident_status":
+        sensor = await sync_to_async(Sensor.objects.create)(name="s1")
+        incident = await sync_to_async(Incident.objects.create)(
+            sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0
+        )
+        message = {**message, "incident": incident.pk}
 
     await _check_cell(role, expected, message, reply_type, redis_client)
+
+    if incident is not None:  # a refused change changes nothing; an allowed one is recorded
+        await sync_to_async(incident.refresh_from_db)()
+        assert incident.status == ("acknowledged" if expected == OK else "open")
 
     moved = _control_version(redis_client)
     config = await sync_to_async(MonitorConfig.objects.filter(pk=1).first)()

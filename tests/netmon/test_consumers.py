@@ -323,7 +323,7 @@ async def test_the_greeting_says_the_users_roles_and_permissions(session_headers
 async def test_a_viewer_starts_subscribed_to_what_it_may_see_only(viewer):
     communicator = await open_socket(await sync_to_async(headers_of)(viewer))
 
-    assert communicator.hello["streams"] == ["packets", "anomalies", "stats"]  # not exports
+    assert communicator.hello["streams"] == ["packets", "anomalies", "incidents", "stats"]  # not exports
     assert communicator.hello["config"] is not None  # viewers read the configuration
 
 
@@ -873,3 +873,35 @@ async def test_a_malformed_producer_message_does_not_break_the_socket(session_he
     await publish(events.GROUP_PACKETS, {"type": "packet.captured", "packets": "oops"})
 
     assert (await request(communicator, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_incident_status_over_the_socket_follows_the_rule_and_is_announced(session_headers):
+    from detection.models import Incident
+
+    sensor = await sync_to_async(Sensor.objects.create)(name="s1")
+    incident = await sync_to_async(Incident.objects.create)(
+        sensor=sensor, src_ip="10.0.0.66", sources=["10.0.0.66"], targets=["10.0.0.5:22/tcp"],
+        first_seen=timezone.now(), last_seen=timezone.now(),
+    )  # fmt: skip
+    communicator = await open_socket(session_headers)  # alice, an analyst: subscribed to incidents
+    assert "incidents" in communicator.hello["streams"]
+
+    change = {"type": "incident_status", "incident": incident.pk}
+    reply = await request(communicator, {**change, "status": "resolved", "id": 3})
+    assert reply["type"] == "incident_status" and reply["id"] == 3
+    assert reply["incident"]["status"] == "resolved" and reply["incident"]["status_changed_by"] == "alice"
+    announced = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert announced["type"] == "incident_updated" and announced["incident"]["id"] == incident.pk
+
+    refused = await request(communicator, {**change, "status": "acknowledged"})
+    assert refused["field"] == "status"
+    assert refused["error"] == "cannot go from resolved to acknowledged; allowed: open"
+    unknown = await request(communicator, {**change, "status": "closed"})
+    assert unknown["field"] == "status" and "false_positive" in unknown["error"]
+    missing = await request(communicator, {"type": "incident_status", "incident": 10**9, "status": "open"})
+    assert missing["field"] == "incident" and missing["error"] == f"no incident {10**9}"
+    not_an_id = await request(communicator, {"type": "incident_status", "incident": "12", "status": "open"})
+    assert not_an_id["field"] == "incident"
+    await sync_to_async(incident.refresh_from_db)()
+    assert incident.status == "resolved"
+    await communicator.disconnect()

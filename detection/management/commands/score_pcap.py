@@ -59,5 +59,5 @@ class Command(BaseCommand):
                 kind=kind, is_active=True, status=DetectionModel.Status.READY
             )
             stale = active.first()
-            raise CommandError((stale and services.outdated_reason(stale)) or services.TRAIN_HINT)
+            raise CommandError((stale and services.outdated_reason(stale)) or services.no_model_reason(kind))
         return current[0]

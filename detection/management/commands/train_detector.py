@@ -90,7 +90,9 @@ class Command(BaseCommand):
             )
             if change is not None:
                 capture_services.announce_config(config)
-            state += f", in use (ml_model {config.ml_model}, feature_level {config.feature_level})"
+        else:
+            config = capture_services.get_config()
+        state += ", " + services.in_use_text(row, config)
         used = row.metrics.get("false_positives_used")
         marked = "" if used is None else f"; {used:,} packets marked as false positives learnt as normal"
         self.stdout.write(

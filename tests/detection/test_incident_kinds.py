@@ -1,0 +1,236 @@
+"""An incident's kind is named from its anomalies' evidence: one synthetic case per kind, then the
+demo's labeled attacks through the worker with a trained model."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from capture.choices import IncidentKind, IncidentSeverity
+from capture.demo import DemoTraffic
+from capture.pcapwriter import write_pcap
+from capture.records import ip_to_text
+from detection import incidents, ingest
+from detection.models import Incident
+from tests.detection.test_detection_pipeline import publish_in_batches
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _kind_of(rows: list[dict]) -> str:
+    """The kind of an incident of ``rows`` (protocol, dst, dport, syn, payload, length, features)."""
+    n = len(rows)
+    read = incidents.ReadAnomalies(
+        src_ip=["203.0.113.9"] * n,
+        dst_ip=[r.get("dst", "10.0.0.5") for r in rows],
+        protocol=[r.get("protocol", "TCP") for r in rows],
+        dport=[r.get("dport", 80) for r in rows],
+        ported=[r.get("protocol", "TCP") in ("TCP", "UDP") for r in rows],
+        syn_only=[r.get("syn", False) for r in rows],
+        payload=[r.get("payload", 0) for r in rows],
+        length=[r.get("length", 60) for r in rows],
+        src_raw=[b"\0" * 16] * n,
+        ts=[T0.timestamp() + i * 0.01 for i in range(n)],
+        scores=np.full(n, 1.0),
+        texts=["why"] * n,
+        contributions=[json.dumps([{"feature": f} for f in r.get("features", ["length"])]) for r in rows],
+        threshold=0.5,
+    )
+    incident = Incident(src_ip="203.0.113.9", targets=[], first_seen=T0, last_seen=T0)
+    incidents._grow(incident, incidents.Evidence(), read, list(range(n)))
+    return incident.kind
+
+
+SPREAD = ["client_distinct_dports", "chan_distinct_dports", "client_pkts_per_s"]
+RATE = ["service_pkts_per_s", "service_syn_per_s", "client_pkts_per_s"]
+
+CASES = {
+    IncidentKind.PORT_SCAN: [{"dport": p, "syn": True, "features": SPREAD} for p in range(1, 200)],
+    IncidentKind.HORIZONTAL_SCAN: [
+        {"dst": f"10.0.1.{h}", "dport": 445, "syn": True, "features": SPREAD} for h in range(1, 60)
+    ],
+    IncidentKind.SYN_FLOOD: [{"dport": 80, "syn": True, "features": RATE} for _ in range(300)],
+    IncidentKind.UDP_FLOOD: [
+        {"protocol": "UDP", "dport": 9999, "payload": 1372, "length": 1400, "features": RATE}
+        for _ in range(300)
+    ],
+    IncidentKind.ICMP_FLOOD: [{"protocol": "ICMP", "dport": 0, "features": RATE} for _ in range(300)],
+    IncidentKind.REQUEST_FLOOD: [
+        {"dport": 8080, "syn": i % 5 == 0, "payload": 200 if i % 5 == 2 else 0, "features": RATE}
+        for i in range(300)
+    ],
+    IncidentKind.BRUTE_FORCE: [
+        {"dport": 22, "syn": i % 6 == 0, "payload": 80 if i % 6 == 3 else 0, "features": RATE}
+        for i in range(120)
+    ],
+    IncidentKind.SLOW_CONNECTIONS: [
+        {
+            "dport": 80,
+            "syn": i % 3 == 0,
+            "payload": 0,
+            "features": ["client_iat_mean", "chan_jitter_mean_l1", "flow_pkts_per_s"],
+        }
+        for i in range(60)
+    ],
+    IncidentKind.LARGE_TRANSFER: [
+        {
+            "dport": 31337,
+            "payload": 1400,
+            "length": 1514,
+            "features": ["chan_bytes_per_s", "client_size_mean", "flow_bytes_per_s"],
+        }
+        for _ in range(200)
+    ],
+    IncidentKind.NEW_SERVICE: [
+        {"dport": 6667, "payload": 40, "features": ["dport_registered", "proto_tcp", "ttl"]} for _ in range(3)
+    ],
+    IncidentKind.UNUSUAL_TRAFFIC: [
+        {"dport": 443, "payload": 300, "features": ["client_pkts_per_s", "chan_pkts_per_s"]} for _ in range(3)
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", list(CASES), ids=list(CASES))
+def test_each_kind_is_named_from_its_evidence(kind):
+    assert _kind_of(CASES[kind]) == kind
+
+
+def test_empty_udp_probes_to_many_ports_are_a_port_scan_not_a_flood():
+    probes = [{"protocol": "UDP", "dport": p, "length": 42, "features": SPREAD} for p in range(1, 300)]
+    assert _kind_of(probes) == IncidentKind.PORT_SCAN
+
+
+def test_every_kind_has_a_case():
+    assert set(CASES) == set(IncidentKind.values)
+
+
+def test_severity_follows_the_peak_over_the_threshold_and_the_kind():
+    assert incidents.incident_severity(IncidentKind.PORT_SCAN, 0.55, 0.5) == IncidentSeverity.LOW
+    assert incidents.incident_severity(IncidentKind.PORT_SCAN, 0.6, 0.5) == IncidentSeverity.MEDIUM
+    assert incidents.incident_severity(IncidentKind.PORT_SCAN, 0.8, 0.5) == IncidentSeverity.HIGH
+    assert incidents.incident_severity(IncidentKind.SYN_FLOOD, 0.6, 0.5) == IncidentSeverity.HIGH
+    assert incidents.incident_severity(IncidentKind.UNUSUAL_TRAFFIC, 5.0, 0.5) == IncidentSeverity.MEDIUM
+
+
+def test_the_kind_is_decided_again_as_evidence_grows():
+    first = CASES[IncidentKind.PORT_SCAN][:5]  # five probes: not a scan yet
+    assert _kind_of(first) != IncidentKind.PORT_SCAN
+    assert _kind_of(CASES[IncidentKind.PORT_SCAN]) == IncidentKind.PORT_SCAN
+
+
+@pytest.fixture
+def trained(tmp_path, settings, redis_client):
+    settings.NETMON_MODEL_DIR = tmp_path / "models"
+    benign = tmp_path / "benign.pcap"
+    write_pcap(benign, DemoTraffic(seed=1, attack_prob=0.0).records(30_000))
+    call_command(
+        "train_detector", "--pcap", str(benign), "--model", "isolation_forest",
+        "--feature-level", "standard", "--use",
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("attack", "kind"),
+    [("port_scan", IncidentKind.PORT_SCAN), ("syn_flood", IncidentKind.SYN_FLOOD),
+     ("udp_flood", IncidentKind.UDP_FLOOD), ("http_flood", IncidentKind.REQUEST_FLOOD)],
+)  # fmt: skip
+def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redis_client, attack, kind):
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject(attack)
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    publish_in_batches(redis_client, "k1", records)
+
+    ingest.drain_sensor("k1", redis_client)
+
+    # the attack's own packets: its UDP, its connection attempts (SYN without ACK), not the
+    # victim's replies (attribution, which files those under the attack, is a later step)
+    flags = records["tcp_flags"]
+    syn_only = (records["proto"] == 6) & (flags & 0x02 != 0) & (flags & 0x10 == 0)
+    attacking = (records["label"] > 0) & ((records["proto"] == 17) | syn_only)
+    attackers = {ip_to_text(raw, 4) for raw in records["src_ip"][attacking]}
+    kinds = list(
+        Incident.objects.filter(src_ip__in=attackers, anomaly_count__gte=1).values_list("kind", flat=True)
+    )
+    assert kinds, f"no incident for the {attack} attackers"
+    assert kinds.count(kind) / len(kinds) >= 0.5, (
+        attack,
+        sorted(set(kinds)),
+        [
+            (
+                i.anomaly_count,
+                i.first_seen,
+                i.last_seen,
+                {k: v for k, v in i.evidence.items() if k != "hosts"},
+            )
+            for i in Incident.objects.filter(src_ip__in=attackers)
+        ],
+    )
+    incident = Incident.objects.filter(src_ip__in=attackers).order_by("-anomaly_count").first()
+    assert incident.kind == kind, (attack, incident.kind, incident.evidence)
+    assert incident.sources == [incident.src_ip] and incident.targets
+    assert incident.opened_at is not None and incident.packet_count >= incident.anomaly_count
+
+
+def _drain_and_collect(redis_client, sensor: str) -> list[dict]:
+    """Drain ``sensor`` while listening to the incidents group; the messages the worker sent."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from capture import events
+
+    layer = get_channel_layer()
+
+    async def listen() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(events.GROUP_INCIDENTS, channel)
+        return channel
+
+    async def collect(channel: str) -> list[dict]:
+        out = []
+        while True:  # until nothing more arrives (the worker has published before this runs)
+            try:
+                out.append(await asyncio.wait_for(layer.receive(channel), 1.0))
+            except TimeoutError:
+                break
+        await layer.group_discard(events.GROUP_INCIDENTS, channel)
+        await layer.close_pools()
+        return out
+
+    channel = async_to_sync(listen)()
+    ingest.drain_sensor(sensor, redis_client)
+    return async_to_sync(collect)(channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_announces_opened_and_grown_incidents_once_per_read(trained, redis_client):
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject("port_scan")
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    probes = records["label"] > 0
+    cut = int(np.flatnonzero(probes)[probes.sum() // 2])  # the scan goes on across two reads
+
+    publish_in_batches(redis_client, "e1", records[:cut])
+    first = _drain_and_collect(redis_client, "e1")
+    publish_in_batches(redis_client, "e1", records[cut:])
+    second = _drain_and_collect(redis_client, "e1")
+
+    scanner = Incident.objects.order_by("-anomaly_count").first()
+    for read in (first, second):  # coalesced: one message per incident per read
+        ids = [m["incident"]["id"] for m in read]
+        assert len(ids) == len(set(ids))
+    opened = {m["incident"]["id"] for m in first if m["type"] == "incident.opened"}
+    assert scanner.pk in opened
+    grown = [m for m in second if m["incident"]["id"] == scanner.pk]
+    assert [m["type"] for m in grown] == ["incident.updated"]
+    assert grown[0]["incident"]["anomaly_count"] == scanner.anomaly_count
+    assert grown[0]["incident"]["kind"] == scanner.kind
+    assert {m["type"] for m in second} <= {"incident.opened", "incident.updated"}
