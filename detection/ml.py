@@ -611,12 +611,13 @@ class CombinedModel(AnomalyModel):
         return {"spreads": self.spreads}
 
     def _save_extra(self, path: Path) -> None:
-        for name, m in (("isolation_forest", self.forest), ("autoencoder", self.autoencoder)):
-            m.save(path / name)
+        # Each half in a directory named by its kind (the vocabulary's values: the file layout).
+        for kind, m in ((MlModel.ISOLATION_FOREST, self.forest), (MlModel.AUTOENCODER, self.autoencoder)):
+            m.save(path / kind)
 
     def _load_extra(self, path: Path, meta: dict[str, Any]) -> None:
-        f = load_model(path / "isolation_forest")
-        a = load_model(path / "autoencoder")
+        f = load_model(path / MlModel.ISOLATION_FOREST)
+        a = load_model(path / MlModel.AUTOENCODER)
         assert isinstance(f, IsolationForestModel) and isinstance(a, AutoencoderModel)
         self.forest, self.autoencoder = f, a
         self.spreads = [float(v) for v in meta["params"]["spreads"]]
