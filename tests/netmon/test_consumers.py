@@ -65,10 +65,7 @@ def socket(
 
 @pytest.fixture
 def session_headers(user) -> list[tuple[bytes, bytes]]:
-    client = Client()
-    client.force_login(user)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    return [ORIGIN, (b"cookie", cookie.encode())]
+    return headers_of(user)
 
 
 def headers_of(user) -> list[tuple[bytes, bytes]]:
@@ -87,10 +84,7 @@ def admin_headers(admin_role) -> list[tuple[bytes, bytes]]:
 
 @pytest.fixture
 def other_session_headers(other_user) -> list[tuple[bytes, bytes]]:
-    client = Client()
-    client.force_login(other_user)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    return [ORIGIN, (b"cookie", cookie.encode())]
+    return headers_of(other_user)
 
 
 @pytest.fixture
