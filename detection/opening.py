@@ -1,0 +1,56 @@
+"""When flagged packets become an incident: sustained evidence, quiet close and recurrence.
+
+The one home of these numbers (README, "Incidents"). ``detection.incidents`` applies them live,
+read by read; calibration and ``evaluate_detector`` apply them offline with ``openings`` to count
+the incidents a threshold would open. Django-free.
+
+- An entity's anomalies are a *candidate* until ``OPEN_MIN_ANOMALIES`` of them fall within
+  ``OPEN_WINDOW`` seconds: then the incident opens (and is shown, announced, notified). A lone
+  flagged packet, or a few scattered ones, never opens one; they stay stored on the candidate.
+- An incident is *active* while its entity keeps triggering; ``QUIET`` seconds without an anomaly
+  close it (it shows as quiet).
+- Anomalies of the same entity within ``RECUR`` seconds of the last one continue the same
+  incident (a recurrence soon after is the same attack); later ones start a new candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OPEN_MIN_ANOMALIES = 10  # anomalies of one entity ...
+OPEN_WINDOW = 2.0  # ... within this many seconds open an incident
+QUIET = 60.0  # seconds without anomalies after which an incident is quiet (closed)
+RECUR = 600.0  # seconds after its last anomaly during which the entity continues the incident
+
+
+def dense(ts: np.ndarray, k: int = OPEN_MIN_ANOMALIES, window: float = OPEN_WINDOW) -> int:
+    """Index into sorted ``ts`` of the first anomaly that completes ``k`` within ``window``; -1 if none."""
+    if len(ts) < k:
+        return -1
+    hit = np.flatnonzero(ts[k - 1 :] - ts[: len(ts) - k + 1] <= window)
+    return int(hit[0]) + k - 1 if len(hit) else -1
+
+
+def openings(ts: np.ndarray, keys: np.ndarray) -> list[tuple[object, float, float]]:
+    """The incidents the rule opens for anomalies at times ``ts`` of entities ``keys`` (any order).
+
+    One ``(key, first_seen, opened)`` per incident: the time of its first anomaly and of the
+    anomaly that made the evidence sustained. Anomalies of a key split into separate incidents
+    where a gap exceeds ``RECUR``.
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    keys = np.asarray(keys)
+    if not len(ts):
+        return []
+    order = np.lexsort((ts, keys))
+    ts, keys = ts[order], keys[order]
+    start = np.ones(len(ts), bool)
+    start[1:] = (keys[1:] != keys[:-1]) | (np.diff(ts) > RECUR)
+    bounds = np.append(np.flatnonzero(start), len(ts))
+    out = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        at = dense(ts[lo:hi])
+        if at >= 0:
+            key = keys[lo].item() if hasattr(keys[lo], "item") else keys[lo]
+            out.append((key, float(ts[lo]), float(ts[lo + at])))
+    return out
