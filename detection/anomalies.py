@@ -51,7 +51,7 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     scores = scored.scores[rows]
     explanations = [scored.explanations[i] for i in rows]
     read = incidents.read_anomalies(flagged, cols, scores, explanations, scored.threshold)
-    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_source(batch.records))
+    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_client(batch.records))
     incident_ids = assignment.ids
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]

@@ -108,7 +108,7 @@ class IncidentListView(generics.ListAPIView):
     required_permissions = {"GET": "detection.view_incident"}
     serializer_class = IncidentSerializer
     filterset_class = IncidentFilter
-    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+    queryset = Incident.objects.opened().select_related("sensor", "status_changed_by")
 
 
 class IncidentDetailView(generics.RetrieveAPIView):
@@ -116,7 +116,7 @@ class IncidentDetailView(generics.RetrieveAPIView):
 
     required_permissions = {"GET": "detection.view_incident", "PATCH": "detection.change_incident"}
     serializer_class = IncidentSerializer
-    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+    queryset = Incident.objects.opened().select_related("sensor", "status_changed_by")
     http_method_names = ["get", "patch", "options"]
 
     @extend_schema(
@@ -147,5 +147,5 @@ class IncidentAnomaliesView(generics.ListAPIView):
     queryset = Anomaly.objects.none()  # what the schema describes; the real one needs the incident
 
     def get_queryset(self):
-        incident = generics.get_object_or_404(Incident, pk=self.kwargs["pk"])
+        incident = generics.get_object_or_404(Incident.objects.opened(), pk=self.kwargs["pk"])
         return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
