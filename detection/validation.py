@@ -89,12 +89,12 @@ class PortField(StrictField, serializers.IntegerField):
         return data
 
 
-@extend_schema_field({"type": "string", "nullable": True, "enum": [*IncidentKind.values, "", None]})
+@extend_schema_field(serializers.ChoiceField(IncidentKind.choices, allow_null=True))
 class KindField(StrictField, serializers.CharField):
-    """One of the incident kinds; null, absent or "": any kind ("")."""
+    """One of the incident kinds; null or absent: any kind (stored as "")."""
 
     def to_internal_value(self, data: Any) -> str:
-        if data is None or data == "":
+        if data is None:
             return ""
         if not isinstance(data, str) or data not in IncidentKind.values:
             raise serializers.ValidationError(
@@ -104,7 +104,12 @@ class KindField(StrictField, serializers.CharField):
 
 
 @extend_schema_field(
-    {"type": "string", "minLength": 1, "maxLength": REASON_MAX_LENGTH, "pattern": r"^[^\u0000]*\S[^\u0000]*$"}
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": REASON_MAX_LENGTH,
+        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+    }
 )
 class ReasonField(StrictField, serializers.CharField):
     """Why the traffic is known: non-empty text (not only blanks), without NUL characters."""
@@ -153,8 +158,12 @@ class SuppressionRuleRequestSerializer(ClosedSerializer):
 
     not_an_object = "expected a JSON object with source_cidr, target_cidr, port, kind, reason, expires_at"
 
-    source_cidr = CidrField(required=False, help_text="the source address within this network; empty: any")
-    target_cidr = CidrField(required=False, help_text="the target host within this network; empty: any")
+    source_cidr = CidrField(
+        required=False, allow_blank=True, help_text="the source address within this network; empty: any"
+    )
+    target_cidr = CidrField(
+        required=False, allow_blank=True, help_text="the target host within this network; empty: any"
+    )
     port = PortField(required=False, help_text="the target port; null: any")
     kind = KindField(required=False, help_text="the incident kind; null: any")
     reason = ReasonField(help_text="why this traffic is known (required)")
