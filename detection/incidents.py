@@ -48,7 +48,7 @@ from django.db import connection
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from capture.models import Sensor
 from capture.records import ip_to_bytes, timestamps_text
-from detection import opening
+from detection import opening, suppression
 from detection.features import client_side
 from detection.models import Incident
 
@@ -288,6 +288,7 @@ class Assignment:
     ids: list[int | None]
     opened: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
+    suppressed: list[int | None] = field(default_factory=list)  # per anomaly: the rule that suppressed it
 
 
 def read_anomalies(
@@ -383,7 +384,7 @@ def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident],
             continue
         if incident.kind in SERVICE_KINDS:
             services[main] = incident
-        hosts[main.rsplit(":", 1)[0] if "/" in main else main] = incident
+        hosts[suppression.parse_target(main)[0]] = incident
     return services, hosts
 
 
@@ -564,34 +565,45 @@ def _incidents(
     statements per read however many entities it has."""
     firsts = {entity: _when(min(read.ts[k] for k in g.all_rows())) for entity, g in groups.items()}
     current = _recent_incidents(sensor, {e: t for e, t in firsts.items() if groups[e].incident is None})
+    rules = suppression.RuleSet.active()
     created: list[Incident] = []
     updated: list[Incident] = []
     opened: list[Incident] = []
-    for entity, g in groups.items():
+    suppressed: list[int | None] = [None] * len(read.ts)
+    hits: Counter = Counter()
+    for entity, g in list(groups.items()):
         incident = g.incident or current.get(entity)
         was_open = incident is not None and incident.opened_at is not None
-        if incident is None:
+        new = incident is None
+        if new:
             first = firsts[entity]
             src = entity[5:] if entity.startswith("host ") and entity != host_entity(None) else None
             incident = Incident(
                 sensor=sensor, entity=entity, src_ip=src, sources=[], targets=[], first_seen=first,
                 last_seen=first, status=IncidentStatus.OPEN,
             )  # fmt: skip
-            created.append(incident)
-        else:
-            updated.append(incident)
-            if incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts[entity]:
-                # it came back after the operator resolved it: an operator must look again
-                incident.status = IncidentStatus.OPEN
-                incident.status_changed_by, incident.status_changed_at = None, _now()
-        g.incident = incident
+        elif incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts[entity]:
+            # it came back after the operator resolved it: an operator must look again
+            incident.status = IncidentStatus.OPEN
+            incident.status_changed_by, incident.status_changed_at = None, _now()
         own = exchanged.get(ip_to_bytes(entity[5:]), 0) if incident.src_ip else 0
         incident.packet_count += max(own, len(g.rows)) + len(g.joined)
         _grow(incident, Evidence.loads(incident.evidence), read, g)
+        if rules and (rule := _suppressing_rule(rules, incident)) is not None:
+            # stored with the rule, filed under no incident; the incident is left as it was
+            for k in g.all_rows():
+                suppressed[k] = rule.pk
+            hits[rule.pk] += len(g.all_rows())
+            del groups[entity]
+            continue
+        g.incident = incident
+        (created if new else updated).append(incident)
         if incident.opened_at is not None and not was_open:
             opened.append(incident)
     Incident.objects.bulk_update(updated, _CHANGED, batch_size=_IN_CHUNK)
     _insert_incidents(sensor, created)
+    if hits:
+        suppression.record_hits(dict(hits), _when(max(read.ts)))
     ids: list[int | None] = [None] * len(read.ts)
     for g in groups.values():
         for k in g.all_rows():
@@ -601,7 +613,19 @@ def _incidents(
         ids=ids,
         opened=sorted(opened_ids),
         updated=sorted({g.incident.pk for g in groups.values() if g.incident.opened_at} - opened_ids),
+        suppressed=suppressed,
     )
+
+
+def _suppressing_rule(rules: suppression.RuleSet, incident: Incident) -> Any:
+    """The rule matching what the incident is about (its source, main target and kind), if any."""
+    main = Evidence.loads(incident.evidence).main_target()
+    host, port = suppression.parse_target(main) if main else (None, None)
+    sources = incident.sources or [None]
+    for src in sources[:SOURCES_KEPT]:
+        if rule := rules.match(src, host, port, incident.kind):
+            return rule
+    return None
 
 
 def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, Incident]:

@@ -11,8 +11,8 @@ import pytest
 from capture.choices import IncidentKind, IncidentStatus
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import anomalies, opening, scoring
-from detection.models import Anomaly, Incident
+from detection import anomalies, opening, scoring, suppression
+from detection.models import Anomaly, Incident, SuppressionRule
 
 pytestmark = pytest.mark.django_db
 
@@ -184,3 +184,38 @@ def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
     stored = sorted(Anomaly.objects.values_list("packet_seq", "src_ip", "explanation"))
     assert stored == [(seq, sources[seq - 1], f"reason {seq}") for seq in (3, 6, 12)]
     assert part.columns.src_ip == [sources[2], sources[5], sources[11]]
+
+
+def _scan(scanner: str, victim: str = VICTIM) -> list[tuple]:
+    packets = []
+    for port in range(1, 61):
+        packets.append((scanner, victim, 45_000, port, 6, SYN, 0))
+        packets.append((victim, scanner, port, 45_000, 6, RST_ACK, 0))
+    return packets
+
+
+def test_a_suppression_rule_keeps_matching_evidence_from_opening_incidents_and_its_anomalies_stored():
+    sensor = Sensor.objects.create(name="inc")
+    rule = SuppressionRule.objects.create(
+        source_cidr=f"{SCANNER}/32", kind=IncidentKind.PORT_SCAN, reason="audit"
+    )
+    saved = _save(sensor, _scan(SCANNER), 1, T0)
+    assert saved.count == 120 and saved.opened == []
+    assert Incident.objects.count() == 0
+    assert Anomaly.objects.filter(suppressed_by=rule, incident__isnull=True).count() == 120  # nothing lost
+    rule.refresh_from_db()
+    assert rule.hits == 120 and rule.last_hit_at is not None
+    # another scanner is not covered by it
+    _save(sensor, _scan("10.0.0.10"), 1_000, T0 + 1)
+    assert [i.entity for i in Incident.objects.opened()] == ["host 10.0.0.10"]
+
+
+def test_a_rule_made_from_an_open_incident_stops_it_growing():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, _scan(SCANNER), 1, T0)
+    incident = Incident.objects.opened().get()
+    rule = suppression.rule_from_incident(incident, None, "a scanner we run", None)
+    saved = _save(sensor, _scan(SCANNER), 1_000, T0 + 5)
+    incident.refresh_from_db()
+    assert incident.anomaly_count == 120 and saved.updated == []
+    assert Anomaly.objects.filter(suppressed_by=rule).count() == 120
