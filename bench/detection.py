@@ -281,11 +281,11 @@ def section_training(args, train, train_x, results) -> dict[str, dict[str, Any]]
 
         def train_level(X=X, fx=fx, level=level, kinds=kinds) -> None:
             if need_tf and ("both" in args.models or {"isolation_forest", "autoencoder"} <= set(args.models)):
-                both = ml.train_model("both", X, fx.names, level=level)
+                both = ml.train_model("both", X, fx.names, train, level=level)
                 kinds.update(isolation_forest=both.forest, autoencoder=both.autoencoder, both=both)
             else:
                 for kind in args.models:
-                    kinds[kind] = ml.train_model(kind, X, fx.names, level=level)
+                    kinds[kind] = ml.train_model(kind, X, fx.names, train, level=level)
 
         profile = ""
         with Clock() as fit:
