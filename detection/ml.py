@@ -18,8 +18,13 @@ rates and counts, then median / IQR standardisation with a floor, clipped to +-`
     the two combined: each model's score divided by its own threshold, on a log scale normalised
     by that model's training spread, then averaged (see ``CombinedModel``).
 
-Threshold: the ``quantile`` (default 99.5 %) of the model's scores on its own training data, so
-about 0.5 % of traffic like the training traffic is flagged.
+Threshold: calibrated to a target rate of false incidents (``false_incidents_per_day``, the
+setting ``NETMON_FALSE_INCIDENTS_PER_DAY`` passed in by the caller): ``fit`` given the rows'
+packet records holds out the last quarter of the rows (time order), fits on the rest, and
+``detection.calibration.calibrate`` picks the threshold from the held-out scores (a generalized
+Pareto tail and the incident opening rule; never flagging more than 1 - ``quantile`` of them).
+Without records, or with fewer than 10,000 rows, it falls back to the ``quantile`` (default
+99.5 %) of the training scores; ``calibration`` says which and why.
 
 Artifacts are JSON + NPZ (no pickle), except the fitted IsolationForest, stored with joblib
 (scikit-learn's trees have no other stable export; the file is only ever loaded from the
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from capture.choices import MlModel
+from detection import calibration as calib
 from detection.features import FeatureSpec, client_side, describe
 
 if TYPE_CHECKING:
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
+DEFAULT_FALSE_INCIDENTS_PER_DAY = 1.0
 Z_CLIP = 20.0  # scaled features are clipped to +-this: bounds the autoencoder's error per feature
 _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets a finite scale
 FORMAT_VERSION = 1
@@ -121,11 +128,16 @@ class AnomalyModel:
         quantile: float = DEFAULT_QUANTILE,
         seed: int = 0,
         level: str | None = None,
+        false_incidents_per_day: float = DEFAULT_FALSE_INCIDENTS_PER_DAY,
     ) -> None:
         if not 0.5 <= quantile < 1.0:
             raise ValueError("quantile must be in [0.5, 1)")
+        if not (math.isfinite(false_incidents_per_day) and false_incidents_per_day > 0):
+            raise ValueError("false_incidents_per_day must be a number > 0")
         self.feature_names = list(feature_names)
         self.quantile = float(quantile)
+        self.false_incidents_per_day = float(false_incidents_per_day)
+        self.calibration: dict[str, Any] = {}  # how the threshold was chosen (detection.calibration)
         self.seed = int(seed)
         self.level = level
         self.scaler = RobustScaler()
@@ -136,16 +148,38 @@ class AnomalyModel:
 
     # -- training
 
-    def fit(self, X: np.ndarray) -> AnomalyModel:
-        """Learn scaler, statistics and model from benign rows; calibrate the threshold."""
+    def fit(self, X: np.ndarray, records: np.ndarray | None = None) -> AnomalyModel:
+        """Learn scaler, statistics and model from benign rows; calibrate the threshold.
+
+        ``records``: the rows' packet records (time order), for the calibration to a false-incident
+        rate on a held-out last part (``detection.calibration``); without them, or with too few
+        rows, the threshold is the ``quantile`` of the training scores.
+        """
         X = self._check(X, training=True)
+        if records is not None and len(records) != len(X):
+            raise TrainingError(f"{len(records):,} records for {len(X):,} feature rows")
         t0 = time.perf_counter()
-        Z = self._fit_common(X)
+        cut, reason = calib.holdout(len(X), None if records is None else records["ts"])
+        Z = self._fit_common(X[:cut])
         scores = self._fit_scaled(Z)
         if scores is None:
             scores = self._score_scaled(Z)
-        self.threshold = float(np.quantile(scores, self.quantile))
-        self.trained_samples = len(X)
+        if reason is None:
+            assert records is not None
+            validation = self.score(X[cut:])
+            try:
+                self.calibration = calib.calibrate(
+                    validation, records["ts"][cut:], calib.client_entities(records[cut:]),
+                    self.false_incidents_per_day, floor_quantile=self.quantile,
+                )  # fmt: skip
+            except calib.CalibrationError as exc:
+                self.calibration = calib.quantile_rule(
+                    validation, self.quantile, f"{exc}; quantile rule on the validation scores"
+                )
+        else:
+            self.calibration = calib.quantile_rule(scores, self.quantile, reason)
+        self.threshold = float(self.calibration["threshold"])
+        self.trained_samples = cut
         self.train_seconds = time.perf_counter() - t0
         return self
 
@@ -272,6 +306,8 @@ class AnomalyModel:
             "level": self.level,
             "quantile": self.quantile,
             "threshold": self.threshold,
+            "false_incidents_per_day": self.false_incidents_per_day,
+            "calibration": self.calibration,
             "seed": self.seed,
             "trained_samples": self.trained_samples,
             "train_seconds": self.train_seconds,
@@ -301,8 +337,11 @@ class AnomalyModel:
 
     @classmethod
     def _from_meta(cls, path: Path, meta: dict[str, Any]) -> AnomalyModel:
-        model = cls(meta["feature_names"], quantile=meta["quantile"], seed=meta["seed"], level=meta["level"])
+        target = meta.get("false_incidents_per_day", DEFAULT_FALSE_INCIDENTS_PER_DAY)
+        model = cls(meta["feature_names"], quantile=meta["quantile"], seed=meta["seed"], level=meta["level"],
+                    false_incidents_per_day=target)  # fmt: skip
         model.threshold = float(meta["threshold"])
+        model.calibration = meta.get("calibration", {})
         model.trained_samples = int(meta["trained_samples"])
         model.train_seconds = float(meta.get("train_seconds", 0.0))
         with np.load(path / "scaler.npz", allow_pickle=False) as z:
@@ -547,7 +586,7 @@ class CombinedModel(AnomalyModel):
     errors span orders of magnitude, so a plain mean or max is the autoencoder alone); on demo
     traffic this normalised mean beat mean and max of raw ratios in ROC AUC and TPR at 1 % FPR.
     The mean lets two moderately unusual verdicts add up and keeps one model's false alarm from
-    passing alone. The combined threshold is calibrated again on the combined training scores.
+    passing alone. The combined threshold is calibrated again on the combined scores (``fit``).
     """
 
     kind = MlModel.BOTH
@@ -639,9 +678,12 @@ def create_model(kind: str, feature_names: Sequence[str], **kw: Any) -> AnomalyM
     return _CLASSES[kind](feature_names, **kw)
 
 
-def train_model(kind: str, X: np.ndarray, feature_names: Sequence[str], **kw: Any) -> AnomalyModel:
-    """Create and fit in one go (raises TrainingError on too little data)."""
-    return create_model(kind, feature_names, **kw).fit(X)
+def train_model(
+    kind: str, X: np.ndarray, feature_names: Sequence[str], records: np.ndarray | None = None, **kw: Any
+) -> AnomalyModel:
+    """Create and fit in one go (raises TrainingError on too little data); ``records``: the rows'
+    packet records, for the threshold's calibration (``AnomalyModel.fit``)."""
+    return create_model(kind, feature_names, **kw).fit(X, records)
 
 
 def load_model(path: str | Path) -> AnomalyModel:
