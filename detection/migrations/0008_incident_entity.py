@@ -12,7 +12,7 @@ def entity_from_source(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('detection', '0006_incident_fields'),
+        ('detection', '0007_suppressionrule'),
     ]
 
     operations = [
