@@ -753,6 +753,28 @@ def _endpoints(record: np.ndarray | np.void | None) -> dict[str, Any]:
     return _contexts(np.asarray(record).reshape(-1)[:1])[0]
 
 
+def _time_scales(family: list[str]) -> tuple[int, int, int] | None:
+    """Where the columns that repeat one statistic at several time scales lie: (first column,
+    end, number of scales) when, as ``feature_specs`` lays them out, they form one block of the
+    same statistics in the same order per time scale; None when no statistic repeats."""
+    seen: dict[str, list[int]] = {}
+    for j, name in enumerate(family):
+        seen.setdefault(name, []).append(j)
+    repeated = sorted(j for cols in seen.values() if len(cols) > 1 for j in cols)
+    if not repeated:
+        return None
+    start, stop = repeated[0], repeated[-1] + 1
+    width = len({family[j] for j in repeated})
+    block = family[start:stop]
+    if (
+        len(repeated) != stop - start
+        or (stop - start) % width
+        or block != block[:width] * ((stop - start) // width)
+    ):
+        return None  # another layout: each scale is cited on its own
+    return start, stop, (stop - start) // width
+
+
 class _Wording:
     """Chooses and words the reasons of one model's flagged rows, remembering what does not change
     between rows: each feature's spec, training range and rarities, and each value's words."""
@@ -786,10 +808,7 @@ class _Wording:
             spec.name.rsplit("_", 1)[0] if spec.level == FeatureLevel.ADVANCED else spec.name
             for spec in self.specs
         ]
-        uniq, self.family = np.unique(family, return_inverse=True)
-        self.by_family = np.argsort(self.family, kind="stable")
-        self.family_starts = np.searchsorted(self.family[self.by_family], np.arange(len(uniq)))
-        self.families = len(uniq) < d
+        self.scales = _time_scales(family)
         self.p01, self.p99 = stats["p01"].tolist(), stats["p99"].tolist()
         self.limits: dict[tuple[int, bool], tuple[str, float, str]] = {}
         self.words: dict[tuple[int, float], tuple[str, str]] = {}  # (feature, value): its words
@@ -830,9 +849,10 @@ class _Wording:
         first = key[rows, pool]
         key[rows, pool] = np.where(first > 0, first + _FIRST, first)
         key -= self.tiebreak
-        if self.families:
-            best = np.maximum.reduceat(key[:, self.by_family], self.family_starts, axis=1)
-            key[key < best[:, self.family]] = -1.0
+        if self.scales is not None:
+            start, stop, scales = self.scales
+            block = key[:, start:stop].reshape(n, scales, -1)  # a view: (rows, time scale, statistic)
+            block[block < block.max(axis=1, keepdims=True)] = -1.0
         R = np.argsort(-key, axis=1, kind="stable")[:, :top]
         R[key[rows, R] <= 0] = -1
         edge = np.full(n, -1, np.int64)
@@ -896,7 +916,7 @@ class _Wording:
             values, shares, _ = self.codes[j]
             pos = min(int(np.searchsorted(values, v)), len(values) - 1)
             return self._render(j, v), self._rare(float(shares[pos]) if values[pos] == v else 0.0)
-        word, bound, limit = self._limit(j, v > self._range(j)[1])
+        word, bound, limit = self._limit(j, v > self.p99[j])
         value = self._render(j, v)
         if not word:
             return value, f"normally {limit}"

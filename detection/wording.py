@@ -77,6 +77,19 @@ def _bytes(x: float, digits: int, suffix: str) -> str:
     return f"{_number(r, digits)} B{suffix}"
 
 
+def _count(x: float, digits: int) -> str:
+    return f"{round(x):,}" if abs(x) < 1e15 else _number(x, digits)
+
+
+_FORMATS = {
+    Unit.SECONDS: _duration,
+    Unit.BYTES: lambda x, digits: _bytes(x, digits, ""),
+    Unit.BYTE_RATE: lambda x, digits: _bytes(x, digits, "/s"),
+    Unit.SHARE: lambda x, digits: f"{_number(x * 100, digits)} %",
+    Unit.COUNT: _count,
+}
+
+
 def format_value(value: float, unit: str, digits: int = 3) -> str:
     """``value`` as an operator reads it, in ``unit`` (a ``Unit``), to ``digits`` significant digits.
 
@@ -84,14 +97,6 @@ def format_value(value: float, unit: str, digits: int = 3) -> str:
     (0.07, SHARE) -> "7 %"; (480.0, COUNT) -> "480".
     """
     value = float(value)
-    if unit == Unit.SECONDS:
-        return _duration(value, digits)
-    if unit == Unit.BYTES:
-        return _bytes(value, digits, "")
-    if unit == Unit.BYTE_RATE:
-        return _bytes(value, digits, "/s")
-    if unit == Unit.SHARE:
-        return f"{_number(value * 100, digits)} %"
-    if unit == Unit.COUNT and math.isfinite(value) and abs(value) < 1e15:
-        return f"{round(value):,}"
-    return _number(value, digits)
+    if not math.isfinite(value):
+        return _number(value, digits)
+    return _FORMATS.get(unit, _number)(value, digits)
