@@ -473,9 +473,9 @@ def prepare() -> None:
     from capture.services import update_config
 
     call_command("migrate", "--noinput", verbosity=0)
-    update_config(
-        {"ml_model": "both", "feature_level": "advanced", "buffer_size": 5_000_000}, source="bench-incidents"
-    )
+    # ml_model=both comes with the first model (train_detector --use): switching to a kind with no
+    # active model is refused
+    update_config({"feature_level": "advanced", "buffer_size": 5_000_000}, source="bench-incidents")
     redis.Redis.from_url(stack.REDIS_URL).flushdb()
 
 
@@ -495,6 +495,7 @@ def train(pcap: Path) -> str:
         "both",
         "--feature-level",
         "advanced",
+        "--use",
     ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:
