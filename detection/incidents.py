@@ -202,8 +202,13 @@ def incident_kind(evidence: Evidence) -> str:
     if hosts >= SCAN_MIN and single_port_hosts * 2 >= hosts:
         return IncidentKind.HORIZONTAL_SCAN  # one (or two) ports of many hosts
     requests = max(1, evidence.requests)  # the victim's answers (SYN-ACKs, resets) are not attempts
-    if tcp >= 0.5 and evidence.syn_only / requests >= 0.5:
-        return IncidentKind.SYN_FLOOD  # mostly connection attempts to a service
+    syn_share = evidence.syn_only / requests
+    if tcp >= 0.5 and port in LOGIN_PORTS and evidence.with_payload and syn_share < 0.9:
+        return IncidentKind.BRUTE_FORCE  # connections to a login service that carry data (attempts)
+    if tcp >= 0.5 and syn_share >= 0.4 and evidence.with_payload / n < 0.05:
+        # connection attempts without data (a raw SYN flood's client also resets each SYN-ACK, so
+        # attempts are about half of what it sends)
+        return IncidentKind.SYN_FLOOD
     mean_size = evidence.bytes / n
     if dominant == "volume" and mean_size >= 1000 and port is not None and port not in BULK_PORTS:
         return IncidentKind.LARGE_TRANSFER
@@ -414,10 +419,12 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         """The attacker's rows to ``entity``; other clients' joined, unless one is busy enough on
         its own account (at least 1/DOMINANCE of the attacker's anomalies to the service)."""
         lead = max((len(rows) for client, rows in ranked if client in own), default=0)
+        # the attacker has nothing to this service in the read: its activity anywhere in the read
+        lead = lead or sum(len(by_client.get(client, ())) for client in own)
         for client, rows in ranked:
             if client in own:
                 group(entity).rows.extend(rows)
-            elif client in busy and lead and len(rows) * DOMINANCE >= lead:
+            elif client in busy and len(rows) * DOMINANCE >= lead:  # lead 0: the attack is over
                 group(host_entity(client)).rows.extend(rows)
             else:
                 group(entity).joined.extend(rows)

@@ -105,13 +105,25 @@ def test_a_benign_clients_anomalies_to_a_flooded_service_join_the_flood_never_th
     assert flood_incident.kind == IncidentKind.SYN_FLOOD
     assert flood_incident.targets == [f"{service[0]}:{service[1]}/tcp"]
     assert flood_incident.anomaly_count == 316 and flood_incident.evidence["affected"] == 16
-    # later, the benign client alone (the flood goes on in other reads): still the flood's
-    _save(sensor, [(CLIENT, VICTIM, 51_000 + i, 8080, 6, PSH_ACK, 300) for i in range(30)], 1_000, T0 + 5)
+    # a later read, the flood going on elsewhere on the host: the benign client's anomalies are still its
+    more = [(CLIENT, VICTIM, 51_000 + i, 8080, 6, PSH_ACK, 300) for i in range(30)]
+    _save(
+        sensor, more + [("10.0.0.66", VICTIM, 1024 + i, 8081, 6, SYN, 0) for i in range(300)], 1_000, T0 + 5
+    )
     assert Incident.objects.count() == 1
     assert Anomaly.objects.filter(src_ip=CLIENT).exclude(incident=flood_incident).count() == 0
-    # ... but its anomalies to another service are its own business
+    # ... but its anomalies to another host are its own business
     _save(sensor, [(CLIENT, "10.0.0.2", 52_000 + i, 443, 6, PSH_ACK, 300) for i in range(3)], 2_000, T0 + 6)
     assert Incident.objects.filter(entity=f"host {CLIENT}").count() == 1
+
+
+def test_a_new_attacker_of_a_host_whose_attack_ended_opens_its_own_incident():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)], 1, T0)
+    udp = [("10.0.0.69", VICTIM, 40_000, 5353, 17, 0, 120) for _ in range(300)]
+    _save(sensor, udp, 1_000, T0 + 4)  # the SYN flood is over (not in this read), still active
+    kinds = sorted((i.entity, i.kind) for i in Incident.objects.opened())
+    assert kinds == [("host 10.0.0.66", IncidentKind.SYN_FLOOD), ("host 10.0.0.69", IncidentKind.UDP_FLOOD)]
 
 
 def test_many_clients_none_dominating_make_the_service_the_entity():
