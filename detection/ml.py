@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
-DEFAULT_FALSE_INCIDENTS_PER_DAY = 1.0
+DEFAULT_FALSE_INCIDENTS_PER_DAY = 24.0  # netmon.settings.NETMON_FALSE_INCIDENTS_PER_DAY
 Z_CLIP = 20.0  # scaled features are clipped to +-this: bounds the autoencoder's error per feature
 _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets a finite scale
 FORMAT_VERSION = 1

@@ -300,7 +300,7 @@ NETMON_INGEST_TASK = env_str("NETMON_INGEST_TASK", "detection.ingest_sensor")
 NETMON_MODEL_DIR = Path(env_str("NETMON_MODEL_DIR", str(VAR_DIR / "models")))
 # Trained thresholds aim at this many false incidents a day per sensor on traffic like the training
 # data (detection/calibration.py); e.g. 0.1 for one in ten days.
-NETMON_FALSE_INCIDENTS_PER_DAY = env_float("NETMON_FALSE_INCIDENTS_PER_DAY", 1.0, above=0.0)
+NETMON_FALSE_INCIDENTS_PER_DAY = env_float("NETMON_FALSE_INCIDENTS_PER_DAY", 24.0, above=0.0)
 NETMON_EXPORT_DIR = Path(env_str("NETMON_EXPORT_DIR", str(VAR_DIR / "exports")))
 NETMON_EXPORT_KEYS = env_str("NETMON_EXPORT_KEYS")  # "id:base64key,id2:base64key"
 NETMON_EXPORT_HMAC_KEY = env_str("NETMON_EXPORT_HMAC_KEY")

@@ -135,7 +135,7 @@ def test_training_holds_out_the_last_quarter_and_saves_the_calibration(tmp_path)
     assert {"xi", "sigma", "u"} <= set(cal["gpd"])
     assert cal["validation_seconds"] == pytest.approx(float(np.ptp(records["ts"][30_000:])))
     assert loaded.calibration == json.loads(json.dumps(cal))
-    assert loaded.false_incidents_per_day == 1.0
+    assert loaded.false_incidents_per_day == 24.0
 
 
 def test_at_threshold_counts_false_incidents_recall_and_delay():
@@ -177,7 +177,7 @@ def test_the_setting_refuses_what_is_not_a_positive_number(monkeypatch, raw):
 def test_the_setting_reaches_training(settings, monkeypatch):
     monkeypatch.setenv("NETMON_FALSE_INCIDENTS_PER_DAY", "0.25")
     assert env_float("NETMON_FALSE_INCIDENTS_PER_DAY", 1.0, above=0.0) == 0.25
-    assert settings.NETMON_FALSE_INCIDENTS_PER_DAY == 1.0  # the default
+    assert settings.NETMON_FALSE_INCIDENTS_PER_DAY == 24.0  # the default: one an hour
 
 
 @pytest.mark.django_db
