@@ -205,29 +205,40 @@ class AnomalyModel:
             for parts in zip(idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True)
         ]
 
-    def _ranked(self, X: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _ranked(
+        self, X: np.ndarray, top: int, cold: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per row, the ``top`` feature indices by contribution (largest first), and their
-        contributions, raw values and scaled values: arrays of shape (rows, top)."""
+        contributions, raw values and scaled values: arrays of shape (rows, top). Features marked
+        in ``cold`` (statistics without history, detection.features) are never among them."""
         X = self._check(np.atleast_2d(X))
         Z = self.scaler.transform(X)
         C = self._contributions(Z)
+        if cold is not None:
+            C[cold] = -np.inf  # ranked last; per-packet features are never cold, so never reached
         # One stable argsort of the whole matrix ranks every row as a per-row argsort would.
         idx = np.argsort(-C, axis=1, kind="stable")[:, :top]
         rows = np.arange(len(X))[:, None]
         return idx, C[rows, idx], X[rows, idx], Z[rows, idx]
 
     def explain_records(
-        self, X: np.ndarray, records: np.ndarray, top: int = 3, columns: PacketColumns | None = None
+        self,
+        X: np.ndarray,
+        records: np.ndarray,
+        top: int = 3,
+        columns: PacketColumns | None = None,
+        cold: np.ndarray | None = None,
     ) -> list[tuple[str, str]]:
         """(text, contributions as JSON text) per row: ``explain_text`` and the JSON of
         ``contributions_as_dicts`` of ``explain``, for many rows at once. ``columns``: the records'
-        ``PacketColumns`` when the caller has them already.
+        ``PacketColumns`` when the caller has them already; ``cold``: the mask of cold statistics,
+        which are never a reason.
 
         A flood flags thousands of packets per read, so this works on columns: one ranking call,
         each "normal is ..." phrase and feature name worded once, and the JSON written as text
         (json.dumps of a list of dicts per row cost more than the scoring).
         """
-        idx, C, V, Z = self._ranked(X, top)
+        idx, C, V, Z = self._ranked(X, top, cold)
         # JSON has no NaN or infinity (and PostgreSQL's jsonb refuses them)
         C, V, Z = (np.nan_to_num(a, nan=0.0, posinf=1e12, neginf=-1e12) for a in (C, V, Z))
         texts = _Wording(self).texts(_contexts(records, columns), idx, V)

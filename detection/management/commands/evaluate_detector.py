@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from capture.choices import FeatureLevel, MlModel
 from capture.pcapio import CaptureFileError
-from detection import evaluate, ml, services
+from detection import evaluate, ml, scoring, services
 from detection.features import FeatureExtractor
 
 
@@ -61,8 +61,11 @@ class Command(BaseCommand):
         except (CaptureFileError, OSError) as exc:
             raise CommandError(str(exc)) from None
         started = time.perf_counter()
-        X_test, _ = services.featurise(test_records, level)
-        scores = model.score(X_test)
+        # as live scoring does: one feature state, cold statistics replaced by the model's medians
+        extractor = FeatureExtractor(level)
+        state = extractor.new_state()
+        parts = [scoring.score_records(model, extractor, records, state)[1] for records in test_records]
+        scores = np.concatenate([np.zeros(0), *parts])
         rate = len(scores) / max(time.perf_counter() - started, 1e-9)
         codes, names = read_labels(opts["labels"], len(scores))
         report = evaluate.evaluate(codes, scores, names=names)
