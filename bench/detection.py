@@ -220,7 +220,7 @@ def _lat_header(unit: str = "pkt/s CPU") -> None:
 
 
 def section_features(args, train, test, results) -> dict[str, np.ndarray]:
-    from detection.features import FeatureExtractor
+    from detection.features import FeatureExtractor, neutralise, warm_medians
 
     test = test[: args.score_packets]
     print(f"== 1. feature extraction: {len(test):,} test packets streamed in batches of {args.batch:,} ==")
@@ -233,7 +233,9 @@ def section_features(args, train, test, results) -> dict[str, np.ndarray]:
         fx = FeatureExtractor(level)
         run = stream_features(fx, test, args.batch)
         with Clock() as whole:
-            train_x[level] = fx.transform(train)
+            # as detection.services.featurise trains: cold statistics replaced by the warm medians
+            X, cold = fx.transform_cold(train)
+            train_x[level] = neutralise(X, cold, warm_medians(X, cold))
         note = (
             f"{fx.n_features} features; one call over {len(train):,}: "
             f"{len(train) / max(whole.cpu, 1e-9):,.0f}/s"
@@ -449,10 +451,12 @@ def section_scoring(args, test, models, results) -> None:
 
 def section_quality(test, models, results, names: dict[int, str]) -> None:
     """Scores of the whole test set: features in one call (a FeatureState makes batching invisible,
-    so this equals streaming), then each model's score; evaluate per attack."""
+    so this equals streaming), cold statistics replaced as score_records does, then each model's
+    score; evaluate per attack."""
     from detection import evaluate
     from detection.calibration import client_entities
     from detection.features import FeatureExtractor
+    from detection.scoring import neutralise_cold
 
     labels = test["label"].astype(np.int64)
     codes = [c for c in sorted(set(labels.tolist())) if c]
@@ -470,9 +474,9 @@ def section_quality(test, models, results, names: dict[int, str]) -> None:
     entities = client_entities(test)
     scores = {("naive", "naive"): -models["naive"]["naive"].score_samples(naive_features(test))}
     for level in [lv for lv in models if lv != "naive"]:
-        X = FeatureExtractor(level).transform(test)
+        X, cold = FeatureExtractor(level).transform_cold(test)
         for kind, model in models[level].items():
-            scores[(level, kind)] = model.score(X)
+            scores[(level, kind)] = model.score(neutralise_cold(model, X.copy(), cold))
     out: dict[str, Any] = {}
     for (level, kind), s in scores.items():
         threshold = None if level == "naive" else float(models[level][kind].threshold)

@@ -31,6 +31,13 @@ key with an exact parallel scan of the recurrence ``s_i = decay_i * s_{i-1} + x_
 of decays <= 1 and sums of non-negative terms, so no overflow or cancellation at any time span).
 Keys idle for more than ``IDLE_RESET`` seconds (per key kind) start afresh, which is what makes evicting them
 invisible; the key caps (``max_keys``, ``max_tail``) only bite under extreme load.
+
+Cold start: the state also counts, per key, the packets since the key (re)started and when it
+started. A statistic is *cold* for a packet while its key has fewer than ``COLD_PACKETS`` packets
+before it and started less than ``COLD_SECONDS`` ago (``key_kind`` says which key each feature
+needs; per-packet header features are never cold). ``transform_cold`` returns that mask beside the
+features; detection.scoring replaces cold values by the model's training medians, so a statistic
+without history raises nothing and is never a reason. The mask is exact whatever the batching too.
 """
 
 from __future__ import annotations
@@ -51,7 +58,18 @@ DECAYS = (5.0, 3.0, 1.0, 0.1, 0.01)  # per second: half-lives 0.2 s ... 100 s
 # Seconds without packets after which a key's damped statistics start afresh (and the key may be
 # evicted). Sockets are short-lived and numerous, so they are forgotten sooner.
 IDLE_RESET = {"client": 600.0, "service": 600.0, "chan": 300.0, "sock": 60.0}
-STATE_VERSION = 2
+# Cold start grace per key kind: a key's statistics are cold (replaced by the model's training
+# medians, never a reason) while it has fewer than COLD_PACKETS packets before the current one AND
+# started less than COLD_SECONDS ago; whichever comes first warms it. A new benign host's first
+# handful of packets (a DNS query, a handshake) is not judged on figures of one or two packets,
+# while a flood or scan, hundreds of packets per second, is warm within milliseconds and judged.
+COLD_PACKETS = {"client": 8, "service": 8, "chan": 8, "sock": 8}
+COLD_SECONDS = {"client": 2.0, "service": 2.0, "chan": 2.0, "sock": 2.0}
+# Whether cold statistics are replaced by the training median before training and scoring (they
+# are never a reason either way: explanations leave them out).
+NEUTRALISE_COLD = False
+KEY_KINDS = ("client", "service", "chan", "sock")
+STATE_VERSION = 3  # 3: key history (cold start); an older state is unusable and loads as a fresh one
 
 _MAX_TS = 1e10  # timestamps are clipped to [0, this] (year 2286); beyond is garbage
 _MAX_IAT = 3600.0
@@ -294,6 +312,40 @@ def describe(name: str) -> FeatureSpec:
     return spec
 
 
+# Which key's history a stateful feature needs, by its name's first word (the standard level's
+# bidirectional "flow" is the advanced level's "sock": the same key).
+_KIND_OF_PREFIX = {"client": "client", "service": "service", "chan": "chan", "flow": "sock", "sock": "sock"}
+
+
+def key_kind(spec: FeatureSpec) -> str | None:
+    """The key kind (``KEY_KINDS``) whose history ``spec``'s statistic needs; None for per-packet
+    header features, which are never cold."""
+    if spec.level == FeatureLevel.LOW:
+        return None
+    return _KIND_OF_PREFIX[spec.name.split("_", 1)[0]]
+
+
+def neutralise(X: np.ndarray, cold: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``X`` with its cold values (``transform_cold``'s mask) replaced by ``fill`` (one value per
+    column), in place; returns ``X``. Does nothing when ``NEUTRALISE_COLD`` is off."""
+    if not NEUTRALISE_COLD:
+        return X
+    np.copyto(X, np.broadcast_to(np.asarray(fill, X.dtype), X.shape), where=cold)
+    return X
+
+
+def warm_medians(X: np.ndarray, cold: np.ndarray, sample: int = 200_000) -> np.ndarray:
+    """Per column, the median of the values that are not cold (of all of them where every one is):
+    what training fills cold values with, so that the model learns the view it will score."""
+    rows = np.arange(0, len(X), max(1, len(X) // sample))  # evenly spread rows are as good, and cheap
+    Xs, Cs = X[rows], cold[rows]
+    out = np.zeros(X.shape[1], np.float64)
+    for j in np.flatnonzero(cold.any(axis=0)):
+        warm = Xs[~Cs[:, j], j]
+        out[j] = np.median(warm if len(warm) else Xs[:, j])
+    return out
+
+
 # ------------------------------------------------------------------------------------ hashing
 
 
@@ -355,13 +407,15 @@ def _scan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class _KeyTable:
-    """Damped sums per key: sorted 64-bit keys, last time seen, sums (K, len(decays), m)."""
+    """Rows per key of one kind: sorted 64-bit keys, last time seen (``t_last``) and the per-key
+    arrays named in ``columns`` (first axis: the key), forgotten after ``idle`` seconds unseen."""
 
-    def __init__(self, n_decays: int, m: int, idle: float) -> None:
+    columns: tuple[str, ...] = ("t_last",)
+
+    def __init__(self, idle: float) -> None:
         self.idle = idle
         self.keys = np.zeros(0, np.uint64)
         self.t_last = np.zeros(0, np.float64)
-        self.sums = np.zeros((0, n_decays, m), np.float64)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.searchsorted(self.keys, keys)
@@ -373,19 +427,18 @@ class _KeyTable:
         )
         return idx_c, found
 
-    def update(
-        self, keys: np.ndarray, t_last: np.ndarray, sums: np.ndarray, now: float, max_keys: int
-    ) -> None:
+    def update(self, keys: np.ndarray, now: float, max_keys: int, **values: np.ndarray) -> None:
+        """Set the rows of ``keys`` (unique) to ``values`` (one array per column), then evict."""
         idx, found = self.lookup(keys)
-        self.t_last[idx[found]] = t_last[found]
-        self.sums[idx[found]] = sums[found]
+        for name, v in values.items():
+            getattr(self, name)[idx[found]] = v[found]
         new = ~found
         if new.any():
             k = np.concatenate([self.keys, keys[new]])
             order = np.argsort(k, kind="stable")
             self.keys = k[order]
-            self.t_last = np.concatenate([self.t_last, t_last[new]])[order]
-            self.sums = np.concatenate([self.sums, sums[new]])[order]
+            for name, v in values.items():
+                setattr(self, name, np.concatenate([getattr(self, name), v[new]])[order])
         self.evict(now, max_keys)
 
     def evict(self, now: float, max_keys: int) -> None:
@@ -395,7 +448,63 @@ class _KeyTable:
             cut = np.partition(self.t_last[keep], -max_keys)[-max_keys]
             keep &= self.t_last >= cut
         if not keep.all():
-            self.keys, self.t_last, self.sums = self.keys[keep], self.t_last[keep], self.sums[keep]
+            for name in ("keys", *self.columns):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in ("keys", *self.columns))
+
+
+class _DampedSums(_KeyTable):
+    """Damped sums per key (advanced level): ``sums`` of shape (keys, len(decays), m)."""
+
+    columns = ("t_last", "sums")
+
+    def __init__(self, n_decays: int, m: int, idle: float) -> None:
+        super().__init__(idle)
+        self.sums = np.zeros((0, n_decays, m), np.float64)
+
+
+class _History(_KeyTable):
+    """How much history each key has (cold start): when its current run of packets ``start``-ed and
+    how many packets it has had since (``count``); a key idle over ``idle`` seconds starts again."""
+
+    columns = ("t_last", "start", "count")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.start = np.zeros(0, np.float64)
+        self.count = np.zeros(0, np.int64)
+
+    def cold(self, t: np.ndarray, g: _Grouping, now: float, max_keys: int, kind: str) -> np.ndarray:
+        """Per packet (times ``t``, non-decreasing; keys grouped by ``g``), whether its key is cold;
+        the rows are updated."""
+        n = len(t)
+        if not n:
+            return np.zeros(0, bool)
+        ts = t[g.order]
+        gkeys = g.sorted_keys[g.first]
+        ti, found = self.lookup(gkeys)
+        prev = np.empty(n)
+        prev[1:] = ts[:-1]
+        t_prev = np.full(len(gkeys), -np.inf)
+        t_prev[found] = self.t_last[ti[found]]
+        prev[g.first] = t_prev
+        restart = ts - prev > self.idle  # includes keys never seen (the gap is infinite)
+        # A run begins at every restart and, continuing the saved row, at the first packet of a key.
+        i = np.arange(n)
+        begin = np.maximum.accumulate(np.where(restart | g.first, i, 0))
+        base_count = np.zeros(n, np.int64)
+        base_start = ts.copy()
+        carry = found & ~restart[g.gstart]
+        base_count[g.gstart[carry]] = self.count[ti[carry]]
+        base_start[g.gstart[carry]] = self.start[ti[carry]]
+        before = base_count[begin] + (i - begin)  # packets of the run before this one
+        start = base_start[begin]
+        cold = (before < COLD_PACKETS[kind]) & (ts - start < COLD_SECONDS[kind])
+        last = np.concatenate([g.gstart[1:], [n]]) - 1
+        self.update(gkeys, now, max_keys, t_last=ts[last], start=start[last], count=before[last] + 1)
+        return cold[g.pos]
 
 
 _TABLE_WIDTH = {"client": 3, "service": 3, "chan": 9, "sock": 6}
@@ -421,8 +530,9 @@ class FeatureState:
     """The per-sensor memory of the stateful features; ``to_bytes``/``from_bytes`` for Redis.
 
     Holds the last timestamp (time never goes backwards: later packets are clamped to it), the
-    tail of packets of the last ``window`` seconds (standard level) and the damped sums per key
-    (advanced level). Bounded: ``max_tail`` packets and ``max_keys`` keys per table.
+    tail of packets of the last ``window`` seconds (standard level), the damped sums per key
+    (advanced level) and each key's history (standard and advanced: cold start). Bounded:
+    ``max_tail`` packets and ``max_keys`` keys per table.
     """
 
     def __init__(
@@ -445,8 +555,13 @@ class FeatureState:
         self.packets = 0
         self.tail = {name: np.zeros(0, dtype) for name, dtype in _TAIL_COLUMNS}
         self.tables = {
-            name: _KeyTable(len(self.decays), m, IDLE_RESET[name]) for name, m in _TABLE_WIDTH.items()
+            name: _DampedSums(len(self.decays), m, IDLE_RESET[name]) for name, m in _TABLE_WIDTH.items()
         }
+        self.history = {name: _History(IDLE_RESET[name]) for name in KEY_KINDS}
+
+    def _keyed(self) -> dict[str, _KeyTable]:
+        """Every per-key table by its name in the serialised state."""
+        return {**self.tables, **{f"history_{name}": tab for name, tab in self.history.items()}}
 
     def to_bytes(self) -> bytes:
         """Serialise (npz, no pickle)."""
@@ -462,10 +577,9 @@ class FeatureState:
         }
         arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
         arrays.update({f"tail_{k}": v for k, v in self.tail.items()})
-        for name, tab in self.tables.items():
-            arrays[f"{name}_keys"] = tab.keys
-            arrays[f"{name}_t"] = tab.t_last
-            arrays[f"{name}_sums"] = tab.sums
+        for name, tab in self._keyed().items():
+            for column in ("keys", *tab.columns):
+                arrays[f"{name}_{column}"] = getattr(tab, column)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
@@ -487,16 +601,15 @@ class FeatureState:
             st.t_last = -math.inf if meta["t_last"] is None else float(meta["t_last"])
             st.packets = int(meta["packets"])
             st.tail = {name: z[f"tail_{name}"].astype(dtype) for name, dtype in _TAIL_COLUMNS}
-            for name, tab in st.tables.items():
-                tab.keys = z[f"{name}_keys"]
-                tab.t_last = z[f"{name}_t"]
-                tab.sums = z[f"{name}_sums"]
+            for name, tab in st._keyed().items():
+                for column in ("keys", *tab.columns):
+                    setattr(tab, column, z[f"{name}_{column}"])
         return st
 
     def memory_bytes(self) -> int:
         """Approximate size of the state's arrays."""
         n = sum(v.nbytes for v in self.tail.values())
-        return n + sum(t.keys.nbytes + t.t_last.nbytes + t.sums.nbytes for t in self.tables.values())
+        return n + sum(tab.nbytes() for tab in self._keyed().values())
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -614,6 +727,9 @@ class FeatureExtractor:
         self.chunk = chunk
         self.specs = feature_specs(level, window=self.window, decays=self.decays)
         self.names = [s.name for s in self.specs]
+        # Per column, the index in KEY_KINDS of the key whose history it needs (len(KEY_KINDS): none).
+        kinds = [key_kind(s) for s in self.specs]
+        self._cold_column = np.array([len(KEY_KINDS) if k is None else KEY_KINDS.index(k) for k in kinds])
 
     @property
     def n_features(self) -> int:
@@ -630,20 +746,31 @@ class FeatureExtractor:
 
         Without a state the batch is featurised as a stream of its own. Never returns NaN/inf.
         """
+        return self.transform_cold(records, state)[0]
+
+    def transform_cold(
+        self, records: np.ndarray, state: FeatureState | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``transform``, and beside the features a boolean mask of the same shape: True where the
+        value is a cold statistic (its key has too little history, see ``COLD_PACKETS``)."""
         if state is None:
             state = self.new_state()
         elif (state.level, state.window, state.decays) != (self.level, self.window, self.decays):
             raise ValueError("feature state was made for another level, window or decays")
         n = len(records)
         out = np.empty((n, self.n_features), np.float32)
+        cold = np.empty((n, self.n_features), bool)
         for lo in range(0, n, self.chunk):
             hi = min(n, lo + self.chunk)
-            out[lo:hi] = self._transform_chunk(records[lo:hi], state)
-        return out
+            out[lo:hi], by_kind = self._transform_chunk(records[lo:hi], state)
+            cold[lo:hi] = by_kind[:, self._cold_column]
+        return out, cold
 
     # -- one chunk
 
-    def _transform_chunk(self, rec: np.ndarray, state: FeatureState) -> np.ndarray:
+    def _transform_chunk(self, rec: np.ndarray, state: FeatureState) -> tuple[np.ndarray, np.ndarray]:
+        """Features of a chunk and, per packet, whether each key kind's statistics are cold
+        (shape (n, len(KEY_KINDS) + 1), the last column False for the per-packet features)."""
         n = len(rec)
         t = rec["ts"].astype(np.float64)
         t = np.where(np.isfinite(t), t, 0.0)
@@ -660,6 +787,7 @@ class FeatureExtractor:
         dst = _host_hash(rec["dst_ip"], rec["dst_mac"], version)
 
         cols = [self._low(rec, version, proto, has_ports, flags)]
+        cold = np.zeros((n, len(KEY_KINDS) + 1), bool)
         if self.level != FeatureLevel.LOW:
             size = rec["length"].astype(np.float64)
             # Sockets are unordered: both directions of a conversation share one key.
@@ -686,9 +814,15 @@ class FeatureExtractor:
                 "ack": (flags & 16).astype(bool),
                 "rst": (flags & 4).astype(bool),
             }
+            # The chunk's packets grouped per key kind: for the history and the damped statistics.
+            chan = _combine(np.minimum(src, dst), np.maximum(src, dst))  # the host pair, both ways
+            keys = {"client": client, "service": service, "chan": chan, "sock": flow}
+            groups = {kind: _Grouping(keys[kind]) for kind in KEY_KINDS}
+            for k, kind in enumerate(KEY_KINDS):
+                cold[:, k] = state.history[kind].cold(t, groups[kind], float(t[-1]), state.max_keys, kind)
             cols.append(self._standard(cur, state))
             if self.level == FeatureLevel.ADVANCED:
-                cols.append(self._advanced(t, size, client, service, src, dst, e_src, e_dst, state))
+                cols.append(self._advanced(t, size, src, dst, e_src, e_dst, groups, state))
         state.t_last = float(t[-1]) if n else state.t_last
         state.packets += n
         x = np.empty((n, self.n_features), np.float32)
@@ -699,7 +833,7 @@ class FeatureExtractor:
             block[np.isnan(block)] = 0.0
             x[:, c0 : c0 + block.shape[1]] = block
             c0 += block.shape[1]
-        return x
+        return x, cold
 
     @staticmethod
     def _low(
@@ -886,12 +1020,11 @@ class FeatureExtractor:
         self,
         t: np.ndarray,
         size: np.ndarray,
-        client: np.ndarray,
-        service: np.ndarray,
         src: np.ndarray,
         dst: np.ndarray,
         e_src: np.ndarray,
         e_dst: np.ndarray,
+        groups: dict[str, _Grouping],
         state: FeatureState,
     ) -> np.ndarray:
         lam = np.asarray(self.decays)
@@ -901,10 +1034,10 @@ class FeatureExtractor:
         s2 = size * size
         parts: dict[str, np.ndarray] = {}
 
-        def run(name: str, key: np.ndarray, build) -> tuple[_Grouping, np.ndarray]:
+        def run(name: str, build) -> tuple[_Grouping, np.ndarray]:
             """Damped sums per key, in the grouping's sorted order, state folded in and updated."""
             tab = state.tables[name]
-            g = _Grouping(key)
+            g = groups[name]
             ts = t[g.order]
             gkeys = g.sorted_keys[g.first]
             ti, found = tab.lookup(gkeys)
@@ -927,14 +1060,14 @@ class FeatureExtractor:
             a[fpos] = 0.0
             S = _scan(a, b)
             last = np.concatenate([g.gstart[1:], [n]]) - 1
-            tab.update(gkeys, ts[last], S[last], now, state.max_keys)
+            tab.update(gkeys, now, state.max_keys, t_last=ts[last], sums=S[last])
             return g, S
 
         def plain(order: np.ndarray, reset: np.ndarray, dt: np.ndarray) -> list[np.ndarray]:
             return [np.ones(n), size[order], s2[order]]
 
-        for name, key in (("client", client), ("service", service)):
-            g, S = run(name, key, plain)
+        for name in ("client", "service"):
+            g, S = run(name, plain)
             w = S[:, :, 0]
             mean = S[:, :, 1] / w
             S[:, :, 1] = mean
@@ -943,8 +1076,7 @@ class FeatureExtractor:
 
         for name, a_end, b_end in (("chan", src, dst), ("sock", e_src, e_dst)):
             jitter = name == "chan"
-            d = a_end <= b_end
-            key = _combine(np.minimum(a_end, b_end), np.maximum(a_end, b_end))
+            d = a_end <= b_end  # the key (groups[name]) is the unordered pair of ends
 
             def build(order: np.ndarray, reset: np.ndarray, dt: np.ndarray, d=d, jitter=jitter) -> list:
                 fw = d[order].astype(np.float64)
@@ -956,7 +1088,7 @@ class FeatureExtractor:
                     cols += [h, h * dt, h * dt * dt]
                 return cols
 
-            g, S = run(name, key, build)
+            g, S = run(name, build)
             dd = d[g.order][:, None, None]
             this = np.where(dd, S[:, :, 0:3], S[:, :, 3:6])
             other = np.where(dd, S[:, :, 3:6], S[:, :, 0:3])

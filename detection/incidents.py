@@ -103,6 +103,7 @@ class Evidence:
 
     anomalies: int = 0
     requests: int = 0  # anomalies sent by the client side (the rest are the other end's answers)
+    icmp_sent: int = 0  # ICMP anomalies sent by the client side
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
     syn_only: int = 0  # TCP SYN without ACK: connection attempts
     with_payload: int = 0  # packets that carried data (requests, transfers)
@@ -121,6 +122,7 @@ class Evidence:
         return cls(
             anomalies=int(data.get("anomalies", 0)),
             requests=int(data.get("requests", data.get("anomalies", 0))),
+            icmp_sent=int(data.get("icmp_sent", 0)),
             protocols=Counter(data.get("protocols", {})),
             syn_only=int(data.get("syn_only", 0)),
             with_payload=int(data.get("with_payload", 0)),
@@ -138,6 +140,7 @@ class Evidence:
         return {
             "anomalies": self.anomalies,
             "requests": self.requests,
+            "icmp_sent": self.icmp_sent,
             "protocols": dict(self.protocols),
             "syn_only": self.syn_only,
             "with_payload": self.with_payload,
@@ -192,8 +195,9 @@ def incident_kind(evidence: Evidence) -> str:
     ports_on_host = evidence.max_ports_on_a_host()
     hosts = len(evidence.hosts)
     single_port_hosts = sum(1 for p in evidence.hosts.values() if len(p) <= 2)
-    if evidence.share("ICMP") + evidence.share("ICMPv6") >= 0.5 and evidence.anomalies >= FLOOD_MIN:
-        return IncidentKind.ICMP_FLOOD
+    icmp_sent = evidence.icmp_sent
+    if icmp_sent * 2 >= max(1, evidence.requests) and icmp_sent >= FLOOD_MIN:
+        return IncidentKind.ICMP_FLOOD  # ICMP it sent (a UDP scan's answers are ICMP unreachables)
     udp = evidence.share("UDP")
     if udp >= 0.5 and evidence.with_payload / n >= 0.5 and evidence.anomalies >= FLOOD_MIN:
         return IncidentKind.UDP_FLOOD  # UDP that carries data (a UDP scan's probes are mostly empty)
@@ -460,18 +464,31 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
 
 
 def _orient_pairs(read: ReadAnomalies) -> None:
-    """Between two hosts, the end that is the client of most of the read's anomalies is the client of all.
+    """Between two hosts, one end is the client of all the read's anomalies between them: the end
+    that sent at least twice as many of them, else the end most packets' guess names.
 
-    Which end is the client is guessed per packet (``client_side``): a scanner's reset to a port above
-    its own source port reads as the scanned host's conversation, which would make the scanned host
-    look busy on its own account. Per pair of hosts, the majority guess is the better one.
+    Which end is the client is guessed per packet (``client_side``: SYNs, then the higher port):
+    a flood from source ports below the service's port, or a scanner's reset to a port above its
+    own source port, reads as the other host's conversation, which would make a victim look like
+    an attacker. The end that sends the bulk of a pair's anomalies is the one behaving abnormally.
     """
-    votes: Counter = Counter()
-    for client, host in zip(read.client, read.host, strict=True):
+    votes: Counter = Counter()  # (client guess, server guess) -> anomalies
+    sent: Counter = Counter()  # (sender, receiver) -> anomalies
+    for client, host, request in zip(read.client, read.host, read.request, strict=True):
         if client is not None and host is not None:
             votes[(client, host)] += 1
+            sent[(client, host) if request else (host, client)] += 1
     for k, (client, host) in enumerate(zip(read.client, read.host, strict=True)):
-        if client is not None and host is not None and votes[(host, client)] > votes[(client, host)]:
+        if client is None or host is None:
+            continue
+        mine, theirs = sent[(client, host)], sent[(host, client)]
+        if theirs >= 2 * mine and theirs > 0:
+            flip = True
+        elif mine >= 2 * theirs and mine > 0:
+            flip = False
+        else:
+            flip = votes[(host, client)] > votes[(client, host)]
+        if flip:
             _turn_around(read, k)
 
 
@@ -507,6 +524,7 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     for k in group.rows:
         evidence.anomalies += 1
         evidence.requests += read.request[k]
+        evidence.icmp_sent += read.request[k] and read.protocol[k] in ("ICMP", "ICMPv6")
         evidence.protocols[read.protocol[k]] += 1
         evidence.syn_only += read.syn_only[k]
         evidence.with_payload += read.payload[k] > 0

@@ -246,12 +246,17 @@ class AnomalyModel:
             for parts in zip(idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True)
         ]
 
-    def _contributors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _contributors(
+        self, X: np.ndarray, cold: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The checked rows, their scaled values, the contribution of every feature and, per row,
-        the feature indices by contribution, largest first: arrays of shape (rows, features)."""
+        the feature indices by contribution, largest first: arrays of shape (rows, features).
+        Features marked in ``cold`` (statistics without history, detection.features) rank last."""
         X = self._check(np.atleast_2d(X))
         Z = self.scaler.transform(X)
         C = self._contributions(Z)
+        if cold is not None:
+            C[cold] = -np.inf  # ranked last; per-packet features are never cold, so never reached
         # One stable argsort of the whole matrix ranks every row as a per-row argsort would.
         return X, Z, C, np.argsort(-C, axis=1, kind="stable")
 
@@ -264,20 +269,27 @@ class AnomalyModel:
         return idx, C[rows, idx], X[rows, idx], Z[rows, idx]
 
     def explain_records(
-        self, X: np.ndarray, records: np.ndarray, top: int = 3, columns: PacketColumns | None = None
+        self,
+        X: np.ndarray,
+        records: np.ndarray,
+        top: int = 3,
+        columns: PacketColumns | None = None,
+        cold: np.ndarray | None = None,
     ) -> list[tuple[str, str]]:
         """(text, contributions as JSON text) per row: ``explain_text`` of the row and the JSON of
         ``contributions_as_dicts`` of ``explain``, for many rows at once. ``columns``: the records'
-        ``PacketColumns`` when the caller has them already.
+        ``PacketColumns`` when the caller has them already; ``cold``: the mask of cold statistics,
+        which are never a reason.
 
         A flood flags thousands of packets per read, so this works on columns: one ranking of the
         contributions and one of the reasons for all rows, each value's sentence part worded once,
         and the JSON written as text (json.dumps of a list of dicts per row cost more than the
         scoring).
         """
-        X, Z, C, order = self._contributors(X)
+        X, Z, C, order = self._contributors(X, cold)
         wording = _Wording(self)
-        texts = wording.texts(_contexts(records, columns), X, *wording.reasons(X, order, top))
+        present = None if cold is None else ~cold  # a cold statistic is never a reason
+        texts = wording.texts(_contexts(records, columns), X, *wording.reasons(X, order, top, present))
         idx = order[:, :top]
         rows = np.arange(len(X))[:, None]
         # JSON has no NaN or infinity (and PostgreSQL's jsonb refuses them)

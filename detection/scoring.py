@@ -3,8 +3,10 @@
 The model in use is the active version of the configured ``ml_model`` kind, loaded once per
 process (``warm_up`` loads it before a worker forks its pool). Until one is trained,
 ``score_batch`` returns None: packets are still stored, and /api/status says how to train one.
-Stateful features continue the sensor's state (kept in Redis by detection.ingest). What becomes
-of the flagged packets is detection.anomalies' and detection.incidents' business.
+Stateful features continue the sensor's state (kept in Redis by detection.ingest). Statistics
+still cold (a new sensor, host, service, host pair or socket: ``features.COLD_PACKETS``) are
+replaced by the model's training medians before scoring and are never named in an explanation.
+What becomes of the flagged packets is detection.anomalies' and detection.incidents' business.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from capture import services as capture_services
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, empty_records
 from detection import ml, services
-from detection.features import FeatureExtractor, FeatureState
+from detection.features import FeatureExtractor, FeatureState, neutralise
 from detection.models import DetectionModel
 
 log = logging.getLogger(__name__)
@@ -114,9 +116,25 @@ def warm_up() -> DetectionModel | None:
 def score_records(
     model: ml.AnomalyModel, extractor: FeatureExtractor, records: np.ndarray, state: FeatureState
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features, scores) of records, continuing ``state``: the one code path for live and offline scoring."""
-    X = extractor.transform(records, state)
-    return X, model.score(X)
+    """(features, scores) of records, continuing ``state``: the one code path for live and offline
+    scoring. The features are those the model saw: cold statistics replaced (``neutralise_cold``)."""
+    X, _, scores = _score(model, extractor, records, state)
+    return X, scores
+
+
+def _score(
+    model: ml.AnomalyModel, extractor: FeatureExtractor, records: np.ndarray, state: FeatureState
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``score_records`` and the cold mask beside (the explanations leave those features out)."""
+    X, cold = extractor.transform_cold(records, state)
+    neutralise_cold(model, X, cold)
+    return X, cold, model.score(X)
+
+
+def neutralise_cold(model: ml.AnomalyModel, X: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """``X`` with its cold statistics (``cold``: ``transform_cold``'s mask) replaced by the model's
+    training median of each feature, in place: a statistic without history raises nothing."""
+    return neutralise(X, cold, model.stats["p50"])
 
 
 def load_state(raw: bytes, extractor: FeatureExtractor) -> FeatureState:
@@ -138,14 +156,14 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         return None
     row, model, extractor = current
     fstate = load_state(state.features, extractor)
-    X, scores = score_records(model, extractor, batch.records, fstate)
+    X, cold, scores = _score(model, extractor, batch.records, fstate)
     flagged = np.flatnonzero(scores > model.threshold)
     explanations: dict[int, tuple[str, str]] = {}
     columns = None
     if len(flagged):
         records = batch.records[flagged]
         columns = PacketColumns.of(records)
-        worded = model.explain_records(X[flagged], records, columns=columns)
+        worded = model.explain_records(X[flagged], records, columns=columns, cold=cold[flagged])
         explanations = dict(zip(flagged.tolist(), worded, strict=True))
     return ScoredBatch(
         scores=scores,

@@ -24,7 +24,7 @@ from capture.choices import INCIDENT_TRANSITIONS, FeatureLevel, IncidentStatus
 from capture.models import Packet
 from capture.records import RECORD_DTYPE
 from detection import ml
-from detection.features import FeatureExtractor, feature_names
+from detection.features import FeatureExtractor, feature_names, neutralise, warm_medians
 from detection.models import Anomaly, DetectionModel, Incident
 
 log = logging.getLogger(__name__)
@@ -310,17 +310,25 @@ def _chunk(rows: list[dict]) -> dict:
 
 
 def featurise(chunks: Iterable[np.ndarray], level: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features of a record stream at ``level`` (one state, in order). Returns (X, records)."""
+    """Training features of a record stream at ``level`` (one state, in order). Returns (X, records).
+
+    Cold statistics (keys without history yet) are replaced by the median of the warm values, as
+    scoring replaces them by the model's training median (the same value): the model learns the
+    view it will score, and no training row teaches it that a cold figure is normal.
+    """
     extractor = FeatureExtractor(level)
     state = extractor.new_state()
-    xs, recs = [], []
+    xs, colds, recs = [], [], []
     for records in chunks:
         if len(records):
-            xs.append(extractor.transform(records, state))
+            X, cold = extractor.transform_cold(records, state)
+            xs.append(X)
+            colds.append(cold)
             recs.append(records)
     if not xs:
         return np.zeros((0, extractor.n_features), np.float32), np.zeros(0, RECORD_DTYPE)
-    return np.concatenate(xs), np.concatenate(recs)
+    X, cold = np.concatenate(xs), np.concatenate(colds)
+    return neutralise(X, cold, warm_medians(X, cold)), np.concatenate(recs)
 
 
 # --- training ------------------------------------------------------------------------------------

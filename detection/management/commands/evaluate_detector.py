@@ -17,7 +17,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from capture.choices import FeatureLevel, MlModel
 from capture.pcapio import CaptureFileError
-from detection import calibration, evaluate, ml, services
+from capture.records import RECORD_DTYPE
+from detection import calibration, evaluate, ml, scoring, services
 from detection.features import FeatureExtractor
 
 
@@ -117,8 +118,13 @@ class Command(BaseCommand):
         except (CaptureFileError, OSError) as exc:
             raise CommandError(str(exc)) from None
         started = time.perf_counter()
-        X_test, records = services.featurise(test_records, level)
-        scores = model.score(X_test)
+        # as live scoring does: one feature state, through scoring's one code path
+        extractor = FeatureExtractor(level)
+        state = extractor.new_state()
+        chunks = [chunk for chunk in test_records if len(chunk)]
+        parts = [scoring.score_records(model, extractor, chunk, state)[1] for chunk in chunks]
+        scores = np.concatenate([np.zeros(0), *parts])
+        records = np.concatenate(chunks) if chunks else np.zeros(0, RECORD_DTYPE)
         rate = len(scores) / max(time.perf_counter() - started, 1e-9)
         codes, names = read_labels(opts["labels"], len(scores))
         report = evaluate.evaluate(codes, scores, names=names)
