@@ -8,6 +8,7 @@ from urllib.parse import quote
 from rest_framework import serializers
 
 from capture.choices import FeatureLevel, IncidentStatus, MlModel
+from detection import timeline
 from detection.models import Anomaly, DetectionModel, Incident
 
 
@@ -114,3 +115,41 @@ class IncidentStatusSerializer(serializers.Serializer):
         IncidentStatus.choices,
         error_messages={"invalid_choice": '"{input}" is not a status; allowed: ' + _STATUSES},
     )
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    """GET /api/incidents/{id}/timeline/'s query: how many buckets at most."""
+
+    buckets = serializers.IntegerField(
+        min_value=1,
+        max_value=timeline.MAX_BUCKETS,
+        default=timeline.DEFAULT_BUCKETS,
+        error_messages={
+            "invalid": f"buckets must be a whole number from 1 to {timeline.MAX_BUCKETS}",
+            "min_value": f"buckets must be from 1 to {timeline.MAX_BUCKETS}",
+            "max_value": f"buckets must be from 1 to {timeline.MAX_BUCKETS}",
+        },
+    )
+
+
+class TimelineBucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    packets = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    from_sources = serializers.IntegerField(help_text="packets its sources sent")
+    anomalies = serializers.IntegerField(help_text="its anomalies in this bucket")
+    packets_per_second = serializers.FloatField()
+
+
+class TimelineSerializer(serializers.Serializer):
+    """An incident's packet rate over its duration (detection/timeline.py); the schema's description."""
+
+    incident = serializers.IntegerField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    bucket_seconds = serializers.IntegerField()
+    sources = serializers.ListField(child=serializers.CharField())
+    target_hosts = serializers.ListField(child=serializers.CharField())
+    packets = serializers.IntegerField()
+    peak_packets_per_second = serializers.FloatField()
+    buckets = TimelineBucketSerializer(many=True)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("incidents/", views.IncidentListView.as_view(), name="incidents"),
     path("incidents/<int:pk>/", views.IncidentDetailView.as_view(), name="incident-detail"),
     path("incidents/<int:pk>/anomalies/", views.IncidentAnomaliesView.as_view(), name="incident-anomalies"),
+    path("incidents/<int:pk>/timeline/", views.IncidentTimelineView.as_view(), name="incident-timeline"),
     path("models/", views.ModelListView.as_view(), name="models"),
     path("models/train", views.ModelTrainView.as_view(), name="models-train"),
     path("models/<int:pk>/activate", views.ModelActivateView.as_view(), name="model-activate"),

@@ -10,13 +10,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from capture import services as capture_services
-from detection import services, tasks
+from detection import services, tasks, timeline
 from detection.api.filters import AnomalyFilter, IncidentFilter
 from detection.api.serializers import (
     AnomalySerializer,
     DetectionModelSerializer,
     IncidentSerializer,
     IncidentStatusSerializer,
+    TimelineQuerySerializer,
+    TimelineSerializer,
     TrainRequestSerializer,
 )
 from detection.models import Anomaly, DetectionModel, Incident
@@ -149,3 +151,23 @@ class IncidentAnomaliesView(generics.ListAPIView):
     def get_queryset(self):
         incident = generics.get_object_or_404(Incident, pk=self.kwargs["pk"])
         return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+
+
+class IncidentTimelineView(APIView):
+    """GET /api/incidents/{id}/timeline/: its hosts' stored packets per bucket over its duration."""
+
+    required_permissions = {"GET": "detection.view_incident"}
+
+    @extend_schema(
+        parameters=[TimelineQuerySerializer],
+        responses={
+            200: TimelineSerializer,
+            400: OpenApiResponse(description="buckets is not a whole number from 1 to 500"),
+            404: OpenApiResponse(description="no such incident"),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        incident = generics.get_object_or_404(Incident, pk=pk)
+        query = TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(timeline.incident_timeline(incident, query.validated_data["buckets"]))

@@ -112,6 +112,7 @@ MATRIX: dict[str, dict[str, Row]] = {
         "patch": Row(*ANALYST_UP, 200, 200, 200, {"status": "acknowledged"}),
     },
     "incident-anomalies": {"get": Row(*READ)},
+    "incident-timeline": {"get": Row(*READ)},
     "models": {"get": Row(*READ)},
     "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
     "model-activate": {"post": Row(*ADMIN_UP, 200, 200)},
@@ -264,7 +265,8 @@ def objects(people, tmp_path, settings):
         owner=people["analyst"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
     )
     return {"anomaly-detail": {"pk": anomaly.pk}, "incident-detail": {"pk": incident.pk},
-            "incident-anomalies": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
+            "incident-anomalies": {"pk": incident.pk}, "incident-timeline": {"pk": incident.pk},
+            "model-activate": {"pk": model.pk}, "job": job,
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
 
 
