@@ -74,6 +74,9 @@ DASHBOARD_PERMISSIONS = (
     "capture.control_capture",
     "detection.view_anomaly",
     "detection.change_anomaly",
+    "detection.view_incident",
+    "detection.change_incident",  # acknowledge, resolve, mark false positive, reopen
+    "detection.add_suppressionrule",  # suppress (held by no role until suppression rules exist)
     "detection.view_detectionmodel",
     "detection.add_detectionmodel",
     "detection.change_detectionmodel",

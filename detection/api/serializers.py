@@ -153,3 +153,15 @@ class TimelineSerializer(serializers.Serializer):
     packets = serializers.IntegerField()
     peak_packets_per_second = serializers.FloatField()
     buckets = TimelineBucketSerializer(many=True)
+
+
+class IncidentAnomaliesQuerySerializer(serializers.Serializer):
+    """GET /api/incidents/{id}/anomalies/'s query: newest first, or the highest scores first."""
+
+    ORDERS = {"newest": ("-ts", "-id"), "score": ("-score", "-ts", "-id")}
+
+    order = serializers.ChoiceField(
+        list(ORDERS),
+        default="newest",
+        error_messages={"invalid_choice": '"{input}" is not an order; allowed: ' + ", ".join(ORDERS)},
+    )

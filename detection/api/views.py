@@ -15,6 +15,7 @@ from detection.api.filters import AnomalyFilter, IncidentFilter
 from detection.api.serializers import (
     AnomalySerializer,
     DetectionModelSerializer,
+    IncidentAnomaliesQuerySerializer,
     IncidentSerializer,
     IncidentStatusSerializer,
     TimelineQuerySerializer,
@@ -141,16 +142,24 @@ class IncidentDetailView(generics.RetrieveAPIView):
 
 
 class IncidentAnomaliesView(generics.ListAPIView):
-    """GET /api/incidents/{id}/anomalies/: the incident's anomalies, newest first."""
+    """GET /api/incidents/{id}/anomalies/: the incident's anomalies, newest first (``order=score``:
+    the highest scores first)."""
 
     required_permissions = {"GET": "detection.view_anomaly"}
     serializer_class = AnomalySerializer
 
     queryset = Anomaly.objects.none()  # what the schema describes; the real one needs the incident
 
+    @extend_schema(parameters=[IncidentAnomaliesQuerySerializer])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         incident = generics.get_object_or_404(Incident, pk=self.kwargs["pk"])
-        return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+        query = IncidentAnomaliesQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+        return rows.order_by(*IncidentAnomaliesQuerySerializer.ORDERS[query.validated_data["order"]])
 
 
 class IncidentTimelineView(APIView):
