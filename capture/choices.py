@@ -27,6 +27,7 @@ __all__ = [
     "SENSOR_NAME_MAX_LENGTH",
     "SENSOR_NAME_PATTERN",
     "SENSOR_NAME_RULE",
+    "SERVICE_DIRECTED_KINDS",
     "AnalysisDepth",
     "EncryptionAlgorithm",
     "FeatureLevel",
@@ -106,6 +107,21 @@ class IncidentKind(Vocabulary):
     LARGE_TRANSFER = "large_transfer"
     NEW_SERVICE = "new_service"
     UNUSUAL_TRAFFIC = "unusual_traffic"
+
+
+# Kinds aimed at one service (a port of a host): a suppression rule made from such an incident
+# keeps the target's port, so the host's other services stay watched (detection.suppression).
+SERVICE_DIRECTED_KINDS = frozenset(
+    {
+        IncidentKind.SYN_FLOOD,
+        IncidentKind.UDP_FLOOD,
+        IncidentKind.REQUEST_FLOOD,
+        IncidentKind.BRUTE_FORCE,
+        IncidentKind.SLOW_CONNECTIONS,
+        IncidentKind.LARGE_TRANSFER,
+        IncidentKind.NEW_SERVICE,
+    }
+)
 
 
 class IncidentSeverity(Vocabulary):

@@ -1,12 +1,16 @@
-"""Admin pages for model versions (activate), anomalies (mark false positive) and incidents (status)."""
+"""Admin pages for model versions (activate), anomalies (mark false positive), incidents (status,
+suppress similar ones) and suppression rules (validated by the API's validator)."""
 
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.utils import timezone
 
 from capture.choices import IncidentStatus
-from detection import services
-from detection.models import Anomaly, DetectionModel, Incident
+from detection import services, suppression
+from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
 
 @admin.register(DetectionModel)
@@ -57,6 +61,10 @@ class AnomalyAdmin(admin.ModelAdmin):
         return False
 
 
+_HOURS = settings.NETMON_SUPPRESSION_DEFAULT_HOURS
+_DEFAULT_EXPIRY = f"{_HOURS} h" if _HOURS > 0 else "no expiry"
+
+
 def _status_action(status: str, description: str):
     """An admin action moving the selected incidents to ``status`` under the API's transition rule."""
 
@@ -90,7 +98,68 @@ class IncidentAdmin(admin.ModelAdmin):
         _status_action(IncidentStatus.RESOLVED, "Resolve"),
         _status_action(IncidentStatus.FALSE_POSITIVE, "Mark as false positive (anomalies train as normal)"),
         _status_action(IncidentStatus.OPEN, "Reopen"),
+        "suppress_similar",
     ]
 
     def has_add_permission(self, request):
         return False
+
+    def has_suppress_permission(self, request) -> bool:
+        return request.user.has_perm("detection.add_suppressionrule")
+
+    @admin.action(description=f"Suppress similar incidents ({_DEFAULT_EXPIRY})", permissions=["suppress"])
+    def suppress_similar(self, request, queryset):
+        """One rule per selected incident (detection.suppression.rule_from_incident), default expiry."""
+        for incident in queryset:
+            try:
+                rule = suppression.rule_from_incident(incident, request.user)
+                self.message_user(
+                    request, f"#{incident.pk}: rule #{rule.pk} suppresses {rule.criteria_text()}"
+                )
+            except suppression.InvalidRule as exc:
+                self.message_user(request, f"#{incident.pk}: {exc}", level=messages.ERROR)
+
+
+class SuppressionRuleForm(forms.ModelForm):
+    """The rule's fields, decided by the API's validator (detection.validation): same rules, same words."""
+
+    class Meta:
+        model = SuppressionRule
+        fields = ["source_cidr", "target_cidr", "port", "kind", "reason", "expires_at"]
+
+    def clean(self):
+        cleaned = super().clean()
+        data = {name: cleaned.get(name) for name in self.Meta.fields if name in cleaned}
+        data = {name: (None if value == "" else value) for name, value in data.items()}
+        try:
+            validated = suppression.validated_rule(data)
+        except suppression.InvalidRule as exc:
+            for name, message in exc.errors.items():
+                self.add_error(name if name in self.fields else None, message)
+            return cleaned
+        cleaned.update(validated)  # normalised CIDRs, stripped reason
+        return cleaned
+
+
+@admin.register(SuppressionRule)
+class SuppressionRuleAdmin(admin.ModelAdmin):
+    form = SuppressionRuleForm
+    list_display = ("id", "criteria", "reason", "expires_at", "hits", "last_hit_at", "active", "created_by",
+                    "created_at")  # fmt: skip
+    list_filter = ("kind",)
+    search_fields = ("source_cidr", "target_cidr", "reason")
+    readonly_fields = ("created_by", "created_at", "incident", "hits", "last_hit_at")
+    list_select_related = ("created_by",)
+
+    @admin.display(description="criteria")
+    def criteria(self, rule: SuppressionRule) -> str:
+        return rule.criteria_text()
+
+    @admin.display(description="active", boolean=True)
+    def active(self, rule: SuppressionRule) -> bool:
+        return rule.is_active(timezone.now())
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

@@ -1,9 +1,11 @@
-"""Detection's data: trained model versions, anomalies and the incidents that group them."""
+"""Detection's data: trained model versions, anomalies, the incidents that group them, and the
+suppression rules that keep known traffic from opening incidents."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus, MlModel
 
@@ -103,6 +105,73 @@ class Incident(models.Model):
         )
 
 
+class SuppressionRule(models.Model):
+    """Anomalies an operator decided are known and need no incident: who, what, why and until when.
+
+    A rule matches an anomaly group when every criterion it sets matches (one left empty matches
+    anything): its source address within ``source_cidr``, its target host within ``target_cidr``,
+    its target ``port``, its incident ``kind``. At least one criterion is set (a rule matching
+    everything is refused by the validator, ``detection.validation``, and by a constraint). An
+    expired rule (``expires_at`` passed; None: never) matches nothing. Suppressed anomalies are
+    still stored, with the rule that suppressed them (``Anomaly.suppressed_by``), and counted in
+    ``hits``. Matching: ``detection.suppression.RuleSet``.
+    """
+
+    # CIDRs are stored normalised ("10.0.0.0/24", a bare address as "10.0.0.5/32"); "" = any.
+    source_cidr = models.CharField(max_length=64, blank=True, default="")
+    target_cidr = models.CharField(max_length=64, blank=True, default="")
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="the target port; empty: any")
+    kind = models.CharField(
+        max_length=20, choices=IncidentKind.choices, blank=True, default="", help_text="empty: any kind"
+    )
+    reason = models.TextField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="empty: never")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="suppression_rules",
+        help_text="the incident it was made from",
+    )  # fmt: skip
+    hits = models.PositiveBigIntegerField(default=0, help_text="anomalies it suppressed")
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    CRITERIA = ("source_cidr", "target_cidr", "port", "kind")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(source_cidr="")
+                | ~models.Q(target_cidr="")
+                | models.Q(port__isnull=False)
+                | ~models.Q(kind=""),
+                name="suppressionrule_has_a_criterion",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"suppress {self.criteria_text()}"
+
+    def is_active(self, now=None) -> bool:
+        """Not expired at ``now`` (default: the current time)."""
+        return self.expires_at is None or self.expires_at > (now or timezone.now())
+
+    def criteria_text(self) -> str:
+        """The criteria it sets, in words ("from 10.0.0.0/24 to 10.0.0.5/32 port 22 kind brute_force")."""
+        parts = []
+        if self.source_cidr:
+            parts.append(f"from {self.source_cidr}")
+        if self.target_cidr:
+            parts.append(f"to {self.target_cidr}")
+        if self.port is not None:
+            parts.append(f"port {self.port}")
+        if self.kind:
+            parts.append(f"kind {self.kind}")
+        return " ".join(parts) or "(no criterion)"
+
+
 class Anomaly(models.Model):
     """A packet scored over its model's threshold, with the reason in words."""
 
@@ -130,6 +199,10 @@ class Anomaly(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     false_positive_at = models.DateTimeField(null=True, blank=True)
+    # Suppressed anomalies are still stored, with the rule that suppressed them; they open no incident.
+    suppressed_by = models.ForeignKey(
+        SuppressionRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="suppressed_anomalies"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

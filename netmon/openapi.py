@@ -28,8 +28,15 @@ _DESCRIPTIONS = {
 }
 _METHODS = {"get", "put", "post", "patch", "delete"}
 # Request bodies whose validators refuse unknown keys with a 400 (capture.validation.ClosedSerializer:
-# the configuration's and the export request's): closed objects, so clients and fuzzers know.
-CLOSED_REQUEST_BODIES = ("ConfigUpdateRequest", "ExportRequestRequest", "ExportFiltersRequest")
+# the configuration's, the export request's and the suppression rule's): closed objects, so clients
+# and fuzzers know.
+CLOSED_REQUEST_BODIES = (
+    "ConfigUpdateRequest",
+    "ExportRequestRequest",
+    "ExportFiltersRequest",
+    "SuppressionRuleRequestRequest",
+    "SuppressFromIncidentRequest",
+)
 # Django's and DRF's text fields refuse NUL characters (PostgreSQL cannot store them): say so.
 NO_NUL = r"^[^\u0000]*$"
 

@@ -7,7 +7,8 @@ everywhere. Superusers hold every permission. A user in no group (no permission 
 in and is told to ask an admin for a role.
 
 ``ROLE_PERMISSIONS`` is the mapping. ``netmon/migrations/0001_roles.py`` created the groups from a
-frozen copy of it (a migration must not change when this module does); a test checks that a
+frozen copy of it (a migration must not change when this module does), and
+``0002_suppression_permissions.py`` added the suppression rules' permissions; a test checks that a
 migrated database's groups equal this mapping, so a change here needs a new migration
 (``sync_roles`` is what such a migration calls).
 """
@@ -32,12 +33,14 @@ VIEWER = (
     "detection.view_anomaly",
     "detection.view_incident",
     "detection.view_detectionmodel",
+    "detection.view_suppressionrule",
 )
 ANALYST = (
     *VIEWER,
     "detection.change_incident",  # acknowledge and resolve incidents
     "detection.change_anomaly",  # mark false positives
-    # "detection.add_suppressionrule" goes here once suppression rules exist (no such model yet).
+    "detection.add_suppressionrule",  # suppress known traffic (from an incident, or a rule of their own)
+    "detection.delete_suppressionrule",
     "exports.add_exportjob",  # create exports; the API scopes every export to its owner
     "exports.view_exportjob",
     "exports.delete_exportjob",

@@ -1,15 +1,17 @@
-"""Serializers for anomalies, incidents and model versions."""
+"""Serializers for anomalies, incidents, model versions and suppression rules (the rule's request
+validator is ``detection.validation``, shared with the admin and the services)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from urllib.parse import quote
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from capture.choices import FeatureLevel, IncidentStatus, MlModel
+from capture.choices import FeatureLevel, IncidentKind, IncidentStatus, MlModel
 from detection import timeline
-from detection.models import Anomaly, DetectionModel, Incident
+from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -40,8 +42,8 @@ class AnomalySerializer(serializers.ModelSerializer):
         model = Anomaly
         fields = ["id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port",
                   "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
-                  "false_positive", "false_positive_by", "false_positive_at", "incident", "created_at",
-                  "packets_url"]  # fmt: skip
+                  "false_positive", "false_positive_by", "false_positive_at", "incident", "suppressed_by",
+                  "created_at", "packets_url"]  # fmt: skip
         read_only_fields = [f for f in fields if f != "false_positive"]
 
     def get_false_positive_by(self, anomaly: Anomaly) -> str | None:
@@ -165,3 +167,44 @@ class IncidentAnomaliesQuerySerializer(serializers.Serializer):
         default="newest",
         error_messages={"invalid_choice": '"{input}" is not an order; allowed: ' + ", ".join(ORDERS)},
     )
+
+
+class SuppressionRuleSerializer(serializers.ModelSerializer):
+    """A suppression rule as the API shows it: criteria (null: any), reason, expiry, hits, ``active``."""
+
+    source_cidr = serializers.SerializerMethodField()
+    target_cidr = serializers.SerializerMethodField()
+    kind = serializers.SerializerMethodField()
+    active = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SuppressionRule
+        fields = ["id", "url", "source_cidr", "target_cidr", "port", "kind", "reason", "expires_at", "active",
+                  "created_by", "created_at", "incident", "hits", "last_hit_at"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_source_cidr(self, rule: SuppressionRule) -> str | None:
+        """The source network; null: any source."""
+        return rule.source_cidr or None
+
+    def get_target_cidr(self, rule: SuppressionRule) -> str | None:
+        """The target network; null: any target."""
+        return rule.target_cidr or None
+
+    @extend_schema_field(serializers.ChoiceField(IncidentKind.choices, allow_null=True))
+    def get_kind(self, rule: SuppressionRule) -> str | None:
+        """The incident kind; null: any kind."""
+        return rule.kind or None
+
+    def get_active(self, rule: SuppressionRule) -> bool:
+        """Whether it matches now (not expired)."""
+        return rule.is_active()
+
+    def get_created_by(self, rule: SuppressionRule) -> str | None:
+        """Who made it."""
+        return rule.created_by.get_username() if rule.created_by else None
+
+    def get_url(self, rule: SuppressionRule) -> str:
+        return f"/api/suppressions/{rule.pk}/"

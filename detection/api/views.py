@@ -1,4 +1,5 @@
-"""Detection API: incidents (list, status), anomalies (list, mark false positive), model versions."""
+"""Detection API: incidents (list, status, suppress), anomalies (list, mark false positive), model
+versions, suppression rules (list, create, delete)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from capture import services as capture_services
-from detection import services, tasks, timeline
+from capture.validation import flat_errors
+from detection import services, suppression, tasks, timeline
 from detection.api.filters import AnomalyFilter, IncidentFilter
 from detection.api.serializers import (
     AnomalySerializer,
@@ -18,11 +20,13 @@ from detection.api.serializers import (
     IncidentAnomaliesQuerySerializer,
     IncidentSerializer,
     IncidentStatusSerializer,
+    SuppressionRuleSerializer,
     TimelineQuerySerializer,
     TimelineSerializer,
     TrainRequestSerializer,
 )
-from detection.models import Anomaly, DetectionModel, Incident
+from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
+from detection.validation import SuppressFromIncidentSerializer, SuppressionRuleRequestSerializer
 
 
 class AnomalyListView(generics.ListAPIView):
@@ -180,3 +184,73 @@ class IncidentTimelineView(APIView):
         query = TimelineQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(timeline.incident_timeline(incident, query.validated_data["buckets"]))
+        return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+
+
+_INVALID_RULE = OpenApiResponse(
+    description='the rule is refused: {"detail": "invalid suppression rule", "fields": {field: message}}, '
+    "each message naming what is allowed"
+)
+
+
+def _refused(errors: dict[str, str]) -> Response:
+    body = {"detail": "invalid suppression rule", "fields": errors}
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+class SuppressionListView(generics.ListAPIView):
+    """GET /api/suppressions/: newest first, each with ``active``; POST: a new rule (201)."""
+
+    required_permissions = {"GET": "detection.view_suppressionrule", "POST": "detection.add_suppressionrule"}
+    serializer_class = SuppressionRuleSerializer
+    queryset = SuppressionRule.objects.select_related("created_by")
+
+    @extend_schema(
+        request=SuppressionRuleRequestSerializer,
+        responses={201: SuppressionRuleSerializer, 400: _INVALID_RULE},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            rule = suppression.create_rule(request.data, request.user)
+        except suppression.InvalidRule as exc:
+            return _refused(exc.errors)
+        return Response(SuppressionRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class SuppressionDetailView(generics.RetrieveDestroyAPIView):
+    """GET one rule; DELETE it (its suppressed anomalies stay stored, without the rule)."""
+
+    required_permissions = {
+        "GET": "detection.view_suppressionrule",
+        "DELETE": "detection.delete_suppressionrule",
+    }
+    serializer_class = SuppressionRuleSerializer
+    queryset = SuppressionRule.objects.select_related("created_by")
+
+
+class IncidentSuppressView(APIView):
+    """POST /api/incidents/{id}/suppress/: one click, a rule suppressing incidents like this one."""
+
+    required_permissions = {"POST": "detection.add_suppressionrule"}
+
+    @extend_schema(
+        request=SuppressFromIncidentSerializer,
+        responses={201: SuppressionRuleSerializer, 400: _INVALID_RULE},
+        description="Source: the incident's single source (/32 or /128); target: its first target's host; "
+        "port: that target's port when the kind is aimed at one service; kind: its kind. Optional body: "
+        '``reason`` (default "suppressed from incident #N") and ``expires_at`` (null: never; absent: '
+        "NETMON_SUPPRESSION_DEFAULT_HOURS from now, default 24 h).",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        incident = generics.get_object_or_404(Incident, pk=pk)
+        body = SuppressFromIncidentSerializer(data=request.data)
+        if not body.is_valid():
+            return _refused(flat_errors(body.errors))
+        options = body.validated_data
+        try:
+            rule = suppression.rule_from_incident(
+                incident, request.user, options.get("reason"), options.get("expires_at", suppression.DEFAULT)
+            )
+        except suppression.InvalidRule as exc:
+            return _refused(exc.errors)
+        return Response(SuppressionRuleSerializer(rule).data, status=status.HTTP_201_CREATED)

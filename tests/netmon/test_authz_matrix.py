@@ -37,7 +37,7 @@ from capture.models import Flow, MonitorConfig, Packet, Sensor
 from capture.services import get_config
 from detection import services as detection_services
 from detection.features import feature_names
-from detection.models import Anomaly, DetectionModel, Incident
+from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 from exports.models import ExportJob
 from netmon import consumers
 from netmon.asgi import application
@@ -114,6 +114,13 @@ MATRIX: dict[str, dict[str, Row]] = {
     },
     "incident-anomalies": {"get": Row(*READ)},
     "incident-timeline": {"get": Row(*READ)},
+    # suppression rules: every role sees them; the analyst and the admin make and delete them
+    "incident-suppress": {"post": Row(*ANALYST_UP, 201, 201, 201, {})},
+    "suppressions": {
+        "get": Row(*READ),
+        "post": Row(*ANALYST_UP, 201, 201, 201, {"port": 22, "reason": "known backup traffic"}),
+    },
+    "suppression-detail": {"get": Row(*READ), "delete": Row(*ANALYST_UP, 204, 204, 204)},
     "models": {"get": Row(*READ)},
     "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
     "model-activate": {"post": Row(*ADMIN_UP, 200, 200)},
@@ -259,6 +266,7 @@ def objects(people, tmp_path, settings):
         explanation="rare port",
     )  # fmt: skip
     incident = Incident.objects.create(sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0)
+    rule = SuppressionRule.objects.create(target_cidr="10.0.0.2/32", reason="known")
     model = ready_model_row()
     file = tmp_path / "alice.nmx"
     file.write_bytes(b"NMX1 encrypted bytes")
@@ -267,8 +275,8 @@ def objects(people, tmp_path, settings):
     )
     return {"anomaly-detail": {"pk": anomaly.pk}, "incident-detail": {"pk": incident.pk},
             "incident-anomalies": {"pk": incident.pk}, "incident-timeline": {"pk": incident.pk},
-            "incident-page": {"pk": incident.pk},
-            "model-activate": {"pk": model.pk}, "job": job,
+            "incident-page": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
+            "incident-suppress": {"pk": incident.pk}, "suppression-detail": {"pk": rule.pk},
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
 
 

@@ -5,10 +5,11 @@ Every operation in the served OpenAPI document gets generated requests, schema-v
 in-process through Django's WSGI handler with a staff token so that staff-only operations are
 reached too. Every response goes through all of schemathesis' default checks: no 5xx; status
 code, content type, headers and body as documented; invalid input refused; valid input accepted
-(for the three operations whose bodies are checked against this host and its keys, a stricter
+(for the operations whose bodies are checked against this host, its keys or the clock, a stricter
 check of our own replaces that last one, see ``SEMANTICALLY_CHECKED``). No operation is left out:
 nothing is streamed except an export download, which is small, and the destructive ones (DELETE
-of an export, training, activation) act on this test's own rows, in its rolled-back transaction.
+of an export or a suppression rule, training, activation) act on this test's own rows, in its
+rolled-back transaction.
 
 Examples per operation are bounded (``NETMON_FUZZ_EXAMPLES``, default 15) and derandomised, so
 CI tries the same ~1,500 cases every run in about a minute; ``NETMON_FUZZ_RANDOM=1`` explores new
@@ -35,7 +36,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from capture.models import Flow, Packet, Sensor
-from detection.models import Anomaly, DetectionModel
+from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 from exports.models import ExportJob
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +94,11 @@ def seeded(staff, user):
     )
     ExportJob.objects.create(owner=staff, algorithm="SHA")
     ExportJob.objects.create(owner=user, algorithm="SHA")  # someone else's: never visible to staff's token
+    Incident.objects.create(
+        sensor=sensor, src_ip="10.0.0.1", sources=["10.0.0.1"], targets=["10.0.0.2:22/tcp"],
+        kind="brute_force", first_seen=T0, last_seen=T0,
+    )  # fmt: skip
+    SuppressionRule.objects.create(source_cidr="10.0.0.0/24", port=22, reason="known", created_by=staff)
     return sensor
 
 
@@ -125,7 +131,14 @@ schema.location = "/api/schema/?format=json"
 # exactly the key reference its algorithm uses, naming a key the server has (POST /api/export(s)).
 # A schema-valid body may therefore be refused there, so positive_data_acceptance is replaced by
 # a stricter check of our own: such a refusal is a 400 that names the offending request fields.
-SEMANTICALLY_CHECKED = {("POST", "/api/config"), ("POST", "/api/export"), ("POST", "/api/exports/")}
+# A suppression rule's expiry must lie in the future, its CIDRs must parse and it needs a criterion.
+SEMANTICALLY_CHECKED = {
+    ("POST", "/api/config"),
+    ("POST", "/api/export"),
+    ("POST", "/api/exports/"),
+    ("POST", "/api/suppressions/"),
+    ("POST", "/api/incidents/{id}/suppress/"),
+}
 
 
 def refusal_names_request_fields(ctx, response, case):
