@@ -79,7 +79,7 @@ DASHBOARD_PERMISSIONS = (
     "detection.change_anomaly",
     "detection.view_incident",
     "detection.change_incident",  # acknowledge, resolve, mark false positive, reopen
-    "detection.add_suppressionrule",  # suppress (held by no role until suppression rules exist)
+    "detection.add_suppressionrule",  # suppress what an incident shows (analyst and admin)
     "detection.view_detectionmodel",
     "detection.add_detectionmodel",
     "detection.change_detectionmodel",

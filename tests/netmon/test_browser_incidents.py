@@ -190,9 +190,10 @@ def test_an_incident_appears_live_is_acknowledged_and_has_its_page(web):
                 f"{SCANNER} contacted 800 distinct ports of {VICTIM} in 40 s; normal is under 5. …"
             )
             expect(page.get_by_test_id("incident-open-count")).to_have_text("1 open")
-            # an analyst may acknowledge, resolve, mark false positive (suppressing needs its permission)
+            # an analyst may acknowledge, resolve, mark false positive and suppress
             for status in ("acknowledged", "resolved", "false_positive"):
                 expect(card.get_by_test_id(f"incident-action-{status}")).to_be_visible()
+            expect(card.get_by_test_id("incident-suppress")).to_be_visible()
 
             # Expanding it shows the whole explanation and its top anomalies and packets
             card.get_by_test_id("incident-why").click()
@@ -202,11 +203,15 @@ def test_an_incident_appears_live_is_acknowledged_and_has_its_page(web):
             expect(card.get_by_test_id("incident-packet-rows").locator("tr")).to_have_count(20)
             shot(page, "incident-feed.png")
 
-            # When the analyst acknowledges it, the card says so and the server kept it
+            # When the analyst acknowledges it, the card says so and the server kept it; the card
+            # is updated in place (the same element: the list is not rebuilt per event)
+            card.evaluate("node => { node.dataset.sameNode = 'yes'; }")
             card.get_by_test_id("incident-action-acknowledged").click()
             expect(card.get_by_test_id("incident-status")).to_have_text("acknowledged")
             expect(card).to_contain_text(f"acknowledged by {ANALYST}")
             expect(page.get_by_test_id("incident-open-count")).to_have_text("0 open")
+            page.wait_for_timeout(500)  # the incident_updated the change broadcasts has arrived
+            assert card.get_attribute("data-same-node") == "yes"
             stored = api_get(web, f"/api/incidents/{incident_id}/", ANALYST)
             assert stored["status"] == "acknowledged" and stored["status_changed_by"] == ANALYST
 
@@ -236,9 +241,21 @@ def test_an_incident_appears_live_is_acknowledged_and_has_its_page(web):
             page.get_by_test_id("incident-action-resolved").click()
             expect(page.get_by_test_id("incident-status")).to_have_text("resolved")
             expect(page.get_by_test_id("incident-action-open")).to_be_visible()  # reopen
+            assert api_get(web, f"/api/incidents/{incident_id}/", ANALYST)["status"] == "resolved"
+            # and suppress what it shows for a day, with a reason: the server keeps the rule
+            page.get_by_test_id("incident-suppress").click()
+            page.get_by_test_id("suppress-for").select_option(label="1 day")
+            page.get_by_test_id("suppress-reason").fill("the lab's weekly scanner")
+            page.get_by_test_id("suppress-submit").click()
+            expect(page.locator("#head-actions .incident-say")).to_contain_text("Suppressed by rule")
+            rules = api_get(web, "/api/suppressions/", ANALYST)
+            rules = rules["results"] if isinstance(rules, dict) else rules
+            assert [(r["source_cidr"], r["reason"]) for r in rules] == [
+                (f"{SCANNER}/32", "the lab's weekly scanner")
+            ]
+            assert rules[0]["expires_at"] is not None
             page.get_by_test_id("tab-anomalies").click()
             shot(page, "incident-page.png")
-            assert api_get(web, f"/api/incidents/{incident_id}/", ANALYST)["status"] == "resolved"
 
             # A viewer sees the same page without any action
             viewer = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()

@@ -194,7 +194,8 @@
   async function suppress(incident, reason, seconds) {
     const body = {};
     if (reason) body.reason = reason;
-    if (seconds) body.expires_at = new Date(serverNow() + seconds * 1000).toISOString();
+    // null: never expires (left out, the server's default length applies)
+    body.expires_at = seconds ? new Date(serverNow() + seconds * 1000).toISOString() : null;
     return api("POST", `/api/incidents/${incident.id}/suppress/`, body);
   }
 
@@ -255,8 +256,8 @@
       go.disabled = false;
       if (result.ok) {
         const rule = result.body || {};
-        const until = rule.expires_at ? ` until ${fmtDateTime(toDate(rule.expires_at))}` : "";
-        say(`Suppressed${rule.id !== undefined ? ` (rule ${rule.id})` : ""}${until}`, "ok");
+        const until = rule.expires_at ? ` until ${fmtDateTime(toDate(rule.expires_at))}` : ", no expiry";
+        say(`Suppressed${rule.id !== undefined ? ` by rule ${rule.id}` : ""}${until}`, "ok");
         close();
       } else if (result.status === 404 || result.status === 405) {
         say("Suppression is not available on this server yet.", "bad");
