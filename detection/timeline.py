@@ -1,13 +1,13 @@
 """An incident's timeline: how many stored packets its hosts sent and received, bucket by bucket.
 
 ``GET /api/incidents/{id}/timeline/`` and the incident page's chart read it. The packets counted are
-the sensor's stored packets within [first_seen, last_seen] with a source or target host of the
-incident at either end; ``from_sources`` is the part its sources sent, ``anomalies`` the incident's
-own anomalies. The bucket width is the smallest of a ladder of round widths (1 s .. 1 day) that
-keeps the count within ``max_buckets``, so the chart's axis reads in round numbers and the answer
-stays small whatever the incident's length. The database groups rows by second, minute or hour
-(depending on the width) and this module folds those groups into buckets: at most
-60 rows per bucket leave the database, never one per packet.
+the sensor's stored packets within [first_seen, last_seen] (``TIME_SLACK`` beyond, for rounding)
+with a source or target host of the incident at either end; ``from_sources`` is the part its
+sources sent, ``anomalies`` the incident's own anomalies. The bucket width is the smallest of a
+ladder of round widths (1 s .. 1 day) that keeps the count within ``max_buckets``, so the chart's
+axis reads in round numbers and the answer stays small whatever the incident's length. The
+database groups rows by second, minute or hour (depending on the width) and this module folds
+those groups into buckets: at most 60 rows per bucket leave the database, never one per packet.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from django.db.models.functions import TruncHour, TruncMinute, TruncSecond
 from capture.models import Packet
 from detection.models import Anomaly, Incident
 
+# An incident's times and its packets' times can differ by a microsecond (each is rounded from the
+# packet's float timestamp on its own path): windows over its packets reach this far beyond them.
+TIME_SLACK = timedelta(milliseconds=1)
 DEFAULT_BUCKETS = 120
 MAX_BUCKETS = 500
 # Round bucket widths in seconds: the chart's ticks and "packets per second" read well with these.
@@ -85,7 +88,9 @@ def incident_timeline(incident: Incident, max_buckets: int = DEFAULT_BUCKETS) ->
     hosts = [*sources, *targets]
     if hosts:
         packets = (
-            Packet.objects.filter(sensor_id=incident.sensor_id, ts__gte=start, ts__lte=end)
+            Packet.objects.filter(
+                sensor_id=incident.sensor_id, ts__gte=start - TIME_SLACK, ts__lte=end + TIME_SLACK
+            )
             .filter(Q(src_ip__in=hosts) | Q(dst_ip__in=hosts))
             .annotate(moment=group)
             .values("moment")

@@ -3,7 +3,6 @@ validator is ``detection.validation``, shared with the admin and the services)."
 
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import quote
 
 from drf_spectacular.utils import extend_schema_field
@@ -97,8 +96,8 @@ class IncidentSerializer(serializers.ModelSerializer):
 
     def get_packets_url(self, incident: Incident) -> str:
         """Its sources' packets during the incident (the first source's; one source today)."""
-        since = quote(incident.first_seen.isoformat())
-        until = quote((incident.last_seen + timedelta(microseconds=1)).isoformat())
+        since = quote((incident.first_seen - timeline.TIME_SLACK).isoformat())
+        until = quote((incident.last_seen + timeline.TIME_SLACK).isoformat())
         url = f"/api/packets/?sensor={incident.sensor.name}&since={since}&until={until}"
         return url + (f"&src_ip={incident.sources[0]}" if incident.sources else "")
 

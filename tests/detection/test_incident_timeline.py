@@ -129,3 +129,20 @@ def test_target_hosts_are_read_from_ipv4_ipv6_and_portless_targets():
     assert target_host("2001:db8::7:443/tcp") == "2001:db8::7"
     assert target_host("10.0.0.6") == "10.0.0.6"
     assert target_host("2001:db8::8") == "2001:db8::8"
+
+
+def test_a_packet_a_microsecond_past_the_incidents_times_is_its_own(viewer_api, scan):
+    # Seen live: an incident of one anomaly at .118641 s, its packet stored at .118642 s (the two
+    # times are rounded from the packet's float timestamp on different paths).
+    scan.first_seen = scan.last_seen = T0 + timedelta(seconds=20, microseconds=118641)
+    scan.save(update_fields=["first_seen", "last_seen"])
+    Packet.objects.create(
+        sensor=scan.sensor, seq=5000, ts=T0 + timedelta(seconds=20, microseconds=118642), src_ip=SCANNER,
+        dst_ip=VICTIM, protocol="TCP",
+    )  # fmt: skip
+
+    timeline = viewer_api.get(f"/api/incidents/{scan.pk}/timeline/").json()
+    listed = viewer_api.get(viewer_api.get(f"/api/incidents/{scan.pk}/").json()["packets_url"]).json()
+
+    assert timeline["packets"] == 1 and len(timeline["buckets"]) == 1
+    assert [p["seq"] for p in listed["results"]] == [5000]
