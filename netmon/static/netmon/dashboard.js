@@ -497,9 +497,16 @@
   let incidentTimer = null;
   let incidentsLoaded = false;
 
+  // Open incidents first, the most severe on top, then the newest; they keep their place while
+  // they grow (ordered by last_seen, every read of a busy sensor would shuffle the cards under the
+  // reader's eyes). Then the others, the latest seen first.
   function incidentOrder(a, b) {
     const group = (IN.isNew(a) ? 0 : 1) - (IN.isNew(b) ? 0 : 1);
     if (group) return group;
+    if (IN.isNew(a)) {
+      const severity = IN.severityLevel(b.severity) - IN.severityLevel(a.severity);
+      return severity || String(b.first_seen || "").localeCompare(String(a.first_seen || "")) || b.id - a.id;
+    }
     return String(b.last_seen || "").localeCompare(String(a.last_seen || "")) || b.id - a.id;
   }
 
