@@ -127,12 +127,12 @@
     const bar = Math.max(1, slot - (slot > 6 ? 2 : 0));
     buckets.forEach((b, i) => {
       const x = left + i * slot + (slot - bar) / 2;
-      ctx.fillStyle = "#1d5fd6";
+      // the context (every packet of its hosts) pale, what its sources sent in front of it
+      ctx.fillStyle = "#93b4ee";
       ctx.fillRect(x, y(b.packets / width_s), bar, top + plotH - y(b.packets / width_s));
       if (b.from_sources) {
         ctx.fillStyle = "#b42323";
-        const inner = Math.max(1, bar * 0.5);
-        ctx.fillRect(x + (bar - inner) / 2, y(b.from_sources / width_s), inner, top + plotH - y(b.from_sources / width_s));
+        ctx.fillRect(x, y(b.from_sources / width_s), bar, top + plotH - y(b.from_sources / width_s));
       }
       if (b.anomalies) {
         ctx.fillStyle = "#e0a54a";
