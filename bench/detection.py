@@ -42,6 +42,9 @@ names come from labels.csv), and the verdict says which data it was measured on.
    batches of ``--batch`` (a worker keeping up, reading one batch at a time) is printed beside it.
 4. quality: detection.evaluate over the whole test set: ROC AUC overall and per attack, TPR at
    1 % and 0.1 % FPR, share of benign packets over the model's threshold; naive baseline beside.
+   At the model's threshold (calibrated to ``NETMON_FALSE_INCIDENTS_PER_DAY``, default 1, on the
+   last quarter of the training packets): false incidents per hour on the benign test packets,
+   attack packets flagged, and how many attacks open an incident (``evaluate.at_threshold``).
 
 Training on 1,000,000 packets (a target) takes minutes: run with ``--train-packets 1000000``;
 with fewer the training target is reported as n/a. ``--profile`` prints cProfile tables (with
@@ -253,6 +256,7 @@ def section_training(args, train, train_x, results) -> dict[str, dict[str, Any]]
     from sklearn.ensemble import IsolationForest
 
     from detection import ml
+    from detection.calibration import summary as calibration_summary
     from detection.features import FeatureExtractor
 
     print(f"== 2. training on {len(train):,} benign packets ==")
@@ -281,11 +285,11 @@ def section_training(args, train, train_x, results) -> dict[str, dict[str, Any]]
 
         def train_level(X=X, fx=fx, level=level, kinds=kinds) -> None:
             if need_tf and ("both" in args.models or {"isolation_forest", "autoencoder"} <= set(args.models)):
-                both = ml.train_model("both", X, fx.names, level=level)
+                both = ml.train_model("both", X, fx.names, train, level=level)
                 kinds.update(isolation_forest=both.forest, autoencoder=both.autoencoder, both=both)
             else:
                 for kind in args.models:
-                    kinds[kind] = ml.train_model(kind, X, fx.names, level=level)
+                    kinds[kind] = ml.train_model(kind, X, fx.names, train, level=level)
 
         profile = ""
         with Clock() as fit:
@@ -299,6 +303,9 @@ def section_training(args, train, train_x, results) -> dict[str, dict[str, Any]]
         total = featurise_s + fit.wall
         thresholds = ", ".join(f"{k} {m.threshold:.3g}" for k, m in models[level].items())
         print(f"  {level:<9} {featurise_s:>11.1f} {f_s:>9.1f} {a_s:>9.1f} {total:>8.1f}  {thresholds}")
+        for kind, m in models[level].items():
+            if m.calibration.get("method") == "evt":
+                print(f"    {kind} threshold: {calibration_summary(m.calibration)}")
         if profile:
             print(f"  profile, training at {level} (forest s / autoenc s include scoring the training rows):")
             print(profile)
@@ -444,6 +451,7 @@ def section_quality(test, models, results, names: dict[int, str]) -> None:
     """Scores of the whole test set: features in one call (a FeatureState makes batching invisible,
     so this equals streaming), then each model's score; evaluate per attack."""
     from detection import evaluate
+    from detection.calibration import client_entities
     from detection.features import FeatureExtractor
 
     labels = test["label"].astype(np.int64)
@@ -455,7 +463,11 @@ def section_quality(test, models, results, names: dict[int, str]) -> None:
         f"benign {int((labels == 0).sum()):,}, {counts} =="
     )
     head = "".join(f" {name[:10]:>10}" for name in present)
-    print(f"  {'level / model':<34} {'AUC all':>8}{head}  {'TPR@1%':>7} {'TPR@.1%':>7} {'benign>thr':>10}")
+    print(
+        f"  {'level / model':<34} {'AUC all':>8}{head}  {'TPR@1%':>7} {'TPR@.1%':>7} {'benign>thr':>10} "
+        f"{'false inc/h':>11} {'attack>thr':>10} {'opened':>6}"
+    )
+    entities = client_entities(test)
     scores = {("naive", "naive"): -models["naive"]["naive"].score_samples(naive_features(test))}
     for level in [lv for lv in models if lv != "naive"]:
         X = FeatureExtractor(level).transform(test)
@@ -470,9 +482,18 @@ def section_quality(test, models, results, names: dict[int, str]) -> None:
         cells = "".join(f" {per.get(name, {}).get('auc', float('nan')):>10.4f}" for name in present)
         alarms = overall.get("false_alarms")
         label = "baseline: naive / IsolationForest" if level == "naive" else f"{level} / {kind}"
+        at_thr = ""
+        if threshold is not None:
+            at = evaluate.at_threshold(labels, s, test["ts"], entities, threshold, names)
+            report["at_threshold"] = at
+            opened = sum(block["opened"] for block in at["per_attack"].values())
+            at_thr = (
+                f" {at['benign']['incidents_per_hour']:>11.3g} {overall['detected']:>10.3f} "
+                f"{opened:>3}/{len(at['per_attack'])}"
+            )
         print(
             f"  {label:<34} {overall['auc']:>8.4f}{cells}  {overall['tpr@0.01']:>7.3f} "
-            f"{overall['tpr@0.001']:>7.3f} {'' if alarms is None else f'{alarms:.2%}':>10}"
+            f"{overall['tpr@0.001']:>7.3f} {'' if alarms is None else f'{alarms:.2%}':>10}{at_thr}"
         )
         out[f"{level}/{kind}"] = report
     results["quality"] = out

@@ -211,6 +211,7 @@ class Inc:
     count: int
     severity: str = ""
     summary: str = ""
+    opened: float = math.nan  # packet time at which its evidence became sustained (it opened)
 
 
 def _addresses(value: Any) -> set[str]:
@@ -227,7 +228,7 @@ def _addresses(value: Any) -> set[str]:
 def attribute(inc: Inc, truth: Truth) -> str:
     """Which attack an incident belongs to (see the module's docstring), or why it is false."""
     for a in truth.attacks:
-        if a.attacker in inc.sources | inc.targets:
+        if a.attacker in inc.sources | {t.split(":")[0] for t in inc.targets}:
             return a.name
     for a in truth.attacks:
         if (
@@ -263,7 +264,8 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
             and i.last >= a.start - PHASE_BEFORE
         ]
         kinds = sorted({i.kind for i in mine})
-        delay = mine[0].first - a.wire_start if mine else math.nan
+        opened = (mine[0].first if math.isnan(mine[0].opened) else mine[0].opened) if mine else math.nan
+        delay = opened - a.wire_start
         one = len(mine) == 1 and not victim
         per_attack[a.name] = {
             "kind_expected": a.kind,
@@ -305,13 +307,19 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
 
 
 def app_incidents(sensor_name: str) -> tuple[list[Inc], list[str]]:
-    """The sensor's Incident rows, with whichever of the fields the model has; and the fields read."""
+    """The sensor's Incident rows, with whichever of the fields the model has; and the fields read.
+
+    Only opened incidents (the operator's); candidates whose evidence never became sustained are not.
+    """
     from detection.models import Incident
 
     names = {f.name for f in Incident._meta.get_fields()}
     present = [f for f in ("src_ip", "sources", "targets", "kind", "severity") if f in names]
     out = []
-    for row in Incident.objects.filter(sensor__name=sensor_name).order_by("first_seen"):
+    rows = Incident.objects.filter(sensor__name=sensor_name)
+    if "entity" in names:
+        rows = rows.filter(opened_at__isnull=False)
+    for row in rows.order_by("first_seen"):
         sources = _addresses(row.src_ip) | (_addresses(row.sources) if "sources" in names else set())
         out.append(
             Inc(
@@ -323,6 +331,7 @@ def app_incidents(sensor_name: str) -> tuple[list[Inc], list[str]]:
                 count=row.anomaly_count,
                 severity=str(row.severity) if "severity" in names else "",
                 summary=row.explanation if "explanation" in names else row.summary,
+                opened=float((getattr(row, "evidence", None) or {}).get("opened_ts") or math.nan),
             )
         )
     return out, present
@@ -464,9 +473,9 @@ def prepare() -> None:
     from capture.services import update_config
 
     call_command("migrate", "--noinput", verbosity=0)
-    update_config(
-        {"ml_model": "both", "feature_level": "advanced", "buffer_size": 5_000_000}, source="bench-incidents"
-    )
+    # ml_model=both comes with the first model (train_detector --use): switching to a kind with no
+    # active model is refused
+    update_config({"feature_level": "advanced", "buffer_size": 5_000_000}, source="bench-incidents")
     redis.Redis.from_url(stack.REDIS_URL).flushdb()
 
 
@@ -486,6 +495,7 @@ def train(pcap: Path) -> str:
         "both",
         "--feature-level",
         "advanced",
+        "--use",
     ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:

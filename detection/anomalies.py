@@ -1,6 +1,7 @@
 """Anomaly rows: the flagged packets of a stored read, written in the read's transaction.
 
-Each anomaly is filed under its source's incident (detection.incidents) and carries the model's
+Each anomaly is filed under its entity's incident (detection.incidents), or with the suppression
+rule that matched it, and carries the model's
 score, threshold, versions and explanation. The highest-scoring ones are read back for the
 dashboards (detection.live); the API lists them all.
 """
@@ -36,7 +37,7 @@ class SavedAnomalies:
 _ANOMALY_COLUMNS = [
     "sensor_id", "incident_id", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port",
     "dst_port", "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
-    "false_positive", "created_at",
+    "false_positive", "created_at", "suppressed_by_id",
 ]  # fmt: skip
 
 
@@ -51,17 +52,18 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     scores = scored.scores[rows]
     explanations = [scored.explanations[i] for i in rows]
     read = incidents.read_anomalies(flagged, cols, scores, explanations, scored.threshold)
-    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_source(batch.records))
+    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_client(batch.records))
     incident_ids = assignment.ids
+    rules = assignment.suppressed
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
     values = [
         (
             sensor.pk, incident, seq, ts_text, protocol, src, dst, sport, dport, score,
-            scored.threshold, scored.model_kind, versions, text, contributions, False, now,
+            scored.threshold, scored.model_kind, versions, text, contributions, False, now, rule,
         )
-        for incident, seq, ts_text, protocol, src, dst, sport, dport, score, (text, contributions) in zip(
-            incident_ids, flagged["seq"].tolist(), cols.ts, cols.protocol, cols.src_ip, cols.dst_ip,
+        for incident, rule, seq, ts_text, protocol, src, dst, sport, dport, score, (text, contributions) in zip(  # noqa: E501
+            incident_ids, rules, flagged["seq"].tolist(), cols.ts, cols.protocol, cols.src_ip, cols.dst_ip,
             flagged["sport"].tolist(), flagged["dport"].tolist(), scores.tolist(), explanations, strict=True,
         )
     ]  # fmt: skip

@@ -1,4 +1,6 @@
-"""Detection quality metrics: ROC AUC overall and per attack type, TPR at fixed false-positive rates.
+"""Detection quality metrics: ROC AUC overall and per attack type, TPR at fixed false-positive rates,
+and what a model's threshold does (``at_threshold``: false incidents per hour, attack recall,
+whether and when an incident opens).
 
 Pure NumPy. Labels follow ``capture.records.ATTACK_LABELS``: 0 is benign, any other code an
 attack. Per-attack figures compare that attack's packets with all benign packets.
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from capture.records import ATTACK_LABELS
+from detection.opening import openings
 
 DEFAULT_FPRS = (0.01, 0.001)
 
@@ -88,3 +91,60 @@ def evaluate(
     for code in sorted(int(c) for c in np.unique(labels) if c):
         per[names.get(code, str(code)) or str(code)] = block(labels == code)
     return {"overall": overall, "per_attack": per}
+
+
+def at_threshold(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    times: np.ndarray,
+    keys: np.ndarray,
+    threshold: float,
+    names: Mapping[int, str] = ATTACK_LABELS,
+) -> dict[str, Any]:
+    """What ``threshold`` does to packets at ``times`` of entities ``keys`` (e.g.
+    ``calibration.client_entities``), through the incident opening rule (``opening.openings``).
+
+    ``benign``: ``flagged`` (share of benign packets over the threshold), ``incidents`` (openings
+    among the benign packets alone), ``seconds`` (their time span) and ``incidents_per_hour``.
+    ``per_attack``, per attack name: ``recall`` (share of its packets flagged), ``incidents``
+    (openings among its packets alone), ``opened`` (at least one) and ``delay`` (seconds from its
+    first packet to the first opening; None when none opens).
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    keys = np.asarray(keys)
+    if not (labels.shape == scores.shape == times.shape == keys.shape):
+        raise ValueError("labels, scores, times and keys differ in length")
+    flagged = scores > threshold
+
+    def opened(mask: np.ndarray) -> list[tuple[object, float, float]]:
+        hit = mask & flagged
+        return openings(times[hit], keys[hit])
+
+    benign = labels == 0
+    seconds = float(np.ptp(times[benign])) if benign.any() else 0.0
+    false_incidents = len(opened(benign))
+    out: dict[str, Any] = {
+        "threshold": float(threshold),
+        "benign": {
+            "n": int(benign.sum()),
+            "flagged": float(flagged[benign].mean()) if benign.any() else float("nan"),
+            "incidents": false_incidents,
+            "seconds": seconds,
+            "incidents_per_hour": false_incidents * 3600.0 / seconds if seconds > 0 else float("nan"),
+        },
+        "per_attack": {},
+    }
+    for code in sorted(int(c) for c in np.unique(labels) if c):
+        mask = labels == code
+        incidents = opened(mask)
+        first = float(times[mask].min())
+        out["per_attack"][names.get(code, str(code)) or str(code)] = {
+            "n": int(mask.sum()),
+            "recall": float(flagged[mask].mean()),
+            "incidents": len(incidents),
+            "opened": bool(incidents),
+            "delay": min(at for _, _, at in incidents) - first if incidents else None,
+        }
+    return out

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from capture.choices import FeatureLevel
+from detection.wording import Unit, format_value
 
 LEVELS = (FeatureLevel.LOW, FeatureLevel.STANDARD, FeatureLevel.ADVANCED)  # cheapest first
 WINDOW = 2.0  # seconds, sliding window of the standard level
@@ -65,18 +66,20 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 class FeatureSpec:
     """One feature: its name, a description for people and a sentence template for explanations.
 
-    ``text`` is formatted with ``value`` (the feature's value for the packet) and the packet's
-    ``src``, ``dst``, ``sport``, ``dport``, ``proto``, ``client`` (the host that started the
-    conversation) and ``service`` (the server end: ``host:port/proto``, or the host); ``kind``
-    tells how to phrase "normal" ("flag": a 0/1 property; "code": a category; otherwise a
-    magnitude with ``unit``).
+    ``text`` is formatted with ``value`` (the feature's value already written with its ``unit`` by
+    ``detection.wording.format_value``: "1.51 kB", "166 ms", "480") and the packet's ``src``,
+    ``dst``, ``sport``, ``dport``, ``proto``, ``client`` (the host that started the conversation)
+    and ``service`` (the server end: ``host:port/proto``, or the host); ``kind`` tells how to
+    phrase "normal" ("flag": a 0/1 property; "code": a category; otherwise a magnitude). The
+    sentence names what a plain number counts ("{value} distinct ports"), so the "normally ..."
+    bound that follows it reads in the same units.
     """
 
     name: str
     description: str
     text: str
     kind: str = "value"
-    unit: str = ""
+    unit: str = Unit.AMOUNT
     level: str = FeatureLevel.LOW
 
 
@@ -85,10 +88,10 @@ class FeatureSpec:
 
 def _low_specs() -> list[FeatureSpec]:
     s: list[FeatureSpec] = [
-        FeatureSpec("length", "frame length on the wire (bytes)", "a {value:.0f}-byte packet", unit="bytes"),
-        FeatureSpec("payload_len", "transport payload (bytes)", "a {value:.0f}-byte payload", unit="bytes"),
+        FeatureSpec("length", "frame length on the wire (bytes)", "a {value} packet", unit=Unit.BYTES),
+        FeatureSpec("payload_len", "transport payload (bytes)", "a {value} payload", unit=Unit.BYTES),
         FeatureSpec(
-            "header_len", "header bytes (frame minus payload)", "{value:.0f} bytes of headers", unit="bytes"
+            "header_len", "header bytes (frame minus payload)", "{value} of headers", unit=Unit.BYTES
         ),
     ]
     for name, what in (("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP"), ("other_ip", "another IP protocol")):
@@ -102,7 +105,7 @@ def _low_specs() -> list[FeatureSpec]:
                 FeatureSpec(
                     f"{end}_{cls}",
                     f"{side} port is {cls} ({rng})",
-                    f"the {side} port {{{end}}} is {cls}",
+                    f"the {side} port {{{end}}} is {cls.replace('wellknown', 'well-known')} ({rng})",
                     "flag",
                 )
             )
@@ -113,15 +116,20 @@ def _low_specs() -> list[FeatureSpec]:
     for flag in ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"):
         f = flag.upper()
         s.append(FeatureSpec(f"flag_{flag}", f"TCP {f} flag set", f"the TCP {f} flag is set", "flag"))
-    s.append(FeatureSpec("ttl", "IP TTL / hop limit", "TTL {value:.0f}", "code"))
-    for name, what in (
-        ("int_int", "internal to internal"),
-        ("int_ext", "internal to external"),
-        ("ext_int", "external to internal"),
-        ("ext_ext", "external to external"),
+    s.append(FeatureSpec("ttl", "IP TTL / hop limit", "TTL {value}", "code", Unit.COUNT))
+    for name, a, b in (
+        ("int_int", "internal", "internal"),
+        ("int_ext", "internal", "external"),
+        ("ext_int", "external", "internal"),
+        ("ext_ext", "external", "external"),
     ):
         s.append(
-            FeatureSpec(f"dir_{name}", f"direction {what} (RFC 1918/loopback = internal)", f"{what}", "flag")
+            FeatureSpec(
+                f"dir_{name}",
+                f"direction {a} to {b} (RFC 1918/loopback = internal)",
+                f"the packet goes from an {a} to an {b} address",
+                "flag",
+            )
         )
     s.append(
         FeatureSpec("dst_multicast", "broadcast or multicast destination", "a broadcast destination", "flag")
@@ -133,76 +141,84 @@ def _low_specs() -> list[FeatureSpec]:
 
 
 def _standard_specs(window: float) -> list[FeatureSpec]:
-    w = f"{window:g} s"
+    w = format_value(window, Unit.SECONDS)
 
-    def spec(name: str, desc: str, text: str, unit: str = "") -> FeatureSpec:
+    def spec(name: str, desc: str, text: str, unit: str) -> FeatureSpec:
         return FeatureSpec(name, f"{desc} over the last {w}", text, "value", unit, FeatureLevel.STANDARD)
 
+    # The sentences name what a plain number counts ("packets/s", "distinct ports"); bytes,
+    # durations and shares carry their unit in {value}.
     return [
         spec("client_pkts_per_s", "packets/s of the client's conversations (both directions)",
-             "{client}'s conversations carried {value:.0f} packets/s", "packets/s"),
+             "{client}'s conversations carried {value} packets/s", Unit.RATE),
         spec("client_bytes_per_s", "bytes/s of the client's conversations (both directions)",
-             "{client}'s conversations carried {value:.0f} bytes/s", "bytes/s"),
+             "{client}'s conversations carried {value}", Unit.BYTE_RATE),
         spec("client_size_mean", "mean packet size of the client's conversations",
-             "{client}'s conversations had packets of {value:.0f} bytes on average", "bytes"),
+             "{client}'s conversations had packets of {value} on average", Unit.BYTES),
         spec("client_size_std", "std of packet size of the client's conversations",
-             "packet sizes in {client}'s conversations varied by {value:.0f} bytes", "bytes"),
+             "packet sizes in {client}'s conversations varied by {value}", Unit.BYTES),
         spec("client_iat_mean", "mean gap between packets of the client's conversations",
-             "{client}'s conversations had a packet every {value:.4f} s", "s"),
+             "{client}'s conversations had a packet every {value}", Unit.SECONDS),
         spec("client_iat_std", "std of gaps between packets of the client's conversations",
-             "gaps between packets of {client}'s conversations varied by {value:.4f} s", "s"),
+             "gaps between packets of {client}'s conversations varied by {value}", Unit.SECONDS),
         spec("client_distinct_dports", "distinct server ports the client contacted",
-             f"{{client}} contacted {{value:.0f}} distinct ports in {w}", "ports"),
+             f"{{client}} contacted {{value}} distinct ports in {w}", Unit.COUNT),
         spec("client_distinct_servers", "distinct server hosts the client contacted",
-             f"{{client}} contacted {{value:.0f}} distinct hosts in {w}", "hosts"),
+             f"{{client}} contacted {{value}} distinct hosts in {w}", Unit.COUNT),
         spec("client_distinct_sports", "distinct ports the client connected from",
-             f"{{client}} connected from {{value:.0f}} distinct source ports in {w}", "ports"),
+             f"{{client}} connected from {{value}} distinct source ports in {w}", Unit.COUNT),
         spec("client_syn_share", "SYNs (without ACK) / (SYNs + ACKs) in the client's conversations",
-             f"{{value:.0%}} of the SYN/ACK packets of {{client}}'s conversations in {w} were "
-             "connection attempts (SYN)"),
+             f"{{value}} of the SYN/ACK packets of {{client}}'s conversations in {w} were "
+             "connection attempts (SYN)", Unit.SHARE),
         spec("client_rst_per_s", "RSTs/s in the client's conversations (either direction)",
-             "{client}'s conversations had {value:.0f} resets (RST) per second", "RST/s"),
+             "{client}'s conversations had {value} resets (RST) per second", Unit.RATE),
         spec("service_pkts_per_s", "packets/s of the service (server host, port, protocol), both directions",
-             "{service} carried {value:.0f} packets/s", "packets/s"),
+             "{service} carried {value} packets/s", Unit.RATE),
         spec("service_bytes_per_s", "bytes/s of the service, both directions",
-             "{service} carried {value:.0f} bytes/s", "bytes/s"),
+             "{service} carried {value}", Unit.BYTE_RATE),
         spec("service_distinct_clients", "distinct client hosts of the service",
-             f"{{service}} was contacted by {{value:.0f}} distinct hosts in {w}", "hosts"),
+             f"{{service}} was contacted by {{value}} distinct hosts in {w}", Unit.COUNT),
         spec("service_distinct_sports", "distinct client ports (connections) of the service",
-             f"{{service}} was contacted from {{value:.0f}} distinct client ports in {w}", "ports"),
+             f"{{service}} was contacted from {{value}} distinct client ports in {w}", Unit.COUNT),
         spec("service_syn_per_s", "SYNs/s received by the service",
-             "{service} received {value:.0f} connection attempts (SYN) per second", "SYN/s"),
+             "{value} SYN/s to {service}", Unit.RATE),
         spec("chan_pkts_per_s", "packets/s from source to destination",
-             "{src} sent {value:.0f} packets/s to {dst}", "packets/s"),
+             "{src} sent {value} packets/s to {dst}", Unit.RATE),
         spec("chan_bytes_per_s", "bytes/s from source to destination",
-             "{src} sent {value:.0f} bytes/s to {dst}"),
+             "{src} sent {value} to {dst}", Unit.BYTE_RATE),
         spec("chan_size_mean", "mean packet size source to destination",
-             "{src} sent {dst} packets of {value:.0f} bytes on average", "bytes"),
+             "{src} sent {dst} packets of {value} on average", Unit.BYTES),
         spec("chan_size_std", "std of packet size source to destination",
-             "sizes of packets from {src} to {dst} varied by {value:.0f} bytes", "bytes"),
+             "sizes of packets from {src} to {dst} varied by {value}", Unit.BYTES),
         spec("chan_distinct_dports", "distinct destination ports from source to destination",
-             f"{{src}} contacted {{value:.0f}} distinct ports on {{dst}} in {w}", "ports"),
+             f"{{src}} contacted {{value}} distinct ports on {{dst}} in {w}", Unit.COUNT),
         spec("chan_distinct_sports", "distinct source ports from source to destination",
-             f"{{src}} used {{value:.0f}} distinct source ports towards {{dst}} in {w}", "ports"),
+             f"{{src}} used {{value}} distinct source ports towards {{dst}} in {w}", Unit.COUNT),
         spec("flow_pkts_per_s", "packets/s of the flow (both directions)",
-             "the flow {src}:{sport} - {dst}:{dport} carried {value:.0f} packets/s", "packets/s"),
+             "the flow {src}:{sport} - {dst}:{dport} carried {value} packets/s", Unit.RATE),
         spec("flow_bytes_per_s", "bytes/s of the flow (both directions)",
-             "the flow {src}:{sport} - {dst}:{dport} carried {value:.0f} bytes/s", "bytes/s"),
+             "the flow {src}:{sport} - {dst}:{dport} carried {value}", Unit.BYTE_RATE),
         spec("flow_size_mean", "mean packet size of the flow",
-             "the flow {src}:{sport} - {dst}:{dport} had packets of {value:.0f} bytes on average", "bytes"),
+             "the flow {src}:{sport} - {dst}:{dport} had packets of {value} on average", Unit.BYTES),
         spec("flow_fwd_share", "share of the flow's packets in this packet's direction",
-             "{value:.0%} of the flow's packets went from {src} to {dst}"),
+             "{value} of the flow's packets went from {src} to {dst}", Unit.SHARE),
     ]  # fmt: skip
 
 
 def _advanced_specs(decays: tuple[float, ...]) -> list[FeatureSpec]:
     out: list[FeatureSpec] = []
     for lam in decays:
-        hl = f"half-life {1 / lam:g} s"
+        # A damped statistic with half-life h weighs about the last 1.4 h: "over the last ~200 ms".
+        half_life = format_value(1 / lam, Unit.SECONDS, digits=1)
 
-        def spec(name: str, desc: str, text: str, unit: str = "", hl: str = hl) -> FeatureSpec:
+        def spec(name: str, desc: str, text: str, unit: str, hl: str = half_life) -> FeatureSpec:
             return FeatureSpec(
-                name, f"{desc} (damped, {hl})", f"{text} ({hl})", "value", unit, FeatureLevel.ADVANCED
+                name,
+                f"{desc} (damped, half-life {hl})",
+                f"{text} over the last ~{hl}",
+                "value",
+                unit,
+                FeatureLevel.ADVANCED,
             )
 
         sfx = f"l{lam:g}"
@@ -212,33 +228,38 @@ def _advanced_specs(decays: tuple[float, ...]) -> list[FeatureSpec]:
         ):
             out += [
                 spec(f"{ent}_w_{sfx}", f"decayed packet count of the {of}",
-                     f"{who} carried about {{value:.0f}} recent packets", "packets"),
+                     f"{who} carried about {{value}} packets", Unit.AMOUNT),
                 spec(f"{ent}_mean_{sfx}", f"decayed mean packet size of the {of}",
-                     f"packets of {who} averaged {{value:.0f}} bytes", "bytes"),
+                     f"packets of {who} averaged {{value}}", Unit.BYTES),
                 spec(f"{ent}_std_{sfx}", f"decayed std of packet sizes of the {of}",
-                     f"sizes of packets of {who} varied by {{value:.0f}} bytes", "bytes"),
+                     f"sizes of packets of {who} varied by {{value}}", Unit.BYTES),
             ]  # fmt: skip
-        for ent, what in (("chan", "{src} to {dst}"), ("sock", "{src}:{sport} to {dst}:{dport}")):
+        for ent, what, ends in (
+            ("chan", "{src} to {dst}", "{src} and {dst}"),
+            ("sock", "{src}:{sport} to {dst}:{dport}", "{src}:{sport} and {dst}:{dport}"),
+        ):
             out += [
                 spec(f"{ent}_w_{sfx}", f"decayed packet count {ent} this direction",
-                     f"about {{value:.0f}} recent packets from {what}", "packets"),
+                     f"about {{value}} packets from {what}", Unit.AMOUNT),
                 spec(f"{ent}_mean_{sfx}", f"decayed mean size {ent} this direction",
-                     f"packets from {what} averaged {{value:.0f}} bytes", "bytes"),
+                     f"packets from {what} averaged {{value}}", Unit.BYTES),
                 spec(f"{ent}_std_{sfx}", f"decayed size std {ent} this direction",
-                     f"sizes of packets from {what} varied by {{value:.0f}} bytes", "bytes"),
+                     f"sizes of packets from {what} varied by {{value}}", Unit.BYTES),
                 spec(f"{ent}_magnitude_{sfx}", f"sqrt of the two directions' squared mean sizes ({ent})",
-                     f"the two directions of {what} had a size magnitude of {{value:.0f}}", "bytes"),
+                     f"packets between {ends} had a combined mean size (both directions) of {{value}}",
+                     Unit.BYTES),
                 spec(f"{ent}_radius_{sfx}", f"sqrt of the two directions' summed size variances ({ent})",
-                     f"the two directions of {what} had a size radius of {{value:.0f}}", "bytes"),
+                     f"sizes of packets between {ends} (both directions) varied by {{value}}",
+                     Unit.BYTES),
                 spec(f"{ent}_reverse_share_{sfx}", f"share of packets in the reverse direction ({ent})",
-                     f"{{value:.0%}} of recent packets between the two ends of {what} were replies"),
+                     f"replies made up {{value}} of the packets between {ends}", Unit.SHARE),
             ]  # fmt: skip
             if ent == "chan":
                 out += [
                     spec(f"chan_jitter_mean_{sfx}", "decayed mean gap between packets of the host pair",
-                         "packets between {src} and {dst} came every {value:.4f} s", "s"),
+                         "packets between {src} and {dst} came every {value}", Unit.SECONDS),
                     spec(f"chan_jitter_std_{sfx}", "decayed std of gaps between packets of the host pair",
-                         "gaps between packets of {src} and {dst} varied by {value:.4f} s", "s"),
+                         "gaps between packets of {src} and {dst} varied by {value}", Unit.SECONDS),
                 ]  # fmt: skip
     return out
 
@@ -269,7 +290,7 @@ def describe(name: str) -> FeatureSpec:
     """The spec of a feature by name (default window and decays; unknown names get a plain spec)."""
     spec = _ALL_SPECS.get(name)
     if spec is None:
-        return FeatureSpec(name, name, f"{name} = {{value:.3g}}")
+        return FeatureSpec(name, name, f"{name} = {{value}}")
     return spec
 
 

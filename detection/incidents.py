@@ -1,27 +1,42 @@
-"""Grouping a read's anomalies into incidents, one per source while it keeps triggering.
+"""Grouping a read's anomalies into incidents: one per abnormal entity, opened on sustained evidence.
 
-Today's grouping rule: anomalies of the same source address (or of frames without an IP layer,
-grouped under ``None``) belong to that source's most recent incident if it was last seen no
-more than ``INCIDENT_QUIET`` before the source's first anomaly of the read; otherwise they open
-a new one. (Attribution to the abnormal entity, sustained evidence and cold start come next.)
+**Attribution.** An anomalous packet belongs to the entity whose behaviour is abnormal, never
+simply to its source address:
 
-As an incident grows it is filled in: ``sources`` (the source), ``targets`` (the destinations
-its anomalies hit, ``IP:port/proto`` or ``IP`` for portless protocols, the first
-``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), counts, the peak score and
-the explanation of the anomaly that reached it, and its ``kind`` and ``severity``, decided again
-on all the evidence each time it grows (the latest decision is kept). The evidence the kind is
-decided from is kept on the incident as bounded counters (``evidence``), merged read by read.
+- its conversation's *client* (``features.client_side``: the end that started it), so a scanned
+  host's replies (SYN-ACKs, resets, ICMP unreachables) and a victim's answers to a flood are
+  filed under the scanner or flooder, and one horizontal scan across a subnet is one incident
+  whose ``targets`` list the hosts;
+- the *service under attack* (``host:port/proto``) for anomalies of other clients to it: while an
+  incident of a service-directed kind (floods, brute force, slow connections, large transfer) is
+  active against that service, or when one client dominates the service's anomalies in the read
+  (``DOMINANCE`` times any other's), the others' anomalies to it join that incident (counted as
+  ``affected`` clients, not listed as sources); when many clients hit one service and none
+  dominates (a distributed or spoofed flood, ``MANY_CLIENTS``), the service is the entity and the
+  clients are its sources.
+
+**Opening, quiet, recurrence** (numbers in ``detection.opening``): an entity's anomalies gather on
+a *candidate* incident (``opened_at`` empty: not listed, announced or notified) until
+``OPEN_MIN_ANOMALIES`` of them fall within ``OPEN_WINDOW`` seconds; then it opens. Anomalies of
+the same entity within ``RECUR`` seconds of the incident's last one continue it (a resolved one is
+reopened); it is quiet after ``QUIET`` seconds without one. Candidates that never open keep their
+anomalies: nothing is lost, they are only not worth an operator's attention.
+
+As an incident grows it is filled in: ``sources``, ``targets`` (the server ends its anomalies hit,
+the first ``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), counts, the peak
+score and the explanation of the anomaly that reached it, and its ``kind`` and ``severity``,
+decided again on all the evidence each time it grows. The evidence is kept on the incident as
+bounded counters (``evidence``), merged read by read.
 
 Only the holder of the sensor's ingest lock writes its incidents, inside the read's transaction
-(detection.ingest), so the counters are computed here and written back without a race: one
-SELECT, one bulk UPDATE and one multi-row INSERT per read (chunked), however many anomalies.
+(detection.ingest), so the counters are computed here and written back without a race: a few
+SELECTs, one bulk UPDATE and one multi-row INSERT per read (chunked), however many anomalies.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,10 +47,16 @@ from django.db import connection
 
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from capture.models import Sensor
-from capture.records import timestamps_text
+from capture.records import ip_to_bytes, timestamps_text
+from detection import opening, suppression
+from detection.features import client_side
 from detection.models import Incident
 
-INCIDENT_QUIET = timedelta(seconds=60)  # a source quiet this long closes its incident
+INCIDENT_QUIET = timedelta(seconds=opening.QUIET)  # an entity quiet this long: its incident is quiet
+INCIDENT_RECUR = timedelta(seconds=opening.RECUR)  # anomalies within this continue an incident
+DOMINANCE = 5  # a client with this many times any other's anomalies to a service is its attacker
+MANY_CLIENTS = 16  # clients of a service's anomalies in a read, none dominating: the service is the entity
+SOURCES_KEPT = 100  # distinct sources listed on an incident
 TARGETS_KEPT = 100  # distinct targets listed on an incident; the rest are counted
 EVIDENCE_HOSTS = 256  # distinct destination hosts remembered per incident (for the kind)
 EVIDENCE_PORTS = 256  # distinct ports remembered per host, and port hit counters
@@ -81,6 +102,7 @@ class Evidence:
     """What an incident's anomalies showed, as bounded counters (kept in ``Incident.evidence``)."""
 
     anomalies: int = 0
+    requests: int = 0  # anomalies sent by the client side (the rest are the other end's answers)
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
     syn_only: int = 0  # TCP SYN without ACK: connection attempts
     with_payload: int = 0  # packets that carried data (requests, transfers)
@@ -88,12 +110,17 @@ class Evidence:
     families: Counter = field(default_factory=Counter)  # feature family -> weight (top 3: 3, 2, 1)
     hosts: dict[str, list[int]] = field(default_factory=dict)  # destination host -> its ports seen
     port_hits: Counter = field(default_factory=Counter)  # destination port -> anomalies
+    target_hits: Counter = field(default_factory=Counter)  # target -> anomalies (for the main target)
+    recent: list[float] = field(default_factory=list)  # a candidate's latest anomaly times (opening rule)
+    opened_ts: float | None = None  # packet time of the anomaly that made the evidence sustained
+    affected: int = 0  # anomalies of other clients to the attacked service, joined to this incident
 
     @classmethod
     def loads(cls, data: dict[str, Any] | None) -> Evidence:
         data = data or {}
         return cls(
             anomalies=int(data.get("anomalies", 0)),
+            requests=int(data.get("requests", data.get("anomalies", 0))),
             protocols=Counter(data.get("protocols", {})),
             syn_only=int(data.get("syn_only", 0)),
             with_payload=int(data.get("with_payload", 0)),
@@ -101,11 +128,16 @@ class Evidence:
             families=Counter(data.get("families", {})),
             hosts={h: list(p) for h, p in (data.get("hosts") or {}).items()},
             port_hits=Counter({int(p): n for p, n in (data.get("port_hits") or {}).items()}),
+            target_hits=Counter(data.get("target_hits") or {}),
+            recent=[float(t) for t in data.get("recent") or []],
+            opened_ts=data.get("opened_ts"),
+            affected=int(data.get("affected", 0)),
         )
 
     def dumps(self) -> dict[str, Any]:
         return {
             "anomalies": self.anomalies,
+            "requests": self.requests,
             "protocols": dict(self.protocols),
             "syn_only": self.syn_only,
             "with_payload": self.with_payload,
@@ -113,6 +145,10 @@ class Evidence:
             "families": dict(self.families),
             "hosts": self.hosts,
             "port_hits": {str(p): n for p, n in self.port_hits.items()},
+            "target_hits": dict(self.target_hits),
+            "recent": self.recent,
+            "opened_ts": self.opened_ts,
+            "affected": self.affected,
         }
 
     def add_target(self, host: str | None, port: int | None) -> bool:
@@ -139,6 +175,9 @@ class Evidence:
     def top_port(self) -> int | None:
         return self.port_hits.most_common(1)[0][0] if self.port_hits else None
 
+    def main_target(self) -> str | None:
+        return self.target_hits.most_common(1)[0][0] if self.target_hits else None
+
 
 def incident_kind(evidence: Evidence) -> str:
     """The kind of an incident from its evidence; the first rule that matches (README, "Incident kinds").
@@ -162,7 +201,8 @@ def incident_kind(evidence: Evidence) -> str:
         return IncidentKind.PORT_SCAN  # about a probe per port, many ports of one host
     if hosts >= SCAN_MIN and single_port_hosts * 2 >= hosts:
         return IncidentKind.HORIZONTAL_SCAN  # one (or two) ports of many hosts
-    if tcp >= 0.5 and evidence.syn_only / n >= 0.5:
+    requests = max(1, evidence.requests)  # the victim's answers (SYN-ACKs, resets) are not attempts
+    if tcp >= 0.5 and evidence.syn_only / requests >= 0.5:
         return IncidentKind.SYN_FLOOD  # mostly connection attempts to a service
     mean_size = evidence.bytes / n
     if dominant == "volume" and mean_size >= 1000 and port is not None and port not in BULK_PORTS:
@@ -202,19 +242,38 @@ def incident_severity(kind: str, peak_score: float, threshold: float) -> str:
     return _LEVELS[level]
 
 
+# Kinds aimed at one service: other clients' anomalies to it while it lasts are the attack's effect.
+SERVICE_KINDS = frozenset(
+    {IncidentKind.SYN_FLOOD, IncidentKind.UDP_FLOOD, IncidentKind.ICMP_FLOOD, IncidentKind.REQUEST_FLOOD,
+     IncidentKind.BRUTE_FORCE, IncidentKind.SLOW_CONNECTIONS, IncidentKind.LARGE_TRANSFER}
+)  # fmt: skip
+
+
+def host_entity(address: str | None) -> str:
+    """The entity key of a client host (``Incident.entity``)."""
+    return f"host {address or 'unknown'}"
+
+
+def service_entity(target: str) -> str:
+    """The entity key of a service (``Incident.entity``)."""
+    return f"service {target}"
+
+
 @dataclass
 class ReadAnomalies:
     """The anomalies of a read, column by column (in the order they are stored)."""
 
-    src_ip: list[str | None]
-    dst_ip: list[str | None]
+    client: list[str | None]  # the conversation's client (the end that started it)
+    target: list[str | None]  # the server end: "IP:port/proto", or "IP" for portless protocols
+    host: list[str | None]  # the server end's address
+    port: list[int | None]  # the server end's port (None for portless protocols)
+    client_port: list[int | None]  # the client end's port
+    request: list[bool]  # sent by the client
     protocol: list[str]
-    dport: list[int]
-    ported: list[bool]  # TCP or UDP over IP: the target is IP:port/proto
     syn_only: list[bool]
     payload: list[int]
     length: list[int]
-    src_raw: list[bytes]  # 16-byte source address, to count the read's packets per source
+    client_raw: list[bytes]  # 16-byte client address, to count the read's packets per client
     ts: list[float]
     scores: np.ndarray
     texts: list[str]
@@ -226,9 +285,10 @@ class ReadAnomalies:
 class Assignment:
     """Each anomaly's incident id, and which incidents this read opened or updated (for events)."""
 
-    ids: list[int]
+    ids: list[int | None]
     opened: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
+    suppressed: list[int | None] = field(default_factory=list)  # per anomaly: the rule that suppressed it
 
 
 def read_anomalies(
@@ -238,18 +298,42 @@ def read_anomalies(
     proto = flagged["proto"]
     flags = flagged["tcp_flags"]
     syn_only = (proto == 6) & ((flags & _SYN) != 0) & ((flags & _ACK) == 0)
-    ported = (flagged["ip_version"] > 0) & np.isin(proto, (6, 17))
-    raw = np.ascontiguousarray(flagged["src_ip"]).tobytes()
+    ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
+    request = client_side(flagged).tolist()
+    raw_src = np.ascontiguousarray(flagged["src_ip"]).tobytes()
+    raw_dst = np.ascontiguousarray(flagged["dst_ip"]).tobytes()
+    sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
+    client, target, host, port, client_port, client_raw = [], [], [], [], [], []
+    for k, (src, dst, pr, is_request, has_ports) in enumerate(
+        zip(cols.src_ip, cols.dst_ip, cols.protocol, request, ported, strict=True)
+    ):
+        if is_request:
+            client.append(src), host.append(dst), client_raw.append(raw_src[k * 16 : k * 16 + 16])
+            server_port, own_port = dports[k], sports[k]
+        else:
+            client.append(dst), host.append(src), client_raw.append(raw_dst[k * 16 : k * 16 + 16])
+            server_port, own_port = sports[k], dports[k]
+        server = host[-1]
+        if has_ports and server is not None:
+            port.append(server_port)
+            client_port.append(own_port)
+            target.append(f"{server}:{server_port}/{pr.lower()}")
+        else:
+            port.append(None)
+            client_port.append(None)
+            target.append(server)
     return ReadAnomalies(
-        src_ip=cols.src_ip,
-        dst_ip=cols.dst_ip,
+        client=client,
+        target=target,
+        host=host,
+        port=port,
+        client_port=client_port,
+        request=request,
         protocol=cols.protocol,
-        dport=flagged["dport"].tolist(),
-        ported=ported.tolist(),
         syn_only=syn_only.tolist(),
         payload=flagged["payload_len"].tolist(),
         length=flagged["length"].tolist(),
-        src_raw=[raw[i * 16 : i * 16 + 16] for i in range(len(flagged))],
+        client_raw=client_raw,
         ts=flagged["ts"].astype(np.float64).tolist(),
         scores=scores,
         texts=[text for text, _ in explanations],
@@ -258,48 +342,181 @@ def read_anomalies(
     )
 
 
-def packets_per_source(records: np.ndarray) -> dict[bytes, int]:
-    """How many packets of a read each source address (16-byte form) sent."""
+def packets_per_client(records: np.ndarray) -> dict[bytes, int]:
+    """How many packets of a read each client (16-byte address) exchanged, both directions."""
     if not len(records):
         return {}
-    raw = np.ascontiguousarray(records["src_ip"]).view(np.dtype((np.void, 16))).ravel()
-    unique, counts = np.unique(raw, return_counts=True)
+    cs = client_side(records)
+    raw = np.where(cs[:, None], records["src_ip"], records["dst_ip"])
+    keys = np.ascontiguousarray(raw).view(np.dtype((np.void, 16))).ravel()
+    unique, counts = np.unique(keys, return_counts=True)
     return {u.tobytes(): int(c) for u, c in zip(unique, counts, strict=True)}
 
 
-def assign_incidents(sensor: Sensor, read: ReadAnomalies, sent: dict[bytes, int]) -> Assignment:
-    """The incident of each anomaly of a read; each source's open incident grows, or one is opened.
+@dataclass
+class _Group:
+    """A read's anomalies of one entity: its own (``rows``) and other clients' joined to it (``joined``)."""
 
-    ``sent``: packets of the whole read per source address (``packets_per_source``).
+    entity: str
+    rows: list[int] = field(default_factory=list)
+    joined: list[int] = field(default_factory=list)
+    incident: Incident | None = None
+
+    def all_rows(self) -> list[int]:
+        return self.rows + self.joined
+
+
+# Kinds aimed at a host's services: other clients' anomalies to that host while it lasts are its effect.
+HOST_KINDS = SERVICE_KINDS | {IncidentKind.PORT_SCAN}
+
+
+def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident], dict[str, Incident]]:
+    """Services and hosts an open, active incident is aimed at (its main target), latest first:
+    services of service-directed kinds, and the hosts of those and of port scans."""
+    found = Incident.objects.filter(
+        sensor=sensor, opened_at__isnull=False, last_seen__gte=since - INCIDENT_QUIET, kind__in=HOST_KINDS
+    ).order_by("last_seen")
+    services: dict[str, Incident] = {}
+    hosts: dict[str, Incident] = {}
+    for incident in found:  # later ones overwrite earlier ones
+        main = Evidence.loads(incident.evidence).main_target()
+        if not main:
+            continue
+        if incident.kind in SERVICE_KINDS:
+            services[main] = incident
+        hosts[suppression.parse_target(main)[0]] = incident
+    return services, hosts
+
+
+def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
+    """Each anomaly's entity (see the module docstring), as groups of anomaly indexes."""
+    _orient_pairs(read)
+    by_service: dict[str | None, dict[str | None, list[int]]] = {}
+    by_client: dict[str | None, list[int]] = {}
+    for k, (client, target) in enumerate(zip(read.client, read.target, strict=True)):
+        by_service.setdefault(target, {}).setdefault(client, []).append(k)
+        by_client.setdefault(client, []).append(k)
+    services, hosts = _under_attack(sensor, _when(min(read.ts)))
+    # Clients busy enough in this read to open an incident, and for each host the busiest of them
+    # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
+    busy = {c for c, rows in by_client.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
+    hits: Counter = Counter((read.client[k], read.host[k]) for c in busy for k in by_client[c])
+    attacker_of: dict[str | None, str] = {}
+    for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
+        if host is not None and host not in busy and n >= opening.OPEN_MIN_ANOMALIES:
+            attacker_of[host] = client  # the most anomalies wins (sorted ascending)
+    groups: dict[str, _Group] = {}
+
+    def group(entity: str) -> _Group:
+        return groups.setdefault(entity, _Group(entity))
+
+    def join(entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None]) -> None:
+        """The attacker's rows to ``entity``; other clients' joined, unless one is busy enough on
+        its own account (at least 1/DOMINANCE of the attacker's anomalies to the service)."""
+        lead = max((len(rows) for client, rows in ranked if client in own), default=0)
+        for client, rows in ranked:
+            if client in own:
+                group(entity).rows.extend(rows)
+            elif client in busy and lead and len(rows) * DOMINANCE >= lead:
+                group(host_entity(client)).rows.extend(rows)
+            else:
+                group(entity).joined.extend(rows)
+
+    for target, clients in by_service.items():
+        ranked = sorted(clients.items(), key=lambda item: -len(item[1]))
+        host = read.host[ranked[0][1][0]]
+        owner = services.get(target) if target is not None else None
+        if owner is None and host not in attacker_of:
+            owner = hosts.get(host) if host is not None else None
+        if owner is not None:
+            join(owner.entity, ranked, {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources))
+            groups[owner.entity].incident = owner
+            continue
+        if host in attacker_of:
+            attacker = attacker_of[host]
+            join(host_entity(attacker), ranked, {attacker})
+            continue
+        lead, lead_rows = ranked[0]
+        second = len(ranked[1][1]) if len(ranked) > 1 else 0
+        dominant = len(lead_rows) >= opening.OPEN_MIN_ANOMALIES and len(lead_rows) >= DOMINANCE * second
+        if len(ranked) > 1 and dominant:
+            join(host_entity(lead), ranked, {lead})
+        elif target is not None and len(ranked) >= MANY_CLIENTS:
+            group(service_entity(target)).rows.extend(k for _, rows in ranked for k in rows)
+        else:
+            for client, rows in ranked:
+                group(host_entity(client)).rows.extend(rows)
+    for g in groups.values():
+        g.rows.sort()
+        g.joined.sort()
+    return groups
+
+
+def _orient_pairs(read: ReadAnomalies) -> None:
+    """Between two hosts, the end that is the client of most of the read's anomalies is the client of all.
+
+    Which end is the client is guessed per packet (``client_side``): a scanner's reset to a port above
+    its own source port reads as the scanned host's conversation, which would make the scanned host
+    look busy on its own account. Per pair of hosts, the majority guess is the better one.
     """
-    by_source: dict[str | None, list[int]] = {}
-    for k, src in enumerate(read.src_ip):
-        by_source.setdefault(src, []).append(k)
-    return _incidents(sensor, read, by_source, sent)
+    votes: Counter = Counter()
+    for client, host in zip(read.client, read.host, strict=True):
+        if client is not None and host is not None:
+            votes[(client, host)] += 1
+    for k, (client, host) in enumerate(zip(read.client, read.host, strict=True)):
+        if client is not None and host is not None and votes[(host, client)] > votes[(client, host)]:
+            _turn_around(read, k)
+
+
+def _turn_around(read: ReadAnomalies, k: int) -> None:
+    """Swap which end of anomaly ``k`` is the client."""
+    client, server, port = read.host[k], read.client[k], read.client_port[k]
+    read.client[k], read.host[k] = client, server
+    read.client_port[k], read.port[k] = read.port[k], port
+    read.request[k] = not read.request[k]
+    proto = read.protocol[k].lower()
+    read.target[k] = server if port is None or server is None else f"{server}:{port}/{proto}"
+
+
+def assign_incidents(sensor: Sensor, read: ReadAnomalies, exchanged: dict[bytes, int]) -> Assignment:
+    """The incident of each anomaly of a read: each entity's incident grows, or a candidate is started.
+
+    ``exchanged``: packets of the whole read per client address (``packets_per_client``).
+    """
+    groups = _group(sensor, read)
+    return _incidents(sensor, read, groups, exchanged)
 
 
 def _when(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
 
 
-def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, rows: list[int]) -> None:
-    """Add a read's anomalies of one source (``rows``) to ``incident`` and its evidence."""
+def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _Group) -> None:
+    """Add a read's anomalies of one entity to ``incident`` and its evidence."""
     targets = list(incident.targets)
     listed = set(targets)
-    for k in rows:
+    sources = list(incident.sources)
+    named = set(sources)
+    for k in group.rows:
         evidence.anomalies += 1
+        evidence.requests += read.request[k]
         evidence.protocols[read.protocol[k]] += 1
         evidence.syn_only += read.syn_only[k]
         evidence.with_payload += read.payload[k] > 0
         evidence.bytes += read.length[k]
         for weight, name in zip((3, 2, 1), _FEATURE.findall(read.contributions[k], 0, 400), strict=False):
             evidence.families[feature_family(name)] += weight
-        host, port = read.dst_ip[k], read.dport[k] if read.ported[k] else None
+        client = read.client[k]
+        if client is not None and client not in named and len(sources) < SOURCES_KEPT:
+            sources.append(client)
+            named.add(client)
+        host, port, target = read.host[k], read.port[k], read.target[k]
         if port is not None and (port in evidence.port_hits or len(evidence.port_hits) < EVIDENCE_PORTS):
             evidence.port_hits[port] += 1
-        if host is None:
+        if target is None:
             continue
-        target = f"{host}:{port}/{read.protocol[k].lower()}" if port is not None else host
+        if target in evidence.target_hits or len(evidence.target_hits) < EVIDENCE_PORTS:
+            evidence.target_hits[target] += 1
         if len(targets) < TARGETS_KEPT:
             if target not in listed:
                 targets.append(target)
@@ -307,108 +524,160 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, rows: lis
                 evidence.add_target(host, port)
         elif evidence.add_target(host, port):
             incident.targets_more += 1
+    evidence.affected += len(group.joined)
     incident.targets = targets
+    incident.sources = sources
+    rows = group.all_rows()
     incident.anomaly_count += len(rows)
     top = max(rows, key=lambda k: read.scores[k])
     if float(read.scores[top]) > incident.peak_score or not incident.explanation:
         incident.peak_score = float(read.scores[top])
         incident.explanation = read.texts[top][:2000]
     incident.last_seen = max(incident.last_seen, _when(max(read.ts[k] for k in rows)))
-    incident.kind = incident_kind(evidence)
+    if incident.opened_at is None:
+        times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])
+        at = opening.dense(np.array(times))
+        if at >= 0:
+            incident.opened_at = _now()
+            evidence.opened_ts = times[at]
+            evidence.recent = []
+        else:
+            evidence.recent = times[-(opening.OPEN_MIN_ANOMALIES - 1) :]
+    if evidence.anomalies:
+        incident.kind = incident_kind(evidence)
     incident.severity = incident_severity(incident.kind, incident.peak_score, read.threshold)
     incident.evidence = evidence.dumps()
 
 
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
 _CHANGED = ["last_seen", "anomaly_count", "packet_count", "peak_score", "explanation", "kind", "severity",
-            "targets", "targets_more", "evidence"]  # fmt: skip
+            "sources", "targets", "targets_more", "evidence", "opened_at", "status", "status_changed_by",
+            "status_changed_at"]  # fmt: skip
 
 
 def _incidents(
-    sensor: Sensor, read: ReadAnomalies, sources: dict[str | None, list[int]], sent: dict[bytes, int]
+    sensor: Sensor, read: ReadAnomalies, groups: dict[str, _Group], exchanged: dict[bytes, int]
 ) -> Assignment:
-    """Grow each source's open incident (or open one) with the read's anomalies (``sources``: the
-    anomaly indexes of each source). A handful of statements per read however many sources it has."""
-    firsts = {src: min(read.ts[k] for k in rows) for src, rows in sources.items()}
-    current = _open_incidents(sensor, {src: _when(t) for src, t in firsts.items()})
+    """Grow each entity's incident (or start a candidate) with the read's anomalies. A handful of
+    statements per read however many entities it has."""
+    firsts = {entity: _when(min(read.ts[k] for k in g.all_rows())) for entity, g in groups.items()}
+    current = _recent_incidents(sensor, {e: t for e, t in firsts.items() if groups[e].incident is None})
+    rules = suppression.RuleSet.active()
     created: list[Incident] = []
     updated: list[Incident] = []
-    for src, rows in sources.items():
-        incident = current.get(src)
-        packets = sent.get(read.src_raw[rows[0]], len(rows))
-        if incident is None:
-            first = _when(firsts[src])
+    opened: list[Incident] = []
+    suppressed: list[int | None] = [None] * len(read.ts)
+    hits: Counter = Counter()
+    for entity, g in list(groups.items()):
+        incident = g.incident or current.get(entity)
+        was_open = incident is not None and incident.opened_at is not None
+        new = incident is None
+        if new:
+            first = firsts[entity]
+            src = entity[5:] if entity.startswith("host ") and entity != host_entity(None) else None
             incident = Incident(
-                sensor=sensor, src_ip=src, sources=[src] if src else [], targets=[], first_seen=first,
+                sensor=sensor, entity=entity, src_ip=src, sources=[], targets=[], first_seen=first,
                 last_seen=first, status=IncidentStatus.OPEN,
             )  # fmt: skip
-            created.append(incident)
-        else:
-            updated.append(incident)
-        incident.packet_count += packets
-        _grow(incident, Evidence.loads(incident.evidence), read, rows)
+        elif incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts[entity]:
+            # it came back after the operator resolved it: an operator must look again
+            incident.status = IncidentStatus.OPEN
+            incident.status_changed_by, incident.status_changed_at = None, _now()
+        own = exchanged.get(ip_to_bytes(entity[5:]), 0) if incident.src_ip else 0
+        incident.packet_count += max(own, len(g.rows)) + len(g.joined)
+        _grow(incident, Evidence.loads(incident.evidence), read, g)
+        if rules and (rule := _suppressing_rule(rules, incident)) is not None:
+            # stored with the rule, filed under no incident; the incident is left as it was
+            for k in g.all_rows():
+                suppressed[k] = rule.pk
+            hits[rule.pk] += len(g.all_rows())
+            del groups[entity]
+            continue
+        g.incident = incident
+        (created if new else updated).append(incident)
+        if incident.opened_at is not None and not was_open:
+            opened.append(incident)
     Incident.objects.bulk_update(updated, _CHANGED, batch_size=_IN_CHUNK)
-    ids = {src: incident.pk for src, incident in current.items()}
-    ids.update(_insert_incidents(sensor, created))
+    _insert_incidents(sensor, created)
+    if hits:
+        suppression.record_hits(dict(hits), _when(max(read.ts)))
+    ids: list[int | None] = [None] * len(read.ts)
+    for g in groups.values():
+        for k in g.all_rows():
+            ids[k] = g.incident.pk
+    opened_ids = {i.pk for i in opened}
     return Assignment(
-        ids=[ids[src] for src in read.src_ip],
-        opened=[ids[i.src_ip] for i in created],
-        updated=[i.pk for i in updated],
+        ids=ids,
+        opened=sorted(opened_ids),
+        updated=sorted({g.incident.pk for g in groups.values() if g.incident.opened_at} - opened_ids),
+        suppressed=suppressed,
     )
 
 
-def _open_incidents(sensor: Sensor, firsts: dict[str | None, datetime]) -> dict[str | None, Incident]:
-    """Per source, its most recent incident still open at the source's first anomaly of this read."""
-    recent = Incident.objects.filter(sensor=sensor, last_seen__gte=min(firsts.values()) - INCIDENT_QUIET)
-    addresses = [src for src in firsts if src is not None]
+def _suppressing_rule(rules: suppression.RuleSet, incident: Incident) -> Any:
+    """The rule matching what the incident is about (its source, main target and kind), if any."""
+    main = Evidence.loads(incident.evidence).main_target()
+    host, port = suppression.parse_target(main) if main else (None, None)
+    sources = incident.sources or [None]
+    for src in sources[:SOURCES_KEPT]:
+        if rule := rules.match(src, host, port, incident.kind):
+            return rule
+    return None
+
+
+def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, Incident]:
+    """Per entity, its latest incident (candidate or open) that its anomalies from ``firsts`` continue."""
+    if not firsts:
+        return {}
+    recent = Incident.objects.filter(sensor=sensor, last_seen__gte=min(firsts.values()) - INCIDENT_RECUR)
+    entities = list(firsts)
     found: list[Incident] = []
-    for lo in range(0, len(addresses), _IN_CHUNK):  # a spoofed flood has thousands of sources
-        found += recent.filter(src_ip__in=addresses[lo : lo + _IN_CHUNK])
-    if None in firsts:
-        found += recent.filter(src_ip__isnull=True)
-    latest: dict[str | None, Incident] = {}
+    for lo in range(0, len(entities), _IN_CHUNK):  # a spoofed flood has thousands of sources
+        found += recent.filter(entity__in=entities[lo : lo + _IN_CHUNK])
+    latest: dict[str, Incident] = {}
     for incident in found:
-        src, first = incident.src_ip, firsts.get(incident.src_ip)
-        if first is None:  # stored in another spelling than ours (cannot happen with inet_ntop text)
-            continue
-        if incident.last_seen >= first - INCIDENT_QUIET and (
-            src not in latest or incident.last_seen > latest[src].last_seen
+        entity = incident.entity
+        if incident.last_seen >= firsts[entity] - INCIDENT_RECUR and (
+            entity not in latest or incident.last_seen > latest[entity].last_seen
         ):
-            latest[src] = incident
+            latest[entity] = incident
     return latest
 
 
 _INCIDENT_COLUMNS = [
-    "sensor_id", "src_ip", "kind", "severity", "status", "sources", "targets", "targets_more",
+    "sensor_id", "entity", "src_ip", "kind", "severity", "status", "sources", "targets", "targets_more",
     "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score", "explanation",
     "evidence",
 ]  # fmt: skip
 _JSON_COLUMNS = ("sources", "targets", "evidence")
 
 
-def _insert_incidents(sensor: Sensor, created: list[Incident]) -> dict[str | None, int]:
-    """Insert new incidents; their ids by source.
+def _insert_incidents(sensor: Sensor, created: list[Incident]) -> None:
+    """Insert new incidents and set their ids.
 
     Multi-row INSERT ... RETURNING id, whose rows come back in VALUES order on SQLite and
     PostgreSQL (as bulk_create relies on too). A spoofed flood opens an incident per packet, and
     the ORM's bulk_create spent more on preparing values than the rest of the read.
     """
     if not created:
-        return {}
+        return
     firsts = timestamps_text(np.array([i.first_seen.timestamp() for i in created], dtype=np.float64))
     lasts = timestamps_text(np.array([i.last_seen.timestamp() for i in created], dtype=np.float64))
-    opened = timestamps_text(np.array([time.time()]))[0]
+    opened = timestamps_text(np.array([i.opened_at.timestamp() if i.opened_at else 0.0 for i in created]))
     values = [
-        (sensor.pk, i.src_ip, i.kind, i.severity, i.status, json.dumps(i.sources), json.dumps(i.targets),
-         i.targets_more, first, last, opened, i.anomaly_count, i.packet_count, i.peak_score, i.explanation,
-         json.dumps(i.evidence))
-        for i, first, last in zip(created, firsts, lasts, strict=True)
+        (sensor.pk, i.entity, i.src_ip, i.kind, i.severity, i.status, json.dumps(i.sources),
+         json.dumps(i.targets), i.targets_more, first, last, at if i.opened_at else None, i.anomaly_count,
+         i.packet_count, i.peak_score, i.explanation, json.dumps(i.evidence))
+        for i, first, last, at in zip(created, firsts, lasts, opened, strict=True)
     ]  # fmt: skip
     width = len(_INCIDENT_COLUMNS)
     per = min(_IN_CHUNK, max(1, (connection.features.max_query_params or 999) // width))
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     marks = [f"%s{cast}" if column in _JSON_COLUMNS else "%s" for column in _INCIDENT_COLUMNS]
     row_marks = "(" + ", ".join(marks) + ")"
-    ids: dict[str | None, int] = {}
     with connection.cursor() as cursor:
         for lo in range(0, len(values), per):
             chunk = values[lo : lo + per]
@@ -420,5 +689,5 @@ def _insert_incidents(sensor: Sensor, created: list[Incident]) -> dict[str | Non
             returned = cursor.fetchall()
             if len(returned) != len(chunk):
                 raise RuntimeError(f"inserted {len(chunk)} incidents, got {len(returned)} ids back")
-            ids.update((row[1], pk) for row, (pk,) in zip(chunk, returned, strict=True))
-    return ids
+            for incident, (pk,) in zip(created[lo : lo + per], returned, strict=True):
+                incident.pk = pk

@@ -18,8 +18,18 @@ rates and counts, then median / IQR standardisation with a floor, clipped to +-`
     the two combined: each model's score divided by its own threshold, on a log scale normalised
     by that model's training spread, then averaged (see ``CombinedModel``).
 
-Threshold: the ``quantile`` (default 99.5 %) of the model's scores on its own training data, so
-about 0.5 % of traffic like the training traffic is flagged.
+Threshold: calibrated to a target rate of false incidents (``false_incidents_per_day``, the
+setting ``NETMON_FALSE_INCIDENTS_PER_DAY`` passed in by the caller): ``fit`` given the rows'
+packet records holds out the last quarter of the rows (time order), fits on the rest, and
+``detection.calibration.calibrate`` picks the threshold from the held-out scores (a generalized
+Pareto tail and the incident opening rule; never flagging more than 1 - ``quantile`` of them).
+Without records, or with fewer than 10,000 rows, it falls back to the ``quantile`` (default
+99.5 %) of the training scores; ``calibration`` says which and why.
+
+Explanations in words (``explain_records``, ``explain_text``) cite only values outside what
+training saw (below its 1 % or above its 99 % point, a flag set on under 1 % of training packets,
+a code under 1 % of them carried or never seen), ranked by how far outside, the model's top
+contributors first; the ``contributions`` stored beside them stay the model's own top three.
 
 Artifacts are JSON + NPZ (no pickle), except the fitted IsolationForest, stored with joblib
 (scikit-learn's trees have no other stable export; the file is only ever loaded from the
@@ -30,23 +40,26 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from capture.choices import MlModel
+from capture.choices import FeatureLevel, MlModel
+from detection import calibration as calib
 from detection.features import FeatureSpec, client_side, describe
+from detection.wording import Unit, format_value
 
 if TYPE_CHECKING:
     from capture.records import PacketColumns
 
 MIN_TRAIN_SAMPLES = 1000
 DEFAULT_QUANTILE = 0.995
+DEFAULT_FALSE_INCIDENTS_PER_DAY = 1.0
 Z_CLIP = 20.0  # scaled features are clipped to +-this: bounds the autoencoder's error per feature
 _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets a finite scale
 FORMAT_VERSION = 1
@@ -121,11 +134,16 @@ class AnomalyModel:
         quantile: float = DEFAULT_QUANTILE,
         seed: int = 0,
         level: str | None = None,
+        false_incidents_per_day: float = DEFAULT_FALSE_INCIDENTS_PER_DAY,
     ) -> None:
         if not 0.5 <= quantile < 1.0:
             raise ValueError("quantile must be in [0.5, 1)")
+        if not (math.isfinite(false_incidents_per_day) and false_incidents_per_day > 0):
+            raise ValueError("false_incidents_per_day must be a number > 0")
         self.feature_names = list(feature_names)
         self.quantile = float(quantile)
+        self.false_incidents_per_day = float(false_incidents_per_day)
+        self.calibration: dict[str, Any] = {}  # how the threshold was chosen (detection.calibration)
         self.seed = int(seed)
         self.level = level
         self.scaler = RobustScaler()
@@ -136,16 +154,38 @@ class AnomalyModel:
 
     # -- training
 
-    def fit(self, X: np.ndarray) -> AnomalyModel:
-        """Learn scaler, statistics and model from benign rows; calibrate the threshold."""
+    def fit(self, X: np.ndarray, records: np.ndarray | None = None) -> AnomalyModel:
+        """Learn scaler, statistics and model from benign rows; calibrate the threshold.
+
+        ``records``: the rows' packet records (time order), for the calibration to a false-incident
+        rate on a held-out last part (``detection.calibration``); without them, or with too few
+        rows, the threshold is the ``quantile`` of the training scores.
+        """
         X = self._check(X, training=True)
+        if records is not None and len(records) != len(X):
+            raise TrainingError(f"{len(records):,} records for {len(X):,} feature rows")
         t0 = time.perf_counter()
-        Z = self._fit_common(X)
+        cut, reason = calib.holdout(len(X), None if records is None else records["ts"])
+        Z = self._fit_common(X[:cut])
         scores = self._fit_scaled(Z)
         if scores is None:
             scores = self._score_scaled(Z)
-        self.threshold = float(np.quantile(scores, self.quantile))
-        self.trained_samples = len(X)
+        if reason is None:
+            assert records is not None
+            validation = self.score(X[cut:])
+            try:
+                self.calibration = calib.calibrate(
+                    validation, records["ts"][cut:], calib.client_entities(records[cut:]),
+                    self.false_incidents_per_day, floor_quantile=self.quantile,
+                )  # fmt: skip
+            except calib.CalibrationError as exc:
+                self.calibration = calib.quantile_rule(
+                    validation, self.quantile, f"{exc}; quantile rule on the validation scores"
+                )
+        else:
+            self.calibration = calib.quantile_rule(scores, self.quantile, reason)
+        self.threshold = float(self.calibration["threshold"])
+        self.trained_samples = cut
         self.train_seconds = time.perf_counter() - t0
         return self
 
@@ -168,6 +208,7 @@ class AnomalyModel:
             "z_lo": z_q[0].astype(np.float64),
             "z_hi": z_q[1].astype(np.float64),
         }
+        self.stats.update(_code_shares(sample, self.feature_names))
         return Z
 
     def _check(self, X: np.ndarray, training: bool = False) -> np.ndarray:
@@ -205,32 +246,42 @@ class AnomalyModel:
             for parts in zip(idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True)
         ]
 
-    def _ranked(self, X: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per row, the ``top`` feature indices by contribution (largest first), and their
-        contributions, raw values and scaled values: arrays of shape (rows, top)."""
+    def _contributors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The checked rows, their scaled values, the contribution of every feature and, per row,
+        the feature indices by contribution, largest first: arrays of shape (rows, features)."""
         X = self._check(np.atleast_2d(X))
         Z = self.scaler.transform(X)
         C = self._contributions(Z)
         # One stable argsort of the whole matrix ranks every row as a per-row argsort would.
-        idx = np.argsort(-C, axis=1, kind="stable")[:, :top]
+        return X, Z, C, np.argsort(-C, axis=1, kind="stable")
+
+    def _ranked(self, X: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the ``top`` feature indices by contribution (largest first), and their
+        contributions, raw values and scaled values: arrays of shape (rows, top)."""
+        X, Z, C, order = self._contributors(X)
+        idx = order[:, :top]
         rows = np.arange(len(X))[:, None]
         return idx, C[rows, idx], X[rows, idx], Z[rows, idx]
 
     def explain_records(
         self, X: np.ndarray, records: np.ndarray, top: int = 3, columns: PacketColumns | None = None
     ) -> list[tuple[str, str]]:
-        """(text, contributions as JSON text) per row: ``explain_text`` and the JSON of
+        """(text, contributions as JSON text) per row: ``explain_text`` of the row and the JSON of
         ``contributions_as_dicts`` of ``explain``, for many rows at once. ``columns``: the records'
         ``PacketColumns`` when the caller has them already.
 
-        A flood flags thousands of packets per read, so this works on columns: one ranking call,
-        each "normal is ..." phrase and feature name worded once, and the JSON written as text
-        (json.dumps of a list of dicts per row cost more than the scoring).
+        A flood flags thousands of packets per read, so this works on columns: one ranking of the
+        contributions and one of the reasons for all rows, each value's sentence part worded once,
+        and the JSON written as text (json.dumps of a list of dicts per row cost more than the
+        scoring).
         """
-        idx, C, V, Z = self._ranked(X, top)
+        X, Z, C, order = self._contributors(X)
+        wording = _Wording(self)
+        texts = wording.texts(_contexts(records, columns), X, *wording.reasons(X, order, top))
+        idx = order[:, :top]
+        rows = np.arange(len(X))[:, None]
         # JSON has no NaN or infinity (and PostgreSQL's jsonb refuses them)
-        C, V, Z = (np.nan_to_num(a, nan=0.0, posinf=1e12, neginf=-1e12) for a in (C, V, Z))
-        texts = _Wording(self).texts(_contexts(records, columns), idx, V)
+        C, V, Z = (np.nan_to_num(a[rows, idx], nan=0.0, posinf=1e12, neginf=-1e12) for a in (C, X, Z))
         names = [json.dumps(name) for name in self.feature_names]
         out = []
         for text, js, cs, vs, zs in zip(texts, idx.tolist(), C.tolist(), V.tolist(), Z.tolist(), strict=True):
@@ -272,6 +323,8 @@ class AnomalyModel:
             "level": self.level,
             "quantile": self.quantile,
             "threshold": self.threshold,
+            "false_incidents_per_day": self.false_incidents_per_day,
+            "calibration": self.calibration,
             "seed": self.seed,
             "trained_samples": self.trained_samples,
             "train_seconds": self.train_seconds,
@@ -301,8 +354,11 @@ class AnomalyModel:
 
     @classmethod
     def _from_meta(cls, path: Path, meta: dict[str, Any]) -> AnomalyModel:
-        model = cls(meta["feature_names"], quantile=meta["quantile"], seed=meta["seed"], level=meta["level"])
+        target = meta.get("false_incidents_per_day", DEFAULT_FALSE_INCIDENTS_PER_DAY)
+        model = cls(meta["feature_names"], quantile=meta["quantile"], seed=meta["seed"], level=meta["level"],
+                    false_incidents_per_day=target)  # fmt: skip
         model.threshold = float(meta["threshold"])
+        model.calibration = meta.get("calibration", {})
         model.trained_samples = int(meta["trained_samples"])
         model.train_seconds = float(meta.get("train_seconds", 0.0))
         with np.load(path / "scaler.npz", allow_pickle=False) as z:
@@ -547,7 +603,7 @@ class CombinedModel(AnomalyModel):
     errors span orders of magnitude, so a plain mean or max is the autoencoder alone); on demo
     traffic this normalised mean beat mean and max of raw ratios in ROC AUC and TPR at 1 % FPR.
     The mean lets two moderately unusual verdicts add up and keeps one model's false alarm from
-    passing alone. The combined threshold is calibrated again on the combined training scores.
+    passing alone. The combined threshold is calibrated again on the combined scores (``fit``).
     """
 
     kind = MlModel.BOTH
@@ -639,9 +695,12 @@ def create_model(kind: str, feature_names: Sequence[str], **kw: Any) -> AnomalyM
     return _CLASSES[kind](feature_names, **kw)
 
 
-def train_model(kind: str, X: np.ndarray, feature_names: Sequence[str], **kw: Any) -> AnomalyModel:
-    """Create and fit in one go (raises TrainingError on too little data)."""
-    return create_model(kind, feature_names, **kw).fit(X)
+def train_model(
+    kind: str, X: np.ndarray, feature_names: Sequence[str], records: np.ndarray | None = None, **kw: Any
+) -> AnomalyModel:
+    """Create and fit in one go (raises TrainingError on too little data); ``records``: the rows'
+    packet records, for the threshold's calibration (``AnomalyModel.fit``)."""
+    return create_model(kind, feature_names, **kw).fit(X, records)
 
 
 def load_model(path: str | Path) -> AnomalyModel:
@@ -658,16 +717,32 @@ def load_model(path: str | Path) -> AnomalyModel:
 
 # ------------------------------------------------------------------------------------ wording
 
-_VALUE_FMT = re.compile(r"\{value(:[^}]*)?\}")
+_RARE = 0.01  # a flag set on, or a code carried by, fewer training packets than this is a reason
+_POOL = 10  # the model's top contributors: their out-of-range values are cited before any other
+_FIRST = 1e3  # added to those values' distances: more than any distance (at most ~300)
+_CODES = "codes_"  # stats key prefix: the values of a "code" feature seen in training, and their shares
+_EDGE_Z = NormalDist().inv_cdf(1 - _RARE)
 
 
-def _fmt_like(template: str, value: float) -> str:
-    m = _VALUE_FMT.search(template)
-    spec = m.group(1)[1:] if m and m.group(1) else ".3g"
-    try:
-        return format(value, spec)
-    except (ValueError, TypeError):
-        return f"{value:.3g}"
+def _code_shares(X: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per "code" feature (a category, e.g. the TTL), the values seen in ``X`` and the share of
+    rows carrying each: ``{"codes_<name>": [[values...], [shares...]]}`` (sorted by value)."""
+    out = {}
+    for j, name in enumerate(names):
+        if describe(name).kind == "code":
+            values, counts = np.unique(X[:, j].astype(np.float64), return_counts=True)
+            out[_CODES + name] = np.stack([values, counts / max(len(X), 1)])
+    return out
+
+
+def _rarity(shares: np.ndarray, floor: float) -> np.ndarray:
+    """How far beyond the edge of normal a category carried by ``shares`` of the training packets
+    lies, in the scaled features' units (about standard deviations): the normal quantile of its
+    rarity minus that of the 1 % edge, so a value just past a magnitude's 99 % point and a flag
+    set on just under 1 % of packets rank alike; 0 when not rarer than the edge. ``floor``
+    stands in for a share of 0 (never seen in training)."""
+    z = [NormalDist().inv_cdf(1 - min(max(s, floor), 0.5)) - _EDGE_Z for s in np.asarray(shares).tolist()]
+    return np.maximum(np.array(z, np.float64), 0.0)
 
 
 def _contexts(records: np.ndarray, cols: PacketColumns | None = None) -> list[dict[str, Any]]:
@@ -720,72 +795,219 @@ def _endpoints(record: np.ndarray | np.void | None) -> dict[str, Any]:
     return _contexts(np.asarray(record).reshape(-1)[:1])[0]
 
 
+def _time_scales(family: list[str]) -> tuple[int, int, int] | None:
+    """Where the columns that repeat one statistic at several time scales lie: (first column,
+    end, number of scales) when, as ``feature_specs`` lays them out, they form one block of the
+    same statistics in the same order per time scale; None when no statistic repeats."""
+    seen: dict[str, list[int]] = {}
+    for j, name in enumerate(family):
+        seen.setdefault(name, []).append(j)
+    repeated = sorted(j for cols in seen.values() if len(cols) > 1 for j in cols)
+    if not repeated:
+        return None
+    start, stop = repeated[0], repeated[-1] + 1
+    width = len({family[j] for j in repeated})
+    block = family[start:stop]
+    if (
+        len(repeated) != stop - start
+        or (stop - start) % width
+        or block != block[:width] * ((stop - start) // width)
+    ):
+        return None  # another layout: each scale is cited on its own
+    return start, stop, (stop - start) // width
+
+
 class _Wording:
-    """Builds explanation sentences for one model, remembering what does not change between rows:
-    each feature's spec and "normal is ..." phrase."""
+    """Chooses and words the reasons of one model's flagged rows, remembering what does not change
+    between rows: each feature's spec, training range and rarities, and each value's words."""
 
     def __init__(self, model: AnomalyModel) -> None:
         self.model = model
-        self.specs = [describe(name) for name in model.feature_names]
-        self._normal: dict[tuple[int, int], str] = {}
+        names = model.feature_names
+        self.specs = [describe(name) for name in names]
+        stats = model.stats
+        kinds = [spec.kind for spec in self.specs]
+        d = len(names)
+        floor = 0.5 / max(model.trained_samples, 1)  # a share of 0: rarer than anything seen
+        self.flags = np.array([j for j in range(d) if kinds[j] == "flag"], np.int64)
+        self.flag_set = _rarity(stats["mean"][self.flags], floor)  # the distance of a set flag
+        # Per code feature: seen values, their shares and distances. A model trained before the
+        # shares were kept words its codes as magnitudes.
+        self.codes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for j, name in enumerate(names):
+            if kinds[j] == "code" and _CODES + name in stats:
+                values, shares = stats[_CODES + name]
+                self.codes[j] = (values, shares, _rarity(shares, floor))
+        self.unseen = float(_rarity(np.zeros(1), floor)[0])
+        self.magnitude = np.ones(d, bool)
+        self.magnitude[self.flags] = False
+        self.magnitude[list(self.codes)] = False
+        self.lo, self.mid, self.hi = (_slog(np.asarray(stats[k], np.float64)) for k in ("p01", "p50", "p99"))
+        self.scale = np.asarray(model.scaler.scale, np.float64)
+        self.tiebreak = np.arange(d) * 1e-9  # equal distances: the earlier feature first
+        # One reason per family: a statistic at several time scales (advanced level) is cited once.
+        family = [
+            spec.name.rsplit("_", 1)[0] if spec.level == FeatureLevel.ADVANCED else spec.name
+            for spec in self.specs
+        ]
+        self.scales = _time_scales(family)
+        self.p01, self.p99 = stats["p01"].tolist(), stats["p99"].tolist()
+        self.limits: dict[tuple[int, bool], tuple[str, float, str]] = {}
+        self.words: dict[tuple[int, float], tuple[str, str]] = {}  # (feature, value): its words
 
-    def _cases(self, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Which "normal" phrase applies to each (row, rank); it depends on the value only through
-        these comparisons: a flag's value, none for a code, above p99 / below p01 / between."""
-        stats = self.model.stats
-        kinds = np.array([spec.kind for spec in self.specs])[idx]
-        magnitude = np.where(values > stats["p99"][idx], 1, np.where(values < stats["p01"][idx], 2, 3))
-        return np.where(kinds == "flag", (values >= 0.5).astype(int), np.where(kinds == "code", 0, magnitude))
+    # -- choosing
 
-    def phrase(self, spec: FeatureSpec, j: int, case: int) -> str:
-        phrase = self._normal.get((j, case))
-        if phrase is None:
-            stats = self.model.stats
-            p01, p99, mean = stats["p01"][j], stats["p99"][j], stats["mean"][j]
-            if spec.kind == "flag":
-                share = mean if case else 1.0 - mean
-                phrase = f"only {share:.1%} of normal packets are like that" if share < 0.5 else ""
-            elif spec.kind == "code":
-                phrase = f"normal is {_fmt_like('{value:.0f}', p01)} to {_fmt_like('{value:.0f}', p99)}"
-            elif case == 1:
-                top, zero = _fmt_like(spec.text, max(p99, 0.0)), _fmt_like(spec.text, 0.0)
-                # "under 0" reads as nonsense for things that normally never happen (resets, SYNs)
-                if top != zero:
-                    phrase = f"normal is under {top}"
-                else:
-                    phrase = f"normal is {zero}" if p99 <= 0 else f"normal is about {zero}"
-            elif case == 2:
-                phrase = f"normal is over {_fmt_like(spec.text, p01)}"
+    def distances(self, X: np.ndarray) -> np.ndarray:
+        """How far each value lies outside what training saw (> 0: outside), in scaled units:
+        a magnitude's distance beyond its 1 % / 99 % point in the scaler's log units over the
+        feature's spread; a set flag's or a code's rarity (``_rarity``). A flag that is not set
+        is never a reason: the flag that is set instead says it ("the packet is UDP")."""
+        L = _slog(X.astype(np.float64))
+        D = np.maximum(L - self.hi, self.lo - L)
+        D /= self.scale
+        if len(self.flags):
+            D[:, self.flags] = np.where(X[:, self.flags] >= 0.5, self.flag_set, 0.0)
+        for j, (values, _, far) in self.codes.items():
+            x = X[:, j]
+            pos = np.minimum(np.searchsorted(values, x), len(values) - 1)
+            D[:, j] = np.where(values[pos] == x, far[pos], self.unseen)
+        return D
+
+    def reasons(
+        self, X: np.ndarray, order: np.ndarray, top: int, present: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of ``X``, up to ``top`` reasons: indices of features whose values lie outside
+        the training range, those among the model's top ``_POOL`` contributors (``order``: feature
+        indices by contribution) first, each group by distance, one per family; -1 pads. And
+        per row without any, the in-range value closest to its range's edge among those top
+        contributors (-1: none). ``present``: which values ``X`` holds (all when None)."""
+        n = len(X)
+        rows = np.arange(n)[:, None]
+        key = self.distances(X)
+        key[key <= 0] = -1.0
+        if present is not None:
+            key[~present] = -1.0
+        pool = order[:, :_POOL]
+        first = key[rows, pool]
+        key[rows, pool] = np.where(first > 0, first + _FIRST, first)
+        key -= self.tiebreak
+        if self.scales is not None:
+            start, stop, scales = self.scales
+            block = key[:, start:stop].reshape(n, scales, -1)  # a view: (rows, time scale, statistic)
+            block[block < block.max(axis=1, keepdims=True)] = -1.0
+        R = np.argsort(-key, axis=1, kind="stable")[:, :top]
+        R[key[rows, R] <= 0] = -1
+        edge = np.full(n, -1, np.int64)
+        none = np.flatnonzero(R[:, 0] < 0) if top > 0 else np.arange(0)
+        if len(none) and pool.shape[1]:
+            edge[none] = self._closest_to_edge(X[none], pool[none])
+        return R, edge
+
+    def _closest_to_edge(self, X: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Per row, the magnitude among ``pool``'s features whose value lies nearest an edge of its
+        range (0 at the median, 1 at the 1 % or 99 % point), or -1."""
+        rows = np.arange(len(X))[:, None]
+        L = _slog(X[rows, pool].astype(np.float64))
+        lo, mid, hi = self.lo[pool], self.mid[pool], self.hi[pool]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = np.maximum((L - mid) / (hi - mid), (mid - L) / (mid - lo))
+        near = np.where(np.isfinite(near) & self.magnitude[pool], near, 0.0)
+        best = np.argmax(near, axis=1)
+        return np.where(near[rows[:, 0], best] > 0, pool[rows[:, 0], best], -1)
+
+    # -- wording
+
+    def _render(self, j: int, value: float, digits: int = 3) -> str:
+        return format_value(value, self.specs[j].unit, digits)
+
+    def _range(self, j: int) -> tuple[float, float]:
+        """The training 1 % and 99 % points; for whole counts the whole numbers in between."""
+        p01, p99 = self.p01[j], self.p99[j]
+        if self.specs[j].unit == Unit.COUNT:
+            return math.ceil(p01), math.floor(p99)
+        return p01, p99
+
+    @staticmethod
+    def _rare(share: float) -> str:
+        if share <= 0:
+            return "never seen in training"
+        return f"only {format_value(share, Unit.SHARE, 2)} of normal packets are like that"
+
+    def _limit(self, j: int, above: bool) -> tuple[str, float, str]:
+        """For a value of ``j`` above (or below) the training range: "under" ("over"), the bound
+        and its words; ("", bound, words) when training saw one value only. Kept per feature."""
+        limit = self.limits.get((j, above))
+        if limit is None:
+            lo, hi = self._range(j)
+            count = self.specs[j].unit == Unit.COUNT
+            if lo >= hi:
+                limit = ("", hi, self._render(j, hi))
+            elif above:  # "under" the smallest whole count over the range
+                limit = ("under", hi + count, self._render(j, hi + count))
             else:
-                phrase = f"normal is {_fmt_like(spec.text, p01)} to {_fmt_like(spec.text, p99)}"
-            self._normal[(j, case)] = phrase
-        return phrase
+                limit = ("over", lo - count, self._render(j, lo - count))
+            self.limits[(j, above)] = limit
+        return limit
+
+    def _words(self, j: int, v: float) -> tuple[str, str]:
+        """The value and the "normally ..." phrase of reason ``j`` at value ``v``."""
+        spec = self.specs[j]
+        if spec.kind == "flag":
+            return "", self._rare(float(self.model.stats["mean"][j]))
+        if j in self.codes:
+            values, shares, _ = self.codes[j]
+            pos = min(int(np.searchsorted(values, v)), len(values) - 1)
+            return self._render(j, v), self._rare(float(shares[pos]) if values[pos] == v else 0.0)
+        word, bound, limit = self._limit(j, v > self.p99[j])
+        value = self._render(j, v)
+        if not word:
+            return value, f"normally {limit}"
+        for digits in (4, 5, 6):  # more digits until the value and the bound read differently
+            if value != limit:
+                break
+            value, limit = self._render(j, v, digits), self._render(j, bound, digits)
+        return value, f"normally {word} {limit}"
 
     @staticmethod
-    def _sentence(spec: FeatureSpec, ctx: dict[str, Any], value: float) -> str:
+    def _sentence(spec: FeatureSpec, ctx: dict[str, Any]) -> str:
+        """``spec``'s sentence for the packet of ``ctx`` (whose "value" holds the value's words)."""
         try:
-            return spec.text.format_map({**ctx, "value": value})
+            return spec.text.format_map(ctx)
         except (KeyError, ValueError, IndexError):
-            return f"{spec.name} = {value:.3g}"
+            return f"{spec.name} = {ctx['value']}"
 
-    @staticmethod
-    def _join(sentences: list[str]) -> str:
-        return ". ".join(s[0].upper() + s[1:] for s in sentences if s) + ("." if sentences else "")
+    def _combination(self, j: int, v: float, ctx: dict[str, Any]) -> str:
+        said = "an unusual combination of otherwise normal values"
+        if j < 0:
+            return said
+        lo, hi = (self._render(j, bound) for bound in self._range(j))
+        normal = f"normally {lo}" if lo == hi else f"normally {lo} to {hi}"
+        ctx["value"] = self._render(j, v)
+        return f"{said} (closest to the edge: {self._sentence(self.specs[j], ctx)}; {normal})"
 
-    def texts(self, contexts: list[dict[str, Any]], idx: np.ndarray, values: np.ndarray) -> list[str]:
-        """The explanation of every row, from its ranked feature indices and their values (arrays
-        of shape (rows, top)) and its context (``_contexts``): "<what>; <what is normal>. ..."."""
-        specs, phrase = self.specs, self.phrase
-        cases = self._cases(idx, values).tolist() if self.model.stats else None
+    def texts(
+        self, contexts: list[dict[str, Any]], X: np.ndarray, R: np.ndarray, edge: np.ndarray
+    ) -> list[str]:
+        """The explanation of every row of ``X``, from its reasons ``R`` and ``edge`` (``reasons``)
+        and its context (``_contexts``, given "value" here): "<what>; normally <what is normal>. ..."."""
+        n = len(X)
+        V = X[np.arange(n)[:, None], np.maximum(R, 0)].tolist()
+        E = X[np.arange(n), np.maximum(edge, 0)].tolist() if n else []
+        specs, words, sentence = self.specs, self.words, self._sentence
         out = []
-        for r, (ctx, js, vs) in enumerate(zip(contexts, idx.tolist(), values.tolist(), strict=True)):
-            sentences = []
-            for k, (j, v) in enumerate(zip(js, vs, strict=True)):
-                spec = specs[j]
-                what = self._sentence(spec, ctx, v)
-                normal = phrase(spec, j, cases[r][k]) if cases is not None else ""
-                sentences.append(f"{what}; {normal}" if normal else what)
-            out.append(self._join(sentences))
+        for ctx, js, vs, e, ve in zip(contexts, R.tolist(), V, edge.tolist(), E, strict=True):
+            parts = []
+            for j, v in zip(js, vs, strict=True):
+                if j < 0:
+                    break
+                said = words.get((j, v))
+                if said is None:
+                    said = words[(j, v)] = self._words(j, v)
+                ctx["value"] = said[0]
+                parts.append(f"{sentence(specs[j], ctx)}; {said[1]}")
+            if not parts:
+                parts.append(self._combination(e, ve, ctx))
+            out.append(". ".join(p[0].upper() + p[1:] for p in parts) + ".")
         return out
 
 
@@ -794,15 +1016,27 @@ def explain_text(
     record: np.ndarray | np.void | None,
     contributions: Sequence[Contribution],
     max_items: int = 3,
+    row: np.ndarray | None = None,
 ) -> str:
-    """Readable sentences for the top contributions of one packet, with what is normal.
+    """Readable sentences for one packet: up to ``max_items`` values outside the training range,
+    farthest first, each with what is normal; or, when none is, that the combination is unusual.
 
-    e.g. "10.0.0.5 contacted 480 distinct ports in 2 s; normal is under 5".
+    e.g. "10.0.0.5 contacted 480 distinct ports in 2 s; normally under 6". With ``row`` (the
+    packet's feature values) the reasons are chosen among all its features, as
+    ``explain_records`` does (``contributions`` is then not needed); without it, among
+    ``contributions`` (the model's top contributors, e.g. from ``explain``).
     """
-    items = list(contributions)[:max_items]
-    idx = np.array([[c.index for c in items]], dtype=np.int64)
-    values = np.array([[c.value for c in items]], dtype=np.float64)
-    return _Wording(model).texts([_endpoints(record)], idx, values)[0]
+    wording = _Wording(model)
+    ctx = [_endpoints(record)]
+    if row is not None:
+        X, _, _, order = model._contributors(row)
+        return wording.texts(ctx, X, *wording.reasons(X, order, max_items))[0]
+    order = np.array([[c.index for c in contributions]], np.int64).reshape(1, -1)
+    X = np.zeros((1, len(model.feature_names)))
+    X[0, order[0]] = [c.value for c in contributions]
+    present = np.zeros(X.shape, bool)
+    present[0, order[0]] = True
+    return wording.texts(ctx, X, *wording.reasons(X, order, max_items, present))[0]
 
 
 def contributions_as_dicts(contributions: Sequence[Contribution]) -> list[dict[str, Any]]:

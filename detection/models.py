@@ -54,8 +54,15 @@ class DetectionModel(models.Model):
         return f"{self.kind} v{self.version} ({self.feature_level}){' active' if self.is_active else ''}"
 
 
+class IncidentQuerySet(models.QuerySet):
+    """Incidents; ``opened()`` leaves out candidates (evidence not yet sustained, detection.opening)."""
+
+    def opened(self) -> IncidentQuerySet:
+        return self.filter(opened_at__isnull=False)
+
+
 class Incident(models.Model):
-    """Anomalies from one source grouped while it keeps triggering (closed after a quiet period).
+    """The anomalies of one abnormal entity (a client host or an attacked service) while it keeps triggering.
 
     The unit of alerting: what happened (``kind``, ``severity``, ``explanation``), who did it
     (``sources``) and what it hit (``targets``: ``IP`` or ``IP:port/proto``, the first
@@ -66,6 +73,9 @@ class Incident(models.Model):
     """
 
     sensor = models.ForeignKey("capture.Sensor", on_delete=models.CASCADE, related_name="incidents")
+    # Whose behaviour is abnormal: "host <address>" (a scanner, a flooder) or "service <IP:port/proto>"
+    # (a service many clients hit at once); detection.incidents decides it.
+    entity = models.CharField(max_length=80, blank=True, default="", db_index=True)
     src_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
     kind = models.CharField(
         max_length=20, choices=IncidentKind.choices, default=IncidentKind.UNUSUAL_TRAFFIC, db_index=True
@@ -81,8 +91,9 @@ class Incident(models.Model):
     targets_more = models.PositiveIntegerField(default=0, help_text="distinct targets beyond those listed")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
-    # Wall clock when Netmon opened it: detection delay = opened_at - first_seen.
-    opened_at = models.DateTimeField(null=True, blank=True)
+    # Wall clock when its evidence became sustained and Netmon opened it; empty while it is a candidate
+    # (not listed, announced or notified; detection.opening).
+    opened_at = models.DateTimeField(null=True, blank=True, db_index=True)
     anomaly_count = models.PositiveIntegerField(default=0)
     packet_count = models.PositiveBigIntegerField(
         default=0, help_text="packets its sources sent in the reads that added to it"
@@ -95,12 +106,14 @@ class Incident(models.Model):
     )
     status_changed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = IncidentQuerySet.as_manager()
+
     class Meta:
         ordering = ["-last_seen"]
 
     def __str__(self) -> str:
         return (
-            f"{self.kind} from {self.src_ip or 'unknown source'} "
+            f"{self.kind} of {self.entity or self.src_ip or 'unknown source'} "
             f"{self.first_seen:%H:%M:%S}-{self.last_seen:%H:%M:%S}"
         )
 

@@ -359,7 +359,8 @@ def train(
         progress(0.05)
         X, records = featurise(chunks, model_row.feature_level)
         progress(0.4)
-        model = ml.train_model(model_row.kind, X, FeatureExtractor(model_row.feature_level).names,
+        model_kw.setdefault("false_incidents_per_day", settings.NETMON_FALSE_INCIDENTS_PER_DAY)
+        model = ml.train_model(model_row.kind, X, FeatureExtractor(model_row.feature_level).names, records,
                                level=model_row.feature_level, **model_kw)  # fmt: skip
         progress(0.9)
         path = Path(settings.NETMON_MODEL_DIR) / f"{model_row.kind}-v{model_row.version}"
@@ -391,6 +392,7 @@ def train(
         "flagged_training_share": float(np.mean(scores > model.threshold)),
         "score_median": float(np.median(scores)),
         "quantile": model.quantile,
+        "calibration": model.calibration,
     }
     model_row.save()
     progress(1.0)

@@ -268,7 +268,7 @@ def _apply_config(data: Any, user: Any) -> dict[str, Any]:
 
 def _change_incident_status(pk: int, status: str, user: Any) -> dict[str, Any]:
     """The incident_status command: the same service (and transition rule) as the API and admin."""
-    incident = Incident.objects.filter(pk=pk).first()
+    incident = Incident.objects.opened().filter(pk=pk).first()
     if incident is None:
         raise LookupError(pk)
     detection_services.change_incident_status(incident, status, user)

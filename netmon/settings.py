@@ -44,6 +44,21 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
 
 
+def env_float(name: str, default: float, *, above: float | None = None) -> float:
+    """A finite number; with ``above``, it must be greater than that."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")) or (above is not None and not value > above):
+        allowed = f"a finite number greater than {above:g}" if above is not None else "a finite number"
+        raise ImproperlyConfigured(f"{name}={raw!r}: use {allowed}")
+    return value
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -283,6 +298,9 @@ NETMON_SENSOR = env_str("NETMON_SENSOR")  # default sensor name: the host name
 NETMON_BATCH_SIZE = env_int("NETMON_BATCH_SIZE", 1000)
 NETMON_INGEST_TASK = env_str("NETMON_INGEST_TASK", "detection.ingest_sensor")
 NETMON_MODEL_DIR = Path(env_str("NETMON_MODEL_DIR", str(VAR_DIR / "models")))
+# Trained thresholds aim at this many false incidents a day per sensor on traffic like the training
+# data (detection/calibration.py); e.g. 0.1 for one in ten days.
+NETMON_FALSE_INCIDENTS_PER_DAY = env_float("NETMON_FALSE_INCIDENTS_PER_DAY", 1.0, above=0.0)
 NETMON_EXPORT_DIR = Path(env_str("NETMON_EXPORT_DIR", str(VAR_DIR / "exports")))
 NETMON_EXPORT_KEYS = env_str("NETMON_EXPORT_KEYS")  # "id:base64key,id2:base64key"
 NETMON_EXPORT_HMAC_KEY = env_str("NETMON_EXPORT_HMAC_KEY")

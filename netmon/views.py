@@ -75,7 +75,8 @@ def incident_page(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "netmon/no_role.html", {"message": NO_ROLE_MESSAGE}, status=403)
     if not request.user.has_perm(VIEW_INCIDENT):
         return _message(request, "Not allowed", permission_denied_message(request.user, VIEW_INCIDENT), 403)
-    incident = Incident.objects.filter(pk=pk).select_related("sensor").first()
+    # A candidate (evidence not yet sustained) is not an incident yet: the API answers 404 for it too.
+    incident = Incident.objects.opened().filter(pk=pk).select_related("sensor").first()
     if incident is None:
         text = format_html('There is no incident {}. <a href="/">Back to the dashboard</a>', pk)
         return _message(request, "No such incident", text, 404)

@@ -81,13 +81,14 @@ class IncidentSerializer(serializers.ModelSerializer):
     status_changed_by = serializers.SerializerMethodField()
     packets_url = serializers.SerializerMethodField()
     anomalies_url = serializers.SerializerMethodField()
+    affected = serializers.SerializerMethodField()
 
     class Meta:
         model = Incident
-        fields = ["id", "sensor", "kind", "severity", "status", "sources", "targets", "targets_more",
-                  "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score",
-                  "explanation", "status_changed_by", "status_changed_at", "packets_url",
-                  "anomalies_url"]  # fmt: skip
+        fields = ["id", "sensor", "entity", "kind", "severity", "status", "sources", "targets",
+                  "targets_more", "affected", "first_seen", "last_seen", "opened_at", "anomaly_count",
+                  "packet_count", "peak_score", "explanation", "status_changed_by", "status_changed_at",
+                  "packets_url", "anomalies_url"]  # fmt: skip
         read_only_fields = fields
 
     def get_status_changed_by(self, incident: Incident) -> str | None:
@@ -100,6 +101,10 @@ class IncidentSerializer(serializers.ModelSerializer):
         until = quote((incident.last_seen + timeline.TIME_SLACK).isoformat())
         url = f"/api/packets/?sensor={incident.sensor.name}&since={since}&until={until}"
         return url + (f"&src_ip={incident.sources[0]}" if incident.sources else "")
+
+    def get_affected(self, incident: Incident) -> int:
+        """Anomalies of other clients to the attacked service, filed under this incident (not its sources)."""
+        return int((incident.evidence or {}).get("affected", 0))
 
     def get_anomalies_url(self, incident: Incident) -> str:
         """Its anomalies, newest first."""

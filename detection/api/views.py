@@ -115,7 +115,7 @@ class IncidentListView(generics.ListAPIView):
     required_permissions = {"GET": "detection.view_incident"}
     serializer_class = IncidentSerializer
     filterset_class = IncidentFilter
-    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+    queryset = Incident.objects.opened().select_related("sensor", "status_changed_by")
 
 
 class IncidentDetailView(generics.RetrieveAPIView):
@@ -123,7 +123,7 @@ class IncidentDetailView(generics.RetrieveAPIView):
 
     required_permissions = {"GET": "detection.view_incident", "PATCH": "detection.change_incident"}
     serializer_class = IncidentSerializer
-    queryset = Incident.objects.select_related("sensor", "status_changed_by")
+    queryset = Incident.objects.opened().select_related("sensor", "status_changed_by")
     http_method_names = ["get", "patch", "options"]
 
     @extend_schema(
@@ -159,7 +159,7 @@ class IncidentAnomaliesView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        incident = generics.get_object_or_404(Incident, pk=self.kwargs["pk"])
+        incident = generics.get_object_or_404(Incident.objects.opened(), pk=self.kwargs["pk"])
         query = IncidentAnomaliesQuerySerializer(data=self.request.query_params)
         query.is_valid(raise_exception=True)
         rows = Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
@@ -180,7 +180,7 @@ class IncidentTimelineView(APIView):
         },
     )
     def get(self, request: Request, pk: int) -> Response:
-        incident = generics.get_object_or_404(Incident, pk=pk)
+        incident = generics.get_object_or_404(Incident.objects.opened(), pk=pk)
         query = TimelineQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(timeline.incident_timeline(incident, query.validated_data["buckets"]))

@@ -183,9 +183,12 @@ def test_scans_become_anomalies_with_readable_explanations_and_incidents(trained
     assert [set(c) for c in example.contributions] == [keys] * 3
     assert example.contributions[0]["contribution"] >= example.contributions[1]["contribution"]
     assert Incident.objects.filter(src_ip=scanner).count() == 1
-    assert (
-        Incident.objects.get(src_ip=scanner).anomaly_count == Anomaly.objects.filter(src_ip=scanner).count()
-    )
+    incident = Incident.objects.get(src_ip=scanner)
+    # the scanner's probes and the scanned host's answers are its one incident; no other opened
+    assert Anomaly.objects.filter(src_ip=scanner).exclude(incident=incident).count() == 0
+    assert Anomaly.objects.filter(dst_ip=scanner).exclude(incident=incident).count() == 0
+    assert incident.anomaly_count == Anomaly.objects.filter(incident=incident).count()
+    assert list(Incident.objects.opened()) == [incident]
 
 
 def test_shuffled_task_order_scores_like_in_order(trained, redis_client):

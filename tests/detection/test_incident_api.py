@@ -24,7 +24,7 @@ def incident():
     row = Incident.objects.create(
         sensor=sensor, src_ip="203.0.113.9", sources=["203.0.113.9"], targets=["10.0.0.5:22/tcp", "10.0.0.6"],
         kind="port_scan", severity="high", first_seen=T0, last_seen=T0 + timedelta(seconds=3),
-        anomaly_count=2,
+        anomaly_count=2, entity="host 203.0.113.9", opened_at=T0,
     )  # fmt: skip
     for seq in (1, 2):
         Anomaly.objects.create(
@@ -33,7 +33,11 @@ def incident():
         )  # fmt: skip
     Incident.objects.create(
         sensor=sensor, src_ip="10.0.0.7", sources=["10.0.0.7"], first_seen=T0, last_seen=T0, kind="udp_flood",
-        status="resolved",
+        status="resolved", entity="host 10.0.0.7", opened_at=T0,
+    )  # fmt: skip
+    Incident.objects.create(  # a candidate (evidence not sustained yet): never listed
+        sensor=sensor, src_ip="10.0.0.8", sources=["10.0.0.8"], first_seen=T0, last_seen=T0,
+        entity="host 10.0.0.8",
     )  # fmt: skip
     return row
 
@@ -51,6 +55,9 @@ def test_list_filters_by_status_kind_severity_ip_and_time(api, incident):
     assert ids("ip=10.0.0.6") == [incident.pk]  # a portless target
     assert ids("ip=203.0.113.9") == [incident.pk]  # a source
     assert ids("ip=10.0.0.50") == []
+    assert ids("ip=10.0.0.8") == []  # the candidate
+    candidate = Incident.objects.get(src_ip="10.0.0.8")
+    assert api.get(f"/api/incidents/{candidate.pk}/").status_code == 404
     assert ids("since=2026-01-01T00:00:02Z") == [incident.pk]
     assert ids("until=2025-12-31T00:00:00Z") == []
     assert ids("sensor=s1&limit=1&offset=1") and len(ids("limit=1")) == 1

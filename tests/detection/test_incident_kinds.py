@@ -24,16 +24,24 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def _kind_of(rows: list[dict]) -> str:
     """The kind of an incident of ``rows`` (protocol, dst, dport, syn, payload, length, features)."""
     n = len(rows)
+    protocol = [r.get("protocol", "TCP") for r in rows]
+    hosts = [r.get("dst", "10.0.0.5") for r in rows]
+    ports = [r.get("dport", 80) if p in ("TCP", "UDP") else None for r, p in zip(rows, protocol, strict=True)]
     read = incidents.ReadAnomalies(
-        src_ip=["203.0.113.9"] * n,
-        dst_ip=[r.get("dst", "10.0.0.5") for r in rows],
-        protocol=[r.get("protocol", "TCP") for r in rows],
-        dport=[r.get("dport", 80) for r in rows],
-        ported=[r.get("protocol", "TCP") in ("TCP", "UDP") for r in rows],
+        client=["203.0.113.9"] * n,
+        target=[
+            h if p is None else f"{h}:{p}/{pr.lower()}"
+            for h, p, pr in zip(hosts, ports, protocol, strict=True)
+        ],
+        host=hosts,
+        port=ports,
+        client_port=[None if p is None else 50_000 for p in ports],
+        request=[True] * n,
+        protocol=protocol,
         syn_only=[r.get("syn", False) for r in rows],
         payload=[r.get("payload", 0) for r in rows],
         length=[r.get("length", 60) for r in rows],
-        src_raw=[b"\0" * 16] * n,
+        client_raw=[b"\0" * 16] * n,
         ts=[T0.timestamp() + i * 0.01 for i in range(n)],
         scores=np.full(n, 1.0),
         texts=["why"] * n,
@@ -41,7 +49,9 @@ def _kind_of(rows: list[dict]) -> str:
         threshold=0.5,
     )
     incident = Incident(src_ip="203.0.113.9", targets=[], first_seen=T0, last_seen=T0)
-    incidents._grow(incident, incidents.Evidence(), read, list(range(n)))
+    incidents._grow(
+        incident, incidents.Evidence(), read, incidents._Group("host 203.0.113.9", list(range(n)))
+    )
     return incident.kind
 
 
@@ -148,15 +158,13 @@ def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redi
 
     ingest.drain_sensor("k1", redis_client)
 
-    # the attack's own packets: its UDP, its connection attempts (SYN without ACK), not the
-    # victim's replies (attribution, which files those under the attack, is a later step)
+    # the attack's own packets: its UDP, its connection attempts (SYN without ACK); the incidents
+    # that name an attacker among their sources (a spoofed flood's is the attacked service's)
     flags = records["tcp_flags"]
     syn_only = (records["proto"] == 6) & (flags & 0x02 != 0) & (flags & 0x10 == 0)
     attacking = (records["label"] > 0) & ((records["proto"] == 17) | syn_only)
     attackers = {ip_to_text(raw, 4) for raw in records["src_ip"][attacking]}
-    kinds = list(
-        Incident.objects.filter(src_ip__in=attackers, anomaly_count__gte=1).values_list("kind", flat=True)
-    )
+    kinds = [i.kind for i in Incident.objects.opened() if attackers & set(i.sources)]
     assert kinds, f"no incident for the {attack} attackers"
     assert kinds.count(kind) / len(kinds) >= 0.5, (
         attack,
@@ -168,12 +176,16 @@ def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redi
                 i.last_seen,
                 {k: v for k, v in i.evidence.items() if k != "hosts"},
             )
-            for i in Incident.objects.filter(src_ip__in=attackers)
+            for i in Incident.objects.opened()
         ],
     )
-    incident = Incident.objects.filter(src_ip__in=attackers).order_by("-anomaly_count").first()
+    ours = [i for i in Incident.objects.opened() if attackers & set(i.sources)]
+    incident = max(ours, key=lambda i: i.anomaly_count)
     assert incident.kind == kind, (attack, incident.kind, incident.evidence)
-    assert incident.sources == [incident.src_ip] and incident.targets
+    if incident.src_ip:  # one attacking host
+        assert incident.sources == [incident.src_ip] and incident.targets
+    else:  # spoofed sources: the attacked service is the entity, its clients the sources
+        assert incident.entity == f"service {incident.targets[0]}" and len(incident.sources) > 1
     assert incident.opened_at is not None and incident.packet_count >= incident.anomaly_count
 
 

@@ -33,7 +33,7 @@ def scan():
     incident = Incident.objects.create(
         sensor=sensor, src_ip=SCANNER, sources=[SCANNER], targets=[f"{VICTIM}:22/tcp", f"{VICTIM}:23/tcp"],
         kind="port_scan", severity="high", first_seen=T0, last_seen=T0 + timedelta(seconds=9.5),
-        anomaly_count=4,
+        opened_at=T0 + timedelta(seconds=2), anomaly_count=4,
     )  # fmt: skip
     rows, seq = [], 0
     for second in range(10):
@@ -113,6 +113,8 @@ def test_a_bad_bucket_count_is_refused_naming_the_field(viewer_api, scan, value)
 
 def test_an_unknown_incident_is_a_404(viewer_api, scan):
     assert viewer_api.get(f"/api/incidents/{scan.pk + 1000}/timeline/").status_code == 404
+    Incident.objects.filter(pk=scan.pk).update(opened_at=None)  # a candidate, not opened (yet)
+    assert viewer_api.get(f"/api/incidents/{scan.pk}/timeline/").status_code == 404
 
 
 def test_who_may_read_it(anon, nogroup_api, viewer_api, api, scan):

@@ -1,36 +1,46 @@
-"""Anomalies are grouped into one incident per source while it keeps triggering, whatever the read."""
+"""Anomalies are grouped into one incident per abnormal entity (scanner, flooder, attacked service),
+opened on sustained evidence, continued by a recurrence, whatever the read."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from capture.choices import IncidentKind, IncidentStatus
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import anomalies, scoring
-from detection.incidents import INCIDENT_QUIET
-from detection.models import Anomaly, Incident
+from detection import anomalies, opening, scoring, suppression
+from detection.models import Anomaly, Incident, SuppressionRule
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
-def _read(sources: list[str | None], first_seq: int, t: float) -> tuple[Batch, scoring.ScoredBatch]:
-    """A read whose every packet is an anomaly; ``None`` is a frame without an IP layer (ARP)."""
-    n = len(sources)
+def _read(
+    packets: list[tuple | str | None], first_seq: int, t: float, step: float = 0.001
+) -> tuple[Batch, scoring.ScoredBatch]:
+    """A read whose every packet is an anomaly. A packet is ``(src, dst, sport, dport, proto, flags,
+    payload)`` (proto 6 TCP, 17 UDP, 0 none), or a bare source address (to 10.0.0.1, no ports), or
+    ``None``: a frame without an IP layer (ARP)."""
+    n = len(packets)
     records = empty_records(n)
     records["seq"] = np.arange(first_seq, first_seq + n)
-    records["ts"] = t + np.arange(n) * 0.001
-    for i, src in enumerate(sources):
-        if src is not None:
-            records["ip_version"][i] = 4
-            records["src_ip"][i] = np.frombuffer(ip_to_bytes(src), np.uint8)
-            records["dst_ip"][i] = np.frombuffer(ip_to_bytes("10.0.0.1"), np.uint8)
-        else:
+    records["ts"] = t + np.arange(n) * step
+    for i, packet in enumerate(packets):
+        if packet is None:
             records["eth_type"][i] = 0x0806
+            continue
+        src, dst, sport, dport, proto, flags, payload = (
+            packet if isinstance(packet, tuple) else (packet, "10.0.0.1", 0, 0, 0, 0, 0)
+        )
+        records["ip_version"][i] = 4
+        records["src_ip"][i] = np.frombuffer(ip_to_bytes(src), np.uint8)
+        records["dst_ip"][i] = np.frombuffer(ip_to_bytes(dst), np.uint8)
+        records["sport"][i], records["dport"][i], records["proto"][i] = sport, dport, proto
+        records["tcp_flags"][i], records["payload_len"][i] = flags, payload
     scores = np.linspace(1.0, 2.0, n)
     scored = scoring.ScoredBatch(
         scores=scores,
@@ -44,44 +54,116 @@ def _read(sources: list[str | None], first_seq: int, t: float) -> tuple[Batch, s
     return Batch(sensor="inc", records=records), scored
 
 
-def test_one_incident_per_source_across_reads_and_a_new_one_after_quiet():
+SYN, SYN_ACK, RST_ACK, PSH_ACK = 0x02, 0x12, 0x14, 0x18
+SCANNER, VICTIM, CLIENT = "10.0.0.9", "10.0.0.1", "10.0.0.20"
+
+
+def _save(sensor: Sensor, packets: list, first_seq: int, t: float, step: float = 0.001):
+    batch, scored = _read(packets, first_seq, t, step)
+    return anomalies.save_anomalies(sensor, batch, scored)
+
+
+def test_a_port_scan_and_the_victims_replies_are_one_incident_of_the_scanner():
+    sensor = Sensor.objects.create(name="inc")
+    packets = []
+    for port in range(1, 61):
+        packets.append((SCANNER, VICTIM, 45_000, port, 6, SYN, 0))
+        packets.append((VICTIM, SCANNER, port, 45_000, 6, RST_ACK, 0))  # closed: the victim answers
+    saved = _save(sensor, packets, 1, T0)
+    incident = Incident.objects.get()
+    assert (incident.entity, incident.sources, incident.src_ip) == (f"host {SCANNER}", [SCANNER], SCANNER)
+    assert incident.kind == IncidentKind.PORT_SCAN
+    assert incident.targets[:3] == [f"{VICTIM}:1/tcp", f"{VICTIM}:2/tcp", f"{VICTIM}:3/tcp"]
+    assert len(incident.targets) == 60 and incident.anomaly_count == 120
+    assert saved.opened == [incident.pk] and incident.opened_at is not None
+    assert Anomaly.objects.filter(incident=incident).count() == 120
+
+
+def test_a_horizontal_scan_across_a_subnet_is_one_incident_listing_the_hosts():
+    sensor = Sensor.objects.create(name="inc")
+    packets = []
+    for h in range(1, 101):
+        host = f"10.0.1.{h}"
+        packets.append((SCANNER, host, 45_000, 22, 6, SYN, 0))
+        packets.append((host, SCANNER, 22, 45_000, 6, RST_ACK if h % 2 else SYN_ACK, 0))
+    _save(sensor, packets, 1, T0)
+    incident = Incident.objects.get()
+    assert incident.kind == IncidentKind.HORIZONTAL_SCAN
+    assert incident.sources == [SCANNER]
+    assert incident.targets == [f"10.0.1.{h}:22/tcp" for h in range(1, 101)]
+
+
+def test_a_benign_clients_anomalies_to_a_flooded_service_join_the_flood_never_their_own():
+    sensor = Sensor.objects.create(name="inc")
+    service = (VICTIM, 8080)
+    flood = [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)]
+    benign = [(CLIENT, VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(8)]
+    benign += [(VICTIM, CLIENT, 8080, 50_000 + i, 6, PSH_ACK, 900) for i in range(8)]  # its replies too
+    _save(sensor, flood[:150] + benign + flood[150:], 1, T0)
+    flood_incident = Incident.objects.get()
+    assert flood_incident.entity == "host 10.0.0.66" and flood_incident.sources == ["10.0.0.66"]
+    assert flood_incident.kind == IncidentKind.SYN_FLOOD
+    assert flood_incident.targets == [f"{service[0]}:{service[1]}/tcp"]
+    assert flood_incident.anomaly_count == 316 and flood_incident.evidence["affected"] == 16
+    # later, the benign client alone (the flood goes on in other reads): still the flood's
+    _save(sensor, [(CLIENT, VICTIM, 51_000 + i, 8080, 6, PSH_ACK, 300) for i in range(30)], 1_000, T0 + 5)
+    assert Incident.objects.count() == 1
+    assert Anomaly.objects.filter(src_ip=CLIENT).exclude(incident=flood_incident).count() == 0
+    # ... but its anomalies to another service are its own business
+    _save(sensor, [(CLIENT, "10.0.0.2", 52_000 + i, 443, 6, PSH_ACK, 300) for i in range(3)], 2_000, T0 + 6)
+    assert Incident.objects.filter(entity=f"host {CLIENT}").count() == 1
+
+
+def test_many_clients_none_dominating_make_the_service_the_entity():
     sensor = Sensor.objects.create(name="inc")
     spoofed = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(1_200)]  # more than one IN (...) chunk
-    batch, scored = _read([*spoofed, "10.0.0.9", "10.0.0.9", None], 1, T0)
-    saved = anomalies.save_anomalies(sensor, batch, scored)
-    assert saved.count == 1_203
-    assert Incident.objects.count() == 1_202
-    scanner = Incident.objects.get(src_ip="10.0.0.9")
-    assert (scanner.anomaly_count, scanner.explanation) == (2, "reason 1202")  # its top score's
-    assert Incident.objects.get(src_ip__isnull=True).anomaly_count == 1
-    # each new incident is the one of its own source, with that source's first and last time
-    linked = Anomaly.objects.values_list("src_ip", "incident__src_ip", "ts", "incident__first_seen")
-    mismatched = [(a, b) for a, b, ts, first in linked if a != b or (a in spoofed and ts != first)]
-    assert mismatched == []
-
-    # 30 s later: the same sources add to their incidents (one new source opens one)
-    batch, scored = _read(["10.0.0.9", spoofed[0], "10.0.0.7", None], 5_000, T0 + 30)
-    anomalies.save_anomalies(sensor, batch, scored)
-    assert Incident.objects.count() == 1_203
-    scanner.refresh_from_db()
-    assert scanner.anomaly_count == 3
-    assert scanner.last_seen == datetime.fromtimestamp(T0 + 30, tz=UTC)
-    assert scanner.peak_score == pytest.approx(1.0 + 1_201 / 1_202)  # its best, in the first read
-    assert scanner.explanation == "reason 1202"  # the peak's explanation stays
-    assert Incident.objects.get(src_ip=spoofed[0]).anomaly_count == 2
-    assert Incident.objects.get(src_ip__isnull=True).anomaly_count == 2
-
-    # after more than INCIDENT_QUIET without anomalies, the source opens a new incident
-    later = T0 + 30 + INCIDENT_QUIET.total_seconds() + 5
-    batch, scored = _read(["10.0.0.9"], 9_000, later)
-    anomalies.save_anomalies(sensor, batch, scored)
-    incidents = Incident.objects.filter(src_ip="10.0.0.9").order_by("first_seen")
-    assert [i.anomaly_count for i in incidents] == [3, 1]
-    assert incidents[1].first_seen - incidents[0].last_seen > timedelta(seconds=60)
-    # every anomaly points at its source's incident
-    for anomaly in Anomaly.objects.filter(src_ip="10.0.0.9"):
-        assert anomaly.incident.src_ip == "10.0.0.9"
+    saved = _save(sensor, [*spoofed, None], 1, T0)
+    assert saved.count == 1_201
+    service = Incident.objects.opened().get()
+    assert service.entity == f"service {VICTIM}" and service.src_ip is None
+    assert service.sources == spoofed[:100] and service.anomaly_count == 1_200
+    # the frame without an IP layer is a candidate of its own, not shown
+    assert Incident.objects.count() == 2
     assert Anomaly.objects.filter(incident__isnull=True).count() == 0
+
+
+def test_scattered_anomalies_stay_a_candidate_and_sustained_ones_open_it():
+    sensor = Sensor.objects.create(name="inc")
+    saved = _save(sensor, [SCANNER] * 3, 1, T0)
+    candidate = Incident.objects.get()
+    assert candidate.opened_at is None and saved.opened == [] and saved.updated == []
+    assert Incident.objects.opened().count() == 0
+    assert Anomaly.objects.filter(incident=candidate).count() == 3  # nothing is lost
+    # one anomaly every 1.5 s: never OPEN_MIN_ANOMALIES within OPEN_WINDOW
+    for i in range(12):
+        _save(sensor, [SCANNER], 10 + i, T0 + 10 + i * 1.5)
+    assert Incident.objects.opened().count() == 0
+    # then a burst: the same candidate opens
+    saved = _save(sensor, [SCANNER] * opening.OPEN_MIN_ANOMALIES, 100, T0 + 40, step=0.1)
+    candidate.refresh_from_db()
+    assert saved.opened == [candidate.pk] and candidate.opened_at is not None
+    assert candidate.anomaly_count == 3 + 12 + opening.OPEN_MIN_ANOMALIES
+    assert candidate.evidence["opened_ts"] == pytest.approx(T0 + 40 + 0.9)
+    assert candidate.first_seen == datetime.fromtimestamp(T0, tz=UTC)
+    saved = _save(sensor, [SCANNER], 200, T0 + 41)
+    assert (saved.opened, saved.updated) == ([], [candidate.pk])
+
+
+def test_a_recurrence_continues_the_incident_and_reopens_it_if_resolved_a_late_one_is_new():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [SCANNER] * 20, 1, T0)
+    incident = Incident.objects.get()
+    Incident.objects.filter(pk=incident.pk).update(status=IncidentStatus.RESOLVED)
+    back = T0 + opening.QUIET + 30  # quiet, then back within RECUR
+    _save(sensor, [SCANNER] * 2, 100, back)
+    incident.refresh_from_db()
+    assert (Incident.objects.count(), incident.anomaly_count, incident.status) == (1, 22, IncidentStatus.OPEN)
+    assert incident.last_seen == datetime.fromtimestamp(back + 0.001, tz=UTC)
+    late = back + opening.RECUR + 5
+    _save(sensor, [SCANNER] * 2, 200, late)
+    assert Incident.objects.count() == 2
+    newest = Incident.objects.order_by("-first_seen").first()
+    assert newest.pk != incident.pk and newest.opened_at is None
 
 
 def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
@@ -102,3 +184,38 @@ def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
     stored = sorted(Anomaly.objects.values_list("packet_seq", "src_ip", "explanation"))
     assert stored == [(seq, sources[seq - 1], f"reason {seq}") for seq in (3, 6, 12)]
     assert part.columns.src_ip == [sources[2], sources[5], sources[11]]
+
+
+def _scan(scanner: str, victim: str = VICTIM) -> list[tuple]:
+    packets = []
+    for port in range(1, 61):
+        packets.append((scanner, victim, 45_000, port, 6, SYN, 0))
+        packets.append((victim, scanner, port, 45_000, 6, RST_ACK, 0))
+    return packets
+
+
+def test_a_suppression_rule_keeps_matching_evidence_from_opening_incidents_and_its_anomalies_stored():
+    sensor = Sensor.objects.create(name="inc")
+    rule = SuppressionRule.objects.create(
+        source_cidr=f"{SCANNER}/32", kind=IncidentKind.PORT_SCAN, reason="audit"
+    )
+    saved = _save(sensor, _scan(SCANNER), 1, T0)
+    assert saved.count == 120 and saved.opened == []
+    assert Incident.objects.count() == 0
+    assert Anomaly.objects.filter(suppressed_by=rule, incident__isnull=True).count() == 120  # nothing lost
+    rule.refresh_from_db()
+    assert rule.hits == 120 and rule.last_hit_at is not None
+    # another scanner is not covered by it
+    _save(sensor, _scan("10.0.0.10"), 1_000, T0 + 1)
+    assert [i.entity for i in Incident.objects.opened()] == ["host 10.0.0.10"]
+
+
+def test_a_rule_made_from_an_open_incident_stops_it_growing():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, _scan(SCANNER), 1, T0)
+    incident = Incident.objects.opened().get()
+    rule = suppression.rule_from_incident(incident, None, "a scanner we run", None)
+    saved = _save(sensor, _scan(SCANNER), 1_000, T0 + 5)
+    incident.refresh_from_db()
+    assert incident.anomaly_count == 120 and saved.updated == []
+    assert Anomaly.objects.filter(suppressed_by=rule).count() == 120

@@ -118,7 +118,7 @@ def test_explain_text_reads_like_a_sentence(models, data):
     assert len(contributions) == 3 and contributions[0].contribution >= contributions[1].contribution
     text = explain_text(model, r[i], contributions)
     assert ip_to_text(r[i]["src_ip"], 4) in text
-    assert "distinct ports" in text and "normal is under" in text
+    assert "distinct ports" in text and "normally under" in text
     assert explain_text(model, None, contributions)  # works without the record
 
 
@@ -127,20 +127,22 @@ def test_explanations_say_what_is_normal_for_values_above_below_and_inside_the_r
     p01, p99, mean = model.stats["p01"], model.stats["p99"], model.stats["mean"]
     names = model.feature_names
     j = next(i for i, n in enumerate(names) if describe(n).kind == "value" and p01[i] < p99[i])
-    flag = next(i for i, n in enumerate(names) if describe(n).kind == "flag" and mean[i] < 0.5)
+    flag = next(i for i, n in enumerate(names) if describe(n).kind == "flag" and mean[i] == 0)
 
     def said(index: int, value: float) -> str:
         return explain_text(model, None, [Contribution(names[index], index, 1.0, value, 0.0)])
 
-    assert "normal is under" in said(j, p99[j] + 10 * (p99[j] - p01[j]))
-    assert "normal is over" in said(j, p01[j] - 10 * (p99[j] - p01[j]))
-    assert "; normal is " in said(j, (p01[j] + p99[j]) / 2)
-    assert " to " in said(j, (p01[j] + p99[j]) / 2).split("; normal is ")[1]
-    assert f"only {mean[flag]:.1%} of normal packets are like that" in said(flag, 1.0)
-    assert "normal" not in said(flag, 0.0)  # most normal packets are like that: nothing to add
-    # what normally never happens is "normal is 0", never "normal is under 0"
+    assert "; normally under " in said(j, p99[j] + 10 * (p99[j] - p01[j]))
+    assert "; normally over " in said(j, p01[j] - 10 * (p99[j] - p01[j]))
+    # inside the range is no reason: the packet is unusual for its combination of values
+    inside = said(j, (p01[j] + p99[j]) / 2)
+    assert inside.startswith("An unusual combination of otherwise normal values (closest to the edge: ")
+    assert " to " in inside.split("; normally ")[1]
+    assert said(flag, 1.0).endswith("; never seen in training.")  # a rare one: test_wording.py
+    assert "never" not in said(flag, 0.0)  # most normal packets are like that: no reason
+    # what normally never happens is "normally 0", never "normally under 0"
     never = next(i for i, n in enumerate(names) if describe(n).kind == "value" and p99[i] == 0 == p01[i])
-    assert said(never, 50.0).endswith("; normal is 0.")
+    assert said(never, 50.0).endswith("; normally 0.") or said(never, 50.0).endswith("; normally 0 B.")
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
@@ -163,7 +165,7 @@ def test_batch_explanations_equal_row_by_row_ones(models, data, kind):
     for i in range(len(r)):
         assert [c.index for c in ranked[i]] == np.argsort(-C[i], kind="stable")[:3].tolist()
         text, contributions = batch[i]
-        assert text == explain_text(model, r[i], ranked[i])
+        assert text == explain_text(model, r[i], ranked[i], row=X[i])
         assert contributions == json.dumps(contributions_as_dicts(ranked[i]))  # the same text, too
 
 

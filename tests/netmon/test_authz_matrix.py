@@ -265,7 +265,9 @@ def objects(people, tmp_path, settings):
         sensor=sensor, packet_seq=1, ts=T0, score=0.9, threshold=0.5, model_kind="isolation_forest",
         explanation="rare port",
     )  # fmt: skip
-    incident = Incident.objects.create(sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0)
+    incident = Incident.objects.create(
+        sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0, opened_at=T0
+    )
     rule = SuppressionRule.objects.create(target_cidr="10.0.0.2/32", reason="known")
     model = ready_model_row()
     file = tmp_path / "alice.nmx"
@@ -614,7 +616,7 @@ async def test_websocket_command(command, role, redis_client):
     if command == "incident_status":
         sensor = await sync_to_async(Sensor.objects.create)(name="s1")
         incident = await sync_to_async(Incident.objects.create)(
-            sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0
+            sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0, opened_at=T0
         )
         message = {**message, "incident": incident.pk}
 

@@ -877,7 +877,7 @@ async def test_incident_status_over_the_socket_follows_the_rule_and_is_announced
     sensor = await sync_to_async(Sensor.objects.create)(name="s1")
     incident = await sync_to_async(Incident.objects.create)(
         sensor=sensor, src_ip="10.0.0.66", sources=["10.0.0.66"], targets=["10.0.0.5:22/tcp"],
-        first_seen=timezone.now(), last_seen=timezone.now(),
+        first_seen=timezone.now(), last_seen=timezone.now(), opened_at=timezone.now(),
     )  # fmt: skip
     communicator = await open_socket(session_headers)  # alice, an analyst: subscribed to incidents
     assert "incidents" in communicator.hello["streams"]

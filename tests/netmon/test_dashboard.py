@@ -308,6 +308,7 @@ def incident() -> Incident:
         sensor=sensor,
         src_ip="203.0.113.9",
         sources=["203.0.113.9"],
+        opened_at=t0,
         first_seen=t0,
         last_seen=t0,
         kind="port_scan",
@@ -372,6 +373,8 @@ def test_an_unknown_incident_page_is_a_404_page(logged_in, incident):
     assert response.status_code == 404
     assert f"There is no incident {incident.pk + 1}." in response.content.decode()
     assert 'href="/"' in response.content.decode()
+    Incident.objects.filter(pk=incident.pk).update(opened_at=None)  # a candidate: not shown either
+    assert logged_in.get(f"/incidents/{incident.pk}/").status_code == 404
 
 
 def test_the_incident_page_refuses_no_role_and_a_role_without_incidents(nogroup, django_user_model, incident):

@@ -1,16 +1,23 @@
-"""`manage.py evaluate_detector --train BENIGN.pcap --test TEST.pcap --labels LABELS.csv`: ROC AUC and TPR."""
+"""`manage.py evaluate_detector --train BENIGN.pcap --test TEST.pcap --labels LABELS.csv`: ROC AUC and TPR,
+and at the model's calibrated threshold: benign packets flagged, false incidents per hour, attack recall
+and whether (and how soon) an incident opens for each attack."""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
+import math
 import time
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from capture.choices import FeatureLevel, MlModel
 from capture.pcapio import CaptureFileError
-from detection import evaluate, ml, services
+from detection import calibration, evaluate, ml, services
 from detection.features import FeatureExtractor
 
 
@@ -40,8 +47,48 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_threshold(model: ml.AnomalyModel, at: dict) -> str:
+    """The figures at the model's threshold: how it was set, benign flagged, false incidents, per attack."""
+    benign = at["benign"]
+    lines = [
+        f"threshold {at['threshold']:.4g}: {calibration.summary(model.calibration)}",
+        f"{'benign':>14}: {benign['flagged']:.3%} of {benign['n']:,} packets flagged, "
+        f"{benign['incidents']} false incidents in {benign['seconds']:,.0f} s = "
+        f"{benign['incidents_per_hour']:.3g} per hour",
+    ]
+    for name, block in at["per_attack"].items():
+        opened = f"incident opened after {block['delay']:.2f} s" if block["opened"] else "no incident opened"
+        recall = f"recall {block['recall']:.3f} at the threshold"
+        lines.append(f"{name:>14}: {recall}, {opened} (n={block['n']:,})")
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number greater than 0 (false incidents per day)")
+    return value
+
+
+def _json_ready(value):
+    """NaN and infinity are not JSON: null."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class Command(BaseCommand):
-    help = "Train on a benign capture, score a labeled one, print ROC AUC (overall, per attack) and TPR."
+    help = (
+        "Train on a benign capture, score a labeled one, print ROC AUC (overall, per attack) and TPR, "
+        "and at the calibrated threshold: benign flagged, false incidents per hour, attack recall and delay."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--train", nargs="+", required=True)
@@ -49,25 +96,45 @@ class Command(BaseCommand):
         parser.add_argument("--labels", required=True)
         parser.add_argument("--model", choices=ml.MODEL_KINDS, default=MlModel.BOTH)
         parser.add_argument("--feature-level", choices=FeatureLevel.values, default=FeatureLevel.ADVANCED)
+        parser.add_argument(
+            "--false-incidents-per-day",
+            type=_positive,
+            metavar="N",
+            help="the threshold's calibration target (default: NETMON_FALSE_INCIDENTS_PER_DAY)",
+        )
+        parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure to this file")
 
     def handle(self, *args, **opts):
         level = opts["feature_level"]
+        target = opts["false_incidents_per_day"] or settings.NETMON_FALSE_INCIDENTS_PER_DAY
         try:
-            X_train, _ = services.featurise(services.records_from_pcaps(opts["train"]), level)
-            model = ml.train_model(opts["model"], X_train, FeatureExtractor(level).names, level=level)
+            X_train, train_records = services.featurise(services.records_from_pcaps(opts["train"]), level)
+            model = ml.train_model(opts["model"], X_train, FeatureExtractor(level).names, train_records,
+                                   level=level, false_incidents_per_day=target)  # fmt: skip
             test_records = list(services.records_from_pcaps([opts["test"]]))
         except ml.TrainingError as exc:
             raise CommandError(f"training refused: {exc}") from None
         except (CaptureFileError, OSError) as exc:
             raise CommandError(str(exc)) from None
         started = time.perf_counter()
-        X_test, _ = services.featurise(test_records, level)
+        X_test, records = services.featurise(test_records, level)
         scores = model.score(X_test)
         rate = len(scores) / max(time.perf_counter() - started, 1e-9)
         codes, names = read_labels(opts["labels"], len(scores))
         report = evaluate.evaluate(codes, scores, names=names)
+        at = evaluate.at_threshold(
+            codes, scores, records["ts"], calibration.client_entities(records), model.threshold, names
+        )
         self.stdout.write(
             f"model {opts['model']} at {level}: trained on {len(X_train):,}, tested on {len(scores):,}"
         )
         self.stdout.write(format_report(report))
+        self.stdout.write(format_threshold(model, at))
         self.stdout.write(f"scoring: {rate:,.0f} packets/s (feature extraction included)")
+        if opts["json"]:
+            figures = {
+                "model": opts["model"], "feature_level": level, "trained_on": len(X_train),
+                "tested_on": len(scores), "threshold": model.threshold, "calibration": model.calibration,
+                "ranking": report, "at_threshold": at, "scoring_packets_per_second": rate,
+            }  # fmt: skip
+            opts["json"].write_text(json.dumps(_json_ready(figures), indent=1))

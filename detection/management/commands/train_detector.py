@@ -7,7 +7,7 @@ from django.utils.dateparse import parse_datetime
 
 from capture import services as capture_services
 from capture.choices import FeatureLevel
-from detection import ml, services
+from detection import calibration, ml, services
 from detection.models import DetectionModel
 
 
@@ -99,3 +99,4 @@ class Command(BaseCommand):
             f"trained {row.kind} v{row.version} at {row.feature_level} on {row.packet_count:,} packets in "
             f"{row.training_seconds:.1f} s; threshold {row.threshold:.4g}; {state}{marked}"
         )
+        self.stdout.write(f"threshold: {calibration.summary(row.metrics.get('calibration', {}))}")
