@@ -20,6 +20,8 @@ __all__ = [
     "BUFFER_SIZE_MAX",
     "BUFFER_SIZE_MIN",
     "CONFIG_KEYS",
+    "INCIDENT_KIND_TITLES",
+    "INCIDENT_STATUS_ACTIONS",
     "INCIDENT_TRANSITIONS",
     "INTERFACE_MAX_LENGTH",
     "SENSOR_NAME_MAX_LENGTH",
@@ -153,6 +155,30 @@ INCIDENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
     ),
     IncidentStatus.RESOLVED: (IncidentStatus.OPEN,),
     IncidentStatus.FALSE_POSITIVE: (IncidentStatus.OPEN,),
+}
+
+
+# How an operator reads each kind on the dashboard and the incident page (the API and the events
+# carry the words; a kind without a title here is shown by its label).
+INCIDENT_KIND_TITLES: dict[str, str] = {
+    IncidentKind.PORT_SCAN: "Port scan",
+    IncidentKind.HORIZONTAL_SCAN: "Horizontal scan",
+    IncidentKind.SYN_FLOOD: "SYN flood",
+    IncidentKind.UDP_FLOOD: "UDP flood",
+    IncidentKind.ICMP_FLOOD: "ICMP flood",
+    IncidentKind.REQUEST_FLOOD: "Request flood",
+    IncidentKind.BRUTE_FORCE: "Brute force",
+    IncidentKind.SLOW_CONNECTIONS: "Slow connections",
+    IncidentKind.LARGE_TRANSFER: "Large transfer",
+    IncidentKind.NEW_SERVICE: "New service",
+    IncidentKind.UNUSUAL_TRAFFIC: "Unusual traffic",
+}
+# What the button that puts an incident in each status says.
+INCIDENT_STATUS_ACTIONS: dict[str, str] = {
+    IncidentStatus.ACKNOWLEDGED: "Acknowledge",
+    IncidentStatus.RESOLVED: "Resolve",
+    IncidentStatus.FALSE_POSITIVE: "False positive",
+    IncidentStatus.OPEN: "Reopen",
 }
 
 

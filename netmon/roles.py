@@ -77,6 +77,9 @@ DASHBOARD_PERMISSIONS = (
     "capture.control_capture",
     "detection.view_anomaly",
     "detection.change_anomaly",
+    "detection.view_incident",
+    "detection.change_incident",  # acknowledge, resolve, mark false positive, reopen
+    "detection.add_suppressionrule",  # suppress what an incident shows (analyst and admin)
     "detection.view_detectionmodel",
     "detection.add_detectionmodel",
     "detection.change_detectionmodel",

@@ -20,6 +20,7 @@ api_patterns = [
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("incidents/<int:pk>/", views.incident_page, name="incident-page"),
     path("api/", include(api_patterns)),
     path("admin/login/", views.admin_login, name="admin-login"),  # rate limited, then the admin's own
     path("admin/", admin.site.urls),

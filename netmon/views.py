@@ -1,4 +1,4 @@
-"""The dashboard page (HTML); live data arrives over the WebSocket at /ws/monitor/.
+"""The dashboard and incident pages (HTML); live data arrives over the WebSocket at /ws/monitor/.
 
 The page shows each user what their permissions allow (``netmon/roles.py``): controls a user may
 not use are hidden or disabled, and every action is checked again by the server anyway. A user
@@ -11,11 +11,48 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods, require_safe
 from rest_framework.throttling import ScopedRateThrottle
 
-from capture.permissions import NO_ROLE_MESSAGE, has_no_role
+from capture.choices import (
+    INCIDENT_KIND_TITLES,
+    INCIDENT_STATUS_ACTIONS,
+    INCIDENT_TRANSITIONS,
+    IncidentKind,
+    IncidentSeverity,
+    IncidentStatus,
+)
+from capture.permissions import NO_ROLE_MESSAGE, has_no_role, permission_denied_message
+from detection.models import Incident
 from netmon import roles
+
+VIEW_INCIDENT = "detection.view_incident"
+
+
+def incident_vocabulary() -> dict[str, object]:
+    """What the pages need to show incidents and offer their actions, spelled in capture/choices.py:
+    each kind's title, the severities from the least, the statuses (the first is a new incident's),
+    the transition rule and each target status's button."""
+    return {
+        "kinds": {kind.value: INCIDENT_KIND_TITLES.get(kind, kind.label) for kind in IncidentKind},
+        "severities": IncidentSeverity.values,
+        "statuses": IncidentStatus.values,
+        "transitions": {status: list(targets) for status, targets in INCIDENT_TRANSITIONS.items()},
+        "actions": dict(INCIDENT_STATUS_ACTIONS),
+    }
+
+
+def _page_context(request: HttpRequest) -> dict[str, object]:
+    return {
+        "roles": roles.roles_of(request.user),
+        "permissions": roles.dashboard_permissions(request.user),
+        "vocabulary": incident_vocabulary(),
+    }
+
+
+def _message(request: HttpRequest, title: str, message: str, status: int) -> HttpResponse:
+    return render(request, "netmon/message.html", {"title": title, "message": message}, status=status)
 
 
 @require_safe  # a page: GET and HEAD (it answered POST, PUT and DELETE with the page too)
@@ -23,11 +60,27 @@ from netmon import roles
 def dashboard(request: HttpRequest) -> HttpResponse:
     if has_no_role(request.user):
         return render(request, "netmon/no_role.html", {"message": NO_ROLE_MESSAGE}, status=403)
-    context = {
-        "roles": roles.roles_of(request.user),
-        "permissions": roles.dashboard_permissions(request.user),
-    }
-    return render(request, "netmon/dashboard.html", context)
+    return render(request, "netmon/dashboard.html", _page_context(request))
+
+
+@require_safe
+@login_required
+def incident_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """One incident: its header, packet-rate timeline, hosts, anomalies and packets, and its actions.
+
+    The page's data comes from the API (GET /api/incidents/{id}/, .../timeline/, .../anomalies/,
+    /api/packets/); the view only checks that the incident exists and that the user may see it.
+    """
+    if has_no_role(request.user):
+        return render(request, "netmon/no_role.html", {"message": NO_ROLE_MESSAGE}, status=403)
+    if not request.user.has_perm(VIEW_INCIDENT):
+        return _message(request, "Not allowed", permission_denied_message(request.user, VIEW_INCIDENT), 403)
+    # A candidate (evidence not yet sustained) is not an incident yet: the API answers 404 for it too.
+    incident = Incident.objects.opened().filter(pk=pk).select_related("sensor").first()
+    if incident is None:
+        text = format_html('There is no incident {}. <a href="/">Back to the dashboard</a>', pk)
+        return _message(request, "No such incident", text, 404)
+    return render(request, "netmon/incident.html", {**_page_context(request), "incident": incident})
 
 
 def _login_throttled(request: HttpRequest) -> HttpResponse | None:

@@ -3,13 +3,13 @@ validator is ``detection.validation``, shared with the admin and the services)."
 
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import quote
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from capture.choices import FeatureLevel, IncidentKind, IncidentStatus, MlModel
+from detection import timeline
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
 
@@ -97,8 +97,8 @@ class IncidentSerializer(serializers.ModelSerializer):
 
     def get_packets_url(self, incident: Incident) -> str:
         """Its sources' packets during the incident (the first source's; one source today)."""
-        since = quote(incident.first_seen.isoformat())
-        until = quote((incident.last_seen + timedelta(microseconds=1)).isoformat())
+        since = quote((incident.first_seen - timeline.TIME_SLACK).isoformat())
+        until = quote((incident.last_seen + timeline.TIME_SLACK).isoformat())
         url = f"/api/packets/?sensor={incident.sensor.name}&since={since}&until={until}"
         return url + (f"&src_ip={incident.sources[0]}" if incident.sources else "")
 
@@ -120,6 +120,56 @@ class IncidentStatusSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         IncidentStatus.choices,
         error_messages={"invalid_choice": '"{input}" is not a status; allowed: ' + _STATUSES},
+    )
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    """GET /api/incidents/{id}/timeline/'s query: how many buckets at most."""
+
+    buckets = serializers.IntegerField(
+        min_value=1,
+        max_value=timeline.MAX_BUCKETS,
+        default=timeline.DEFAULT_BUCKETS,
+        error_messages={
+            "invalid": f"buckets must be a whole number from 1 to {timeline.MAX_BUCKETS}",
+            "min_value": f"buckets must be from 1 to {timeline.MAX_BUCKETS}",
+            "max_value": f"buckets must be from 1 to {timeline.MAX_BUCKETS}",
+        },
+    )
+
+
+class TimelineBucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    packets = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    from_sources = serializers.IntegerField(help_text="packets its sources sent")
+    anomalies = serializers.IntegerField(help_text="its anomalies in this bucket")
+    packets_per_second = serializers.FloatField()
+
+
+class TimelineSerializer(serializers.Serializer):
+    """An incident's packet rate over its duration (detection/timeline.py); the schema's description."""
+
+    incident = serializers.IntegerField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    bucket_seconds = serializers.IntegerField()
+    sources = serializers.ListField(child=serializers.CharField())
+    target_hosts = serializers.ListField(child=serializers.CharField())
+    packets = serializers.IntegerField()
+    peak_packets_per_second = serializers.FloatField()
+    buckets = TimelineBucketSerializer(many=True)
+
+
+class IncidentAnomaliesQuerySerializer(serializers.Serializer):
+    """GET /api/incidents/{id}/anomalies/'s query: newest first, or the highest scores first."""
+
+    ORDERS = {"newest": ("-ts", "-id"), "score": ("-score", "-ts", "-id")}
+
+    order = serializers.ChoiceField(
+        list(ORDERS),
+        default="newest",
+        error_messages={"invalid_choice": '"{input}" is not an order; allowed: ' + ", ".join(ORDERS)},
     )
 
 

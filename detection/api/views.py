@@ -12,14 +12,17 @@ from rest_framework.views import APIView
 
 from capture import services as capture_services
 from capture.validation import flat_errors
-from detection import services, suppression, tasks
+from detection import services, suppression, tasks, timeline
 from detection.api.filters import AnomalyFilter, IncidentFilter
 from detection.api.serializers import (
     AnomalySerializer,
     DetectionModelSerializer,
+    IncidentAnomaliesQuerySerializer,
     IncidentSerializer,
     IncidentStatusSerializer,
     SuppressionRuleSerializer,
+    TimelineQuerySerializer,
+    TimelineSerializer,
     TrainRequestSerializer,
 )
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
@@ -143,15 +146,44 @@ class IncidentDetailView(generics.RetrieveAPIView):
 
 
 class IncidentAnomaliesView(generics.ListAPIView):
-    """GET /api/incidents/{id}/anomalies/: the incident's anomalies, newest first."""
+    """GET /api/incidents/{id}/anomalies/: the incident's anomalies, newest first (``order=score``:
+    the highest scores first)."""
 
     required_permissions = {"GET": "detection.view_anomaly"}
     serializer_class = AnomalySerializer
 
     queryset = Anomaly.objects.none()  # what the schema describes; the real one needs the incident
 
+    @extend_schema(parameters=[IncidentAnomaliesQuerySerializer])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         incident = generics.get_object_or_404(Incident.objects.opened(), pk=self.kwargs["pk"])
+        query = IncidentAnomaliesQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+        return rows.order_by(*IncidentAnomaliesQuerySerializer.ORDERS[query.validated_data["order"]])
+
+
+class IncidentTimelineView(APIView):
+    """GET /api/incidents/{id}/timeline/: its hosts' stored packets per bucket over its duration."""
+
+    required_permissions = {"GET": "detection.view_incident"}
+
+    @extend_schema(
+        parameters=[TimelineQuerySerializer],
+        responses={
+            200: TimelineSerializer,
+            400: OpenApiResponse(description="buckets is not a whole number from 1 to 500"),
+            404: OpenApiResponse(description="no such incident"),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        incident = generics.get_object_or_404(Incident.objects.opened(), pk=pk)
+        query = TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(timeline.incident_timeline(incident, query.validated_data["buckets"]))
         return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
 
 

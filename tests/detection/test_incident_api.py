@@ -123,3 +123,15 @@ def test_a_status_change_is_published_as_incident_updated(api, incident, redis_c
         async_to_sync(layer.group_discard)(events.GROUP_INCIDENTS, channel)
     assert message["type"] == "incident.updated"
     assert message["incident"]["id"] == incident.pk and message["incident"]["status"] == "acknowledged"
+
+
+def test_anomalies_can_be_listed_highest_score_first(api, incident):
+    Anomaly.objects.filter(incident=incident, packet_seq=2).update(score=0.99, ts=T0 - timedelta(seconds=1))
+    url = f"/api/incidents/{incident.pk}/anomalies/"
+
+    newest = [a["packet_seq"] for a in api.get(url).json()["results"]]
+    by_score = [a["packet_seq"] for a in api.get(url + "?order=score").json()["results"]]
+    refused = api.get(url + "?order=loudest")
+
+    assert newest == [1, 2] and by_score == [2, 1]
+    assert refused.status_code == 400 and "newest, score" in refused.json()["order"][0]

@@ -74,6 +74,7 @@ ADMIN_UP = (401, 403, 403, 403)  # + the admin's and the superuser's
 MATRIX: dict[str, dict[str, Row]] = {
     # no role: the page is only the message to ask an admin for a role (403)
     "dashboard": {"get": Row(302, 403, 200, 200, 200, 200)},
+    "incident-page": {"get": Row(302, 403, 200, 200, 200, 200)},  # the incident's page, as the dashboard
     "login": {"get": Row(*EVERYONE), "post": Row(*EVERYONE, {"username": "x", "password": "y"})},
     "logout": {"post": Row(302, 302, 302, 302, 302, 302)},
     # the admin's login form: a signed-in staff user (the admin role) who opens it goes on to the admin
@@ -112,6 +113,7 @@ MATRIX: dict[str, dict[str, Row]] = {
         "patch": Row(*ANALYST_UP, 200, 200, 200, {"status": "acknowledged"}),
     },
     "incident-anomalies": {"get": Row(*READ)},
+    "incident-timeline": {"get": Row(*READ)},
     # suppression rules: every role sees them; the analyst and the admin make and delete them
     "incident-suppress": {"post": Row(*ANALYST_UP, 201, 201, 201, {})},
     "suppressions": {
@@ -274,7 +276,8 @@ def objects(people, tmp_path, settings):
         owner=people["analyst"], algorithm="SHA", status=ExportJob.Status.SUCCEEDED, file_path=str(file)
     )
     return {"anomaly-detail": {"pk": anomaly.pk}, "incident-detail": {"pk": incident.pk},
-            "incident-anomalies": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
+            "incident-anomalies": {"pk": incident.pk}, "incident-timeline": {"pk": incident.pk},
+            "incident-page": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
             "incident-suppress": {"pk": incident.pk}, "suppression-detail": {"pk": rule.pk},
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
 

@@ -285,7 +285,10 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
             page.wait_for_url(stack.base_url + "/")
             expect(page.get_by_test_id("ws-status")).to_have_attribute("data-state", "open")
 
-            # Then live packets fill the table and the chart draws and moves
+            # Then live packets fill the table (in the raw feed, closed until asked for) and the
+            # chart draws and moves
+            page.get_by_test_id("raw-feed-toggle").click()
+            page.get_by_test_id("tab-packets").click()
             rows = page.get_by_test_id("packet-rows")
             expect(rows.locator("tr").first).to_be_visible()
             first_seq = int(rows.get_attribute("data-last-seq"))
@@ -365,6 +368,7 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
 
             # A live anomaly appears in the feed with score, threshold and a link to its packets
             publish_anomaly(stack, seq=int(rows.get_attribute("data-last-seq")))
+            page.get_by_test_id("tab-anomalies").click()
             feed = page.get_by_test_id("anomaly-feed")
             expect(feed.locator("li").first).to_contain_text("0.930")
             expect(feed.locator("li").first).to_contain_text("threshold 0.750")
@@ -388,6 +392,8 @@ def test_dashboard_shows_live_traffic_and_controls_capture(stack):
             viewer.wait_for_url(stack.base_url + "/")
             expect(viewer.get_by_test_id("ws-status")).to_have_attribute("data-state", "open")
             expect(viewer.get_by_test_id("roles")).to_contain_text("viewer")
+            viewer.get_by_test_id("raw-feed-toggle").click()
+            viewer.get_by_test_id("tab-packets").click()
             expect(viewer.get_by_test_id("packet-rows").locator("tr").first).to_be_visible()
             expect(viewer.get_by_test_id("config-buffer_size")).to_have_value("3000")
             expect(viewer.get_by_test_id("config-buffer_size")).to_be_disabled()

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
-from capture.choices import CONFIG_KEYS, AnalysisDepth, EncryptionAlgorithm, FeatureLevel, MlModel
+from capture.choices import (
+    CONFIG_KEYS,
+    INCIDENT_KIND_TITLES,
+    AnalysisDepth,
+    EncryptionAlgorithm,
+    FeatureLevel,
+    IncidentKind,
+    IncidentSeverity,
+    IncidentStatus,
+    MlModel,
+)
+from capture.models import Sensor
+from detection.models import Incident
 from exports.models import ExportJob
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +34,9 @@ STATIC_DIR = Path(settings.BASE_DIR) / "netmon" / "static" / "netmon"
 TEMPLATES = [
     Path(settings.BASE_DIR) / "netmon" / "templates" / "netmon" / "dashboard.html",
     Path(settings.BASE_DIR) / "netmon" / "templates" / "registration" / "login.html",
+    Path(settings.BASE_DIR) / "netmon" / "templates" / "netmon" / "incident.html",
 ]
+SCRIPTS = ["dashboard.js", "incidents.js", "incident.js"]
 
 
 class _Page(HTMLParser):
@@ -91,6 +108,8 @@ def test_dashboard_renders_every_panel_for_a_user(logged_in):
         "chart-bps",
         "protocol-bars",
         "talker-bars",
+        "incident-feed",
+        "raw-feed",
         "anomaly-feed",
         "packet-rows",
         "capture-form",
@@ -105,7 +124,11 @@ def test_dashboard_renders_every_panel_for_a_user(logged_in):
     } <= page.testids
     assert 'name="csrf-token"' in html
     assert "alice" in html
-    assert sorted(page.assets) == ["/static/netmon/dashboard.js", "/static/netmon/netmon.css"]
+    assert sorted(page.assets) == [
+        "/static/netmon/dashboard.js",
+        "/static/netmon/incidents.js",
+        "/static/netmon/netmon.css",
+    ]
 
 
 def signed_in(user) -> Client:
@@ -123,7 +146,7 @@ def test_a_viewer_sees_the_data_but_no_controls_and_no_exports(viewer):
 
     assert response.status_code == 200
     page = parse(response.content.decode())
-    assert shown(page, "packet-rows") and shown(page, "anomaly-feed") and shown(page, "config-form")
+    assert shown(page, "incident-feed") and shown(page, "raw-feed") and shown(page, "config-form")
     assert not shown(page, "capture-form")
     assert not shown(page, "exports") and not shown(page, "export-form")
     assert not shown(page, "config-actions")  # the configuration is read only
@@ -193,10 +216,16 @@ def test_the_export_form_offers_exactly_the_models_choices(logged_in):
 
 def test_the_page_and_its_script_spell_no_vocabulary():
     words = [*AnalysisDepth.values, *MlModel.values, *FeatureLevel.values, *EncryptionAlgorithm.values]
-    script = (STATIC_DIR / "dashboard.js").read_text()
+    # ("open" is also the socket's state in the scripts: the other statuses stand for it)
+    statuses = [status for status in IncidentStatus.values if status != IncidentStatus.OPEN]
+    incident_words = [*IncidentKind.values, *IncidentSeverity.values, *statuses]
     template = TEMPLATES[0].read_text()
-    for word in [*words, *CONFIG_KEYS, *ExportJob.Dataset.values]:
-        assert f'"{word}"' not in script, word
+    for name in SCRIPTS:
+        script = (STATIC_DIR / name).read_text()
+        for word in [*words, *CONFIG_KEYS, *ExportJob.Dataset.values, *incident_words]:
+            assert f'"{word}"' not in script, (name, word)
+    for word in incident_words:
+        assert f'"{word}"' not in template and f'"{word}"' not in TEMPLATES[2].read_text(), word
     for word in [*words, *ExportJob.Dataset.values, *ExportJob.Format.values]:
         assert f'value="{word}"' not in template, word
 
@@ -205,6 +234,8 @@ def test_the_page_and_its_script_spell_no_vocabulary():
     ("path", "content_type", "marker"),
     [
         ("/static/netmon/dashboard.js", "text/javascript", b"/ws/monitor/"),
+        ("/static/netmon/incidents.js", "text/javascript", b"/api/incidents/"),
+        ("/static/netmon/incident.js", "text/javascript", b"/timeline/"),
         ("/static/netmon/netmon.css", "text/css", b"--accent"),
     ],
 )
@@ -257,3 +288,101 @@ def test_sign_out_is_a_post_form(logged_in):
     response = logged_in.post("/accounts/logout/")
     assert response.status_code == 302
     assert Client().get("/").status_code == 302
+
+
+# ---------------------------------------------------------------------------------------------
+# incidents: what the pages are told, and the incident page
+
+
+def vocabulary_of(html: str) -> dict:
+    return json.loads(
+        html.split('<script id="incident-vocabulary" type="application/json">')[1].split("</script>")[0]
+    )
+
+
+@pytest.fixture
+def incident() -> Incident:
+    sensor = Sensor.objects.create(name="edge-1")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return Incident.objects.create(
+        sensor=sensor,
+        src_ip="203.0.113.9",
+        sources=["203.0.113.9"],
+        opened_at=t0,
+        first_seen=t0,
+        last_seen=t0,
+        kind="port_scan",
+    )
+
+
+def test_the_pages_get_the_incident_vocabulary_from_the_server(logged_in, incident):
+    for url in ("/", f"/incidents/{incident.pk}/"):
+        vocabulary = vocabulary_of(logged_in.get(url).content.decode())
+
+        assert vocabulary["kinds"] == {kind.value: INCIDENT_KIND_TITLES[kind] for kind in IncidentKind}
+        assert vocabulary["severities"] == IncidentSeverity.values  # from the least
+        assert vocabulary["statuses"][0] == IncidentStatus.OPEN  # a new incident's, shown first
+        assert vocabulary["transitions"][IncidentStatus.RESOLVED] == [IncidentStatus.OPEN]
+        assert set(vocabulary["actions"]) == set(IncidentStatus.values)
+
+
+def test_every_incident_kind_has_a_title():
+    assert set(INCIDENT_KIND_TITLES) == set(IncidentKind.values)
+
+
+def test_the_pages_tell_which_incident_actions_the_user_may_use(request, incident):
+    def permissions(who: str) -> list[str]:
+        html = signed_in(request.getfixturevalue(who)).get(f"/incidents/{incident.pk}/").content.decode()
+        return html.split('data-permissions="')[1].split('"')[0].split()
+
+    assert "detection.view_incident" in permissions("viewer")
+    assert "detection.change_incident" not in permissions("viewer")
+    assert "detection.change_incident" in permissions("analyst")
+    assert "detection.add_suppressionrule" in permissions("staff")  # a superuser holds every permission
+
+
+def test_the_incident_page_renders_for_a_role_and_needs_login(logged_in, incident):
+    response = logged_in.get(f"/incidents/{incident.pk}/")
+
+    assert response.status_code == 200
+    page = parse(response.content.decode())
+    assert {
+        "incident-head",
+        "timeline-chart",
+        "source-list",
+        "target-list",
+        "anomaly-pager",
+        "packet-pager",
+    } <= (page.testids)
+    assert f'data-incident="{incident.pk}"' in response.content.decode()
+    assert sorted(page.assets) == [
+        "/static/netmon/incident.js",
+        "/static/netmon/incidents.js",
+        "/static/netmon/netmon.css",
+    ]
+    anonymous = Client().get(f"/incidents/{incident.pk}/")
+    assert (
+        anonymous.status_code == 302
+        and anonymous["Location"] == f"/accounts/login/?next=/incidents/{incident.pk}/"
+    )
+
+
+def test_an_unknown_incident_page_is_a_404_page(logged_in, incident):
+    response = logged_in.get(f"/incidents/{incident.pk + 1}/")
+
+    assert response.status_code == 404
+    assert f"There is no incident {incident.pk + 1}." in response.content.decode()
+    assert 'href="/"' in response.content.decode()
+    Incident.objects.filter(pk=incident.pk).update(opened_at=None)  # a candidate: not shown either
+    assert logged_in.get(f"/incidents/{incident.pk}/").status_code == 404
+
+
+def test_the_incident_page_refuses_no_role_and_a_role_without_incidents(nogroup, django_user_model, incident):
+    assert signed_in(nogroup).get(f"/incidents/{incident.pk}/").status_code == 403
+    packets_only = Group.objects.create(name="packets-only")
+    packets_only.permissions.add(Permission.objects.get(codename="view_packet"))
+    user = django_user_model.objects.create_user(username="pat", password="x")
+    user.groups.add(packets_only)
+    response = signed_in(user).get(f"/incidents/{incident.pk}/")
+    assert response.status_code == 403
+    assert "detection.view_incident" in response.content.decode()

@@ -1,7 +1,8 @@
 /*
  * Netmon dashboard: live data over the WebSocket /ws/monitor/ (protocol: docs/websocket.md),
  * configuration and exports over the JSON API with the session cookie and CSRF token.
- * No dependencies: the charts are drawn on <canvas> here.
+ * Incidents are the live feed (shown with incidents.js); the raw packets and anomalies are a
+ * closed panel, streamed only while open. No dependencies: the charts are drawn on <canvas> here.
  */
 (function () {
   "use strict";
@@ -13,12 +14,19 @@
   const MAX_ANOMALIES = 60;
   const MAX_EVENTS = 6;
   const STATUS_REFRESH_MS = 10000;
+  const MAX_INCIDENTS = 100; // cards kept: every open one first, then the latest others
+  const INCIDENT_PAGE = 50; // incidents loaded per list at start
+  const INCIDENT_RENDER_MS = 250; // events arriving within this are drawn together
+  const TOP_ANOMALIES = 10;
+  const CARD_PACKETS = 20;
   // The configuration keys, their choices and bounds, and the export request's choices are not
   // spelled here: they come from the server's validators (GET /api/config's "options", OPTIONS
   // /api/exports/), see applyFieldOptions.
 
   // --- small helpers --------------------------------------------------------------------
   const $ = (id) => document.getElementById(id);
+  const IN = window.NetmonIncidents;
+  const { el, api, goToLogin, toDate, tcpFlags, fmtClock, endpoint } = IN;
 
   // The user's permissions (netmon/roles.py), from the page and then from the socket's greeting:
   // what they may not do is hidden or disabled. The server refuses it anyway.
@@ -36,22 +44,6 @@
     const exportsAllowed = can("exports.add_exportjob");
     $("export-form").classList.toggle("hidden", !exportsAllowed);
     if (!exportsAllowed) $("export-form").querySelectorAll("button, input, select").forEach((node) => { node.disabled = true; });
-  }
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
   }
 
   function fmtNumber(value, digits) {
@@ -72,69 +64,9 @@
     return (v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
   }
 
-  const pad = (n, w) => String(n).padStart(w || 2, "0");
-
-  function fmtClock(date, millis) {
-    if (!(date instanceof Date) || Number.isNaN(date.getTime())) return "";
-    const base = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
-    return millis ? `${base}.${pad(date.getMilliseconds(), 3)}` : base;
-  }
-
-  function toDate(ts) {
-    if (ts === null || ts === undefined || ts === "") return null;
-    return typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
-  }
-
-  function tcpFlags(bits) {
-    if (!bits) return "";
-    const names = [[1, "F"], [2, "S"], [4, "R"], [8, "P"], [16, "A"], [32, "U"], [64, "E"], [128, "C"]];
-    return names.filter(([bit]) => bits & bit).map(([, n]) => n).join("");
-  }
-
-  function endpoint(ip, port) {
-    if (!ip) return "–";
-    const host = ip.includes(":") ? `[${ip}]` : ip;
-    return port ? `${host}:${port}` : host;
-  }
-
   function setText(id, text) {
     const node = $(id);
     if (node && node.textContent !== text) node.textContent = text;
-  }
-
-  // --- JSON API (session cookie + CSRF token) -------------------------------------------
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
-
-  async function api(method, url, body) {
-    const options = {
-      method,
-      credentials: "same-origin",
-      headers: { Accept: "application/json" },
-    };
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.headers["X-CSRFToken"] = csrfToken;
-      options.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(url, options);
-    } catch (error) {
-      return { ok: false, status: 0, body: { detail: "the server is unreachable" } };
-    }
-    if (response.status === 401 || response.status === 403) {
-      if (response.redirected || response.status === 401) goToLogin();
-    }
-    let data = null;
-    const type = response.headers.get("Content-Type") || "";
-    if (type.includes("json")) {
-      try { data = await response.json(); } catch (error) { data = null; }
-    }
-    return { ok: response.ok, status: response.status, body: data };
-  }
-
-  function goToLogin() {
-    window.location.assign("/accounts/login/?next=" + encodeURIComponent(window.location.pathname));
   }
 
   // Field errors from either {"detail", "fields": {key: msg}} or DRF's {key: [msgs]}.
@@ -556,6 +488,200 @@
     items.forEach((a) => addAnomaly(a, false));
   }
 
+  // --- incidents: the live feed ----------------------------------------------------------
+  // One card per incident, kept by id: an event updates its card (events arriving within
+  // INCIDENT_RENDER_MS are drawn together) and the list is reordered by moving cards, never rebuilt.
+  const incidents = new Map(); // id -> the incident as the API and the events show it
+  const incidentCards = new Map(); // id -> <li>
+  const dirtyIncidents = new Set();
+  let incidentTimer = null;
+  let incidentsLoaded = false;
+
+  // Open incidents first, the most severe on top, then the newest; they keep their place while
+  // they grow (ordered by last_seen, every read of a busy sensor would shuffle the cards under the
+  // reader's eyes). Then the others, the latest seen first.
+  function incidentOrder(a, b) {
+    const group = (IN.isNew(a) ? 0 : 1) - (IN.isNew(b) ? 0 : 1);
+    if (group) return group;
+    if (IN.isNew(a)) {
+      const severity = IN.severityLevel(b.severity) - IN.severityLevel(a.severity);
+      return severity || String(b.first_seen || "").localeCompare(String(a.first_seen || "")) || b.id - a.id;
+    }
+    return String(b.last_seen || "").localeCompare(String(a.last_seen || "")) || b.id - a.id;
+  }
+
+  function takeIncident(incident) {
+    if (!incident || typeof incident !== "object" || incident.id === undefined) return;
+    const known = incidents.get(incident.id);
+    // A status change answered by the API can arrive before an older read's event: keep the newer.
+    if (known && known.status_changed_at && incident.status_changed_at !== undefined
+        && String(incident.status_changed_at || "") < String(known.status_changed_at)) {
+      incident = Object.assign({}, incident, {
+        status: known.status, status_changed_at: known.status_changed_at, status_changed_by: known.status_changed_by,
+      });
+    }
+    incidents.set(incident.id, Object.assign(known || {}, incident));
+    dirtyIncidents.add(incident.id);
+    if (!incidentTimer) incidentTimer = setTimeout(renderIncidents, INCIDENT_RENDER_MS);
+  }
+
+  function say(card) {
+    return (text, kind) => {
+      const node = card.querySelector(".incident-say");
+      node.textContent = text || "";
+      node.className = "incident-say form-message" + (kind ? " " + kind : "");
+    };
+  }
+
+  function incidentSummary(incident, card) {
+    const hosts = IN.hostsText(incident);
+    const line = IN.firstLine(incident.explanation);
+    return el("div", { class: "incident-summary" },
+      el("div", { class: "incident-head" },
+        IN.severityBadge(incident),
+        el("a", { class: "kind", href: `/incidents/${incident.id}/`, "data-testid": "incident-kind", text: IN.kindTitle(incident.kind) }),
+        IN.statusBadge(incident),
+        el("span", { class: "times", "data-testid": "incident-times", text: IN.timesText(incident) })),
+      el("div", { class: "incident-hosts mono", "data-testid": "incident-hosts" },
+        el("span", { class: "sources", text: hosts.sources }), " → ", el("span", { text: hosts.targets })),
+      el("div", { class: "incident-meta" },
+        `${IN.fmtCount(incident.anomaly_count)} anomalies · ${IN.fmtCount(incident.packet_count)} packets`
+        + ` · peak score ${Number(incident.peak_score || 0).toFixed(2)} · ${incident.sensor || ""}`
+        + (incident.status_changed_by ? ` · ${IN.statusText(incident.status)} by ${incident.status_changed_by}` : "")),
+      line ? el("div", { class: "incident-why", "data-testid": "incident-why", title: "click the card for the whole explanation, its anomalies and packets" },
+        line, line.length < String(incident.explanation).length ? el("span", { class: "more", text: " …" }) : null) : null,
+      el("div", { class: "incident-foot" },
+        IN.actionBar(incident, (changed) => takeIncident(changed), say(card)),
+        el("span", { class: "incident-say form-message" }),
+        el("a", { class: "incident-open", href: `/incidents/${incident.id}/`, "data-testid": "incident-open", text: "Incident page →" })));
+  }
+
+  function fillIncidentCard(card, incident) {
+    card.dataset.status = incident.status || "";
+    card.dataset.severity = incident.severity || "";
+    card.dataset.level = String(IN.severityLevel(incident.severity));
+    card.dataset.active = IN.isActive(incident) ? "1" : "";
+    card.classList.toggle("done", !IN.isNew(incident));
+    const message = card.querySelector(".incident-say");
+    const kept = message ? [message.textContent, message.className] : null;
+    const summary = incidentSummary(incident, card);
+    const old = card.querySelector(".incident-summary");
+    if (old) old.replaceWith(summary); else card.prepend(summary);
+    if (kept && kept[0]) { const node = card.querySelector(".incident-say"); node.textContent = kept[0]; node.className = kept[1]; }
+  }
+
+  function newIncidentCard(incident) {
+    const card = el("li", { class: "incident fresh", "data-testid": "incident-card", dataset: { incidentId: incident.id } },
+      el("div", { class: "incident-details", hidden: true }));
+    card.addEventListener("click", (event) => {
+      if (event.target.closest("a, button, input, select, .incident-details")) return;
+      toggleIncident(card);
+    });
+    return card;
+  }
+
+  async function toggleIncident(card) {
+    const details = card.querySelector(".incident-details");
+    const open = details.hidden;
+    details.hidden = !open;
+    card.classList.toggle("expanded", open);
+    if (!open) return;
+    let incident = incidents.get(Number(card.dataset.incidentId));
+    if (!incident) return;
+    details.replaceChildren(el("div", { class: "empty", text: "Loading its anomalies and packets…" }));
+    if (!incident.packets_url) { // the events leave out the API's links: ask for the incident once
+      const fresh = await api("GET", `/api/incidents/${incident.id}/`);
+      if (fresh.ok && fresh.body) { takeIncident(fresh.body); incident = incidents.get(incident.id); }
+    }
+    const anomalies = await api("GET", `/api/incidents/${incident.id}/anomalies/?order=score&limit=${TOP_ANOMALIES}`);
+    const packets = incident.packets_url ? await api("GET", `${incident.packets_url}&limit=${CARD_PACKETS}`) : null;
+    const parts = [];
+    if (incident.explanation) parts.push(el("div", { class: "incident-explanation", "data-testid": "incident-explanation", text: incident.explanation }));
+    parts.push(el("h3", { text: `Top anomalies by score${anomalies.ok ? ` (of ${IN.fmtCount(anomalies.body.count)})` : ""}` }));
+    parts.push(anomalies.ok ? IN.table(IN.ANOMALY_HEADERS, IN.anomalyRows(IN.items(anomalies.body)), "incident-anomaly-rows")
+      : el("div", { class: "form-message bad", text: IN.problem(anomalies) }));
+    if (packets) {
+      parts.push(el("h3", { text: `Its source's packets (first ${CARD_PACKETS})` }));
+      parts.push(packets.ok ? IN.table(IN.PACKET_HEADERS, IN.packetRows(IN.items(packets.body)), "incident-packet-rows")
+        : el("div", { class: "form-message bad", text: IN.problem(packets) }));
+    }
+    parts.push(el("a", { href: `/incidents/${incident.id}/`, text: "Its timeline and every packet on the incident page →" }));
+    details.replaceChildren(...parts);
+  }
+
+  function renderIncidents() {
+    incidentTimer = null;
+    const ordered = [...incidents.values()].sort(incidentOrder);
+    for (const gone of ordered.slice(MAX_INCIDENTS)) {
+      incidents.delete(gone.id);
+      dirtyIncidents.delete(gone.id);
+      const card = incidentCards.get(gone.id);
+      if (card) card.remove();
+      incidentCards.delete(gone.id);
+    }
+    const kept = ordered.slice(0, MAX_INCIDENTS);
+    for (const id of dirtyIncidents) {
+      const incident = incidents.get(id);
+      if (!incident) continue;
+      let card = incidentCards.get(id);
+      if (!card) { card = newIncidentCard(incident); incidentCards.set(id, card); }
+      fillIncidentCard(card, incident);
+    }
+    dirtyIncidents.clear();
+    const feed = $("incident-feed");
+    let cursor = feed.firstElementChild;
+    for (const incident of kept) {
+      const card = incidentCards.get(incident.id);
+      if (card === cursor) { cursor = cursor.nextElementSibling; continue; }
+      feed.insertBefore(card, cursor); // only the cards out of place move
+    }
+    const open = kept.filter(IN.isNew).length;
+    setText("incident-open-count", `${open} open`);
+    $("incident-open-count").className = "right badge plain" + (open ? " bad" : "");
+    $("incident-empty").classList.toggle("hidden", kept.length > 0 || !incidentsLoaded);
+  }
+
+  // "active" turns into a duration once a source has been quiet: redraw only the cards that change.
+  function refreshActivity() {
+    for (const [id, incident] of incidents) {
+      const card = incidentCards.get(id);
+      if (card && card.dataset.active !== (IN.isActive(incident) ? "1" : "")) dirtyIncidents.add(id);
+    }
+    if (dirtyIncidents.size && !incidentTimer) incidentTimer = setTimeout(renderIncidents, INCIDENT_RENDER_MS);
+  }
+
+  async function loadIncidents() {
+    const newStatus = IN.vocabulary.statuses[0];
+    const [open, latest] = await Promise.all([
+      api("GET", `/api/incidents/?status=${encodeURIComponent(newStatus)}&limit=${INCIDENT_PAGE}`),
+      api("GET", `/api/incidents/?limit=${INCIDENT_PAGE}`),
+    ]);
+    incidentsLoaded = true;
+    if (!open.ok || !latest.ok) {
+      setMessage("incident-message", `Incidents could not be loaded: ${IN.problem(open.ok ? latest : open)}`, "bad");
+    }
+    for (const result of [latest, open]) if (result.ok) IN.items(result.body).forEach(takeIncident);
+    if (!incidentTimer) incidentTimer = setTimeout(renderIncidents, 0);
+  }
+
+  // --- the raw feed: packets and anomalies, streamed only while its panel is open ---------------
+  const rawFeed = $("raw-feed");
+  const rawStreams = (rawFeed.dataset.streams || "").split(" ").filter(Boolean);
+  let allowedStreams = [];
+
+  function subscribeStreams() {
+    const wanted = allowedStreams.filter((s) => rawFeed.open || !rawStreams.includes(s));
+    socket.request({ type: "subscribe", streams: wanted });
+  }
+
+  function showTab(name) {
+    rawFeed.querySelectorAll("[data-tab]").forEach((tab) => {
+      const chosen = tab.dataset.tab === name;
+      tab.setAttribute("aria-selected", chosen ? "true" : "false");
+      $(tab.dataset.tab).hidden = !chosen;
+    });
+  }
+
   // --- capture controls -----------------------------------------------------------------
   async function loadInterfaces() {
     const result = await api("GET", "/api/interfaces");
@@ -824,7 +950,14 @@
     switch (message.type) {
       case "connected":
         socket.backoff = 1000;
-        if (Array.isArray(message.permissions)) { permissions = new Set(message.permissions); applyPermissions(); }
+        if (Array.isArray(message.permissions)) {
+          permissions = new Set(message.permissions);
+          IN.setPermissions(message.permissions);
+          applyPermissions();
+        }
+        if (message.server_time) IN.setServerTime(message.server_time);
+        allowedStreams = Array.isArray(message.streams) ? message.streams : [];
+        subscribeStreams();
         sensors.clear();
         for (const s of message.capture || []) mergeSensor(s.sensor, s);
         if (message.config) { liveConfig = message.config; fillConfig(message.config, true); }
@@ -885,6 +1018,13 @@
           setMessage("config-message", message.changed === false ? "No change" : "Configuration updated", "ok");
         }
         break;
+      case "incident_opened":
+      case "incident_updated":
+        takeIncident(message.incident);
+        break;
+      case "incident_status":
+        takeIncident(message.incident);
+        break;
       case "export_progress":
       case "export_ready":
         updateJob(message.job);
@@ -913,6 +1053,9 @@
   // Keep the time axis moving and stale KPIs honest even when no stats arrive.
   setInterval(() => { ppsChart.draw(); bpsChart.draw(); renderKpis(); }, 1000);
   setInterval(refreshStatus, STATUS_REFRESH_MS);
+  setInterval(refreshActivity, 5000);
+  rawFeed.addEventListener("toggle", () => { if (socket.ws && socket.ws.readyState === WebSocket.OPEN) subscribeStreams(); });
+  rawFeed.querySelectorAll("[data-tab]").forEach((tab) => tab.addEventListener("click", () => showTab(tab.dataset.tab)));
 
   applyPermissions();
   socket.connect();
@@ -921,6 +1064,8 @@
   if (can("exports.add_exportjob")) loadExportOptions();
   if (can("exports.view_exportjob")) loadExports();
   if (can("detection.view_anomaly")) loadRecentAnomalies();
+  if (can("detection.view_incident")) loadIncidents();
+  else $("incidents").classList.add("hidden");
   refreshStatus();
   renderKpis();
   renderCaptureState();
