@@ -74,6 +74,12 @@ class PacketFilter(_TrafficFilter):
     seq_from = IntegerFilter(field_name="seq", lookup_expr="gte")
     seq_to = IntegerFilter(field_name="seq", lookup_expr="lte")
     ip_version = IntegerFilter()
+    flagged = django_filters.BooleanFilter(
+        field_name="anomaly_score",
+        lookup_expr="isnull",
+        exclude=True,
+        label="flagged by the model (true/false)",
+    )
 
     class Meta:
         model = Packet
