@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from django.db import transaction
 
+from capture import storage
 from capture.choices import IncidentKind, IncidentStatus
-from capture.models import Sensor
+from capture.models import Packet, Sensor
 from capture.records import Batch, empty_records, ip_to_bytes
 from detection import anomalies, incidents, opening, scoring, suppression
 from detection.models import Anomaly, Incident, SuppressionRule
@@ -238,3 +240,61 @@ def test_a_rule_made_from_an_open_incident_stops_it_growing():
     incident.refresh_from_db()
     assert incident.anomaly_count == 120 and saved.updated == []
     assert Anomaly.objects.filter(suppressed_by=rule).count() == incidents.REPRESENTATIVES_PER_GROUP
+
+
+def _store_and_save(sensor: Sensor, packets: list, first_seq: int, t: float):
+    """A read as the worker commits it: packets stored with their scores, then the anomalies filed."""
+    batch, scored = _read(packets, first_seq, t)
+    with transaction.atomic():
+        storage.store_batch(sensor, batch, f"{first_seq}-0", anomaly_scores=scored.anomaly_scores())
+        return anomalies.save_anomalies(sensor, batch, scored)
+
+
+def test_a_flood_read_stores_its_incidents_representatives_and_counts_every_packet(api):
+    sensor = Sensor.objects.create(name="inc")
+    n = 2_000
+    flood = [("10.0.0.66", VICTIM, 1024 + i % 60_000, 8080, 6, SYN, 0) for i in range(n)]
+    saved = _store_and_save(sensor, flood, 1, T0)
+    incident = Incident.objects.get()
+    assert incident.kind == IncidentKind.SYN_FLOOD
+    assert (saved.count, saved.stored, incident.anomaly_count) == (n, incidents.REPRESENTATIVES_PER_GROUP, n)
+    rows = Anomaly.objects.filter(incident=incident)
+    assert rows.count() == incidents.REPRESENTATIVES_PER_GROUP == incident.evidence["explained"]
+    # the highest score is among them and explains the incident (scores rise with seq in _read)
+    assert rows.order_by("-score").first().packet_seq == n
+    assert incident.explanation == f"reason {n}"
+    # nothing lost: every flagged packet has its score on its packet row, and the API lists them
+    assert Packet.objects.filter(anomaly_score__isnull=False).count() == n
+    listed = api.get("/api/packets/", {"flagged": "true", "limit": 1})
+    assert listed.status_code == 200 and listed.json()["count"] == n
+    assert listed.json()["results"][0]["anomaly_score"] == pytest.approx(2.0)
+    # the next read of the same flood adds its own representatives, counts all of it
+    _store_and_save(sensor, flood, n + 1, T0 + 1)
+    incident.refresh_from_db()
+    assert incident.anomaly_count == 2 * n
+    assert Anomaly.objects.filter(incident=incident).count() == 2 * incidents.REPRESENTATIVES_PER_GROUP
+
+
+def test_benign_level_reads_keep_a_row_per_anomaly_and_unflagged_packets_no_score(api):
+    sensor = Sensor.objects.create(name="inc")
+    few = [(f"10.0.2.{h}", VICTIM, 40_000 + i, 443, 6, PSH_ACK, 100) for h in range(1, 4) for i in range(5)]
+    batch, scored = _read([*few, CLIENT], 1, T0)
+    scored.is_anomaly[-1] = False  # the last packet is not over the threshold
+    with transaction.atomic():
+        storage.store_batch(sensor, batch, "1-0", anomaly_scores=scored.anomaly_scores())
+        saved = anomalies.save_anomalies(sensor, batch, scored)
+    assert saved.count == saved.stored == Anomaly.objects.count() == 15
+    assert sorted(Anomaly.objects.values_list("packet_seq", flat=True)) == list(range(1, 16))
+    assert list(Packet.objects.filter(anomaly_score__isnull=True).values_list("seq", flat=True)) == [16]
+    assert api.get("/api/packets/", {"flagged": "false"}).json()["count"] == 1
+    refused = api.get("/api/packets/", {"flagged": "maybe"})
+    assert refused.status_code == 400 and "flagged" in refused.json()
+
+
+def test_a_scans_representatives_show_its_spread_first_anomaly_of_each_target():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, _scan(SCANNER), 1, T0)  # 60 ports: probe and reset each, scores rise with seq
+    stored = set(Anomaly.objects.values_list("dst_port", "src_ip", flat=False))
+    first_targets = {(port, SCANNER) for port in range(1, incidents.TARGET_REPRESENTATIVES + 1)}
+    assert first_targets <= stored  # the first probes, though their scores are the lowest
+    assert Anomaly.objects.count() == incidents.REPRESENTATIVES_PER_GROUP
