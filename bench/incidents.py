@@ -338,14 +338,15 @@ def app_incidents(sensor_name: str) -> tuple[list[Inc], list[str]]:
 
 
 def app_flagged(sensor_name: str, truth: Truth) -> tuple[np.ndarray, int]:
-    """Frames with an Anomaly row, and how many anomalies' timestamps disagree with their frame."""
+    """Frames the worker flagged (``Packet.anomaly_score`` set: only an incident's representatives
+    have an Anomaly row), and how many flagged packets' timestamps disagree with their frame."""
     from django.db.models import Min
 
     from capture.models import Packet
-    from detection.models import Anomaly
 
-    base = Packet.objects.filter(sensor__name=sensor_name).aggregate(m=Min("seq"))["m"] or 1
-    rows = list(Anomaly.objects.filter(sensor__name=sensor_name).values_list("packet_seq", "ts"))
+    packets = Packet.objects.filter(sensor__name=sensor_name)
+    base = packets.aggregate(m=Min("seq"))["m"] or 1
+    rows = list(packets.filter(anomaly_score__isnull=False).values_list("seq", "ts"))
     flagged = np.zeros(len(truth.records), bool)
     if not rows:
         return flagged, 0
@@ -848,7 +849,7 @@ def demo_pcaps(minutes: float, rate: float) -> tuple[Path, Path]:
 
 
 def run_benign(pcap: Path, train_pcap: Path, worker: stack.Proc, sensor: str) -> dict[str, Any]:
-    from detection.models import Anomaly
+    from capture.models import Packet
     from detection.services import records_from_pcaps
 
     model = train(train_pcap)
@@ -857,7 +858,7 @@ def run_benign(pcap: Path, train_pcap: Path, worker: stack.Proc, sensor: str) ->
     hours = float(ts[-1] - ts[0]) / 3600 if len(ts) > 1 else math.nan
     run = replay(worker, sensor, pcap, "fast", 1000)
     incidents, fields = app_incidents(sensor)
-    anomalies = Anomaly.objects.filter(sensor__name=sensor).count()
+    anomalies = Packet.objects.filter(sensor__name=sensor, anomaly_score__isnull=False).count()
     by_source: dict[str, int] = {}
     for i in incidents:
         for s in i.sources or {"(none)"}:

@@ -152,6 +152,9 @@ class Packet(models.Model):
     http_method = models.CharField(max_length=16, blank=True, default="")
     tls_sni = models.CharField(max_length=255, blank=True, default="")
     decode_error = models.CharField(max_length=64, blank=True, default="")
+    # The model's score when it was over the threshold (an anomaly), written with the packet: a
+    # flood's packets are not each given an anomaly row, and this is what remains of each of them.
+    anomaly_score = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-ts", "-seq"]

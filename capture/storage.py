@@ -40,6 +40,7 @@ PACKET_COLUMNS = (
     "http_method",
     "tls_sni",
     "decode_error",
+    "anomaly_score",
 )
 FLOW_COLUMNS = (
     "sensor_id",
@@ -64,8 +65,15 @@ class StoreResult:
     flows: int = 0
 
 
-def packet_rows(sensor_id: int, batch: Batch, cols: PacketColumns) -> list[tuple]:
+def packet_rows(
+    sensor_id: int, batch: Batch, cols: PacketColumns, anomaly_scores: np.ndarray | None = None
+) -> list[tuple]:
+    """The packet table's rows of a batch; ``anomaly_scores``: per record its score if flagged, else NaN."""
     r = batch.records
+    if anomaly_scores is None:
+        flagged: list[float | None] = [None] * len(r)
+    else:
+        flagged = [None if s != s else s for s in np.asarray(anomaly_scores, dtype=np.float64).tolist()]
     ifaces = batch.interfaces or [""]
     app = batch.app
     empty_app = ("",) * len(APP_FIELDS)
@@ -111,6 +119,7 @@ def packet_rows(sensor_id: int, batch: Batch, cols: PacketColumns) -> list[tuple
                 vlan,
                 *app_values,
                 DECODE_ERRORS.get(status, "unknown decode error"),
+                flagged[i],
             )
         )
     return rows
@@ -190,9 +199,17 @@ def _upsert_flows(rows: list[tuple]) -> None:
             cursor.execute(statement(len(chunk)), [value for row in chunk for value in row])
 
 
-def store_batch(sensor: Sensor, batch: Batch, stream_id: str, dropped_before: int = 0) -> StoreResult:
+def store_batch(
+    sensor: Sensor,
+    batch: Batch,
+    stream_id: str,
+    dropped_before: int = 0,
+    anomaly_scores: np.ndarray | None = None,
+) -> StoreResult:
     """Store a batch's packets and flows once, and count ``dropped_before`` packets lost before it.
 
+    ``anomaly_scores``: per record, the score of a packet the model flagged, NaN for the others
+    (written in ``Packet.anomaly_score``; the worker scores a read before it stores it).
     Must run inside ``transaction.atomic()`` (the caller also writes anomalies in the same transaction).
     """
     records = batch.records
@@ -210,7 +227,7 @@ def store_batch(sensor: Sensor, batch: Batch, stream_id: str, dropped_before: in
     except IntegrityError:
         return StoreResult(stored=False)
     cols = PacketColumns.of(records)
-    _insert_packets(packet_rows(sensor.pk, batch, cols))
+    _insert_packets(packet_rows(sensor.pk, batch, cols, anomaly_scores))
     flows = flow_rows(sensor.pk, records, cols)
     _upsert_flows(flows)
     Sensor.objects.filter(pk=sensor.pk).update(

@@ -1,9 +1,11 @@
 """Anomaly rows: the flagged packets of a stored read, written in the read's transaction.
 
-Each anomaly is filed under its entity's incident (detection.incidents), or with the suppression
-rule that matched it, and carries the model's
-score, threshold, versions and explanation. The highest-scoring ones are read back for the
-dashboards (detection.live); the API lists them all.
+Each flagged packet is filed under its entity's incident (detection.incidents), or with the
+suppression rule that matched it. Per read and incident, its representatives (the highest scores
+and the first anomaly of each target, ``incidents.REPRESENTATIVES_PER_GROUP`` at most) are stored
+as anomaly rows with the model's score, threshold, versions and explanation; the others are
+counted on the incident and keep their score on their packet row (``Packet.anomaly_score``). The
+highest-scoring rows are read back for the dashboards (detection.live); the API lists them all.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ BROADCAST_PER_BATCH = 10  # anomalies of a read read back for the dashboards, hi
 class SavedAnomalies:
     """How many anomaly rows a read produced, and the highest-scoring ones (read back) for dashboards."""
 
-    count: int
+    count: int  # flagged packets (each counted on its incident)
     top: list[Anomaly]
     opened: list[int] = field(default_factory=list)  # incidents this read opened
     updated: list[int] = field(default_factory=list)  # incidents this read added anomalies to
+    stored: int = 0  # anomaly rows written (the incidents' representatives)
 
 
 _ANOMALY_COLUMNS = [
@@ -42,37 +45,44 @@ _ANOMALY_COLUMNS = [
 
 
 def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> SavedAnomalies:
-    """Anomaly rows (grouped into incidents per source) for the flagged packets of a stored batch."""
-    if scored is None or not scored.explanations:
+    """File the flagged packets of a stored batch under their incidents; rows for the representatives.
+
+    Every flagged packet counts on its incident (``anomaly_count``, evidence) and keeps its score
+    on its packet row (written by ``capture.storage``); only each incident's representatives of the
+    read (``incidents.REPRESENTATIVES_PER_GROUP``) are explained and stored as ``Anomaly`` rows, so a
+    flood costs per packet about what benign traffic costs.
+    """
+    if scored is None or not scored.is_anomaly.any():
         return SavedAnomalies(0, [])
-    rows = sorted(scored.explanations)
+    rows = scored.flagged
     flagged = batch.records[rows]
-    # text columns, computed for all rows at once (by score_batch already, for its explanations)
-    cols = scored.columns if scored.columns is not None else PacketColumns.of(flagged)
+    cols = PacketColumns.of(flagged)
     scores = scored.scores[rows]
-    explanations = [scored.explanations[i] for i in rows]
-    read = incidents.read_anomalies(flagged, cols, scores, explanations, scored.threshold)
-    assignment = incidents.assign_incidents(sensor, read, incidents.packets_per_client(batch.records))
-    incident_ids = assignment.ids
-    rules = assignment.suppressed
+    read = incidents.read_anomalies(flagged, cols, scores, scored.top_features, scored.threshold)
+    groups = incidents.group_anomalies(sensor, read)
+    chosen = incidents.representatives(groups)
+    explanations = scored.explain(np.array(chosen, dtype=np.int64), flagged[chosen])
+    read.texts = {k: text for k, (text, _) in zip(chosen, explanations, strict=True)}
+    assignment = incidents.file_groups(sensor, read, groups, incidents.packets_per_client(batch.records))
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
+    seqs, sports, dports = flagged["seq"].tolist(), flagged["sport"].tolist(), flagged["dport"].tolist()
     values = [
         (
-            sensor.pk, incident, seq, ts_text, protocol, src, dst, sport, dport, score,
-            scored.threshold, scored.model_kind, versions, text, contributions, False, now, rule,
+            sensor.pk, assignment.ids[k], seqs[k], cols.ts[k], cols.protocol[k], cols.src_ip[k],
+            cols.dst_ip[k], sports[k], dports[k], float(scores[k]), scored.threshold, scored.model_kind,
+            versions, text, contributions, False, now, assignment.suppressed[k],
         )
-        for incident, rule, seq, ts_text, protocol, src, dst, sport, dport, score, (text, contributions) in zip(  # noqa: E501
-            incident_ids, rules, flagged["seq"].tolist(), cols.ts, cols.protocol, cols.src_ip, cols.dst_ip,
-            flagged["sport"].tolist(), flagged["dport"].tolist(), scores.tolist(), explanations, strict=True,
-        )
+        for k, (text, contributions) in zip(chosen, explanations, strict=True)
     ]  # fmt: skip
     # In the transaction of the batch receipt: a batch stored once has its anomalies once.
     _insert_anomalies(values)
-    best = np.argsort(-scores, kind="stable")[:BROADCAST_PER_BATCH]
-    seqs = flagged["seq"][best].tolist()
-    top = list(Anomaly.objects.filter(sensor=sensor, packet_seq__in=seqs).order_by("-score"))
-    return SavedAnomalies(len(rows), top, assignment.opened, assignment.updated)
+    stored = np.array(chosen, dtype=np.int64)
+    best = stored[np.argsort(-scores[stored], kind="stable")[:BROADCAST_PER_BATCH]]
+    top = list(
+        Anomaly.objects.filter(sensor=sensor, packet_seq__in=flagged["seq"][best].tolist()).order_by("-score")
+    )
+    return SavedAnomalies(len(rows), top, assignment.opened, assignment.updated, stored=len(chosen))
 
 
 def _insert_anomalies(values: list[tuple]) -> None:

@@ -36,7 +36,6 @@ SELECTs, one bulk UPDATE and one multi-row INSERT per read (chunked), however ma
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,7 +69,10 @@ SCAN_MIN = 10  # distinct ports of one host (or hosts on one port) that make a s
 FLOOD_MIN = 20  # anomalies before a volume rule names a flood
 CONNECTIONS_MIN = 5  # connection attempts before brute force, request flood or slow connections
 _SYN, _ACK = 0x02, 0x10
-_FEATURE = re.compile(r'"feature": "([^"]+)"')
+# Per read and incident, the anomalies stored as rows beyond these are only counted (anomaly_count,
+# evidence) and keep their score on their packet row (Packet.anomaly_score).
+REPRESENTATIVES_PER_GROUP = 20
+TARGET_REPRESENTATIVES = 10  # of them at most this many as the first anomaly of a distinct target
 
 
 _VOLUME_PARTS = ("bytes", "size", "mean", "std", "magnitude", "radius", "length", "payload")
@@ -115,6 +117,7 @@ class Evidence:
     recent: list[float] = field(default_factory=list)  # a candidate's latest anomaly times (opening rule)
     opened_ts: float | None = None  # packet time of the anomaly that made the evidence sustained
     affected: int = 0  # anomalies of other clients to the attacked service, joined to this incident
+    explained: int = 0  # anomalies stored as rows with their explanation (representatives)
 
     @classmethod
     def loads(cls, data: dict[str, Any] | None) -> Evidence:
@@ -134,6 +137,7 @@ class Evidence:
             recent=[float(t) for t in data.get("recent") or []],
             opened_ts=data.get("opened_ts"),
             affected=int(data.get("affected", 0)),
+            explained=int(data.get("explained", 0)),
         )
 
     def dumps(self) -> dict[str, Any]:
@@ -152,6 +156,7 @@ class Evidence:
             "recent": self.recent,
             "opened_ts": self.opened_ts,
             "affected": self.affected,
+            "explained": self.explained,
         }
 
     def add_target(self, host: str | None, port: int | None) -> bool:
@@ -285,9 +290,9 @@ class ReadAnomalies:
     client_raw: list[bytes]  # 16-byte client address, to count the read's packets per client
     ts: list[float]
     scores: np.ndarray
-    texts: list[str]
-    contributions: list[str]  # JSON text
+    families: list[tuple[str, ...]]  # the feature families of its top features, largest first
     threshold: float
+    texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
 
 
 @dataclass
@@ -301,9 +306,10 @@ class Assignment:
 
 
 def read_anomalies(
-    flagged: np.ndarray, cols: Any, scores: np.ndarray, explanations: list[tuple[str, str]], threshold: float
+    flagged: np.ndarray, cols: Any, scores: np.ndarray, top_features: list[tuple[str, ...]], threshold: float
 ) -> ReadAnomalies:
-    """The columns ``assign_incidents`` needs from a read's flagged records and their text columns."""
+    """The columns ``group_anomalies`` and ``file_groups`` need from a read's flagged records, their
+    text columns and the names of their top features (``scoring.ScoredBatch.top_features``)."""
     proto = flagged["proto"]
     flags = flagged["tcp_flags"]
     syn_only = (proto == 6) & ((flags & _SYN) != 0) & ((flags & _ACK) == 0)
@@ -345,10 +351,21 @@ def read_anomalies(
         client_raw=client_raw,
         ts=flagged["ts"].astype(np.float64).tolist(),
         scores=scores,
-        texts=[text for text, _ in explanations],
-        contributions=[contributions for _, contributions in explanations],
+        families=_families(top_features),
         threshold=threshold,
     )
+
+
+def _families(top_features: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """``feature_family`` of each name, worked out once per distinct name (a flood repeats a few)."""
+    known: dict[str, str] = {}
+    out = []
+    for names in top_features:
+        for name in names:
+            if name not in known:
+                known[name] = feature_family(name)
+        out.append(tuple(known[name] for name in names))
+    return out
 
 
 def packets_per_client(records: np.ndarray) -> dict[bytes, int]:
@@ -370,6 +387,7 @@ class _Group:
     rows: list[int] = field(default_factory=list)
     joined: list[int] = field(default_factory=list)
     incident: Incident | None = None
+    representatives: list[int] = field(default_factory=list)  # the anomalies stored as rows
 
     def all_rows(self) -> list[int]:
         return self.rows + self.joined
@@ -502,12 +520,52 @@ def _turn_around(read: ReadAnomalies, k: int) -> None:
     read.target[k] = server if port is None or server is None else f"{server}:{port}/{proto}"
 
 
-def assign_incidents(sensor: Sensor, read: ReadAnomalies, exchanged: dict[bytes, int]) -> Assignment:
+def group_anomalies(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
+    """A read's anomalies by entity (module docstring), each group with its representatives chosen."""
+    groups = _group(sensor, read)
+    for g in groups.values():
+        g.representatives = _representatives(read, g)
+    return groups
+
+
+def representatives(groups: dict[str, _Group]) -> list[int]:
+    """The anomalies of a read stored as rows (with an explanation), in row order."""
+    return sorted(k for g in groups.values() for k in g.representatives)
+
+
+def _representatives(read: ReadAnomalies, group: _Group) -> list[int]:
+    """The anomalies of a group worth a row: all of them when there are few (benign-level reads),
+    else at most ``REPRESENTATIVES_PER_GROUP``: the highest score (the incident's peak and
+    explanation come from it), the first anomaly of each distinct target of the read (up to
+    ``TARGET_REPRESENTATIVES``: a scan's spread shows), then the next highest scores."""
+    rows = group.all_rows()
+    if len(rows) <= REPRESENTATIVES_PER_GROUP:
+        return sorted(rows)
+    candidates = np.array(rows)
+    by_score = candidates[np.argsort(-read.scores[candidates], kind="stable")].tolist()
+    chosen = {by_score[0]}
+    seen: set[str | None] = set()
+    for k in sorted(rows):
+        if len(seen) >= TARGET_REPRESENTATIVES:
+            break
+        if read.target[k] not in seen:
+            seen.add(read.target[k])
+            chosen.add(k)
+    for k in by_score:
+        if len(chosen) >= REPRESENTATIVES_PER_GROUP:
+            break
+        chosen.add(k)
+    return sorted(chosen)
+
+
+def file_groups(
+    sensor: Sensor, read: ReadAnomalies, groups: dict[str, _Group], exchanged: dict[bytes, int]
+) -> Assignment:
     """The incident of each anomaly of a read: each entity's incident grows, or a candidate is started.
 
+    ``groups``: from ``group_anomalies``, with the representatives' explanations in ``read.texts``.
     ``exchanged``: packets of the whole read per client address (``packets_per_client``).
     """
-    groups = _group(sensor, read)
     return _incidents(sensor, read, groups, exchanged)
 
 
@@ -529,8 +587,8 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
         evidence.syn_only += read.syn_only[k]
         evidence.with_payload += read.payload[k] > 0
         evidence.bytes += read.length[k]
-        for weight, name in zip((3, 2, 1), _FEATURE.findall(read.contributions[k], 0, 400), strict=False):
-            evidence.families[feature_family(name)] += weight
+        for weight, family in zip((3, 2, 1), read.families[k], strict=False):
+            evidence.families[family] += weight
         client = read.client[k]
         if client is not None and client not in named and len(sources) < SOURCES_KEPT:
             sources.append(client)
@@ -550,6 +608,7 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
         elif evidence.add_target(host, port):
             incident.targets_more += 1
     evidence.affected += len(group.joined)
+    evidence.explained += len(group.representatives)
     incident.targets = targets
     incident.sources = sources
     rows = group.all_rows()
@@ -557,7 +616,7 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     top = max(rows, key=lambda k: read.scores[k])
     if float(read.scores[top]) > incident.peak_score or not incident.explanation:
         incident.peak_score = float(read.scores[top])
-        incident.explanation = read.texts[top][:2000]
+        incident.explanation = read.texts.get(top, "")[:2000]  # the top score is a representative
     incident.last_seen = max(incident.last_seen, _when(max(read.ts[k] for k in rows)))
     if incident.opened_at is None:
         times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])

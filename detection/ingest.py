@@ -238,7 +238,7 @@ def _process_entries(
         # reading these entries already, and two commits would count the same gaps twice.
         lock.extend(LOCK_TTL, replace_ttl=True)
     with transaction.atomic():
-        fresh = _store_batches(sensor, new, result)
+        fresh = _store_batches(sensor, new, result, scored)
         saved = _save_fresh_anomalies(sensor, merged, scored, fresh)
     _save_state(client, sensor, state, last, scored)
     _acknowledge(client, sensor, entries)
@@ -284,14 +284,18 @@ def _merge(sensor: Sensor, new: list[NewBatch]) -> Batch:
     )
 
 
-def _store_batches(sensor: Sensor, new: list[NewBatch], result: IngestResult) -> np.ndarray:
+def _store_batches(
+    sensor: Sensor, new: list[NewBatch], result: IngestResult, scored: scoring.ScoredBatch | None = None
+) -> np.ndarray:
     """Store each batch once with the gap before it counted as dropped; which merged rows were stored now.
 
     Runs in the read's transaction. Gaps are measured from what the database has accounted for
     (stored or counted), read in the write transaction (BEGIN IMMEDIATE on SQLite, a row lock on
     PostgreSQL): a worker whose state in Redis is stale (its predecessor died, or lost the lock
-    while committing) cannot count packets that were stored as dropped.
+    while committing) cannot count packets that were stored as dropped. The read is scored before
+    it is stored, so each flagged packet's row is written with its score (``anomaly_score``).
     """
+    flagged_scores = scored.anomaly_scores() if scored is not None else None
     fresh = np.zeros(sum(len(part.batch.records) for part in new), dtype=bool)
     offset = 0
     floor = Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
@@ -300,7 +304,10 @@ def _store_batches(sensor: Sensor, new: list[NewBatch], result: IngestResult) ->
         n = len(batch.records)
         gap = _lost_in_stream(batch.first_seq, floor, part.dropped_by_capture)
         floor = max(floor, batch.last_seq)
-        stored = storage.store_batch(sensor, batch, part.entry_id, dropped_before=gap)
+        part_scores = flagged_scores[offset : offset + n] if flagged_scores is not None else None
+        stored = storage.store_batch(
+            sensor, batch, part.entry_id, dropped_before=gap, anomaly_scores=part_scores
+        )
         if stored.stored:
             fresh[offset : offset + n] = True
             result.batches += 1

@@ -12,6 +12,7 @@ What becomes of the flagged packets is detection.anomalies' and detection.incide
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,35 +28,57 @@ from detection.models import DetectionModel
 log = logging.getLogger(__name__)
 
 
+TOP_FEATURES = 3  # features named per flagged packet for the incident's kind evidence
+
+# (positions among a batch's flagged rows, their records) -> (text, contributions as JSON text) each
+Explain = Callable[[np.ndarray, np.ndarray], list[tuple[str, str]]]
+
+
 @dataclass
 class ScoredBatch:
-    """Scores of one batch, which of its packets are anomalies, and the feature state after it."""
+    """Scores of one batch, which of its packets are anomalies, and the feature state after it.
+
+    Every flagged row gets the cheap part of an explanation, the names of the features that
+    contributed most to its score (``top_features``, the kind evidence of its incident). The
+    worded explanation and the contributions JSON cost ~35 us a row; they are made on demand by
+    ``explain``, for the representatives of each incident only (detection.anomalies).
+    """
 
     scores: np.ndarray
     threshold: float
     is_anomaly: np.ndarray
-    explanations: dict[int, tuple[str, str]]  # row index -> (text, contributions as JSON text)
+    top_features: list[tuple[str, ...]]  # per flagged row (in row order): its top feature names
+    explain: Explain
     model_kind: str
     model_versions: dict[str, int]
     feature_state: bytes
-    # The text columns of the explained rows, in row order: computed once for the explanations,
-    # used again to store the anomalies.
-    columns: PacketColumns | None = None
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Indices of the rows over the threshold, in row order."""
+        return np.flatnonzero(self.is_anomaly)
+
+    def anomaly_scores(self) -> np.ndarray:
+        """Per row, its score if it is flagged, else NaN (``Packet.anomaly_score``)."""
+        return np.where(self.is_anomaly, self.scores, np.nan)
 
     def select(self, rows: np.ndarray) -> ScoredBatch:
         """The scores of the given rows, renumbered from 0 (the stored part of a read)."""
-        position = {int(row): i for i, row in enumerate(rows)}
-        explained = sorted(self.explanations)
-        kept = [k for k, i in enumerate(explained) if i in position]
+        kept = np.flatnonzero(np.isin(self.flagged, rows))  # positions among the flagged rows
+        explain = self.explain
+
+        def explain_kept(positions: np.ndarray, records: np.ndarray) -> list[tuple[str, str]]:
+            return explain(kept[positions], records)
+
         return ScoredBatch(
             scores=self.scores[rows],
             threshold=self.threshold,
             is_anomaly=self.is_anomaly[rows],
-            explanations={position[explained[k]]: self.explanations[explained[k]] for k in kept},
+            top_features=[self.top_features[k] for k in kept.tolist()],
+            explain=explain_kept,
             model_kind=self.model_kind,
             model_versions=self.model_versions,
             feature_state=self.feature_state,
-            columns=self.columns.take(kept) if self.columns is not None else None,
         )
 
 
@@ -157,21 +180,36 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
     row, model, extractor = current
     fstate = load_state(state.features, extractor)
     X, cold, scores = _score(model, extractor, batch.records, fstate)
-    flagged = np.flatnonzero(scores > model.threshold)
-    explanations: dict[int, tuple[str, str]] = {}
-    columns = None
-    if len(flagged):
-        records = batch.records[flagged]
-        columns = PacketColumns.of(records)
-        worded = model.explain_records(X[flagged], records, columns=columns, cold=cold[flagged])
-        explanations = dict(zip(flagged.tolist(), worded, strict=True))
+    is_anomaly = scores > model.threshold
+    flagged = np.flatnonzero(is_anomaly)
+    X_flagged = X[flagged]
+    cold_flagged = cold[flagged]
+
+    def explain(positions: np.ndarray, records: np.ndarray) -> list[tuple[str, str]]:
+        if not len(positions):
+            return []
+        return model.explain_records(
+            X_flagged[positions], records, columns=PacketColumns.of(records), cold=cold_flagged[positions]
+        )
+
     return ScoredBatch(
         scores=scores,
         threshold=float(model.threshold),
-        is_anomaly=scores > model.threshold,
-        explanations=explanations,
+        is_anomaly=is_anomaly,
+        top_features=top_feature_names(model, X_flagged),
+        explain=explain,
         model_kind=row.kind,
         model_versions={row.kind: row.version},
         feature_state=fstate.to_bytes(),
-        columns=columns,
     )
+
+
+def top_feature_names(
+    model: ml.AnomalyModel, X: np.ndarray, top: int = TOP_FEATURES
+) -> list[tuple[str, ...]]:
+    """Per row, the names of the ``top`` features that contribute most to its score, largest first."""
+    if not len(X):
+        return []
+    idx = model.top_features(X, top)
+    names = np.array(model.feature_names, dtype=object)
+    return [tuple(row) for row in names[idx].tolist()]

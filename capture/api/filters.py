@@ -34,6 +34,23 @@ class IntegerFilter(django_filters.NumberFilter):
         return None  # beyond a column's range matches nothing (Django checks integer lookups)
 
 
+class _TrueFalseField(forms.NullBooleanField):
+    """``true`` or ``false`` (absent or empty: no filter); django-filter ignored any other value."""
+
+    widget = forms.TextInput  # the raw text: NullBooleanSelect turns what it does not know into None
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if value in ("true", "false"):
+            return value == "true"
+        raise forms.ValidationError("must be true or false", code="invalid")
+
+
+class TrueFalseFilter(django_filters.BooleanFilter):
+    field_class = _TrueFalseField
+
+
 class _UTCIsoDateTimeField(IsoDateTimeField):
     """ISO 8601, converted to UTC: PostgreSQL refuses UTC offsets beyond 15:59 (a 500), ISO allows 23:59."""
 
@@ -74,6 +91,12 @@ class PacketFilter(_TrafficFilter):
     seq_from = IntegerFilter(field_name="seq", lookup_expr="gte")
     seq_to = IntegerFilter(field_name="seq", lookup_expr="lte")
     ip_version = IntegerFilter()
+    flagged = TrueFalseFilter(
+        field_name="anomaly_score",
+        lookup_expr="isnull",
+        exclude=True,
+        label="flagged by the model (true: packets with an anomaly score; false: the others)",
+    )
 
     class Meta:
         model = Packet

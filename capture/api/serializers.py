@@ -121,6 +121,7 @@ class PacketSerializer(serializers.ModelSerializer):
             "http_method",
             "tls_sni",
             "decode_error",
+            "anomaly_score",
         ]
 
 

@@ -6,28 +6,11 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter
+from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter, TrueFalseFilter
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from detection.models import Anomaly, Incident
 
 _MAX_ID = 2**63 - 1
-
-
-class _TrueFalseField(forms.NullBooleanField):
-    """``true`` or ``false`` (absent or empty: no filter); django-filter ignored any other value."""
-
-    widget = forms.TextInput  # the raw text: NullBooleanSelect turns what it does not know into None
-
-    def to_python(self, value):
-        if value in (None, ""):
-            return None
-        if value in ("true", "false"):
-            return value == "true"
-        raise forms.ValidationError("must be true or false", code="invalid")
-
-
-class TrueFalseFilter(django_filters.BooleanFilter):
-    field_class = _TrueFalseField
 
 
 class FloatFilter(django_filters.NumberFilter):

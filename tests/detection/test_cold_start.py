@@ -201,12 +201,19 @@ def test_score_records_replaces_cold_statistics_by_the_training_median_when_swit
     assert (raw == X).all(axis=1).mean() > 0.3  # packets whose keys all have history keep every value
 
 
+def _explanations(scored: scoring.ScoredBatch, records: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Every flagged row's explanation (the worker explains only representatives; this asks for all)."""
+    flagged = np.flatnonzero(scored.is_anomaly)
+    return dict(zip(flagged.tolist(), scored.explain(np.arange(len(flagged)), records[flagged]), strict=True))
+
+
 def _assert_no_cold_reason(scored: scoring.ScoredBatch, records: np.ndarray, before: FeatureState) -> None:
     """No explanation of a read names a statistic that was cold for its packet."""
     fx = FeatureExtractor(before.level)
     _, cold = fx.transform_cold(records, before)
-    assert scored.explanations
-    for i, (_, contributions) in scored.explanations.items():
+    explanations = _explanations(scored, records)
+    assert explanations
+    for i, (_, contributions) in explanations.items():
         for item in json.loads(contributions):
             assert not cold[i, fx.names.index(item["feature"])], (i, item["feature"])
 
@@ -224,12 +231,13 @@ def test_a_cold_statistic_is_never_a_reason(model_in_use):
     scored = scoring.score_batch(sensor, Batch(sensor="cold", records=records), state)
 
     assert scored is not None
-    explained = [int(i) for i in mine if int(i) in scored.explanations]
+    explanations = _explanations(scored, records)
+    explained = [int(i) for i in mine if int(i) in explanations]
     assert explained, "the new host's odd packets should be flagged and explained"
     for i in explained:
-        named = [item["feature"] for item in json.loads(scored.explanations[i][1])]
+        named = [item["feature"] for item in json.loads(explanations[i][1])]
         # its host, service, host pair and sockets are new: none of their statistics may be a reason
         stateful = [n for n in named if key_kind(describe(n)) is not None]
-        assert not stateful, scored.explanations[i][0]
+        assert not stateful, explanations[i][0]
     _assert_no_cold_reason(scored, records, before)
     _assert_no_cold_reason(first, warm_up, FeatureState("standard"))  # a new sensor starts cold

@@ -3,7 +3,6 @@ demo's labeled attacks through the worker with a trained model."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -44,9 +43,9 @@ def _kind_of(rows: list[dict]) -> str:
         client_raw=[b"\0" * 16] * n,
         ts=[T0.timestamp() + i * 0.01 for i in range(n)],
         scores=np.full(n, 1.0),
-        texts=["why"] * n,
-        contributions=[json.dumps([{"feature": f} for f in r.get("features", ["length"])]) for r in rows],
+        families=incidents._families([tuple(r.get("features", ["length"])) for r in rows]),
         threshold=0.5,
+        texts=dict.fromkeys(range(n), "why"),
     )
     incident = Incident(src_ip="203.0.113.9", targets=[], first_seen=T0, last_seen=T0)
     incidents._grow(

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from django.db import transaction
 
+from capture import storage
 from capture.choices import IncidentKind, IncidentStatus
-from capture.models import Sensor
-from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import anomalies, opening, scoring, suppression
+from capture.models import Packet, Sensor
+from capture.records import Batch, empty_records, ip_to_bytes
+from detection import anomalies, incidents, opening, scoring, suppression
 from detection.models import Anomaly, Incident, SuppressionRule
 
 pytestmark = pytest.mark.django_db
@@ -46,12 +48,18 @@ def _read(
         scores=scores,
         threshold=0.5,
         is_anomaly=np.ones(n, bool),
-        explanations={i: (f"reason {first_seq + i}", "[]") for i in range(n)},
+        top_features=[()] * n,
+        explain=_reasons,
         model_kind="isolation_forest",
         model_versions={"isolation_forest": 1},
         feature_state=b"",
     )
     return Batch(sensor="inc", records=records), scored
+
+
+def _reasons(positions: np.ndarray, records: np.ndarray) -> list[tuple[str, str]]:
+    """Explanations that name their packet (the model's cost ~35 us a row; what matters is which rows)."""
+    return [(f"reason {seq}", "[]") for seq in records["seq"].tolist()]
 
 
 SYN, SYN_ACK, RST_ACK, PSH_ACK = 0x02, 0x12, 0x14, 0x18
@@ -76,7 +84,8 @@ def test_a_port_scan_and_the_victims_replies_are_one_incident_of_the_scanner():
     assert incident.targets[:3] == [f"{VICTIM}:1/tcp", f"{VICTIM}:2/tcp", f"{VICTIM}:3/tcp"]
     assert len(incident.targets) == 60 and incident.anomaly_count == 120
     assert saved.opened == [incident.pk] and incident.opened_at is not None
-    assert Anomaly.objects.filter(incident=incident).count() == 120
+    # 120 anomalies of one read: its representatives are stored as rows, all 120 counted
+    assert Anomaly.objects.filter(incident=incident).count() == incidents.REPRESENTATIVES_PER_GROUP
 
 
 def test_a_horizontal_scan_across_a_subnet_is_one_incident_listing_the_hosts():
@@ -185,8 +194,15 @@ def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
     sources = [f"192.0.2.{i + 1}" for i in range(12)]
     batch, scored = _read(sources, 1, T0)
     flagged = [1, 2, 5, 8, 11]
-    scored.explanations = {i: scored.explanations[i] for i in flagged}
-    scored.columns = PacketColumns.of(batch.records[flagged])
+    scored.is_anomaly = np.isin(np.arange(12), flagged)
+    scored.top_features = [(f"feature of {i}",) for i in flagged]
+    asked = []
+
+    def explain(positions: np.ndarray, records: np.ndarray) -> list[tuple[str, str]]:
+        asked.append(positions.tolist())  # positions among the read's flagged rows
+        return _reasons(positions, records)
+
+    scored.explain = explain
     rows = np.array([0, 2, 3, 4, 5, 9, 10, 11])  # the rows stored now
 
     part = scored.select(rows)
@@ -195,7 +211,8 @@ def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():
     assert saved.count == 3
     stored = sorted(Anomaly.objects.values_list("packet_seq", "src_ip", "explanation"))
     assert stored == [(seq, sources[seq - 1], f"reason {seq}") for seq in (3, 6, 12)]
-    assert part.columns.src_ip == [sources[2], sources[5], sources[11]]
+    assert part.top_features == [("feature of 2",), ("feature of 5",), ("feature of 11",)]
+    assert sorted(p for call in asked for p in call) == [1, 2, 4]
 
 
 def _scan(scanner: str, victim: str = VICTIM) -> list[tuple]:
@@ -214,7 +231,11 @@ def test_a_suppression_rule_keeps_matching_evidence_from_opening_incidents_and_i
     saved = _save(sensor, _scan(SCANNER), 1, T0)
     assert saved.count == 120 and saved.opened == []
     assert Incident.objects.count() == 0
-    assert Anomaly.objects.filter(suppressed_by=rule, incident__isnull=True).count() == 120  # nothing lost
+    # its representatives stored with the rule; every anomaly counted on it
+    assert (
+        Anomaly.objects.filter(suppressed_by=rule, incident__isnull=True).count()
+        == incidents.REPRESENTATIVES_PER_GROUP
+    )
     rule.refresh_from_db()
     assert rule.hits == 120 and rule.last_hit_at is not None
     # another scanner is not covered by it
@@ -230,4 +251,62 @@ def test_a_rule_made_from_an_open_incident_stops_it_growing():
     saved = _save(sensor, _scan(SCANNER), 1_000, T0 + 5)
     incident.refresh_from_db()
     assert incident.anomaly_count == 120 and saved.updated == []
-    assert Anomaly.objects.filter(suppressed_by=rule).count() == 120
+    assert Anomaly.objects.filter(suppressed_by=rule).count() == incidents.REPRESENTATIVES_PER_GROUP
+
+
+def _store_and_save(sensor: Sensor, packets: list, first_seq: int, t: float):
+    """A read as the worker commits it: packets stored with their scores, then the anomalies filed."""
+    batch, scored = _read(packets, first_seq, t)
+    with transaction.atomic():
+        storage.store_batch(sensor, batch, f"{first_seq}-0", anomaly_scores=scored.anomaly_scores())
+        return anomalies.save_anomalies(sensor, batch, scored)
+
+
+def test_a_flood_read_stores_its_incidents_representatives_and_counts_every_packet(api):
+    sensor = Sensor.objects.create(name="inc")
+    n = 2_000
+    flood = [("10.0.0.66", VICTIM, 1024 + i % 60_000, 8080, 6, SYN, 0) for i in range(n)]
+    saved = _store_and_save(sensor, flood, 1, T0)
+    incident = Incident.objects.get()
+    assert incident.kind == IncidentKind.SYN_FLOOD
+    assert (saved.count, saved.stored, incident.anomaly_count) == (n, incidents.REPRESENTATIVES_PER_GROUP, n)
+    rows = Anomaly.objects.filter(incident=incident)
+    assert rows.count() == incidents.REPRESENTATIVES_PER_GROUP == incident.evidence["explained"]
+    # the highest score is among them and explains the incident (scores rise with seq in _read)
+    assert rows.order_by("-score").first().packet_seq == n
+    assert incident.explanation == f"reason {n}"
+    # nothing lost: every flagged packet has its score on its packet row, and the API lists them
+    assert Packet.objects.filter(anomaly_score__isnull=False).count() == n
+    listed = api.get("/api/packets/", {"flagged": "true", "limit": 1})
+    assert listed.status_code == 200 and listed.json()["count"] == n
+    assert listed.json()["results"][0]["anomaly_score"] == pytest.approx(2.0)
+    # the next read of the same flood adds its own representatives, counts all of it
+    _store_and_save(sensor, flood, n + 1, T0 + 1)
+    incident.refresh_from_db()
+    assert incident.anomaly_count == 2 * n
+    assert Anomaly.objects.filter(incident=incident).count() == 2 * incidents.REPRESENTATIVES_PER_GROUP
+
+
+def test_benign_level_reads_keep_a_row_per_anomaly_and_unflagged_packets_no_score(api):
+    sensor = Sensor.objects.create(name="inc")
+    few = [(f"10.0.2.{h}", VICTIM, 40_000 + i, 443, 6, PSH_ACK, 100) for h in range(1, 4) for i in range(5)]
+    batch, scored = _read([*few, CLIENT], 1, T0)
+    scored.is_anomaly[-1] = False  # the last packet is not over the threshold
+    with transaction.atomic():
+        storage.store_batch(sensor, batch, "1-0", anomaly_scores=scored.anomaly_scores())
+        saved = anomalies.save_anomalies(sensor, batch, scored)
+    assert saved.count == saved.stored == Anomaly.objects.count() == 15
+    assert sorted(Anomaly.objects.values_list("packet_seq", flat=True)) == list(range(1, 16))
+    assert list(Packet.objects.filter(anomaly_score__isnull=True).values_list("seq", flat=True)) == [16]
+    assert api.get("/api/packets/", {"flagged": "false"}).json()["count"] == 1
+    refused = api.get("/api/packets/", {"flagged": "maybe"})
+    assert refused.status_code == 400 and "flagged" in refused.json()
+
+
+def test_a_scans_representatives_show_its_spread_first_anomaly_of_each_target():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, _scan(SCANNER), 1, T0)  # 60 ports: probe and reset each, scores rise with seq
+    stored = set(Anomaly.objects.values_list("dst_port", "src_ip", flat=False))
+    first_targets = {(port, SCANNER) for port in range(1, incidents.TARGET_REPRESENTATIVES + 1)}
+    assert first_targets <= stored  # the first probes, though their scores are the lowest
+    assert Anomaly.objects.count() == incidents.REPRESENTATIVES_PER_GROUP
