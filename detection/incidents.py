@@ -459,7 +459,8 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
             owner = hosts.get(host) if host is not None else None
         if owner is not None:
             join(owner.entity, ranked, {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources))
-            groups[owner.entity].incident = owner
+            if owner.entity in groups:  # (every client of the service may be busy on its own account)
+                groups[owner.entity].incident = owner
             continue
         if host in attacker_of:
             attacker = attacker_of[host]

@@ -310,3 +310,11 @@ def test_a_scans_representatives_show_its_spread_first_anomaly_of_each_target():
     first_targets = {(port, SCANNER) for port in range(1, incidents.TARGET_REPRESENTATIVES + 1)}
     assert first_targets <= stored  # the first probes, though their scores are the lowest
     assert Anomaly.objects.count() == incidents.REPRESENTATIVES_PER_GROUP
+
+
+def test_a_new_busy_client_of_a_service_under_attack_opens_its_own_incident():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)], 1, T0)
+    requests = [("10.0.0.70", VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(50)]
+    _save(sensor, requests, 1_000, T0 + 3)  # the SYN flood is not in this read; its incident is active
+    assert sorted(i.entity for i in Incident.objects.opened()) == ["host 10.0.0.66", "host 10.0.0.70"]
