@@ -68,6 +68,7 @@ BULK_PORTS = frozenset({20, 21, 22, 80, 443, 445, 873, 993, 2049, 8080, 8443})
 SCAN_MIN = 10  # distinct ports of one host (or hosts on one port) that make a scan
 FLOOD_MIN = 20  # anomalies before a volume rule names a flood
 CONNECTIONS_MIN = 5  # connection attempts before brute force, request flood or slow connections
+SLOW_SEND = 48  # bytes: what a held-open connection sends at a time (a header line), under a request
 _SYN, _ACK = 0x02, 0x10
 # Per read and incident, the anomalies stored as rows beyond these are only counted (anomaly_count,
 # evidence) and keep their score on their packet row (Packet.anomaly_score).
@@ -106,6 +107,8 @@ class Evidence:
     anomalies: int = 0
     requests: int = 0  # anomalies sent by the client side (the rest are the other end's answers)
     icmp_sent: int = 0  # ICMP anomalies sent by the client side
+    sent_with_data: int = 0  # anomalies the client side sent with a payload ...
+    sent_payload: int = 0  # ... and their payload bytes (uploads, requests)
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
     syn_only: int = 0  # TCP SYN without ACK: connection attempts
     with_payload: int = 0  # packets that carried data (requests, transfers)
@@ -126,6 +129,8 @@ class Evidence:
             anomalies=int(data.get("anomalies", 0)),
             requests=int(data.get("requests", data.get("anomalies", 0))),
             icmp_sent=int(data.get("icmp_sent", 0)),
+            sent_with_data=int(data.get("sent_with_data", 0)),
+            sent_payload=int(data.get("sent_payload", 0)),
             protocols=Counter(data.get("protocols", {})),
             syn_only=int(data.get("syn_only", 0)),
             with_payload=int(data.get("with_payload", 0)),
@@ -145,6 +150,8 @@ class Evidence:
             "anomalies": self.anomalies,
             "requests": self.requests,
             "icmp_sent": self.icmp_sent,
+            "sent_with_data": self.sent_with_data,
+            "sent_payload": self.sent_payload,
             "protocols": dict(self.protocols),
             "syn_only": self.syn_only,
             "with_payload": self.with_payload,
@@ -203,14 +210,16 @@ def incident_kind(evidence: Evidence) -> str:
     icmp_sent = evidence.icmp_sent
     if icmp_sent * 2 >= max(1, evidence.requests) and icmp_sent >= FLOOD_MIN:
         return IncidentKind.ICMP_FLOOD  # ICMP it sent (a UDP scan's answers are ICMP unreachables)
+    requests = max(1, evidence.requests)  # the victim's answers (SYN-ACKs, resets) are not attempts
     udp = evidence.share("UDP")
-    if udp >= 0.5 and evidence.with_payload / n >= 0.5 and evidence.anomalies >= FLOOD_MIN:
-        return IncidentKind.UDP_FLOOD  # UDP that carries data (a UDP scan's probes are mostly empty)
+    if udp >= 0.5 and evidence.sent_with_data / requests >= 0.5 and evidence.anomalies >= FLOOD_MIN:
+        # UDP whose sender fills its packets (a UDP scan's probes are mostly empty; the ICMP
+        # errors answering them quote the probe, so only what the client sent counts)
+        return IncidentKind.UDP_FLOOD
     if ports_on_host >= SCAN_MIN and ports_on_host * 3 >= evidence.port_hits.get(port, 0):
         return IncidentKind.PORT_SCAN  # about a probe per port, many ports of one host
     if hosts >= SCAN_MIN and single_port_hosts * 2 >= hosts:
         return IncidentKind.HORIZONTAL_SCAN  # one (or two) ports of many hosts
-    requests = max(1, evidence.requests)  # the victim's answers (SYN-ACKs, resets) are not attempts
     syn_share = evidence.syn_only / requests
     if tcp >= 0.5 and port in LOGIN_PORTS and evidence.with_payload and syn_share < 0.9:
         return IncidentKind.BRUTE_FORCE  # connections to a login service that carry data (attempts)
@@ -218,14 +227,18 @@ def incident_kind(evidence: Evidence) -> str:
         # connection attempts without data (a raw SYN flood's client also resets each SYN-ACK, so
         # attempts are about half of what it sends)
         return IncidentKind.SYN_FLOOD
-    mean_size = evidence.bytes / n
-    if dominant == "volume" and mean_size >= 1000 and port is not None and port not in BULK_PORTS:
-        return IncidentKind.LARGE_TRANSFER
+    sent_size = evidence.sent_payload / max(1, evidence.sent_with_data)  # what the client sends
+    if (
+        evidence.sent_with_data >= FLOOD_MIN and sent_size >= 1000 and port is not None
+        and port not in BULK_PORTS
+    ):  # fmt: skip
+        return IncidentKind.LARGE_TRANSFER  # large segments sent to an unusual port
     if tcp >= 0.5 and evidence.syn_only >= CONNECTIONS_MIN:
         if port in LOGIN_PORTS:
             return IncidentKind.BRUTE_FORCE  # many short connections to a login service
-        if dominant == "timing" and evidence.with_payload / n < 0.5:
-            return IncidentKind.SLOW_CONNECTIONS  # many connections held open, nearly idle
+        idle = dominant == "timing" and evidence.with_payload / n < 0.5
+        if idle or (evidence.sent_with_data and sent_size < SLOW_SEND):
+            return IncidentKind.SLOW_CONNECTIONS  # many connections held open, sending a trickle
         if evidence.with_payload:
             return IncidentKind.REQUEST_FLOOD  # many complete requests to one service
     if dominant == "identity":
@@ -292,6 +305,7 @@ class ReadAnomalies:
     scores: np.ndarray
     families: list[tuple[str, ...]]  # the feature families of its top features, largest first
     threshold: float
+    service_led: list[bool] = field(default_factory=list)  # its top feature is a statistic of the service
     texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
 
 
@@ -353,6 +367,7 @@ def read_anomalies(
         scores=scores,
         families=_families(top_features),
         threshold=threshold,
+        service_led=[bool(names) and names[0].startswith("service_") for names in top_features],
     )
 
 
@@ -426,8 +441,12 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     services, hosts = _under_attack(sensor, _when(min(read.ts)))
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
-    busy = {c for c, rows in by_client.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
-    hits: Counter = Counter((read.client[k], read.host[k]) for c in busy for k in by_client[c])
+    # ... counting only anomalies led by the client's own statistics: a client whose anomalies are
+    # led by the service's (its rate during someone else's flood) is not attacking anything
+    led = read.service_led or [False] * len(read.ts)
+    own = {c: [k for k in rows if not led[k]] for c, rows in by_client.items()}
+    busy = {c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
+    hits: Counter = Counter((read.client[k], read.host[k]) for c in busy for k in own[c])
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
         if host is not None and host not in busy and n >= opening.OPEN_MIN_ANOMALIES:
@@ -475,38 +494,70 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
             group(service_entity(target)).rows.extend(k for _, rows in ranked for k in rows)
         else:
             for client, rows in ranked:
-                group(host_entity(client)).rows.extend(rows)
+                # A quiet client's anomalies whose leading reason is the service's own statistics
+                # (its rate, its clients) say the service is abnormal, not the client: they gather
+                # on the service, which opens only when many clients show it (MANY_CLIENTS).
+                by_service_stats = [k for k in rows if led[k]]
+                if target is not None and by_service_stats and len(ranked) > 1:  # (alone: the cause)
+                    group(service_entity(target)).rows.extend(by_service_stats)
+                    rows = [k for k in rows if not led[k]]
+                if rows:
+                    group(host_entity(client)).rows.extend(rows)
     for g in groups.values():
         g.rows.sort()
         g.joined.sort()
     return groups
 
 
-def _orient_pairs(read: ReadAnomalies) -> None:
-    """Between two hosts, one end is the client of all the read's anomalies between them: the end
-    that sent at least twice as many of them, else the end most packets' guess names.
+EPHEMERAL = 32768  # ports from here up are clients' (Linux's range starts here; IANA's at 49152)
 
-    Which end is the client is guessed per packet (``client_side``: SYNs, then the higher port):
-    a flood from source ports below the service's port, or a scanner's reset to a port above its
-    own source port, reads as the other host's conversation, which would make a victim look like
-    an attacker. The end that sends the bulk of a pair's anomalies is the one behaving abnormally.
+
+def _orient_pairs(read: ReadAnomalies) -> None:
+    """Between two hosts, one end is the client of all the read's anomalies between them.
+
+    Which end is the client is guessed per packet (``client_side``: SYNs, then the higher port): a
+    flood from source ports below the service's port, or a scanner's reset to a port above its own
+    source port, reads as the other host's conversation, which would make a victim look like an
+    attacker. Per pair of hosts, in order: when one end used a single port and the other several,
+    the single port is the service's unless it is ephemeral (then it is a scanner's source port);
+    else the end that sent at least twice as many of the anomalies is the client; else the end most
+    packets' guess names.
     """
     votes: Counter = Counter()  # (client guess, server guess) -> anomalies
     sent: Counter = Counter()  # (sender, receiver) -> anomalies
-    for client, host, request in zip(read.client, read.host, read.request, strict=True):
-        if client is not None and host is not None:
-            votes[(client, host)] += 1
-            sent[(client, host) if request else (host, client)] += 1
+    ports: dict[tuple[str, str], set[int]] = {}  # (end, other end) -> ports the end used (up to 3)
+    for client, host, request, cport, port in zip(
+        read.client, read.host, read.request, read.client_port, read.port, strict=True
+    ):
+        if client is None or host is None:
+            continue
+        votes[(client, host)] += 1
+        sent[(client, host) if request else (host, client)] += 1
+        if port is not None:
+            for end, other, used in ((client, host, cport), (host, client, port)):
+                seen = ports.setdefault((end, other), set())
+                if len(seen) < 3:
+                    seen.add(used)
+    decided: dict[tuple[str, str], bool] = {}  # (client guess, server guess) -> turn around
     for k, (client, host) in enumerate(zip(read.client, read.host, strict=True)):
         if client is None or host is None:
             continue
-        mine, theirs = sent[(client, host)], sent[(host, client)]
-        if theirs >= 2 * mine and theirs > 0:
-            flip = True
-        elif mine >= 2 * theirs and mine > 0:
-            flip = False
-        else:
-            flip = votes[(host, client)] > votes[(client, host)]
+        flip = decided.get((client, host))
+        if flip is None:
+            mine, theirs = ports.get((client, host), set()), ports.get((host, client), set())
+            if len(theirs) == 1 and len(mine) >= 3:  # the guessed server used one port
+                flip = next(iter(theirs)) >= EPHEMERAL  # a scanner's fixed source port
+            elif len(mine) == 1 and len(theirs) >= 3:  # the guessed client used one port
+                flip = next(iter(mine)) < EPHEMERAL  # a service's port: it is the server
+            else:
+                out, back = sent[(client, host)], sent[(host, client)]
+                if back >= 2 * out and back > 0:
+                    flip = True
+                elif out >= 2 * back and out > 0:
+                    flip = False
+                else:
+                    flip = votes[(host, client)] > votes[(client, host)]
+            decided[(client, host)] = flip
         if flip:
             _turn_around(read, k)
 
@@ -584,6 +635,9 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
         evidence.anomalies += 1
         evidence.requests += read.request[k]
         evidence.icmp_sent += read.request[k] and read.protocol[k] in ("ICMP", "ICMPv6")
+        if read.request[k] and read.payload[k] > 0:
+            evidence.sent_with_data += 1
+            evidence.sent_payload += read.payload[k]
         evidence.protocols[read.protocol[k]] += 1
         evidence.syn_only += read.syn_only[k]
         evidence.with_payload += read.payload[k] > 0
@@ -622,6 +676,8 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     if incident.opened_at is None:
         times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])
         at = opening.dense(np.array(times))
+        if incident.entity.startswith("service ") and len(incident.sources) < MANY_CLIENTS:
+            at = -1  # a service is the entity only when many clients show it
         if at >= 0:
             incident.opened_at = _now()
             evidence.opened_ts = times[at]

@@ -22,7 +22,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
 def _read(
-    packets: list[tuple | str | None], first_seq: int, t: float, step: float = 0.001
+    packets: list[tuple | str | None], first_seq: int, t: float, step: float = 0.001, top: tuple = ()
 ) -> tuple[Batch, scoring.ScoredBatch]:
     """A read whose every packet is an anomaly. A packet is ``(src, dst, sport, dport, proto, flags,
     payload)`` (proto 6 TCP, 17 UDP, 0 none), or a bare source address (to 10.0.0.1, no ports), or
@@ -48,7 +48,7 @@ def _read(
         scores=scores,
         threshold=0.5,
         is_anomaly=np.ones(n, bool),
-        top_features=[()] * n,
+        top_features=[top] * n,
         explain=_reasons,
         model_kind="isolation_forest",
         model_versions={"isolation_forest": 1},
@@ -318,3 +318,19 @@ def test_a_new_busy_client_of_a_service_under_attack_opens_its_own_incident():
     requests = [("10.0.0.70", VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(50)]
     _save(sensor, requests, 1_000, T0 + 3)  # the SYN flood is not in this read; its incident is active
     assert sorted(i.entity for i in Incident.objects.opened()) == ["host 10.0.0.66", "host 10.0.0.70"]
+
+
+def test_quiet_clients_anomalies_led_by_the_services_statistics_do_not_open_incidents_of_their_own():
+    # a flood that is not flagged itself yet makes the service's rate abnormal for everyone
+    sensor = Sensor.objects.create(name="inc")
+    clients = ["10.0.0.15", "10.0.0.16", "10.0.0.17"]
+    packets = [(c, VICTIM, 40_000 + i, 5353, 17, 0, 40) for c in clients for i in range(12)]
+    batch, scored = _read(packets, 1, T0, step=0.01, top=("service_pkts_per_s", "client_pkts_per_s"))
+    anomalies.save_anomalies(sensor, batch, scored)
+    assert Incident.objects.opened().count() == 0
+    candidate = Incident.objects.get()
+    assert candidate.entity == f"service {VICTIM}:5353/udp" and candidate.anomaly_count == 36
+    # the same anomalies led by each client's own statistics are the clients' business
+    batch, scored = _read(packets, 1_000, T0 + 700, step=0.01, top=("client_pkts_per_s",))
+    anomalies.save_anomalies(sensor, batch, scored)
+    assert sorted(i.entity for i in Incident.objects.opened()) == [f"host {c}" for c in clients]
