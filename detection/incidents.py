@@ -70,6 +70,10 @@ FLOOD_MIN = 20  # anomalies before a volume rule names a flood
 CONNECTIONS_MIN = 5  # connection attempts before brute force, request flood or slow connections
 SLOW_SEND = 48  # bytes: what a held-open connection sends at a time (a header line), under a request
 _SYN, _ACK = 0x02, 0x10
+# ICMP error reports (unreachable, source quench, redirect, time exceeded, parameter problem): a host
+# answering packets it did not want (a UDP flooder's kernel answering the victim's replies)
+_ICMP_ERRORS = (3, 4, 5, 11, 12)
+_ICMP6_ERRORS = (1, 2, 3, 4)
 # Per read and incident, the anomalies stored as rows beyond these are only counted (anomaly_count,
 # evidence) and keep their score on their packet row (Packet.anomaly_score).
 REPRESENTATIVES_PER_GROUP = 20
@@ -106,7 +110,7 @@ class Evidence:
 
     anomalies: int = 0
     requests: int = 0  # anomalies sent by the client side (the rest are the other end's answers)
-    icmp_sent: int = 0  # ICMP anomalies sent by the client side
+    icmp_sent: int = 0  # ICMP anomalies (not error reports) sent by the client side
     sent_with_data: int = 0  # anomalies the client side sent with a payload ...
     sent_payload: int = 0  # ... and their payload bytes (uploads, requests)
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
@@ -298,6 +302,7 @@ class ReadAnomalies:
     request: list[bool]  # sent by the client
     protocol: list[str]
     syn_only: list[bool]
+    icmp_request: list[bool]  # ICMP that is not an error report (echo, timestamp, ...): what a flood sends
     payload: list[int]
     length: list[int]
     client_raw: list[bytes]  # 16-byte client address, to count the read's packets per client
@@ -327,6 +332,10 @@ def read_anomalies(
     proto = flagged["proto"]
     flags = flagged["tcp_flags"]
     syn_only = (proto == 6) & ((flags & _SYN) != 0) & ((flags & _ACK) == 0)
+    icmp_type = flagged["sport"]  # the ICMP type, for ICMP
+    icmp_request = ((proto == 1) & ~np.isin(icmp_type, _ICMP_ERRORS)) | (
+        (proto == 58) & ~np.isin(icmp_type, _ICMP6_ERRORS)
+    )
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
     request = client_side(flagged).tolist()
     raw_src = np.ascontiguousarray(flagged["src_ip"]).tobytes()
@@ -360,6 +369,7 @@ def read_anomalies(
         request=request,
         protocol=cols.protocol,
         syn_only=syn_only.tolist(),
+        icmp_request=icmp_request.tolist(),
         payload=flagged["payload_len"].tolist(),
         length=flagged["length"].tolist(),
         client_raw=client_raw,
@@ -634,7 +644,7 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     for k in group.rows:
         evidence.anomalies += 1
         evidence.requests += read.request[k]
-        evidence.icmp_sent += read.request[k] and read.protocol[k] in ("ICMP", "ICMPv6")
+        evidence.icmp_sent += read.request[k] and read.icmp_request[k]
         if read.request[k] and read.payload[k] > 0:
             evidence.sent_with_data += 1
             evidence.sent_payload += read.payload[k]

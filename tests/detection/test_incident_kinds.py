@@ -38,6 +38,7 @@ def _kind_of(rows: list[dict]) -> str:
         request=[True] * n,
         protocol=protocol,
         syn_only=[r.get("syn", False) for r in rows],
+        icmp_request=[r.get("protocol", "TCP") == "ICMP" and not r.get("icmp_error") for r in rows],
         payload=[r.get("payload", 0) for r in rows],
         length=[r.get("length", 60) for r in rows],
         client_raw=[b"\0" * 16] * n,
@@ -111,6 +112,14 @@ def test_each_kind_is_named_from_its_evidence(kind):
 def test_empty_udp_probes_to_many_ports_are_a_port_scan_not_a_flood():
     probes = [{"protocol": "UDP", "dport": p, "length": 42, "features": SPREAD} for p in range(1, 300)]
     assert _kind_of(probes) == IncidentKind.PORT_SCAN
+
+
+def test_a_udp_flooders_kernel_answering_the_victims_replies_does_not_make_it_an_icmp_flood():
+    # hping3 listens on none of its source ports: each reply of the flooded service gets an ICMP
+    # port unreachable from the flooder, as many as its UDP packets
+    rows = [{"protocol": "UDP", "dport": 5353, "payload": 120, "length": 162} for _ in range(300)]
+    rows += [{"protocol": "ICMP", "icmp_error": True, "length": 190} for _ in range(300)]
+    assert _kind_of(rows) == IncidentKind.UDP_FLOOD
 
 
 def test_every_kind_has_a_case():
