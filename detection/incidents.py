@@ -530,19 +530,15 @@ def _orient_pairs(read: ReadAnomalies) -> None:
     source port, reads as the other host's conversation, which would make a victim look like an
     attacker. Per pair of hosts, in order: when one end used a single port and the other several,
     the single port is the service's unless it is ephemeral (then it is a scanner's source port);
-    else the end that sent at least twice as many of the anomalies is the client; else the end most
-    packets' guess names.
+    else the end most packets' guess names (not the end that sent more: a server answering a
+    download sends more than its client).
     """
     votes: Counter = Counter()  # (client guess, server guess) -> anomalies
-    sent: Counter = Counter()  # (sender, receiver) -> anomalies
     ports: dict[tuple[str, str], set[int]] = {}  # (end, other end) -> ports the end used (up to 3)
-    for client, host, request, cport, port in zip(
-        read.client, read.host, read.request, read.client_port, read.port, strict=True
-    ):
+    for client, host, cport, port in zip(read.client, read.host, read.client_port, read.port, strict=True):
         if client is None or host is None:
             continue
         votes[(client, host)] += 1
-        sent[(client, host) if request else (host, client)] += 1
         if port is not None:
             for end, other, used in ((client, host, cport), (host, client, port)):
                 seen = ports.setdefault((end, other), set())
@@ -559,14 +555,8 @@ def _orient_pairs(read: ReadAnomalies) -> None:
                 flip = next(iter(theirs)) >= EPHEMERAL  # a scanner's fixed source port
             elif len(mine) == 1 and len(theirs) >= 3:  # the guessed client used one port
                 flip = next(iter(mine)) < EPHEMERAL  # a service's port: it is the server
-            else:
-                out, back = sent[(client, host)], sent[(host, client)]
-                if back >= 2 * out and back > 0:
-                    flip = True
-                elif out >= 2 * back and out > 0:
-                    flip = False
-                else:
-                    flip = votes[(host, client)] > votes[(client, host)]
+            else:  # (not who sent more: a server answering a download sends more than its client)
+                flip = votes[(host, client)] > votes[(client, host)]
             decided[(client, host)] = flip
         if flip:
             _turn_around(read, k)
