@@ -334,3 +334,12 @@ def test_quiet_clients_anomalies_led_by_the_services_statistics_do_not_open_inci
     batch, scored = _read(packets, 1_000, T0 + 700, step=0.01, top=("client_pkts_per_s",))
     anomalies.save_anomalies(sensor, batch, scored)
     assert sorted(i.entity for i in Incident.objects.opened()) == [f"host {c}" for c in clients]
+
+
+def test_a_server_answering_a_download_is_not_the_client_of_its_own_service():
+    sensor = Sensor.objects.create(name="inc")
+    packets = [(CLIENT, VICTIM, 56_275, 8081, 6, PSH_ACK, 80) for _ in range(3)]
+    packets += [(VICTIM, CLIENT, 8081, 56_275, 6, PSH_ACK, 1400) for _ in range(20)]  # the server sends more
+    _save(sensor, packets, 1, T0)
+    assert [i.entity for i in Incident.objects.all()] == [f"host {CLIENT}"]
+    assert Incident.objects.get().targets == [f"{VICTIM}:8081/tcp"]
