@@ -4,8 +4,10 @@ All models share one interface (``AnomalyModel``): ``fit(X)`` on benign traffic,
 (float64, higher = more anomalous), ``threshold`` calibrated at fit time, ``explain(X)`` (the
 features that made rows anomalous), ``save(dir)`` / ``load_model(dir)``.
 
-Pipeline: a ``RobustScaler`` learnt on the training data (signed log1p to tame heavy-tailed
-rates and counts, then median / IQR standardisation with a floor, clipped to +-``Z_CLIP``) feeds
+Pipeline: a ``RobustScaler`` learnt on the training data (signed log1p of the value over a
+per-feature unit, to tame heavy-tailed rates and counts while small values such as times in
+seconds keep their resolution, then median / IQR standardisation with a floor, clipped to
++-``Z_CLIP``) feeds
 
 ``isolation_forest``
     scikit-learn's IsolationForest on whitened principal components; explanation = the features whose
@@ -87,13 +89,34 @@ class Contribution(NamedTuple):
     scaled: float
 
 
-def _slog(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+def _slog(x: np.ndarray, unit: np.ndarray | float = 1.0) -> np.ndarray:
+    """sign(x) * log1p(|x| / unit): the scaler's log units (``unit`` per feature, last axis)."""
+    return np.sign(x) * np.log1p(np.abs(x) / unit)
+
+
+def _knees(X: np.ndarray) -> np.ndarray:
+    """Per column, the unit below which ``_slog`` is about linear: the median of the non-zero
+    absolute values where that is below 1, else 1.
+
+    With a unit of 1, values measured in seconds or shares (almost all below 0.1) map to about
+    themselves, so the whole 0..0.1 range fits in a tenth of the spread floor: a flood's 0.27 ms
+    jitter against a normal 11..47 ms scaled to about -0.1. Over their own median they spread
+    over log units like the large counts do.
+    """
+    knee = np.ones(X.shape[1])
+    for j in range(X.shape[1]):  # column by column: no float64 copy of the whole sample
+        values = np.abs(X[:, j].astype(np.float64))
+        values = values[values > 0]
+        if len(values):
+            knee[j] = min(float(np.median(values)), 1.0)
+    return knee
 
 
 class RobustScaler:
-    """Signed log1p, then (x - median) / scale, clipped to +-Z_CLIP.
+    """Signed log1p of x / unit, then (x - median) / scale, clipped to +-Z_CLIP.
 
+    ``unit`` is per feature (``_knees``): the median of the non-zero absolute training values
+    where that is below 1, else 1; a scaler saved before units existed loads with ones.
     ``scale`` is IQR / 1.349 (the standard deviation for normal data); where that is below the
     floor (features that are mostly constant, e.g. rare flags) the standard deviation of the
     0.5..99.5 % clipped values is used, and at least ``_SCALE_FLOOR``.
@@ -102,9 +125,11 @@ class RobustScaler:
     def __init__(self) -> None:
         self.center = np.zeros(0)
         self.scale = np.ones(0)
+        self.unit = np.ones(0)
 
     def fit(self, X: np.ndarray) -> RobustScaler:
-        L = _slog(X.astype(np.float64))
+        self.unit = _knees(X)
+        L = self.log(X)
         q = np.quantile(L, [0.005, 0.25, 0.5, 0.75, 0.995], axis=0)
         self.center = q[2]
         scale = (q[3] - q[1]) / 1.349
@@ -113,11 +138,15 @@ class RobustScaler:
         self.scale = np.maximum(scale, _SCALE_FLOOR)
         return self
 
+    def log(self, X: np.ndarray) -> np.ndarray:
+        """The values in the scaler's log units (before centring and scaling), float64."""
+        return _slog(np.asarray(X, np.float64), self.unit)
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         out = np.empty(X.shape, np.float32)
         # In row blocks: the float64 temporaries of a million-row training set would take gigabytes.
         for lo in range(0, len(X), _CHUNK):
-            Z = (_slog(X[lo : lo + _CHUNK].astype(np.float64)) - self.center) / self.scale
+            Z = (self.log(X[lo : lo + _CHUNK]) - self.center) / self.scale
             out[lo : lo + _CHUNK] = np.clip(Z, -Z_CLIP, Z_CLIP, out=Z)
         return out
 
@@ -369,7 +398,8 @@ class AnomalyModel:
             raise ValueError("model is not trained")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        np.savez(path / "scaler.npz", center=self.scaler.center, scale=self.scaler.scale)
+        scaler = self.scaler
+        np.savez(path / "scaler.npz", center=scaler.center, scale=scaler.scale, unit=scaler.unit)
         np.savez(path / "stats.npz", **self.stats)
         self._save_extra(path)
         (path / "model.json").write_text(json.dumps(self._meta(), indent=1))
@@ -392,6 +422,8 @@ class AnomalyModel:
         model.train_seconds = float(meta.get("train_seconds", 0.0))
         with np.load(path / "scaler.npz", allow_pickle=False) as z:
             model.scaler.center, model.scaler.scale = z["center"], z["scale"]
+            # Saved before units existed: a unit of 1 is what that scaler applied.
+            model.scaler.unit = z["unit"] if "unit" in z.files else np.ones_like(z["scale"])
         with np.load(path / "stats.npz", allow_pickle=False) as z:
             model.stats = {k: z[k] for k in z.files}
         model._load_extra(path, meta)
@@ -871,7 +903,9 @@ class _Wording:
         self.magnitude = np.ones(d, bool)
         self.magnitude[self.flags] = False
         self.magnitude[list(self.codes)] = False
-        self.lo, self.mid, self.hi = (_slog(np.asarray(stats[k], np.float64)) for k in ("p01", "p50", "p99"))
+        # Distances in the scaler's own log units (its per-feature unit), over its spread.
+        self.log = model.scaler.log
+        self.lo, self.mid, self.hi = (self.log(stats[k]) for k in ("p01", "p50", "p99"))
         self.scale = np.asarray(model.scaler.scale, np.float64)
         self.tiebreak = np.arange(d) * 1e-9  # equal distances: the earlier feature first
         # One reason per family: a statistic at several time scales (advanced level) is cited once.
@@ -891,7 +925,7 @@ class _Wording:
         a magnitude's distance beyond its 1 % / 99 % point in the scaler's log units over the
         feature's spread; a set flag's or a code's rarity (``_rarity``). A flag that is not set
         is never a reason: the flag that is set instead says it ("the packet is UDP")."""
-        L = _slog(X.astype(np.float64))
+        L = self.log(X)
         D = np.maximum(L - self.hi, self.lo - L)
         D /= self.scale
         if len(self.flags):
@@ -936,7 +970,7 @@ class _Wording:
         """Per row, the magnitude among ``pool``'s features whose value lies nearest an edge of its
         range (0 at the median, 1 at the 1 % or 99 % point), or -1."""
         rows = np.arange(len(X))[:, None]
-        L = _slog(X[rows, pool].astype(np.float64))
+        L = _slog(X[rows, pool].astype(np.float64), self.model.scaler.unit[pool])
         lo, mid, hi = self.lo[pool], self.mid[pool], self.hi[pool]
         with np.errstate(divide="ignore", invalid="ignore"):
             near = np.maximum((L - mid) / (hi - mid), (mid - L) / (mid - lo))
