@@ -124,6 +124,7 @@ class Evidence:
     recent: list[float] = field(default_factory=list)  # a candidate's latest anomaly times (opening rule)
     opened_ts: float | None = None  # packet time of the anomaly that made the evidence sustained
     affected: int = 0  # anomalies of other clients to the attacked service, joined to this incident
+    coordinated: bool = False  # a service attacked by several clients together (it may open)
     explained: int = 0  # anomalies stored as rows with their explanation (representatives)
 
     @classmethod
@@ -146,6 +147,7 @@ class Evidence:
             recent=[float(t) for t in data.get("recent") or []],
             opened_ts=data.get("opened_ts"),
             affected=int(data.get("affected", 0)),
+            coordinated=bool(data.get("coordinated", False)),
             explained=int(data.get("explained", 0)),
         )
 
@@ -167,6 +169,7 @@ class Evidence:
             "recent": self.recent,
             "opened_ts": self.opened_ts,
             "affected": self.affected,
+            "coordinated": self.coordinated,
             "explained": self.explained,
         }
 
@@ -412,6 +415,7 @@ class _Group:
     rows: list[int] = field(default_factory=list)
     joined: list[int] = field(default_factory=list)
     incident: Incident | None = None
+    coordinated: bool = False  # several clients attacking one service together (a service entity)
     representatives: list[int] = field(default_factory=list)  # the anomalies stored as rows
 
     def all_rows(self) -> list[int]:
@@ -454,6 +458,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     # ... counting only anomalies led by the client's own statistics: a client whose anomalies are
     # led by the service's (its rate during someone else's flood) is not attacking anything
     led = read.service_led or [False] * len(read.ts)
+    enough = opening.OPEN_MIN_ANOMALIES
     own = {c: [k for k in rows if not led[k]] for c, rows in by_client.items()}
     busy = {c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
     hits: Counter = Counter((read.client[k], read.host[k]) for c in busy for k in own[c])
@@ -487,10 +492,22 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         if owner is None and host not in attacker_of:
             owner = hosts.get(host) if host is not None else None
         if owner is not None:
-            join(owner.entity, ranked, {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources))
+            own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
+            if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources
+                own |= {client for client, _ in ranked if client in busy}
+            join(owner.entity, ranked, own)
             if owner.entity in groups:  # (every client of the service may be busy on its own account)
                 groups[owner.entity].incident = owner
             continue
+        # Several clients each attacking this service on their own statistics, none dominating: one
+        # coordinated (distributed) attack, whose entity is the service and whose sources they are.
+        attackers = [c for c, rows in ranked if c in busy and sum(not led[k] for k in rows) >= enough]
+        if target is not None and len(attackers) >= 2:
+            counts = sorted((len(clients[c]) for c in attackers), reverse=True)
+            if counts[0] < DOMINANCE * counts[1]:
+                join(service_entity(target), ranked, set(attackers))
+                groups[service_entity(target)].coordinated = True
+                continue
         if host in attacker_of:
             attacker = attacker_of[host]
             join(host_entity(attacker), ranked, {attacker})
@@ -676,8 +693,11 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     if incident.opened_at is None:
         times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])
         at = opening.dense(np.array(times))
+        evidence.coordinated = evidence.coordinated or group.coordinated
         if incident.entity.startswith("service ") and len(incident.sources) < MANY_CLIENTS:
-            at = -1  # a service is the entity only when many clients show it
+            at = (
+                at if evidence.coordinated else -1
+            )  # a service opens when many clients, or attackers, show it
         if at >= 0:
             incident.opened_at = _now()
             evidence.opened_ts = times[at]

@@ -66,8 +66,8 @@ SYN, SYN_ACK, RST_ACK, PSH_ACK = 0x02, 0x12, 0x14, 0x18
 SCANNER, VICTIM, CLIENT = "10.0.0.9", "10.0.0.1", "10.0.0.20"
 
 
-def _save(sensor: Sensor, packets: list, first_seq: int, t: float, step: float = 0.001):
-    batch, scored = _read(packets, first_seq, t, step)
+def _save(sensor: Sensor, packets: list, first_seq: int, t: float, step: float = 0.001, top: tuple = ()):
+    batch, scored = _read(packets, first_seq, t, step, top)
     return anomalies.save_anomalies(sensor, batch, scored)
 
 
@@ -330,10 +330,12 @@ def test_quiet_clients_anomalies_led_by_the_services_statistics_do_not_open_inci
     assert Incident.objects.opened().count() == 0
     candidate = Incident.objects.get()
     assert candidate.entity == f"service {VICTIM}:5353/udp" and candidate.anomaly_count == 36
-    # the same anomalies led by each client's own statistics are the clients' business
+    # the same anomalies led by each client's own statistics: the three attack the service together
     batch, scored = _read(packets, 1_000, T0 + 700, step=0.01, top=("client_pkts_per_s",))
     anomalies.save_anomalies(sensor, batch, scored)
-    assert sorted(i.entity for i in Incident.objects.opened()) == [f"host {c}" for c in clients]
+    opened = Incident.objects.opened().get()
+    assert (opened.entity, sorted(opened.sources)) == (f"service {VICTIM}:5353/udp", clients)
+    assert opened.pk != candidate.pk  # the candidate was quiet for longer than RECUR
 
 
 def test_a_server_answering_a_download_is_not_the_client_of_its_own_service():
@@ -343,3 +345,18 @@ def test_a_server_answering_a_download_is_not_the_client_of_its_own_service():
     _save(sensor, packets, 1, T0)
     assert [i.entity for i in Incident.objects.all()] == [f"host {CLIENT}"]
     assert Incident.objects.get().targets == [f"{VICTIM}:8081/tcp"]
+
+
+def test_a_distributed_request_flood_is_one_incident_of_the_service_with_its_attackers_as_sources():
+    sensor = Sensor.objects.create(name="inc")
+    bots = [f"203.0.113.{i}" for i in range(1, 6)]
+    flood = [(b, VICTIM, 40_000 + i, 80, 6, PSH_ACK, 100) for i in range(30) for b in bots]
+    _save(sensor, flood, 1, T0, top=("client_pkts_per_s",))
+    incident = Incident.objects.opened().get()
+    assert incident.entity == f"service {VICTIM}:80/tcp" and sorted(incident.sources) == bots
+    assert incident.kind == IncidentKind.REQUEST_FLOOD or incident.kind == IncidentKind.UNUSUAL_TRAFFIC
+    # a sixth bot joining later is one more source of the same incident
+    more = [(b, VICTIM, 41_000 + i, 80, 6, PSH_ACK, 100) for i in range(30) for b in [*bots, "203.0.113.6"]]
+    _save(sensor, more, 1_000, T0 + 3, top=("client_pkts_per_s",))
+    assert Incident.objects.opened().count() == 1
+    assert "203.0.113.6" in Incident.objects.opened().get().sources
