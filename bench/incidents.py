@@ -212,6 +212,7 @@ class Inc:
     severity: str = ""
     summary: str = ""
     opened: float = math.nan  # packet time at which its evidence became sustained (it opened)
+    entity: str = ""  # "host IP" or "service IP:port/proto" (detection.incidents)
 
 
 def _addresses(value: Any) -> set[str]:
@@ -225,10 +226,27 @@ def _addresses(value: Any) -> set[str]:
     return {str(v).strip() for v in value if str(v).strip()}
 
 
+def _hosts(targets: set[str]) -> set[str]:
+    return {t.rsplit(":", 1)[0] if "/" in t else t for t in targets}
+
+
+def _of_attack(inc: Inc, a: Attack) -> bool:
+    """The attacker is among its sources, or it is the attacked service's own incident (a spoofed or
+    distributed flood: its sources are many clients) overlapping the attack."""
+    if a.attacker in inc.sources:
+        return True
+    return (
+        inc.entity.startswith("service ")
+        and bool(_hosts(inc.targets) & a.target_hosts)
+        and inc.first <= a.end + PHASE_AFTER
+        and inc.last >= a.start - PHASE_BEFORE
+    )
+
+
 def attribute(inc: Inc, truth: Truth) -> str:
     """Which attack an incident belongs to (see the module's docstring), or why it is false."""
     for a in truth.attacks:
-        if a.attacker in inc.sources | {t.split(":")[0] for t in inc.targets}:
+        if _of_attack(inc, a) or a.attacker in _hosts(inc.targets):
             return a.name
     for a in truth.attacks:
         if (
@@ -253,11 +271,11 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
     """The issue's measures for a set of incidents and flagged frames."""
     per_attack = {}
     for a in truth.attacks:
-        mine = sorted((i for i in incidents if a.attacker in i.sources), key=lambda i: i.first)
+        mine = sorted((i for i in incidents if _of_attack(i, a)), key=lambda i: i.first)
         victim = [
             i
             for i in incidents
-            if a.attacker not in i.sources | i.targets
+            if not _of_attack(i, a)
             and i.sources
             and i.sources <= a.target_hosts
             and i.first <= a.end + PHASE_AFTER
@@ -332,6 +350,7 @@ def app_incidents(sensor_name: str) -> tuple[list[Inc], list[str]]:
                 severity=str(row.severity) if "severity" in names else "",
                 summary=row.explanation if "explanation" in names else row.summary,
                 opened=float((getattr(row, "evidence", None) or {}).get("opened_ts") or math.nan),
+                entity=getattr(row, "entity", ""),
             )
         )
     return out, present

@@ -472,16 +472,22 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         return groups.setdefault(entity, _Group(entity))
 
     def join(entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None]) -> None:
-        """The attacker's rows to ``entity``; other clients' joined, unless one is busy enough on
-        its own account (at least 1/DOMINANCE of the attacker's anomalies to the service)."""
-        lead = max((len(rows) for client, rows in ranked if client in own), default=0)
-        # the attacker has nothing to this service in the read: its activity anywhere in the read
-        lead = lead or sum(len(by_client.get(client, ())) for client in own)
+        """The attackers' (``own``) anomalies to a service go to ``entity``, and so do other clients'.
+
+        Another client busy on its own account (``busy``) with at least 1/DOMINANCE of the attackers'
+        anomalies to the service is a co-attacker (one more source) while they attack it in this
+        read, and its own incident when they do not (their attack is over, or elsewhere on the
+        host); a quieter client's anomalies are joined (the attack's effect on it, ``affected``).
+        """
+        here = max((len(rows) for client, rows in ranked if client in own), default=0)
+        anywhere = sum(len(by_client.get(client, ())) for client in own)
         for client, rows in ranked:
             if client in own:
                 group(entity).rows.extend(rows)
-            elif client in busy and len(rows) * DOMINANCE >= lead:  # lead 0: the attack is over
-                group(host_entity(client)).rows.extend(rows)
+            elif client in busy and here and len(rows) * DOMINANCE >= here:
+                group(entity).rows.extend(rows)  # a co-attacker
+            elif client in busy and not here and len(rows) * DOMINANCE >= anywhere:
+                group(host_entity(client)).rows.extend(rows)  # a new attack of its own
             else:
                 group(entity).joined.extend(rows)
 

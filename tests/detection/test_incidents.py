@@ -360,3 +360,18 @@ def test_a_distributed_request_flood_is_one_incident_of_the_service_with_its_att
     _save(sensor, more, 1_000, T0 + 3, top=("client_pkts_per_s",))
     assert Incident.objects.opened().count() == 1
     assert "203.0.113.6" in Incident.objects.opened().get().sources
+
+
+def test_a_second_attacker_joining_an_attack_on_a_service_is_one_more_source():
+    sensor = Sensor.objects.create(name="inc")
+
+    def requests(client: str, port: int) -> list[tuple]:  # a connection: its SYN, then its request
+        return [(client, VICTIM, port, 80, 6, SYN, 0), (client, VICTIM, port, 80, 6, PSH_ACK, 100)]
+
+    _save(sensor, [p for i in range(25) for p in requests("203.0.113.1", 40_000 + i)], 1, T0)
+    assert Incident.objects.opened().get().kind == IncidentKind.REQUEST_FLOOD
+    pair = ("203.0.113.1", "203.0.113.2")
+    both = [p for i in range(20) for b in pair for p in requests(b, 41_000 + i)]
+    _save(sensor, both, 1_000, T0 + 2)
+    incident = Incident.objects.opened().get()
+    assert incident.sources == list(pair)
