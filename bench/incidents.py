@@ -33,14 +33,17 @@ What is measured, per capture (the issue's targets in brackets):
   one, of the right kind, within 2 s; without a kind field no attack can pass]. The share of the
   attack's packets with an anomaly is printed beside it;
 * incident precision [>= 95 %]: attributed incidents / all incidents. An incident is attributed to
-  an attack when (a) its sources or targets include an attacker's address, or (b) all its sources
-  are hosts that attack targets (the victim, the horizontally scanned hosts) and it overlaps the
-  attack's phase, from 1 s before its start to 5 s after its end (the victim answering the attack).
+  an attack when (a) its sources or targets include an attacker's address, or (b) it is the
+  incident of a service (``entity`` "service ...": a spoofed or distributed flood, its sources
+  many clients) on a host the attack targets and overlaps the attack's phase, from 1 s before its
+  start to 5 s after its end, or (c) all its sources are hosts that attack targets (the victim, the
+  horizontally scanned hosts) and it overlaps the attack's phase (the victim answering the attack).
+  Incidents of (a) and (b) are the attack's own ("exactly one" counts them).
   Everything else is a false incident: the victim outside every attack phase, a benign client, an
   address no one labeled. "Attributed incidents per attack" says how many incidents an attack
   makes (1 is the aim);
-* benign packets flagged [<= 0.5 %]: anomalies on frames labeled benign / benign frames (the
-  anomaly's ``packet_seq`` is the frame's number, checked against the packet's timestamp);
+* benign packets flagged [<= 0.5 %]: frames labeled benign whose stored packet has an anomaly score
+  / benign frames (the packet's ``seq`` is the frame's number, checked against its timestamp);
 * benign clients with an incident of their own [none]: addresses of the capture that are neither
   attackers nor attack targets, as the source of a false incident;
 * victim incidents: incidents whose source is an attack target, during attacks and outside them;
