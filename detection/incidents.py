@@ -501,10 +501,13 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
             own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
             if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources
                 own |= {client for client, _ in ranked if client in busy}
-            join(owner.entity, ranked, own)
-            if owner.entity in groups:  # (every client of the service may be busy on its own account)
-                groups[owner.entity].incident = owner
-            continue
+            # its attackers are in this read, or no one here attacks on their own: the owner's
+            # effect; else its attack is over and a new one is grouped afresh below
+            if any(client in by_client for client in own) or not any(c in busy for c, _ in ranked):
+                join(owner.entity, ranked, own)
+                if owner.entity in groups:  # (every client of the service may be busy on its own account)
+                    groups[owner.entity].incident = owner
+                continue
         # Several clients each attacking this service on their own statistics, none dominating: one
         # coordinated (distributed) attack, whose entity is the service and whose sources they are.
         attackers = [c for c, rows in ranked if c in busy and sum(not led[k] for k in rows) >= enough]

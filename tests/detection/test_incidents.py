@@ -375,3 +375,14 @@ def test_a_second_attacker_joining_an_attack_on_a_service_is_one_more_source():
     _save(sensor, both, 1_000, T0 + 2)
     incident = Incident.objects.opened().get()
     assert incident.sources == list(pair)
+
+
+def test_bots_attacking_a_service_whose_previous_attack_is_over_are_one_new_incident():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [("10.0.0.66", VICTIM, 1024 + i, 80, 6, SYN, 0) for i in range(300)], 1, T0)
+    bots = [f"203.0.113.{i}" for i in range(1, 6)]
+    flood = [(b, VICTIM, 40_000 + i, 80, 6, PSH_ACK, 100) for i in range(30) for b in bots]
+    _save(sensor, flood, 1_000, T0 + 20)  # the SYN flood's incident is still active, its attacker gone
+    entities = sorted(i.entity for i in Incident.objects.opened())
+    assert entities == ["host 10.0.0.66", f"service {VICTIM}:80/tcp"]
+    assert sorted(Incident.objects.get(entity=f"service {VICTIM}:80/tcp").sources) == bots
