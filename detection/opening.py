@@ -20,7 +20,7 @@ import numpy as np
 OPEN_MIN_ANOMALIES = 10  # anomalies of one entity ...
 OPEN_WINDOW = 2.0  # ... within this many seconds open an incident
 QUIET = 60.0  # seconds without anomalies after which an incident is quiet (closed)
-RECUR = 600.0  # seconds after its last anomaly during which the entity continues the incident
+RECUR = 120.0  # seconds after its last anomaly during which the entity continues the incident
 
 
 def dense(ts: np.ndarray, k: int = OPEN_MIN_ANOMALIES, window: float = OPEN_WINDOW) -> int:
