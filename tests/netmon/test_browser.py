@@ -103,6 +103,21 @@ class Stack:
         )
         assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
+    def prepare(self, users: dict[str, str]) -> None:
+        """Migrate its database and create ``users`` (name -> role) with the test password."""
+        self.run(sys.executable, "manage.py", "migrate", "--noinput")
+        for name, role in users.items():
+            self.run(
+                sys.executable,
+                "manage.py",
+                "create_user",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+                stdin=PASSWORD,
+            )
+
     def start(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it until stop()
         self.procs[name] = subprocess.Popen(
@@ -141,18 +156,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     stack = Stack(tmp_path)
-    stack.run(sys.executable, "manage.py", "migrate", "--noinput")
-    for name, role in ((USERNAME, "admin"), (VIEWER, "viewer")):
-        stack.run(
-            sys.executable,
-            "manage.py",
-            "create_user",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            stdin=PASSWORD,
-        )
+    stack.prepare({USERNAME: "admin", VIEWER: "viewer"})
     stack.run(
         sys.executable,
         "-c",

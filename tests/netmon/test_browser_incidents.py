@@ -90,18 +90,7 @@ def web(tmp_path: Path) -> Iterator[Stack]:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     stack = Stack(tmp_path)
-    stack.run(sys.executable, "manage.py", "migrate", "--noinput")
-    for name, role in ((ANALYST, "analyst"), (VIEWER, "viewer")):
-        stack.run(
-            sys.executable,
-            "manage.py",
-            "create_user",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            stdin=PASSWORD,
-        )
+    stack.prepare({ANALYST: "analyst", VIEWER: "viewer"})
     try:
         stack.start(
             "daphne", str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(stack.port), "netmon.asgi:application"
