@@ -698,7 +698,8 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     if float(read.scores[top]) > incident.peak_score or not incident.explanation:
         incident.peak_score = float(read.scores[top])
         incident.explanation = read.texts.get(top, "")[:2000]  # the top score is a representative
-    incident.last_seen = max(incident.last_seen, _when(max(read.ts[k] for k in rows)))
+    if group.rows:  # other clients' joined anomalies (its effect) do not keep an attack going
+        incident.last_seen = max(incident.last_seen, _when(max(read.ts[k] for k in group.rows)))
     if incident.opened_at is None:
         times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])
         at = opening.dense(np.array(times))

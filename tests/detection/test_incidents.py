@@ -386,3 +386,14 @@ def test_bots_attacking_a_service_whose_previous_attack_is_over_are_one_new_inci
     entities = sorted(i.entity for i in Incident.objects.opened())
     assert entities == ["host 10.0.0.66", f"service {VICTIM}:80/tcp"]
     assert sorted(Incident.objects.get(entity=f"service {VICTIM}:80/tcp").sources) == bots
+
+
+def test_joined_anomalies_trickling_in_do_not_keep_an_attack_going():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)], 1, T0)
+    flood = Incident.objects.opened().get()
+    end = flood.last_seen
+    for n, t in enumerate(range(30, 300, 30)):  # a benign client's odd packet to the service now and then
+        _save(sensor, [(CLIENT, VICTIM, 50_000 + n, 8080, 6, PSH_ACK, 300)], 1_000 + n, T0 + t)
+    flood.refresh_from_db()
+    assert flood.last_seen == end  # it ended when its attacker stopped
