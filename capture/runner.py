@@ -433,8 +433,15 @@ class CaptureRunner:
         return self.interrupt.is_set()
 
     def drain(self, timeout: float = 10.0) -> None:
-        """Publish what is still buffered (bounded wait: Redis may be down)."""
+        """Publish what is still buffered (bounded wait: Redis may be down), and queue a last ingest.
+
+        The last ingest is queued even while the sensor's "scheduled" flag is set: a capture killed
+        between setting the flag and sending the task leaves the flag without a task, and a run that
+        publishes everything within the flag's 5 s would otherwise leave its batches undrained.
+        """
         self.publisher.flush(timeout)
+        if self._entries:
+            enqueue_ingest(self.redis, self.sensor_name, requeue=True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the publisher: what it could not publish by then counts as dropped."""
