@@ -308,7 +308,6 @@ class ReadAnomalies:
     icmp_request: list[bool]  # ICMP that is not an error report (echo, timestamp, ...): what a flood sends
     payload: list[int]
     length: list[int]
-    client_raw: list[bytes]  # 16-byte client address, to count the read's packets per client
     ts: list[float]
     scores: np.ndarray
     families: list[tuple[str, ...]]  # the feature families of its top features, largest first
@@ -341,18 +340,16 @@ def read_anomalies(
     )
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
     request = client_side(flagged).tolist()
-    raw_src = np.ascontiguousarray(flagged["src_ip"]).tobytes()
-    raw_dst = np.ascontiguousarray(flagged["dst_ip"]).tobytes()
     sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
-    client, target, host, port, client_port, client_raw = [], [], [], [], [], []
+    client, target, host, port, client_port = [], [], [], [], []
     for k, (src, dst, pr, is_request, has_ports) in enumerate(
         zip(cols.src_ip, cols.dst_ip, cols.protocol, request, ported, strict=True)
     ):
         if is_request:
-            client.append(src), host.append(dst), client_raw.append(raw_src[k * 16 : k * 16 + 16])
+            client.append(src), host.append(dst)
             server_port, own_port = dports[k], sports[k]
         else:
-            client.append(dst), host.append(src), client_raw.append(raw_dst[k * 16 : k * 16 + 16])
+            client.append(dst), host.append(src)
             server_port, own_port = sports[k], dports[k]
         server = host[-1]
         if has_ports and server is not None:
@@ -375,7 +372,6 @@ def read_anomalies(
         icmp_request=icmp_request.tolist(),
         payload=flagged["payload_len"].tolist(),
         length=flagged["length"].tolist(),
-        client_raw=client_raw,
         ts=flagged["ts"].astype(np.float64).tolist(),
         scores=scores,
         families=_families(top_features),

@@ -41,7 +41,6 @@ def _kind_of(rows: list[dict]) -> str:
         icmp_request=[r.get("protocol", "TCP") == "ICMP" and not r.get("icmp_error") for r in rows],
         payload=[r.get("payload", 0) for r in rows],
         length=[r.get("length", 60) for r in rows],
-        client_raw=[b"\0" * 16] * n,
         ts=[T0.timestamp() + i * 0.01 for i in range(n)],
         scores=np.full(n, 1.0),
         families=incidents._families([tuple(r.get("features", ["length"])) for r in rows]),
