@@ -91,6 +91,9 @@ class ReadStats:
     reasons: Counter[str] = field(default_factory=Counter)
     details: list[str] = field(default_factory=list)  # first few problems, with offsets
     stopped_early: bool = False  # reading stopped before the end of the input
+    # Bytes of the input as stored (compressed, if so) behind the frames handed out so far: where
+    # reading is in the file, for progress and its ETA (capture/progress.py); not in as_dict.
+    input_bytes: int = 0
 
     def _problem(self, kind: str, reason: str, detail: str) -> None:
         if kind == "truncated":
@@ -584,6 +587,13 @@ class FrameReader:
             )
         self.stats.stopped_early = True
 
+    def _input_consumed(self) -> int:
+        """Input bytes (as fed: compressed, if so) behind everything parsed so far."""
+        if self._gzip is None:
+            return self._seen - (len(self._buf) - self._pos)
+        # compressed: what zlib has not taken yet is still ahead (inflated bytes are a step ahead)
+        return self._seen - len(self._ztail) - len(self._gzip.unconsumed_tail)
+
     def _emit(self) -> FrameBatch:
         buf = self._buf
         pending = self._pending
@@ -620,6 +630,7 @@ class FrameReader:
         self._pending = []
         self.stats.frames += len(starts)
         self.stats.captured_bytes += int(caplen.sum())
+        self.stats.input_bytes = self._input_consumed()
         return FrameBatch(
             buf=buf,
             offsets=offsets,

@@ -285,11 +285,14 @@ class CaptureRunner:
         count: int | None = None,
         deadline: float | None = None,
         base_seq: int | None = None,
+        on_chunk: Callable[[int], None] | None = None,
     ) -> bool:
         """Number and publish every chunk of a source; False when stopped early (count, duration or control).
 
         Live and demo chunks are numbered on from the last packet; a pcap file's from ``base_seq``
         (its checkpoint), skipping the packets an earlier run on the same file published already.
+        ``on_chunk(n)`` is told each chunk's packets once they are handed to the publisher (or
+        skipped): the command's progress, updated once per batch.
         """
         seq = base_seq
         for chunk in chunks:
@@ -311,6 +314,8 @@ class CaptureRunner:
                     self.skipped += skip
             if skip < n:
                 self._publish(self._number(chunk, first, skip, n), counts)
+            if on_chunk is not None:
+                on_chunk(n)
             if count is not None and self.read + self.skipped >= count:
                 return False
             if self._should_stop(deadline):

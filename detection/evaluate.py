@@ -148,3 +148,51 @@ def at_threshold(
             "delay": min(at for _, _, at in incidents) - first if incidents else None,
         }
     return out
+
+
+def _ranked(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (attack, benign) counts above each distinct score, highest score first."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    # the last row of each run of equal scores: a threshold cannot split ties
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1] if len(s) else np.zeros(0, np.int64)
+    tps = np.cumsum(y)[last]
+    return tps, (last + 1) - tps
+
+
+def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate) at every distinct threshold, from (0, 0) to (1, 1)."""
+    y = np.asarray(y_true).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.zeros(0), np.zeros(0)
+    tps, fps = _ranked(y, scores)
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
+
+
+def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every distinct threshold, highest threshold first; empty without attacks."""
+    y = np.asarray(y_true).astype(bool)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return np.zeros(0), np.zeros(0)
+    tps, fps = _ranked(y, scores)
+    return tps / n_pos, tps / (tps + fps)
+
+
+def operating_point(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """What ``threshold`` flags (score above it): ``fpr``, ``tpr`` (recall) and ``precision``.
+
+    A rate without rows to count (no benign, no attack, nothing flagged) is NaN.
+    """
+    y = np.asarray(y_true).astype(bool)
+    flagged = np.asarray(scores, dtype=np.float64) > threshold
+    tp, fp = int((flagged & y).sum()), int((flagged & ~y).sum())
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    return {
+        "fpr": fp / n_neg if n_neg else float("nan"),
+        "tpr": tp / n_pos if n_pos else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+    }

@@ -22,6 +22,7 @@ from capture import services as capture_services
 from capture import storage
 from capture.choices import INCIDENT_TRANSITIONS, FeatureLevel, IncidentStatus
 from capture.models import Packet
+from capture.progress import Progress
 from capture.records import RECORD_DTYPE
 from detection import ml
 from detection.features import FeatureExtractor, feature_names, neutralise, warm_medians
@@ -33,6 +34,8 @@ TRAIN_HINT = (
     "no active model: train one with `python manage.py train_detector --pcap FILE` or POST /api/models/train"
 )
 FEATURE_CHUNK = 100_000
+# train()'s progress milestones: the data read and featurised, fitting starts (commands print it)
+TRAIN_FIT_STAGE = 0.4
 
 
 class ActivationError(ValueError):
@@ -213,21 +216,33 @@ def detection_status() -> dict[str, Any]:
 
 
 # --- training data -------------------------------------------------------------------------------
-def records_from_pcaps(paths: Iterable[str]) -> Iterator[np.ndarray]:
-    """Decoded records of capture files, in file order (what ``capture --pcap`` would publish)."""
+def records_from_pcaps(paths: Iterable[str], progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Decoded records of capture files, in file order (what ``capture --pcap`` would publish).
+
+    ``progress`` (its total: the files' bytes, ``capture.progress.files_size``) is told each batch
+    and where reading is in the files.
+    """
     from capture.decode import decode_frames
     from capture.pcapio import ReadStats, iter_frame_batches
 
-    seq = 1
+    seq, done_bytes = 1, 0
     for path in paths:
-        for frames in iter_frame_batches(path, 65536, stats=ReadStats()):
+        stats = ReadStats()
+        for frames in iter_frame_batches(path, 65536, stats=stats):
             records = decode_frames(frames, seq)
             seq += len(records)
+            if progress is not None:
+                progress.advance(len(records), done_bytes + stats.input_bytes)
             yield records
+        done_bytes += stats.input_bytes
 
 
 def records_from_demo(
-    count: int, seed: int = 1, chunk: int = 50_000, rate: float | None = None
+    count: int,
+    seed: int = 1,
+    chunk: int = 50_000,
+    rate: float | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
     """Normal traffic of the demo generator (no attacks injected): a model for demo mode.
 
@@ -246,6 +261,8 @@ def records_from_demo(
         if len(records):
             sim0 = float(records["ts"][0]) if sim0 is None else sim0
             records["ts"] = sim0 + (records["ts"] - sim0) * factor
+        if progress is not None:
+            progress.advance(len(records))
         yield records
 
 
@@ -255,11 +272,18 @@ class DatabaseTrainingData:
     Packets an operator marked as false positives stay in: the next model should learn that they
     are normal. Packets behind anomalies nobody disputed are left out, so attacks are not learnt.
     After iterating, ``false_positives_used`` says how many marked packets went in (training
-    reports it: a wrong mark teaches the model to ignore an attack).
+    reports it: a wrong mark teaches the model to ignore an attack). ``progress`` is told each chunk.
     """
 
-    def __init__(self, since: datetime | None, until: datetime | None, sensor: str | None = None) -> None:
+    def __init__(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        sensor: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self.since, self.until, self.sensor = since, until, sensor
+        self.progress = progress
         self.false_positives_used = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -268,14 +292,19 @@ class DatabaseTrainingData:
             if marked:
                 keys = zip(chunk["sensor_id"].tolist(), chunk["seq"].tolist(), strict=True)
                 self.false_positives_used += sum(1 for key in keys if key in marked)
+            if self.progress is not None:
+                self.progress.advance(len(chunk["records"]))
             yield chunk["records"]
 
 
 def records_from_database(
-    since: datetime | None, until: datetime | None, sensor: str | None = None
+    since: datetime | None,
+    until: datetime | None,
+    sensor: str | None = None,
+    progress: Progress | None = None,
 ) -> DatabaseTrainingData:
     """Stored packets for training (see ``DatabaseTrainingData``)."""
-    return DatabaseTrainingData(since, until, sensor)
+    return DatabaseTrainingData(since, until, sensor, progress)
 
 
 def _stored_records(since: datetime | None, until: datetime | None, sensor: str | None) -> Iterator[dict]:
@@ -366,7 +395,7 @@ def train(
     try:
         progress(0.05)
         X, records = featurise(chunks, model_row.feature_level)
-        progress(0.4)
+        progress(TRAIN_FIT_STAGE)
         model_kw.setdefault("false_incidents_per_day", settings.NETMON_FALSE_INCIDENTS_PER_DAY)
         model = ml.train_model(model_row.kind, X, FeatureExtractor(model_row.feature_level).names, records,
                                level=model_row.feature_level, **model_kw)  # fmt: skip

@@ -21,6 +21,7 @@ from capture.engines import CaptureUnavailable
 from capture.host import DEMO_INTERFACE
 from capture.models import Sensor
 from capture.pcapio import CaptureFileError, ReadStats
+from capture.progress import BYTES, PACKETS, Progress, files_size
 from capture.runner import CaptureRunner
 from capture.validation import check_sensor_name, sensor_name_from_host
 
@@ -117,31 +118,51 @@ class Command(BaseCommand):
         runner.wait_for_workers = True
         runner.announce_state(Sensor.State.RUNNING)
         failed = 0
+        progress = self.pcap_progress(opts)
+        done_bytes = 0  # the files read to the end (or failed), for the position in all of them
         for path in opts["pcap"]:
             # every input file is in the summary, in order: one without packets (or not reached
             # because of --count/--duration) with zero counts
             runner.add_source(path)
-        for path in opts["pcap"]:
-            stats = ReadStats()
-            error = None
-            try:
-                base = runner.file_base_seq(sources.file_key(path))
-                chunks = sources.pcap_chunks(
-                    path, stats, opts["batch_size"], realtime=opts["realtime"], rate=opts["rate"]
-                )
-                finished = runner.consume(chunks, count=opts["count"], deadline=deadline, base_seq=base)
-            except (CaptureFileError, OSError) as exc:
-                failed += 1
-                self.stderr.write(f"{path}: {exc}")
-                error = str(exc)
-                continue
-            finally:
-                runner.add_file_stats(path, stats.as_dict(), error)
-            for problem in stats.details[:5]:
-                self.stderr.write(f"{path}: {problem}")
-            if not finished and (self.terminate or opts["count"] or deadline):
-                break
+        try:
+            for path in opts["pcap"]:
+                stats = ReadStats()
+                error = None
+
+                def on_chunk(n: int, stats: ReadStats = stats, done_bytes: int = done_bytes) -> None:
+                    progress.advance(n, None if opts["count"] else done_bytes + stats.input_bytes)
+
+                try:
+                    base = runner.file_base_seq(sources.file_key(path))
+                    chunks = sources.pcap_chunks(
+                        path, stats, opts["batch_size"], realtime=opts["realtime"], rate=opts["rate"]
+                    )
+                    finished = runner.consume(
+                        chunks, count=opts["count"], deadline=deadline, base_seq=base, on_chunk=on_chunk
+                    )
+                except (CaptureFileError, OSError) as exc:
+                    failed += 1
+                    self.stderr.write(f"{path}: {exc}")
+                    error = str(exc)
+                    continue
+                finally:
+                    runner.add_file_stats(path, stats.as_dict(), error)
+                    done_bytes += files_size([path])
+                for problem in stats.details[:5]:
+                    self.stderr.write(f"{path}: {problem}")
+                if not finished and (self.terminate or opts["count"] or deadline):
+                    break
+        finally:  # a bar left running would garble the terminal
+            progress.close()
         return 1 if failed else 0
+
+    def pcap_progress(self, opts: dict[str, Any]) -> Progress:
+        """Progress of a pcap replay: to --count packets, else through the files' bytes (known up front)."""
+        if opts["count"]:
+            total, unit = opts["count"], PACKETS
+        else:
+            total, unit = files_size(opts["pcap"]), BYTES
+        return Progress.for_command("capture", self.stdout, opts["verbosity"], total=total, unit=unit)
 
     # --- live capture and demo, under remote control --------------------------------------------
     def run_live(self, runner: CaptureRunner, opts: dict[str, Any], config, deadline: float | None) -> None:

@@ -17,8 +17,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from capture.choices import FeatureLevel, MlModel
 from capture.pcapio import CaptureFileError
+from capture.progress import BYTES, PACKETS, Progress, files_size
 from capture.records import RECORD_DTYPE
-from detection import calibration, evaluate, ml, scoring, services
+from detection import calibration, evaluate, ml, plots, scoring, services
 from detection.features import FeatureExtractor
 
 
@@ -74,6 +75,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def _plot_path(text: str) -> Path:
+    """--plot's check, at parse time: a bad path fails before the training, not after it."""
+    try:
+        return plots.check_plot_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _json_ready(value):
     """NaN and infinity are not JSON: null."""
     if isinstance(value, dict):
@@ -104,15 +113,32 @@ class Command(BaseCommand):
             help="the threshold's calibration target (default: NETMON_FALSE_INCIDENTS_PER_DAY)",
         )
         parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure to this file")
+        parser.add_argument(
+            "--plot",
+            type=_plot_path,
+            metavar="PATH",
+            help="draw ROC and precision-recall curves per attack, with the threshold's operating point, "
+            f"to this picture ({', '.join('.' + f for f in plots.PLOT_FORMATS)})",
+        )
 
     def handle(self, *args, **opts):
         level = opts["feature_level"]
         target = opts["false_incidents_per_day"] or settings.NETMON_FALSE_INCIDENTS_PER_DAY
+
+        def phase(label: str, total: float, unit: str) -> Progress:
+            return Progress.for_command(
+                f"evaluate_detector: {label}", self.stdout, opts["verbosity"], total=total, unit=unit
+            )
+
         try:
-            X_train, train_records = services.featurise(services.records_from_pcaps(opts["train"]), level)
+            with phase("training data", files_size(opts["train"]), BYTES) as progress:
+                chunks = services.records_from_pcaps(opts["train"], progress)
+                X_train, train_records = services.featurise(chunks, level)
+            progress.note(f"evaluate_detector: fitting {opts['model']} on {len(X_train):,} packets")
             model = ml.train_model(opts["model"], X_train, FeatureExtractor(level).names, train_records,
                                    level=level, false_incidents_per_day=target)  # fmt: skip
-            test_records = list(services.records_from_pcaps([opts["test"]]))
+            with phase("test data", files_size([opts["test"]]), BYTES) as progress:
+                test_records = list(services.records_from_pcaps([opts["test"]], progress))
         except ml.TrainingError as exc:
             raise CommandError(f"training refused: {exc}") from None
         except (CaptureFileError, OSError) as exc:
@@ -122,7 +148,11 @@ class Command(BaseCommand):
         extractor = FeatureExtractor(level)
         state = extractor.new_state()
         chunks = [chunk for chunk in test_records if len(chunk)]
-        parts = [scoring.score_records(model, extractor, chunk, state)[1] for chunk in chunks]
+        parts = []
+        with phase("scoring", sum(len(chunk) for chunk in chunks), PACKETS) as progress:
+            for chunk in chunks:
+                parts.append(scoring.score_records(model, extractor, chunk, state)[1])
+                progress.advance(len(chunk))
         scores = np.concatenate([np.zeros(0), *parts])
         records = np.concatenate(chunks) if chunks else np.zeros(0, RECORD_DTYPE)
         rate = len(scores) / max(time.perf_counter() - started, 1e-9)
@@ -144,3 +174,13 @@ class Command(BaseCommand):
                 "ranking": report, "at_threshold": at, "scoring_packets_per_second": rate,
             }  # fmt: skip
             opts["json"].write_text(json.dumps(_json_ready(figures), indent=1))
+        if opts["plot"]:
+            title = (
+                f"evaluate_detector: {opts['model']} at {level}, trained on {len(X_train):,} packets, "
+                f"tested on {len(scores):,} ({Path(opts['test']).name})"
+            )
+            try:
+                plots.plot_evaluation(opts["plot"], codes, scores, names, model.threshold, title)
+            except OSError as exc:  # the directory went away or filled up since the check
+                raise CommandError(f"--plot: cannot write {opts['plot']}: {exc}") from None
+            self.stdout.write(f"plot: {opts['plot']}")

@@ -7,6 +7,7 @@ from django.utils.dateparse import parse_datetime
 
 from capture import services as capture_services
 from capture.choices import FeatureLevel
+from capture.progress import BYTES, PACKETS, Progress, files_size
 from detection import calibration, ml, services
 from detection.models import DetectionModel
 
@@ -57,11 +58,19 @@ class Command(BaseCommand):
                 return
             if active is not None:
                 self.stdout.write(f"{reason}; training a new one")
+
+        def reading(total: int | None = None, unit: str = PACKETS) -> Progress:
+            return Progress.for_command(
+                "train_detector", self.stdout, opts["verbosity"], total=total, unit=unit
+            )
+
         if opts["demo"]:
             source = f"demo traffic ({opts['demo']:,} packets)"
-            chunks = services.records_from_demo(opts["demo"], rate=opts["demo_rate"])
+            progress = reading(opts["demo"])
+            chunks = services.records_from_demo(opts["demo"], rate=opts["demo_rate"], progress=progress)
         elif opts["pcap"]:
-            source, chunks = ", ".join(opts["pcap"]), services.records_from_pcaps(opts["pcap"])
+            progress = reading(files_size(opts["pcap"]), BYTES)
+            source, chunks = ", ".join(opts["pcap"]), services.records_from_pcaps(opts["pcap"], progress)
         else:
             since, until = (
                 parse_datetime(opts["since"]),
@@ -70,11 +79,21 @@ class Command(BaseCommand):
             if since is None or (opts["until"] and until is None):
                 raise CommandError("--since/--until take ISO 8601 times, e.g. 2026-01-31T12:00:00Z")
             source = f"stored packets {opts['since']} .. {opts['until'] or 'now'}"
-            chunks = services.records_from_database(since, until, opts["sensor"])
+            progress = reading()  # counting the rows first would cost as much as reading them
+            chunks = services.records_from_database(since, until, opts["sensor"], progress)
         row = services.create_training(kind, level, source)
+
+        def stage(fraction: float) -> None:
+            # services.train's milestones: 0.4 when the data is read and featurised and fitting starts
+            if fraction == services.TRAIN_FIT_STAGE:
+                progress.close()
+                progress.note(f"train_detector: fitting {kind} on {progress.packets:,} packets")
+
         try:
             # --use activates it whatever the configured feature_level, then configures its level
-            row = services.train(row, chunks, activate=not (opts["no_activate"] or opts["use"]))
+            row = services.train(
+                row, chunks, activate=not (opts["no_activate"] or opts["use"]), progress=stage
+            )
             if opts["use"]:
                 services.activate_model(row, force_level=True)
         except ml.TrainingError as exc:
@@ -83,6 +102,8 @@ class Command(BaseCommand):
             raise CommandError(f"trained, but not activated: {exc}") from None
         except Exception as exc:  # unreadable capture and the like: one line, not a traceback
             raise CommandError(f"training failed: {exc}") from None
+        finally:
+            progress.close()  # a bar left running would garble the terminal
         state = "active" if row.is_active else "not activated"
         if opts["use"]:
             config, change = capture_services.update_config(
