@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import threading
 import time
@@ -108,46 +109,68 @@ class _Geoip2Fast:
         )
 
 
+@lru_cache(maxsize=1)
+def _geoip2fast() -> _Geoip2Fast:
+    # One per process, kept across reset(): its tables are module globals of geoip2fast anyway.
+    return _Geoip2Fast()
+
+
 class _MaxMind:
     """MaxMind-format databases read with geoip2: a country or city one, and optionally an ASN one."""
 
     name = "mmdb"
 
     def __init__(self, country_path: str, asn_path: str) -> None:
-        import geoip2.database
-
-        self._country = geoip2.database.Reader(country_path) if country_path else None
-        self._asn = geoip2.database.Reader(asn_path) if asn_path else None
+        country_kinds = ("Country", "City")
+        self._country = _open_mmdb("NETMON_GEOIP_MMDB", country_path, country_kinds, "a country or city")
+        self._asn = _open_mmdb("NETMON_GEOIP_ASN_MMDB", asn_path, ("ASN",), "an ASN")
         if self._country is not None:
             kind = self._country.metadata().database_type
-            if "City" in kind:
-                self._country_of = self._country.city
-            elif "Country" in kind:
-                self._country_of = self._country.country
-            else:
-                raise ValueError(f"{country_path} is a {kind} database, not a country or city one")
-        if self._asn is not None and "ASN" not in self._asn.metadata().database_type:
-            kind = self._asn.metadata().database_type
-            raise ValueError(f"{asn_path} is a {kind} database, not an ASN one")
+            self._country_of = self._country.city if "City" in kind else self._country.country
 
     def find(self, address: str) -> Geo:
         import geoip2.errors
 
         country = country_name = asn_name = None
         asn = None
+        # ValueError: an IPv6 address in an IPv4-only database; not found either way.
         if self._country is not None:
             try:
                 found = self._country_of(address).country
                 country, country_name = found.iso_code, found.name
-            except geoip2.errors.AddressNotFoundError:
+            except (geoip2.errors.AddressNotFoundError, ValueError):
                 pass
         if self._asn is not None:
             try:
                 record = self._asn.asn(address)
                 asn, asn_name = record.autonomous_system_number, record.autonomous_system_organization
-            except geoip2.errors.AddressNotFoundError:
+            except (geoip2.errors.AddressNotFoundError, ValueError):
                 pass
         return Geo(AddressScope.PUBLIC, country, country_name, asn, asn_name)
+
+
+class GeoDataError(ValueError):
+    """A configured database that cannot be used: the message names the variable and the reason."""
+
+
+def _open_mmdb(variable: str, path: str, kinds: tuple[str, ...], what: str) -> Any:
+    """geoip2's reader of ``path`` (None when not configured); GeoDataError saying why it cannot be."""
+    if not path:
+        return None
+    import geoip2.database
+
+    if not os.path.exists(path):
+        raise GeoDataError(f"{variable}: no such file {path!r}")
+    if not os.path.isfile(path):
+        raise GeoDataError(f"{variable}: {path!r} is not a file")
+    try:
+        reader = geoip2.database.Reader(path)
+    except Exception as exc:  # unreadable, or corrupt (maxminddb's InvalidDatabaseError)
+        raise GeoDataError(f"{variable}: {path!r} is not a readable MaxMind database ({exc})") from None
+    kind = reader.metadata().database_type
+    if not any(k in kind for k in kinds):
+        raise GeoDataError(f"{variable}: {path!r} is a {kind} database, not {what} one")
+    return reader
 
 
 @dataclass(frozen=True)
@@ -177,26 +200,16 @@ def _open_backend() -> tuple[_Backend, Status]:
     if country_path or asn_path:
         try:
             backend: _Backend = _MaxMind(country_path, asn_path)
-        except (OSError, ValueError, TypeError) as exc:  # missing, unreadable, corrupt, wrong kind
-            which = "NETMON_GEOIP_MMDB" if country_path else "NETMON_GEOIP_ASN_MMDB"
-            detail = f"{which}: {_reason(exc)}; GeoIP lookups are off"
-            return _NoData(), Status("off", detail, None)
+        except GeoDataError as exc:
+            return _NoData(), Status("off", f"{exc}; GeoIP lookups are off", None)
         detail = ", ".join(p for p in (country_path, asn_path) if p)
     else:
         try:
-            backend = _Geoip2Fast()
+            backend = _geoip2fast()
         except Exception as exc:  # a broken install: say so, do not take the API down with it
             return _NoData(), Status("off", f"geoip2fast: {exc}; GeoIP lookups are off", None)
         detail = GEOIP2FAST_FILE
     return backend, Status(backend.name, detail, time.perf_counter() - started)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"no such file {exc.filename!r}"
-    if isinstance(exc, IsADirectoryError | PermissionError):
-        return f"cannot read {exc.filename!r} ({exc.strerror})"
-    return f"not a readable MaxMind database ({exc})"
 
 
 def _loaded() -> _Backend:

@@ -767,6 +767,22 @@ async def test_every_server_event_is_relayed(session_headers, group, message, cl
     assert received == {**message, "type": client_type}
 
 
+async def test_incident_events_are_relayed_with_the_geoip_of_their_addresses(session_headers):
+    communicator = await open_socket(session_headers)
+    incident = {
+        "id": 7, "sensor": "s1", "kind": "port_scan", "severity": "high", "status": "open",
+        "sources": ["10.0.0.5"], "targets": ["1.1.1.1:443/tcp", "2001:4860:4860::8888:53/udp"],
+    }  # fmt: skip
+
+    await publish(events.GROUP_INCIDENTS, {"type": "incident.opened", "incident": incident})
+
+    received = await receive_until(communicator, "incident_opened")
+    assert received["incident"] == {**incident, "geo": received["incident"]["geo"]}
+    assert received["incident"]["geo"]["10.0.0.5"] == PRIVATE_GEO
+    assert received["incident"]["geo"]["1.1.1.1"]["country"] == "AU"
+    assert received["incident"]["geo"]["2001:4860:4860::8888"]["asn_name"] == "GOOGLE"
+
+
 async def test_packets_are_relayed_with_their_fields(session_headers):
     communicator = await open_socket(session_headers)
 
