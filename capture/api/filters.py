@@ -105,6 +105,11 @@ class AsnFilter(django_filters.CharFilter):
     field_class = _AsnField
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": talkers.TALKERS_MAX})
+class TalkerLimitFilter(IntegerFilter):
+    pass
+
+
 class GeoFilterSet(django_filters.FilterSet):
     """``?country=``, ``?asn=`` and ``?asn_name=``: one address of the row must meet all of them.
 
@@ -173,7 +178,7 @@ class TalkerFilter(GeoFilterSet):
     sensor = django_filters.CharFilter(field_name="sensor__name")
     since = IsoDateTimeFilter(method="_validated_only", label="from (default: an hour before until)")
     until = IsoDateTimeFilter(method="_validated_only", label="until (default: now)")
-    limit = IntegerFilter(
+    limit = TalkerLimitFilter(
         method="_validated_only",
         min_value=1,
         max_value=talkers.TALKERS_MAX,

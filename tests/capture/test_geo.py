@@ -120,12 +120,14 @@ def test_bad_country_filter_values_say_what_is_allowed(text):
         geo.parse_country(text)
 
 
-@pytest.mark.parametrize(("text", "number"), [("15169", 15169), ("AS15169", 15169), ("as13335", 13335)])
+@pytest.mark.parametrize(
+    ("text", "number"), [("15169", 15169), ("AS15169", 15169), ("as13335", 13335), ("AS0", 0)]
+)
 def test_asn_filter_values(text, number):
     assert geo.parse_asn(text) == number
 
 
-@pytest.mark.parametrize("text", ["AS", "ASX", "-1", "0", "AS0", "1.5", "4294967296", "GOOGLE"])
+@pytest.mark.parametrize("text", ["AS", "ASX", "-1", "1.5", "12345678901", "AS 1", "GOOGLE"])
 def test_bad_asn_filter_values_say_what_is_allowed(text):
     with pytest.raises(ValueError, match="AS number"):
         geo.parse_asn(text)
