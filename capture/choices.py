@@ -182,6 +182,17 @@ INCIDENT_STATUS_ACTIONS: dict[str, str] = {
 }
 
 
+class AddressScope(Vocabulary):
+    """Where an address belongs (``capture/geo.py``): only ``public`` addresses have a country and an AS."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    LOOPBACK = "loopback"
+    LINK_LOCAL = "link-local"
+    MULTICAST = "multicast"
+    RESERVED = "reserved"  # unspecified, documentation, shared (CGNAT), benchmarking, future use
+
+
 class Role(Vocabulary):
     """The roles: Django groups of these names, each a set of permissions (``netmon/roles.py``).
 

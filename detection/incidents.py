@@ -293,6 +293,20 @@ def service_entity(target: str) -> str:
     return f"service {target}"
 
 
+def target_address(target: str) -> str:
+    """The address of a target: ``IP`` or ``IP:port/proto`` (IPv6 too: the port is after the last colon)."""
+    if "/" in target:
+        return target.rsplit("/", 1)[0].rsplit(":", 1)[0]
+    return target
+
+
+def incident_addresses(sources: list[str] | None, targets: list[str] | None) -> list[str]:
+    """The distinct addresses among an incident's sources and targets, sources first."""
+    seen = dict.fromkeys(str(s) for s in sources or [] if s)
+    seen.update(dict.fromkeys(target_address(str(t)) for t in targets or [] if t))
+    return list(seen)
+
+
 @dataclass
 class ReadAnomalies:
     """The anomalies of a read, column by column (in the order they are stored)."""

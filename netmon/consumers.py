@@ -31,12 +31,13 @@ from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from capture import control, events, services, validation
+from capture import control, events, geo, services, validation
 from capture.choices import BPF_MAX_LENGTH, INTERFACE_MAX_LENGTH, IncidentStatus
 from capture.connections import redis_client
 from capture.permissions import NO_ROLE_MESSAGE
 from detection import live
 from detection import services as detection_services
+from detection.incidents import incident_addresses
 from detection.models import Incident
 from netmon import roles
 from netmon.auth import valid_token_user
@@ -284,6 +285,19 @@ def _normalise_ip(value: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped  # records carry IPv4 as dotted quads
     return str(address)
+
+
+async def _with_geo(func: Callable[..., Any], *args: Any) -> Any:
+    """Run a GeoIP function: in the loop once the data is loaded (cached lookups take microseconds);
+    in a thread while it is not, so the first lookup's load (about half a second) blocks no socket."""
+    if geo.is_loaded():
+        return func(*args)
+    return await sync_to_async(func, thread_sensitive=False)(*args)
+
+
+def _incident_with_geo(incident: dict[str, Any]) -> dict[str, Any]:
+    addresses = incident_addresses(incident.get("sources"), incident.get("targets"))
+    return {**incident, "geo": geo.describe_many(addresses)}
 
 
 def _resilient_receive(receive: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Awaitable[dict]]:
@@ -666,7 +680,7 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             "sensor": next(iter(sensors)) if len(sensors) == 1 else control.ALL_SENSORS,
             "read_at": self._packets_read_at,
             "first_read_at": self._packets_first_read_at,
-            "packets": list(self._packets),
+            "packets": await _with_geo(geo.with_packet_geo, list(self._packets)),
             "dropped": self._packets_dropped,
         }
         self._clear_packets()
@@ -682,7 +696,8 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 
     async def stats(self, event: dict[str, Any]) -> None:
         if not self.sensor_filter or event.get("sensor") == self.sensor_filter:
-            await self._relay(event, "stats")
+            talkers_geo = await _with_geo(geo.talkers_geo, event.get("top_talkers"))
+            await self._relay({**event, "talkers_geo": talkers_geo}, "stats")
 
     async def anomaly_detected(self, event: dict[str, Any]) -> None:
         anomaly = event.get("anomaly")
@@ -691,11 +706,16 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 
     async def incident_opened(self, event: dict[str, Any]) -> None:
         if self._wanted_incident(event.get("incident")):
-            await self._relay(event, "incident_opened")
+            await self._relay(await self._incident_geo(event), "incident_opened")
 
     async def incident_updated(self, event: dict[str, Any]) -> None:
         if self._wanted_incident(event.get("incident")):
-            await self._relay(event, "incident_updated")
+            await self._relay(await self._incident_geo(event), "incident_updated")
+
+    async def _incident_geo(self, event: dict[str, Any]) -> dict[str, Any]:
+        # The worker sends incidents without GeoIP (workers never load the data); added here, as
+        # the API's ``geo``.
+        return {**event, "incident": await _with_geo(_incident_with_geo, event["incident"])}
 
     def _wanted_incident(self, incident: Any) -> bool:
         if not isinstance(incident, dict):

@@ -312,6 +312,12 @@ NETMON_RETENTION_DAYS = env_int("NETMON_RETENTION_DAYS", 7)
 # Lifetime of a suppression rule made from an incident when none is given (0: it never expires).
 NETMON_SUPPRESSION_DEFAULT_HOURS = env_int("NETMON_SUPPRESSION_DEFAULT_HOURS", 24)
 
+# GeoIP and ASN (capture/geo.py): by default the data geoip2fast ships; a MaxMind-format .mmdb
+# (country or city) and an ASN .mmdb may be named instead. NETMON_GEOIP=0 turns lookups off.
+NETMON_GEOIP = env_bool("NETMON_GEOIP", True)
+NETMON_GEOIP_MMDB = env_str("NETMON_GEOIP_MMDB")
+NETMON_GEOIP_ASN_MMDB = env_str("NETMON_GEOIP_ASN_MMDB")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,4 +1,4 @@
-"""Query filters for packets and flows: time range, ip, port, protocol, sensor, sequence range."""
+"""Query filters for packets and flows: time range, ip, port, protocol, sensor, sequence range, GeoIP."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
+from capture import geo, talkers
 from capture.models import Flow, Packet
 
 
@@ -68,6 +69,70 @@ class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = _UTCIsoDateTimeField
 
 
+class _CountryField(forms.CharField):
+    """``?country=``: a two-letter ISO 3166 code (capture.geo.parse_country); anything else is a 400."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if not value:
+            return None
+        try:
+            return geo.parse_country(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+
+
+class _AsnField(forms.CharField):
+    """``?asn=``: an AS number, bare or "AS123" (capture.geo.parse_asn); anything else is a 400."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if not value:
+            return None
+        try:
+            return geo.parse_asn(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+
+
+@extend_schema_field({"type": "string", "pattern": "^[A-Za-z]{2}$", "example": "US"})
+class CountryFilter(django_filters.CharFilter):
+    field_class = _CountryField
+
+
+@extend_schema_field({"type": "string", "pattern": "^([Aa][Ss])?[0-9]{1,10}$", "example": "AS15169"})
+class AsnFilter(django_filters.CharFilter):
+    field_class = _AsnField
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": talkers.TALKERS_MAX})
+class TalkerLimitFilter(IntegerFilter):
+    pass
+
+
+class GeoFilterSet(django_filters.FilterSet):
+    """``?country=``, ``?asn=`` and ``?asn_name=``: one address of the row must meet all of them.
+
+    The fields only validate; the subclass applies ``geo_criteria()`` in ``filter_queryset`` (the
+    criteria are matched together, against the same address).
+    """
+
+    country = CountryFilter(method="_validated_only", label=f"country of an address: {geo.COUNTRY_HELP}")
+    asn = AsnFilter(method="_validated_only", label=f"AS of an address: {geo.ASN_HELP}")
+    asn_name = django_filters.CharFilter(
+        method="_validated_only", label="AS name of an address (case-insensitive), e.g. GOOGLE"
+    )
+
+    def _validated_only(self, queryset, name, value):
+        return queryset
+
+    def geo_criteria(self) -> geo.GeoCriteria:
+        data = self.form.cleaned_data
+        return geo.GeoCriteria(
+            country=data.get("country") or None, asn=data.get("asn"), asn_name=data.get("asn_name") or None
+        )
+
+
 class _TrafficFilter(django_filters.FilterSet):
     sensor = django_filters.CharFilter(field_name="sensor__name")
     ip = IPFilter(method="filter_ip", label="source or destination IP")
@@ -85,7 +150,7 @@ class _TrafficFilter(django_filters.FilterSet):
         return queryset.filter(Q(src_port=value) | Q(dst_port=value))
 
 
-class PacketFilter(_TrafficFilter):
+class PacketFilter(_TrafficFilter, GeoFilterSet):
     since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
     until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
     seq_from = IntegerFilter(field_name="seq", lookup_expr="gte")
@@ -101,6 +166,28 @@ class PacketFilter(_TrafficFilter):
     class Meta:
         model = Packet
         fields = ["sensor", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "ip_version"]
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        return talkers.filter_packets_by_geo(queryset, self.geo_criteria())
+
+
+class TalkerFilter(GeoFilterSet):
+    """GET /api/talkers: the window and sensor; the GeoIP criteria select among the talkers."""
+
+    sensor = django_filters.CharFilter(field_name="sensor__name")
+    since = IsoDateTimeFilter(method="_validated_only", label="from (default: an hour before until)")
+    until = IsoDateTimeFilter(method="_validated_only", label="until (default: now)")
+    limit = TalkerLimitFilter(
+        method="_validated_only",
+        min_value=1,
+        max_value=talkers.TALKERS_MAX,
+        label=f"how many talkers (1 to {talkers.TALKERS_MAX}, default 10)",
+    )
+
+    class Meta:
+        model = Packet
+        fields = ["sensor"]
 
 
 class FlowFilter(_TrafficFilter):

@@ -11,8 +11,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from capture import validation
-from capture.choices import CONFIG_KEYS
+from capture import geo, validation
+from capture.choices import CONFIG_KEYS, AddressScope
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet
 from capture.validation import ConfigUpdateSerializer
 
@@ -21,9 +21,11 @@ __all__ = [
     "ConfigOptionsSerializer",
     "ConfigUpdateSerializer",
     "FlowSerializer",
+    "GeoField",
     "InterfaceSerializer",
     "MonitorConfigSerializer",
     "PacketSerializer",
+    "TalkersSerializer",
 ]
 
 
@@ -92,8 +94,37 @@ class InterfaceSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
 
 
+# An address's GeoIP as the API shows it (capture/geo.py): null when there is no address.
+GEO_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "properties": {
+        "scope": {"type": "string", "enum": AddressScope.values},
+        "country": {"type": "string", "nullable": True, "description": "ISO 3166 two-letter code"},
+        "country_name": {"type": "string", "nullable": True},
+        "asn": {"type": "integer", "nullable": True, "description": "null with the bundled data"},
+        "asn_name": {"type": "string", "nullable": True},
+    },
+    "required": ["scope", "country", "country_name", "asn", "asn_name"],
+}
+
+
+@extend_schema_field(GEO_SCHEMA)
+class GeoField(serializers.Field):
+    """The scope, country and AS of the address in ``source`` (read-only)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> dict[str, Any] | None:
+        return geo.describe(value)
+
+
 class PacketSerializer(serializers.ModelSerializer):
     sensor = serializers.CharField(source="sensor.name", read_only=True)
+    src_geo = GeoField(source="src_ip", help_text="the source address's scope, country and AS")
+    dst_geo = GeoField(source="dst_ip", help_text="the destination address's scope, country and AS")
 
     class Meta:
         model = Packet
@@ -122,6 +153,8 @@ class PacketSerializer(serializers.ModelSerializer):
             "tls_sni",
             "decode_error",
             "anomaly_score",
+            "src_geo",
+            "dst_geo",
         ]
 
 
@@ -143,3 +176,18 @@ class FlowSerializer(serializers.ModelSerializer):
             "packets",
             "bytes",
         ]
+
+
+class TalkerSerializer(serializers.Serializer):
+    ip = serializers.CharField()
+    bytes = serializers.IntegerField(help_text="bytes it sent in the window")
+    packets = serializers.IntegerField(help_text="packets it sent in the window")
+    geo = GeoField(source="ip")
+
+
+class TalkersSerializer(serializers.Serializer):
+    """GET /api/talkers: the sources that sent the most bytes in the window, most first."""
+
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    talkers = TalkerSerializer(many=True)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("interfaces", views.InterfacesView.as_view(), name="interfaces"),
     path("packets/", views.PacketListView.as_view(), name="packets"),
     path("flows/", views.FlowListView.as_view(), name="flows"),
+    path("talkers", views.TalkerListView.as_view(), name="talkers"),
 ]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from django_filters.utils import translate_validation
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from capture import host, services
-from capture.api.filters import FlowFilter, PacketFilter
+from capture import host, services, talkers
+from capture.api.filters import FlowFilter, PacketFilter, TalkerFilter
 from capture.api.serializers import (
     ConfigChangeSerializer,
     ConfigOptionsSerializer,
@@ -18,6 +19,7 @@ from capture.api.serializers import (
     InterfaceSerializer,
     MonitorConfigSerializer,
     PacketSerializer,
+    TalkersSerializer,
 )
 from capture.models import ConfigChange, Flow, Packet
 
@@ -103,3 +105,30 @@ class FlowListView(generics.ListAPIView):
     serializer_class = FlowSerializer
     filterset_class = FlowFilter
     queryset = Flow.objects.select_related("sensor")
+
+
+class TalkerListView(generics.GenericAPIView):
+    """GET /api/talkers: top talkers (bytes sent per source) in a window, with country and AS.
+
+    ``?country=``, ``?asn=`` and ``?asn_name=`` keep the talkers whose address matches.
+    """
+
+    required_permissions = {"GET": "capture.view_packet"}  # talkers are sums of packets
+    serializer_class = TalkersSerializer
+    filterset_class = TalkerFilter
+    queryset = Packet.objects.all()
+    pagination_class = None
+
+    def get(self, request: Request) -> Response:
+        filterset = TalkerFilter(request.query_params, queryset=self.get_queryset(), request=request)
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        data = filterset.form.cleaned_data
+        result = talkers.top_talkers(
+            filterset.qs,
+            since=data.get("since"),
+            until=data.get("until"),
+            criteria=filterset.geo_criteria(),
+            limit=data.get("limit") or 10,
+        )
+        return Response(TalkersSerializer(result).data)

@@ -6,8 +6,9 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter, TrueFalseFilter
+from capture.api.filters import GeoFilterSet, IntegerFilter, IPFilter, IsoDateTimeFilter, TrueFalseFilter
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
+from detection.incidents import incident_addresses
 from detection.models import Anomaly, Incident
 
 _MAX_ID = 2**63 - 1
@@ -58,7 +59,7 @@ def _choice(vocabulary, name: str) -> django_filters.ChoiceFilter:
     )
 
 
-class IncidentFilter(django_filters.FilterSet):
+class IncidentFilter(GeoFilterSet):
     sensor = django_filters.CharFilter(field_name="sensor__name")
     status = _choice(IncidentStatus, "status")
     kind = _choice(IncidentKind, "kind")
@@ -81,3 +82,19 @@ class IncidentFilter(django_filters.FilterSet):
             | Q(targets__icontains=f'{quoted}"')
             | Q(targets__icontains=f"{quoted}:")
         )
+
+    def filter_queryset(self, queryset):
+        # GeoIP: incidents whose sources or targets hold an address that meets the criteria. An
+        # incident lists at most a few hundred addresses and lookups are cached per address, so
+        # the filtered incidents' lists are read and matched here.
+        queryset = super().filter_queryset(queryset)
+        criteria = self.geo_criteria()
+        if not criteria:
+            return queryset
+        rows = queryset.order_by().values_list("id", "sources", "targets")
+        wanted = [
+            pk
+            for pk, sources, targets in rows.iterator(chunk_size=2000)
+            if any(criteria.matches(a) for a in incident_addresses(sources, targets))
+        ]
+        return queryset.filter(pk__in=wanted)

@@ -8,8 +8,11 @@ from urllib.parse import quote
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from capture import geo
+from capture.api.serializers import GEO_SCHEMA
 from capture.choices import FeatureLevel, IncidentKind, IncidentStatus, MlModel
 from detection import timeline
+from detection.incidents import incident_addresses
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
 
@@ -82,14 +85,20 @@ class IncidentSerializer(serializers.ModelSerializer):
     packets_url = serializers.SerializerMethodField()
     anomalies_url = serializers.SerializerMethodField()
     affected = serializers.SerializerMethodField()
+    geo = serializers.SerializerMethodField()
 
     class Meta:
         model = Incident
         fields = ["id", "sensor", "entity", "kind", "severity", "status", "sources", "targets",
                   "targets_more", "affected", "first_seen", "last_seen", "opened_at", "anomaly_count",
                   "packet_count", "peak_score", "explanation", "status_changed_by", "status_changed_at",
-                  "packets_url", "anomalies_url"]  # fmt: skip
+                  "packets_url", "anomalies_url", "geo"]  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "additionalProperties": GEO_SCHEMA})
+    def get_geo(self, incident: Incident) -> dict:
+        """Scope, country and AS of each address among its sources and targets (address -> GeoIP)."""
+        return geo.describe_many(incident_addresses(incident.sources, incident.targets))
 
     def get_status_changed_by(self, incident: Incident) -> str | None:
         """Who last changed its status."""

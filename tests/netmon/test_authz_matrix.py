@@ -97,6 +97,7 @@ MATRIX: dict[str, dict[str, Row]] = {
     "interfaces": {"get": Row(401, 403, ANY_OK, ANY_OK, ANY_OK, ANY_OK)},
     "packets": {"get": Row(*READ)},
     "flows": {"get": Row(*READ)},
+    "talkers": {"get": Row(*READ)},  # top talkers: sums of packets, as packets
     "export-legacy": {"post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
     "exports": {"get": Row(*ANALYST_UP, 200, 200, 200), "post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
     # another user's export (admin and superuser included) is indistinguishable from one that does not exist

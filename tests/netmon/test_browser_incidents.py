@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 ANALYST = "analyst-on-duty"
 VIEWER = "watcher"
 SHOTS = ROOT / "test-output"
-SCANNER = "203.0.113.66"
+SCANNER = "9.9.9.66"  # public: its country and AS show (GeoIP and ASN, the bundled data)
+SCANNER_GEO = "CH · QUAD9-AS-1"
 VICTIM = "10.0.0.5"
 
 # Run in the stack's environment: 40 s of a port scan (20 probes a second, with replies) stored as
@@ -174,6 +175,7 @@ def test_an_incident_appears_live_is_acknowledged_and_has_its_page(web):
                 f"{SCANNER} → {VICTIM} ports 1/tcp, 2/tcp, 3/tcp and 797 more"
             )
             expect(card).to_contain_text("120 anomalies · 1,600 packets")
+            expect(card.get_by_test_id("incident-geo")).to_have_text(f"{SCANNER} {SCANNER_GEO}")
             expect(card.get_by_test_id("incident-times")).to_contain_text("active")
             expect(card.get_by_test_id("incident-why")).to_have_text(
                 f"{SCANNER} contacted 800 distinct ports of {VICTIM} in 40 s; normal is under 5. …"
@@ -219,12 +221,14 @@ def test_an_incident_appears_live_is_acknowledged_and_has_its_page(web):
             )  # 20 probes + 20 replies a second
             assert canvas_ink(page, "timeline-chart") > 500  # bars, not just axes
             expect(page.get_by_test_id("target-list").locator("li")).to_have_count(100)
+            expect(page.get_by_test_id("source-list").get_by_test_id("geo")).to_have_text(SCANNER_GEO)
             expect(page.get_by_test_id("anomaly-rows").locator("tr")).to_have_count(50)
             expect(page.get_by_test_id("anomaly-pager")).to_contain_text("1\u201350 of 120")
             page.get_by_test_id("anomaly-pager").get_by_text("Next →").click()
             expect(page.get_by_test_id("anomaly-pager")).to_contain_text("51\u2013100 of 120")
             page.get_by_test_id("tab-packets").click()
             expect(page.get_by_test_id("packet-rows").locator("tr")).to_have_count(50)
+            expect(page.get_by_test_id("packet-rows").get_by_test_id("geo").first).to_have_text(SCANNER_GEO)
             expect(page.get_by_test_id("packet-pager")).to_contain_text("of 800")
             # the same buttons: from acknowledged, resolve it here
             page.get_by_test_id("incident-action-resolved").click()

@@ -131,6 +131,10 @@ async def drain(communicator: WebsocketCommunicator, quiet: float = 1.0) -> list
     return messages
 
 
+# What the consumer adds to a private address (capture/geo.py): its scope, no country or AS.
+PRIVATE_GEO = {"scope": "private", "country": None, "country_name": None, "asn": None, "asn_name": None}
+
+
 def packet(seq: int, sensor: str = "s1", src: str = "10.0.0.1", dst: str = "10.0.0.2") -> dict:
     return {
         "seq": seq,
@@ -758,7 +762,25 @@ async def test_every_server_event_is_relayed(session_headers, group, message, cl
     await publish(group, message)
 
     received = await communicator.receive_json_from(timeout=TIMEOUT)
+    if client_type == "stats":  # the consumer adds the talkers' GeoIP (capture/geo.py)
+        message = {**message, "talkers_geo": {"10.0.0.1": PRIVATE_GEO, "10.0.0.2": PRIVATE_GEO}}
     assert received == {**message, "type": client_type}
+
+
+async def test_incident_events_are_relayed_with_the_geoip_of_their_addresses(session_headers):
+    communicator = await open_socket(session_headers)
+    incident = {
+        "id": 7, "sensor": "s1", "kind": "port_scan", "severity": "high", "status": "open",
+        "sources": ["10.0.0.5"], "targets": ["1.1.1.1:443/tcp", "2001:4860:4860::8888:53/udp"],
+    }  # fmt: skip
+
+    await publish(events.GROUP_INCIDENTS, {"type": "incident.opened", "incident": incident})
+
+    received = await receive_until(communicator, "incident_opened")
+    assert received["incident"] == {**incident, "geo": received["incident"]["geo"]}
+    assert received["incident"]["geo"]["10.0.0.5"] == PRIVATE_GEO
+    assert received["incident"]["geo"]["1.1.1.1"]["country"] == "AU"
+    assert received["incident"]["geo"]["2001:4860:4860::8888"]["asn_name"] == "GOOGLE"
 
 
 async def test_packets_are_relayed_with_their_fields(session_headers):
@@ -775,7 +797,7 @@ async def test_packets_are_relayed_with_their_fields(session_headers):
         "sensor": "s1",
         "read_at": 1_700_000_000.25,
         "first_read_at": 1_700_000_000.25,
-        "packets": [packet(1)],
+        "packets": [{**packet(1), "src_geo": PRIVATE_GEO, "dst_geo": PRIVATE_GEO}],
         "dropped": 0,
     }
 

@@ -262,6 +262,7 @@
   const sensors = new Map(); // name -> merged status (connected/api status + live stats/capture_status)
   const latestStats = new Map(); // name -> last stats message
   const mixHistory = new Map(); // name -> [{protocols, talkers}] (last MIX_WINDOW)
+  const talkerGeo = new Map(); // address -> GeoIP, from the stats messages' talkers_geo
   let packetRows = []; // newest first
   let packetsDroppedTotal = 0;
   let anomalyCount = 0;
@@ -301,7 +302,7 @@
   }
 
   // --- protocol mix and top talkers -----------------------------------------------------
-  function renderBars(listId, emptyId, entries, format) {
+  function renderBars(listId, emptyId, entries, format, tag) {
     const list = $(listId);
     $(emptyId).classList.toggle("hidden", entries.length > 0);
     const max = Math.max(1, ...entries.map(([, v]) => v));
@@ -309,7 +310,7 @@
     list.replaceChildren(
       ...entries.map(([label, value]) =>
         el("li", { dataset: { label } },
-          el("span", { class: "label mono", title: label, text: label }),
+          el("span", { class: "label mono", title: label }, label, tag ? tag(label) : null),
           el("span", { class: "track" }, el("span", { class: "fill", style: `width:${((value / max) * 100).toFixed(1)}%` })),
           el("span", { class: "value", text: format(value, total) }),
         ),
@@ -333,7 +334,8 @@
     const byValue = (a, b) => b[1] - a[1];
     renderBars("protocol-bars", "protocol-empty", [...protocols.entries()].sort(byValue).slice(0, 10),
       (v, total) => `${((v / total) * 100).toFixed(v / total < 0.1 ? 1 : 0)}% · ${fmtNumber(v)}`);
-    renderBars("talker-bars", "talker-empty", [...talkers.entries()].sort(byValue).slice(0, 10), (v) => fmtBytes(v));
+    renderBars("talker-bars", "talker-empty", [...talkers.entries()].sort(byValue).slice(0, 10), (v) => fmtBytes(v),
+      (ip) => IN.geoTag(talkerGeo.get(ip)));
   }
 
   // --- capture state --------------------------------------------------------------------
@@ -422,8 +424,8 @@
           el("td", { class: "num mono", text: fmtClock(toDate(p.ts), true) }),
           el("td", { text: p.sensor || message.sensor || "" }),
           el("td", { class: "num mono", text: p.seq }),
-          el("td", { class: "mono", text: endpoint(p.src_ip, p.src_port) }),
-          el("td", { class: "mono", text: endpoint(p.dst_ip, p.dst_port) }),
+          el("td", { class: "mono" }, endpoint(p.src_ip, p.src_port), IN.geoTag(p.src_geo, true)),
+          el("td", { class: "mono" }, endpoint(p.dst_ip, p.dst_port), IN.geoTag(p.dst_geo, true)),
           el("td", {}, el("span", { class: "proto proto-" + proto.replace(/[^A-Za-z0-9]/g, ""), text: proto || "?" })),
           el("td", { class: "muted", text: p.app_protocol || "" }),
           el("td", { class: "num", text: p.length }),
@@ -536,6 +538,7 @@
   function incidentSummary(incident, card) {
     const hosts = IN.hostsText(incident);
     const line = IN.firstLine(incident.explanation);
+    const geoLine = IN.incidentGeoText(incident);
     return el("div", { class: "incident-summary" },
       el("div", { class: "incident-head" },
         IN.severityBadge(incident),
@@ -544,6 +547,7 @@
         el("span", { class: "times", "data-testid": "incident-times", text: IN.timesText(incident) })),
       el("div", { class: "incident-hosts mono", "data-testid": "incident-hosts" },
         el("span", { class: "sources", text: hosts.sources }), " → ", el("span", { text: hosts.targets })),
+      geoLine ? el("div", { class: "incident-geo muted", "data-testid": "incident-geo", text: geoLine }) : null,
       el("div", { class: "incident-meta" },
         `${IN.fmtCount(incident.anomaly_count)} anomalies · ${IN.fmtCount(incident.packet_count)} packets`
         + ` · peak score ${Number(incident.peak_score || 0).toFixed(2)} · ${incident.sensor || ""}`
@@ -969,6 +973,8 @@
         latestStats.set(message.sensor, Object.assign({}, message, { ts }));
         const history = mixHistory.get(message.sensor) || [];
         history.push({ protocols: message.protocols, talkers: message.top_talkers });
+        for (const [ip, geo] of Object.entries(message.talkers_geo || {})) talkerGeo.set(ip, geo);
+        if (talkerGeo.size > 1000) talkerGeo.clear(); // a long session's churn; refilled by the next messages
         while (history.length > MIX_WINDOW) history.shift();
         mixHistory.set(message.sensor, history);
         mergeSensor(message.sensor, { state: message.state, mode: message.mode, alive: true });

@@ -59,8 +59,9 @@
   }
 
   function renderHosts() {
-    $("source-list").replaceChildren(...(incident.sources || []).map((s) => el("li", { text: s })));
-    $("target-list").replaceChildren(...(incident.targets || []).map((t) => el("li", { text: t })));
+    const geo = incident.geo || {};
+    $("source-list").replaceChildren(...(incident.sources || []).map((s) => el("li", {}, s, " ", IN.geoTag(geo[s]))));
+    $("target-list").replaceChildren(...(incident.targets || []).map((t) => el("li", {}, t, " ", IN.geoTag(geo[IN.splitTarget(t)[0]]))));
     const more = Number(incident.targets_more || 0);
     setText("targets-hint", `${IN.fmtCount((incident.targets || []).length)} listed${more ? `, and ${IN.fmtCount(more)} more not listed` : ""}`);
   }

@@ -143,6 +143,31 @@
     return colon < 0 ? [text, ""] : [text.slice(0, colon), text.slice(colon + 1)];
   }
 
+  // --- GeoIP (capture/geo.py; the API's src_geo/dst_geo/geo) ---------------------------------
+  // "US · GOOGLE" (or "US · AS15169 GOOGLE" when the data has AS numbers) for a public address,
+  // its scope ("private", "loopback", ...) for the others, "" when nothing is known.
+  function geoText(geo) {
+    if (!geo) return "";
+    if (geo.scope !== "public") return geo.scope || "";
+    const as = geo.asn ? `AS${geo.asn}${geo.asn_name ? " " + geo.asn_name : ""}` : (geo.asn_name || "");
+    return [geo.country || "??", as].filter(Boolean).join(" · ");
+  }
+
+  // A small tag after an address; with publicOnly, nothing for non-public ones (a LAN's packets).
+  function geoTag(geo, publicOnly) {
+    if (!geo || (publicOnly && geo.scope !== "public")) return null;
+    const text = geoText(geo);
+    const title = geo.scope === "public" ? [geo.country_name, geo.asn_name].filter(Boolean).join(", ") : `${geo.scope} address`;
+    return text ? el("span", { class: "geo", "data-testid": "geo", title, text }) : null;
+  }
+
+  // The incident's public addresses with their country and AS: "8.8.8.8 US · GOOGLE, …" (at most 4).
+  function incidentGeoText(incident) {
+    const geo = incident.geo || {};
+    const shown = Object.entries(geo).filter(([, g]) => g && g.scope === "public").slice(0, 4);
+    return shown.map(([address, g]) => `${address} ${geoText(g)}`).join(", ");
+  }
+
   function hostsText(incident) {
     const sources = (incident.sources || []).join(", ") || "unknown source";
     const targets = incident.targets || [];
@@ -281,8 +306,8 @@
   function packetRows(packets) {
     return packets.map((p) => el("tr", { dataset: { seq: p.seq } },
       el("td", { class: "num mono", text: fmtClock(toDate(p.ts), true) }),
-      el("td", { class: "mono", text: endpoint(p.src_ip, p.src_port) }),
-      el("td", { class: "mono", text: endpoint(p.dst_ip, p.dst_port) }),
+      el("td", { class: "mono" }, endpoint(p.src_ip, p.src_port), geoTag(p.src_geo, true)),
+      el("td", { class: "mono" }, endpoint(p.dst_ip, p.dst_port), geoTag(p.dst_geo, true)),
       el("td", {}, el("span", { class: "proto proto-" + String(p.protocol || "").replace(/[^A-Za-z0-9]/g, ""), text: p.protocol || "?" })),
       el("td", { class: "num", text: p.length }),
       el("td", { class: "mono", text: tcpFlags(p.tcp_flags) })));
@@ -303,6 +328,7 @@
   window.NetmonIncidents = {
     vocabulary, el, api, problem, goToLogin, toDate, tcpFlags, fmtClock, fmtDateTime, fmtCount, fmtDuration, endpoint,
     kindTitle, severityLevel, statusRank, statusText, isNew, isActive, hostsText, timesText, firstLine,
+    geoText, geoTag, incidentGeoText, splitTarget,
     severityBadge, statusBadge, actionBar, anomalyRows, packetRows, table, items,
     ANOMALY_HEADERS, PACKET_HEADERS,
     can: (permission) => permissions.has(permission),
