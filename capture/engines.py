@@ -253,6 +253,7 @@ class DumpcapEngine:
         assert reader is not None
         interfaces = [self.interface]
         parts: list[np.ndarray] = []
+        raw: list[FrameBatch] = []  # the frames of parts, for the evidence ring
         count = 0
         first_at = 0.0  # monotonic time the oldest pending packet arrived
         read_at = 0.0
@@ -270,15 +271,16 @@ class DumpcapEngine:
                     if not count:
                         first_at, read_at = time.monotonic(), time.time()
                     parts.append(self._decode(frames))
+                    raw.append(frames)
                     count += len(frames)
                     if count >= self.batch_size:
-                        yield self._chunk(parts, interfaces, read_at)
-                        parts, count = [], 0
+                        yield self._chunk(parts, interfaces, read_at, raw)
+                        parts, raw, count = [], [], 0
                         idle_since = time.monotonic()
                 now = time.monotonic()
                 if count and (now - first_at >= self.max_delay or eof):
-                    yield self._chunk(parts, interfaces, read_at)
-                    parts, count = [], 0
+                    yield self._chunk(parts, interfaces, read_at, raw)
+                    parts, raw, count = [], [], 0
                     idle_since = now
                 elif not count and now - idle_since >= self.max_delay and not eof:
                     yield _empty_chunk(interfaces, self.interface)
@@ -296,9 +298,13 @@ class DumpcapEngine:
         self.packets += len(records)
         return records
 
-    def _chunk(self, parts: list[np.ndarray], interfaces: list[str], read_at: float) -> Chunk:
+    def _chunk(
+        self, parts: list[np.ndarray], interfaces: list[str], read_at: float, raw: list[FrameBatch]
+    ) -> Chunk:
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return Chunk(records=records, interfaces=list(interfaces), read_at=read_at, source=self.interface)
+        return Chunk(
+            records=records, interfaces=list(interfaces), read_at=read_at, source=self.interface, frames=raw
+        )
 
     def stop(self) -> None:
         """Stop dumpcap (SIGTERM, then SIGKILL) and close its pipes.

@@ -143,3 +143,43 @@ class FlowSerializer(serializers.ModelSerializer):
             "packets",
             "bytes",
         ]
+
+
+_ISO = "must be an ISO 8601 date and time, e.g. 2026-01-01T12:00:00Z"
+
+
+class PcapQuerySerializer(serializers.Serializer):
+    """GET /api/packets/pcap's query: which kept frames (every criterion given must match)."""
+
+    since = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; frames at or after", error_messages={"invalid": _ISO}
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; frames before", error_messages={"invalid": _ISO}
+    )
+    ip = serializers.IPAddressField(
+        required=False, help_text="either end", error_messages={"invalid": "must be an IPv4 or IPv6 address"}
+    )
+    port = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=65535,
+        help_text="either end",
+        error_messages={
+            "invalid": "must be a whole number from 0 to 65535",
+            "min_value": "must be from 0 to 65535",
+            "max_value": "must be from 0 to 65535",
+        },
+    )
+    sensor = serializers.CharField(
+        required=False, help_text="needed when several sensors keep evidence", max_length=64
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            known = ", ".join(self.fields)
+            raise serializers.ValidationError(dict.fromkeys(unknown, f"unknown parameter; known: {known}"))
+        if "since" in attrs and "until" in attrs and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError({"until": "must be after since"})
+        return attrs
