@@ -265,11 +265,11 @@ class ExportRequestSerializer(ClosedSerializer):
         wrong = sorted(refused & set(filters))
         if wrong:
             raise serializers.ValidationError(
-                {"filters": dict.fromkeys(wrong, f"not a filter of the {attrs['dataset']} dataset")}
+                {"filters": {key: [f"not a filter of the {attrs['dataset']} dataset"] for key in wrong}}
             )
         if attrs["dataset"] == pcap and "incident" in filters and set(filters) - {"incident"}:
             raise serializers.ValidationError(
-                {"filters": {"incident": "an incident's frames take no other filter"}}
+                {"filters": {"incident": ["an incident's frames take no other filter"]}}
             )
 
     @staticmethod

@@ -23,6 +23,7 @@ from capture.pcapwriter import synthetic_records, write_pcap
 from capture.records import ip_to_bytes
 from capture.runner import CaptureRunner
 from capture.sources import demo_chunks, file_key, pcap_chunks
+from tests.capture.evidence_ring import feed, write
 from tests.capture.pcaps import make_ordinary, make_pcapng_two_interfaces
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
@@ -51,24 +52,6 @@ def tshark_frames(path: Path) -> list[tuple[str, str, str]]:
 def capinfos(path: Path) -> dict[str, str]:
     out = subprocess.run(["capinfos", "-M", "-c", "-t", "-E", str(path)], capture_output=True, text=True)
     return dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
-
-
-def write(path: Path, chunks) -> Path:
-    with open(path, "wb") as handle:
-        for piece in chunks:
-            handle.write(piece)
-    return path
-
-
-def feed(ring: EvidenceRing, path: Path, first_seq: int = 1, batch: int = 1000) -> int:
-    """Append a capture's frames to the ring as capture would, numbered from ``first_seq``."""
-    seq = first_seq
-    for chunk in pcap_chunks(str(path), ReadStats(), batch):
-        records = chunk.records
-        records["seq"] = np.arange(seq, seq + len(records))
-        ring.append(records, chunk.frames)
-        seq += len(records)
-    return seq
 
 
 class Clock:
