@@ -222,6 +222,14 @@ def test_incident_frames_that_aged_out_answer_410(api, ring, incident, settings)
     assert api.get(f"/api/incidents/{incident.pk}/").json()["pcap_kept"] is False
 
 
+def test_the_incident_page_lets_analysts_see_the_download(client, analyst, viewer, incident):
+    # the page hides the button unless the user holds the permission (incident.js reads data-permissions)
+    client.force_login(analyst)
+    assert "capture.download_evidence" in client.get(f"/incidents/{incident.pk}/").content.decode()
+    client.force_login(viewer)
+    assert "capture.download_evidence" not in client.get(f"/incidents/{incident.pk}/").content.decode()
+
+
 def test_an_incident_without_kept_frames_hides_the_button(api, settings, tmp_path):
     settings.NETMON_EVIDENCE_DIR = tmp_path / "none"
     sensor = Sensor.objects.create(name="s9")
