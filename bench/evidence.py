@@ -60,8 +60,10 @@ def fill_ring(directory: Path, megabytes: int, batch: int = 20_000) -> tuple[Run
     sample.unlink()
     span = float(frames.ts[-1] - frames.ts[0]) + 0.001
     limit = megabytes << 20
-    # bound a segment above the size wanted: the ring is filled to ``megabytes`` and nothing is deleted
-    ring = EvidenceRing(directory, SENSOR, max_bytes=limit + (64 << 20), max_age=10 * 365 * 86400.0)
+    # bound two segments above the size wanted: the ring is filled to ``megabytes``, nothing deleted
+    ring = EvidenceRing(
+        directory, SENSOR, max_bytes=limit + (128 << 20), max_age=10 * 365 * 86400.0, segment_bytes=64 << 20
+    )
     seq = 1
     with Clock() as clock:
         while ring.status()["bytes"] < limit:

@@ -274,8 +274,11 @@ class EvidenceRing:
 
     def _write(self, records: np.ndarray, batch: FrameBatch, lo: int, hi: int) -> None:
         linktypes = batch.linktype[lo:hi]
-        # one link type per segment: split the slice where it changes (rare: pcapng, several interfaces)
-        cuts = np.flatnonzero(linktypes[1:] != linktypes[:-1]) + 1 if hi - lo > 1 else np.zeros(0, int)
+        if len(batch.linktypes) == 1:  # one interface (pcap, dumpcap, demo): one link type
+            self._write_run(records, batch, lo, hi, int(linktypes[0]))
+            return
+        # one link type per segment: split the slice where it changes (pcapng, several interfaces)
+        cuts = np.flatnonzero(linktypes[1:] != linktypes[:-1]) + 1
         start = 0
         for end in [*cuts.tolist(), hi - lo]:
             self._write_run(records[start:end], batch, lo + start, lo + end, int(linktypes[start]))
@@ -286,7 +289,7 @@ class EvidenceRing:
         cur = self._current
         if cur is not None and (
             cur.linktype != linktype
-            or cur.size >= self.segment_bytes
+            or cur.size + cur.index_size >= self.segment_bytes
             or now - cur.opened >= self.segment_seconds
         ):
             self._close_current()
@@ -297,36 +300,19 @@ class EvidenceRing:
         caplen = batch.caplen[lo:hi]
         offsets = batch.offsets[lo:hi]
         ts = batch.ts[lo:hi]
-        sec = np.floor(ts)
-        usec = np.round((ts - sec) * 1_000_000)
-        carry = usec >= 1_000_000
-        heads = np.empty((m, 4), dtype="<u4")
-        heads[:, 0] = (sec + carry).astype(np.int64).astype(np.uint32)
-        heads[:, 1] = np.where(carry, 0, usec).astype(np.uint32)
-        heads[:, 2] = caplen
-        heads[:, 3] = batch.length[lo:hi]
-        head_bytes = heads.tobytes()
         rec_len = caplen.astype(np.int64) + 16
         rec_start = np.empty(m, dtype=np.int64)
         rec_start[0] = 0
         np.cumsum(rec_len[:-1], out=rec_start[1:])
-        buf = batch.buf
         first = int(offsets[0])
-        if m > 1 and bool(np.all(offsets[1:] - offsets[:-1] == rec_len[:-1])) and first >= 16:
-            # frames lie back to back with 16 bytes between them (a classic pcap's records): one
-            # slice of the input with our headers written over the input's
-            body = bytearray(buf[first - 16 : int(offsets[-1]) + int(caplen[-1])])
-            view = np.frombuffer(body, dtype=np.uint8)
-            view[(rec_start[:, None] + np.arange(16)).ravel()] = np.frombuffer(head_bytes, dtype=np.uint8)
-            data: bytes | bytearray = body
+        data: Any
+        if batch.le_usec_records and bool(np.all(offsets[1:] - offsets[:-1] == rec_len[:-1])):
+            # a classic little-endian microsecond pcap (a replayed file, dumpcap's pipe): its records
+            # are what a segment holds, back to back; written as they are, without a copy
+            data = memoryview(batch.buf)[first - 16 : int(offsets[-1]) + int(caplen[-1])]
         else:
-            mv = memoryview(buf)
-            parts: list[Any] = []
-            for i, (o, c) in enumerate(zip(offsets.tolist(), caplen.tolist(), strict=True)):
-                parts.append(head_bytes[16 * i : 16 * i + 16])
-                parts.append(mv[o : o + c])
-            data = b"".join(parts)
-        rows = np.zeros(m, dtype=INDEX_DTYPE)
+            data = self._records(batch, lo, hi, rec_start)
+        rows = np.empty(m, dtype=INDEX_DTYPE)  # every field is set below
         rows["seq"] = records["seq"]
         rows["ts"] = ts
         rows["offset"] = rec_start + cur.size
@@ -340,6 +326,28 @@ class EvidenceRing:
         cur.size += len(data)
         cur.index_size += rows.nbytes
         self.frames_kept += m
+
+    @staticmethod
+    def _records(batch: FrameBatch, lo: int, hi: int, rec_start: np.ndarray) -> bytes:
+        """Frames ``lo:hi`` of ``batch`` as classic pcap records (16-byte header, then the frame)."""
+        m = hi - lo
+        caplen = batch.caplen[lo:hi]
+        offsets = batch.offsets[lo:hi]
+        ts = batch.ts[lo:hi]
+        sec = np.floor(ts)
+        usec = np.round((ts - sec) * 1_000_000)
+        carry = usec >= 1_000_000
+        heads = np.empty((m, 4), dtype="<u4")
+        heads[:, 0] = (sec + carry).astype(np.int64).astype(np.uint32)
+        heads[:, 1] = np.where(carry, 0, usec).astype(np.uint32)
+        heads[:, 2] = caplen
+        heads[:, 3] = batch.length[lo:hi]
+        out = np.empty(int(rec_start[-1]) + 16 + int(caplen[-1]), dtype=np.uint8)
+        out[(rec_start[:, None] + np.arange(16)).ravel()] = heads.view(np.uint8).ravel()
+        src = np.frombuffer(batch.buf, dtype=np.uint8)
+        for o, c, r in zip(offsets.tolist(), caplen.tolist(), rec_start.tolist(), strict=True):
+            out[r + 16 : r + 16 + c] = src[o : o + c]
+        return out.data
 
     def _open(self, first_seq: int, linktype: int, now: float) -> _Open:
         stem = f"{first_seq:020d}"

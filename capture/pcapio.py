@@ -128,6 +128,9 @@ class FrameBatch:
     iface: np.ndarray  # uint16, index into ``interfaces``
     interfaces: list[str]
     linktypes: list[int]  # link type of each interface
+    # True when the buffer holds classic little-endian microsecond pcap records: frame i's record
+    # header is the 16 bytes before it, as capture's evidence ring writes them (copied as they are)
+    le_usec_records: bool = False
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -599,6 +602,7 @@ class FrameReader:
             offsets = starts + 16
             iface = np.zeros(len(starts), dtype=np.uint16)
             linktype = np.full(len(starts), self.linktypes[0], dtype=np.uint16)
+            le_usec = self._endian == "<" and self._units == 1_000_000
         else:
             caps, origs, ts_hi, ts_lo, ifcs = self._pending_fields
             offsets = starts
@@ -614,6 +618,7 @@ class FrameReader:
             np.clip(ts, TS_MIN, TS_MAX, out=ts)
             linktype = np.array(self.linktypes, dtype=np.uint16)[iface]
             self._pending_fields = [[], [], [], [], []]
+            le_usec = False
         # An original length below the captured length is nonsense; trust what was captured.
         np.maximum(length, caplen, out=length)
         self._pos = self._scan
@@ -630,6 +635,7 @@ class FrameReader:
             iface=iface,
             interfaces=list(self.interfaces),
             linktypes=list(self.linktypes),
+            le_usec_records=le_usec,
         )
 
 
