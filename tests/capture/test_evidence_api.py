@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.http import StreamingHttpResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from capture import evidence
+from capture import control, evidence
 from capture.evidence import EvidenceRing
 from capture.models import Packet, Sensor
 from capture.pcapio import iter_frame_batches
@@ -23,6 +23,7 @@ from capture.runner import CaptureRunner
 from detection.models import Anomaly, Incident
 from exports import services as export_services
 from exports.models import ExportJob
+from tests import processes
 from tests.capture.evidence_ring import feed
 
 pytestmark = pytest.mark.django_db
@@ -318,3 +319,19 @@ def test_a_capture_with_a_writable_ring_reports_it_on(api, redis_client, setting
     ring = api.get("/api/status").json()["sensors"][0]["evidence"]
     assert ring["state"] == "on" and ring["max_bytes"] == 1 << 30
     assert (timedelta(seconds=ring["max_age_seconds"])) == timedelta(hours=1)
+
+
+# --- the capture command ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_capture_command_keeps_evidence_by_default(tmp_path, settings, redis_client):
+    settings.NETMON_EVIDENCE_DIR = tmp_path / "evidence"  # the command's environment (tests/processes.py)
+    write_pcap(tmp_path / "in.pcap", synthetic_records(500, seed=6))
+    result = processes.run_capture("--pcap", str(tmp_path / "in.pcap"), "--sensor", "evcmd", timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    carved = b"".join(evidence.carve(settings.NETMON_EVIDENCE_DIR, "evcmd"))
+    assert carved[24:] == (tmp_path / "in.pcap").read_bytes()[24:]  # every record, as it was in the file
+    heartbeat = control.read_heartbeats(redis_client)["evcmd"]
+    assert heartbeat["evidence"]["state"] == "on" and heartbeat["evidence"]["frames_kept"] == 500
