@@ -80,7 +80,13 @@ def pcap_header(linktype: int) -> bytes:
 
 
 def sensor_dir(directory: str | os.PathLike[str], sensor: str) -> Path:
-    """The ring directory of one sensor (sensor names are valid path components: capture.validation)."""
+    """The ring directory of one sensor; ValueError for a name that is not one path component.
+
+    Sensor names (capture.validation) are letters, digits, ``_ . -``: only ``.`` and ``..`` could
+    leave the evidence directory.
+    """
+    if sensor in {"", ".", ".."} or "/" in sensor or "\\" in sensor or "\x00" in sensor:
+        raise ValueError(f"sensor {sensor!r} cannot name an evidence ring")
     return Path(directory) / sensor
 
 
@@ -180,8 +186,14 @@ class EvidenceRing:
         segment_seconds: float | None = None,
         clock=time.time,
     ) -> None:
-        self.root = sensor_dir(directory, sensor)
         self.directory = Path(directory)
+        try:
+            self.root = sensor_dir(directory, sensor)
+        except ValueError as exc:  # no ring outside the directory: evidence off, with the reason
+            self.root, max_bytes = self.directory, 0
+            off_reason = str(exc)
+        else:
+            off_reason = "turned off (NETMON_EVIDENCE_MAX_MB or _MAX_AGE_HOURS is 0)"
         self.sensor = sensor
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -190,7 +202,7 @@ class EvidenceRing:
         self.clock = clock
         self.enabled = max_bytes > 0 and max_age > 0
         self.state = "on" if self.enabled else "off"
-        self.reason = "" if self.enabled else "turned off (NETMON_EVIDENCE_MAX_MB or _MAX_AGE_HOURS is 0)"
+        self.reason = "" if self.enabled else off_reason
         self.frames_kept = 0
         self.frames_not_kept = 0
         self.segments_deleted = 0

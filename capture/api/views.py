@@ -142,17 +142,13 @@ class PacketPcapView(APIView):
 
     @extend_schema(parameters=[PcapQuerySerializer], responses=PCAP_RESPONSES)
     def get(self, request: Request) -> StreamingHttpResponse | Response:
-        query = PcapQuerySerializer(data=request.query_params.dict())
+        # an empty parameter is no criterion, as in the packet list's filters
+        query = PcapQuerySerializer(data={k: v for k, v in request.query_params.items() if v != ""})
         query.is_valid(raise_exception=True)
         q = query.validated_data
         directory = settings.NETMON_EVIDENCE_DIR
         try:
             sensor = evidence.resolve_sensor(directory, q.get("sensor"))
-        except ValueError as exc:
-            return Response({"detail": str(exc), "sensor": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        except evidence.EvidenceGone as exc:
-            return gone_response(exc)
-        try:
             selection = evidence.select(
                 directory,
                 sensor,
@@ -161,6 +157,8 @@ class PacketPcapView(APIView):
                 ip=q.get("ip"),
                 port=q.get("port"),
             )
+        except ValueError as exc:  # which sensor: several keep evidence, or a name that cannot be one
+            return Response({"detail": str(exc), "sensor": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         except evidence.EvidenceGone as exc:
             return gone_response(exc)
         return pcap_response(selection, f"netmon-{sensor}-packets.pcap")

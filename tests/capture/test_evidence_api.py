@@ -114,7 +114,8 @@ def test_packets_pcap_by_address(api, ring):
         ({"ip": "10.0.0.300"}, "ip", "IPv4 or IPv6"),
         ({"port": "70000"}, "port", "from 0 to 65535"),
         ({"port": "http"}, "port", "whole number"),
-        ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until", "after since"),
+        ({"sensor": ".."}, "sensor", "cannot name an evidence ring"),
+        ({"sensor": "a/b"}, "sensor", "is not a valid sensor name"),
         ({"protocol": "TCP"}, "protocol", "unknown parameter; known: since, until, ip, port, sensor"),
     ],
 )
