@@ -265,9 +265,9 @@ class EvidenceRing:
                 self.frames_not_kept += n
                 return
         if not frames:
-            # deep mode's tshark engine hands records without their frames
+            # a source that hands records without their frames (every source here has them)
             self.frames_not_kept += n
-            self.state, self.reason = "off", "the capture source gives no raw frames (deep analysis)"
+            self.state, self.reason = "off", "the capture source gives no raw frames"
             return
         if self.state == "off":
             self.state, self.reason = "on", ""

@@ -139,6 +139,21 @@ class FrameBatch:
         start = int(self.offsets[i])
         return self.buf[start : start + int(self.caplen[i])]
 
+    def slice(self, lo: int, hi: int) -> FrameBatch:
+        """Frames ``lo:hi`` (the same buffer, no copy)."""
+        return FrameBatch(
+            self.buf,
+            self.offsets[lo:hi],
+            self.caplen[lo:hi],
+            self.length[lo:hi],
+            self.ts[lo:hi],
+            self.linktype[lo:hi],
+            self.iface[lo:hi],
+            self.interfaces,
+            self.linktypes,
+            self.le_usec_records,
+        )
+
     @property
     def frames(self) -> list[bytes]:
         buf = self.buf

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from capture import evidence
+from capture.engines import PysharkEngine
 from capture.evidence import EvidenceGone, EvidenceRing
 from capture.pcapio import ReadStats, iter_frame_batches
 from capture.pcapwriter import synthetic_records, write_pcap
@@ -133,6 +134,22 @@ def test_demo_frames_are_kept_and_readable(tmp_path):
     frames = tshark_frames(carved)
     assert len(frames) == len(records)
     assert [int(f[1]) for f in frames] == records["length"].tolist()
+
+
+@needs_tshark
+def test_deep_mode_hands_its_frames_to_the_ring_too(tmp_path):
+    capture = make_ordinary(tmp_path)
+    ring = EvidenceRing(tmp_path / "ring", "deep", max_bytes=1 << 30, max_age=3600)
+    seq = 1
+    for chunk in PysharkEngine(capture.path, batch_size=4):
+        records = chunk.records
+        records["seq"] = np.arange(seq, seq + len(records))
+        ring.append(records, chunk.frames)
+        seq += len(records)
+    ring.close()
+    carved = b"".join(evidence.carve(tmp_path / "ring", "deep"))
+    assert carved[24:] == capture.path.read_bytes()[24:]
+    assert ring.status()["state"] == "on" and ring.status()["frames_not_kept"] == 0
 
 
 # --- selecting -----------------------------------------------------------------------------------
