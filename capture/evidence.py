@@ -123,6 +123,19 @@ class Segment:
             rows = rows[rows["offset"] + 16 + rows["caplen"] <= size]
         return rows
 
+    def last_seq(self) -> int | None:
+        """The sequence number of its last indexed frame (one row read), None when it has none."""
+        try:
+            with open(self.index, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                whole = size - size % INDEX_DTYPE.itemsize
+                if not whole:
+                    return None
+                handle.seek(whole - INDEX_DTYPE.itemsize)
+                return int(np.frombuffer(handle.read(INDEX_DTYPE.itemsize), dtype=INDEX_DTYPE)["seq"][0])
+        except OSError:
+            return None
+
     def linktype(self) -> int:
         with open(self.pcap, "rb") as handle:
             head = handle.read(PCAP_HEADER.size)
@@ -221,8 +234,8 @@ class EvidenceRing:
                 raise PermissionError(13, "Permission denied", str(self.root))
             self._closed = []
             for seg in list_segments(self.directory, self.sensor):
-                rows = seg.rows()
-                if seg.first_seq >= next_seq or (len(rows) and int(rows["seq"][-1]) >= next_seq):
+                last = seg.last_seq()
+                if seg.first_seq >= next_seq or (last is not None and last >= next_seq):
                     # numbered before a reset of the sensor's numbers (a new database): not ours any more
                     self._delete(seg)
                 else:

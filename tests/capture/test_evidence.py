@@ -237,7 +237,10 @@ def test_segments_numbered_before_a_reset_are_dropped(tmp_path):
     ring = EvidenceRing(tmp_path / "ring", "s", max_bytes=1 << 30, max_age=3600)
     feed(ring, tmp_path / "in.pcap", first_seq=1000)
     ring.close()
-    EvidenceRing(tmp_path / "ring", "s", max_bytes=1 << 30, max_age=3600, next_seq=1)  # a new database
+    EvidenceRing(tmp_path / "ring", "s", max_bytes=1 << 30, max_age=3600, next_seq=1100)  # numbered on
+    assert len(evidence.list_segments(tmp_path / "ring", "s")) == 1
+    # a new database numbers from below the segment's last frame (1099): its frames are not those packets
+    EvidenceRing(tmp_path / "ring", "s", max_bytes=1 << 30, max_age=3600, next_seq=1050)
     assert evidence.list_segments(tmp_path / "ring", "s") == []
 
 
