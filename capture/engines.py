@@ -253,6 +253,7 @@ class DumpcapEngine:
         assert reader is not None
         interfaces = [self.interface]
         parts: list[np.ndarray] = []
+        raw: list[FrameBatch] = []  # the frames of parts, for the evidence ring
         count = 0
         first_at = 0.0  # monotonic time the oldest pending packet arrived
         read_at = 0.0
@@ -270,15 +271,16 @@ class DumpcapEngine:
                     if not count:
                         first_at, read_at = time.monotonic(), time.time()
                     parts.append(self._decode(frames))
+                    raw.append(frames)
                     count += len(frames)
                     if count >= self.batch_size:
-                        yield self._chunk(parts, interfaces, read_at)
-                        parts, count = [], 0
+                        yield self._chunk(parts, interfaces, read_at, raw)
+                        parts, raw, count = [], [], 0
                         idle_since = time.monotonic()
                 now = time.monotonic()
                 if count and (now - first_at >= self.max_delay or eof):
-                    yield self._chunk(parts, interfaces, read_at)
-                    parts, count = [], 0
+                    yield self._chunk(parts, interfaces, read_at, raw)
+                    parts, raw, count = [], [], 0
                     idle_since = now
                 elif not count and now - idle_since >= self.max_delay and not eof:
                     yield _empty_chunk(interfaces, self.interface)
@@ -296,9 +298,13 @@ class DumpcapEngine:
         self.packets += len(records)
         return records
 
-    def _chunk(self, parts: list[np.ndarray], interfaces: list[str], read_at: float) -> Chunk:
+    def _chunk(
+        self, parts: list[np.ndarray], interfaces: list[str], read_at: float, raw: list[FrameBatch]
+    ) -> Chunk:
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return Chunk(records=records, interfaces=list(interfaces), read_at=read_at, source=self.interface)
+        return Chunk(
+            records=records, interfaces=list(interfaces), read_at=read_at, source=self.interface, frames=raw
+        )
 
     def stop(self) -> None:
         """Stop dumpcap (SIGTERM, then SIGKILL) and close its pipes.
@@ -650,14 +656,23 @@ class _Tshark:
 class _Segment:
     """Live packets read from dumpcap in one go: records, and where tshark answers for them."""
 
-    __slots__ = ("arrived", "first", "read_at", "records", "run")
+    __slots__ = ("arrived", "first", "frames", "read_at", "records", "run")
 
-    def __init__(self, records: np.ndarray, run: _Tshark | None, first: int, arrived: float, read_at: float):
+    def __init__(
+        self,
+        records: np.ndarray,
+        run: _Tshark | None,
+        first: int,
+        arrived: float,
+        read_at: float,
+        frames: FrameBatch | None = None,
+    ):
         self.records = records
         self.run = run  # None: not sent to tshark
         self.first = first  # frame number of records[0] in run's input
         self.arrived = arrived
         self.read_at = read_at
+        self.frames = frames  # the records' raw frames (for the evidence ring)
 
     def complete(self) -> bool:
         run = self.run
@@ -665,8 +680,13 @@ class _Segment:
 
     def split(self, k: int) -> _Segment:
         """Keep the first ``k`` records here; return the rest."""
-        rest = _Segment(self.records[k:], self.run, self.first + k, self.arrived, self.read_at)
+        frames = self.frames
+        rest = _Segment(
+            self.records[k:], self.run, self.first + k, self.arrived, self.read_at,
+            frames.slice(k, len(frames)) if frames is not None else None,
+        )  # fmt: skip
         self.records = self.records[:k]
+        self.frames = frames.slice(0, k) if frames is not None else None
         return rest
 
 
@@ -950,6 +970,7 @@ class PysharkEngine:
                 app=app,
                 read_at=read_at,
                 source=self.source,
+                frames=[frames],
             )
         if run.failure():
             log.warning("tshark stopped early on %s: %s", self.source, run.failure())
@@ -1006,6 +1027,7 @@ class PysharkEngine:
     def _live_chunk(self, count: int) -> Chunk:
         segments = self._segments
         parts: list[np.ndarray] = []
+        raw: list[FrameBatch] = []
         app: dict[int, dict[str, str]] = {}
         read_at = segments[0].read_at
         offset = 0
@@ -1018,12 +1040,19 @@ class PysharkEngine:
             if seg.run is not None:
                 self._apply(seg.records, seg.run.take(seg.first, len(seg.records)), app, offset)
             parts.append(seg.records)
+            if seg.frames is not None:
+                raw.append(seg.frames)
             offset += len(seg.records)
             count -= len(seg.records)
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self.packets += len(records)
         return Chunk(
-            records=records, interfaces=list(self.interfaces), app=app, read_at=read_at, source=self.source
+            records=records,
+            interfaces=list(self.interfaces),
+            app=app,
+            read_at=read_at,
+            source=self.source,
+            frames=raw if len(raw) == len(parts) else [],  # all or nothing: they must line up
         )
 
     def _on_dumpcap_out(self) -> None:
@@ -1077,7 +1106,12 @@ class PysharkEngine:
             records = decode_frames(frames)
             arrived, read_at = time.monotonic(), time.time()
             for start, count, run, first in self._feed(frames):
-                self._segments.append(_Segment(records[start : start + count], run, first, arrived, read_at))
+                self._segments.append(
+                    _Segment(
+                        records[start : start + count], run, first, arrived, read_at,
+                        frames.slice(start, start + count),
+                    )
+                )  # fmt: skip
 
     def _feed(self, frames: FrameBatch) -> list[tuple[int, int, _Tshark | None, int]]:
         """Write the frames' pcap records to tshark, switching to the next one every ``recycle_every``.

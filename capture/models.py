@@ -159,6 +159,7 @@ class Packet(models.Model):
     class Meta:
         ordering = ["-ts", "-seq"]
         constraints = [models.UniqueConstraint(fields=["sensor", "seq"], name="packet_unique_sensor_seq")]
+        permissions = [("download_evidence", "Can download evidence pcaps (the raw frames kept by capture)")]
 
     def __str__(self) -> str:
         route = f"{self.src_ip}:{self.src_port} > {self.dst_ip}:{self.dst_port}"

@@ -131,6 +131,9 @@ class FrameBatch:
     iface: np.ndarray  # uint16, index into ``interfaces``
     interfaces: list[str]
     linktypes: list[int]  # link type of each interface
+    # True when the buffer holds classic little-endian microsecond pcap records: frame i's record
+    # header is the 16 bytes before it, as capture's evidence ring writes them (copied as they are)
+    le_usec_records: bool = False
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -138,6 +141,21 @@ class FrameBatch:
     def frame(self, i: int) -> bytes:
         start = int(self.offsets[i])
         return self.buf[start : start + int(self.caplen[i])]
+
+    def slice(self, lo: int, hi: int) -> FrameBatch:
+        """Frames ``lo:hi`` (the same buffer, no copy)."""
+        return FrameBatch(
+            self.buf,
+            self.offsets[lo:hi],
+            self.caplen[lo:hi],
+            self.length[lo:hi],
+            self.ts[lo:hi],
+            self.linktype[lo:hi],
+            self.iface[lo:hi],
+            self.interfaces,
+            self.linktypes,
+            self.le_usec_records,
+        )
 
     @property
     def frames(self) -> list[bytes]:
@@ -609,6 +627,7 @@ class FrameReader:
             offsets = starts + 16
             iface = np.zeros(len(starts), dtype=np.uint16)
             linktype = np.full(len(starts), self.linktypes[0], dtype=np.uint16)
+            le_usec = self._endian == "<" and self._units == 1_000_000
         else:
             caps, origs, ts_hi, ts_lo, ifcs = self._pending_fields
             offsets = starts
@@ -624,6 +643,7 @@ class FrameReader:
             np.clip(ts, TS_MIN, TS_MAX, out=ts)
             linktype = np.array(self.linktypes, dtype=np.uint16)[iface]
             self._pending_fields = [[], [], [], [], []]
+            le_usec = False
         # An original length below the captured length is nonsense; trust what was captured.
         np.maximum(length, caplen, out=length)
         self._pos = self._scan
@@ -641,6 +661,7 @@ class FrameReader:
             iface=iface,
             interfaces=list(self.interfaces),
             linktypes=list(self.linktypes),
+            le_usec_records=le_usec,
         )
 
 

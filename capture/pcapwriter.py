@@ -10,6 +10,8 @@ Public API:
   ``write_records(records)``, ``write_frame(ts, data, length=None)`` and ``close()``.
 - ``build_frames(records, snaplen) -> (frames, caplen, length)``: the frames as one uint8
   buffer, without pcap record headers.
+- ``frame_batch(records, interface) -> FrameBatch``: the same frames as pcapio hands them out
+  (the demo's frames for the evidence ring).
 - ``synthetic_records(n, seed=0, start=..., ipv6_share=0.05) -> np.ndarray``: ordinary mixed traffic.
 
 What a record becomes: Ethernet II (plus one 802.1Q tag when ``vlan`` is set), then by
@@ -29,9 +31,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from capture.pcapio import FrameBatch
 from capture.records import RECORD_DTYPE
 
-__all__ = ["PcapWriter", "build_frames", "synthetic_records", "write_pcap"]
+__all__ = ["PcapWriter", "build_frames", "frame_batch", "synthetic_records", "write_pcap"]
 
 _CHUNK = 65536  # records built at once: bounds the temporary index arrays
 _HDR_MAX = 18 + 40 + 20  # VLAN Ethernet + IPv6 + TCP
@@ -150,6 +153,25 @@ def build_frames(records: np.ndarray, snaplen: int = 65535) -> tuple[np.ndarray,
     idx = starts[:, None] + np.arange(_HDR_MAX)
     out[idx[mask]] = h[mask]
     return out, caplen.astype(np.uint32), wire.astype(np.uint32)
+
+
+def frame_batch(records: np.ndarray, interface: str = "", snaplen: int = 65535) -> FrameBatch:
+    """The Ethernet frames of ``records`` as a pcapio ``FrameBatch`` (one buffer, no record headers)."""
+    frames, caplen, wire = build_frames(records, snaplen)
+    offsets = np.zeros(len(caplen), dtype=np.int64)
+    np.cumsum(caplen[:-1], out=offsets[1:])
+    n = len(caplen)
+    return FrameBatch(
+        buf=frames.tobytes(),
+        offsets=offsets,
+        caplen=caplen,
+        length=wire,
+        ts=np.asarray(records["ts"], dtype=np.float64).copy(),
+        linktype=np.ones(n, dtype=np.uint16),
+        iface=np.zeros(n, dtype=np.uint16),
+        interfaces=[interface],
+        linktypes=[1],
+    )
 
 
 class PcapWriter:

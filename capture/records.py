@@ -128,6 +128,9 @@ class Chunk:
     app: dict[int, dict[str, str]] = field(default_factory=dict)  # index in chunk -> application fields
     read_at: float = 0.0  # wall-clock time the first packet was read
     source: str = ""  # file path, interface, or "demo": what --summary-json counts per
+    # the raw frames the records were decoded from, in order (record i is frame i of their
+    # concatenation), for the evidence ring (capture/evidence.py); empty when the source has none
+    frames: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from capture import control, events
+from capture.evidence import EvidenceRing
 from capture.models import Sensor
 from capture.records import (
     Batch,
@@ -228,6 +229,8 @@ class CaptureRunner:
         self.batch_size = batch_size
         self.interrupt = threading.Event()  # set: the current source should stop
         self.on_interrupt: Callable[[], None] | None = None  # unblocks a source waiting for packets
+        # the evidence ring (capture/evidence.py): the command sets it, numbered on from next_seq
+        self.evidence: EvidenceRing | None = None
 
     # --- sequence numbers -------------------------------------------------------------------
     def _resume_seq(self) -> int:
@@ -298,6 +301,8 @@ class CaptureRunner:
         for chunk in chunks:
             n = len(chunk.records)
             if n == 0:
+                if self.evidence is not None:
+                    self.evidence.prune()
                 if self._should_stop(deadline):
                     return False
                 continue
@@ -313,7 +318,10 @@ class CaptureRunner:
                     counts.skipped_already_published += skip
                     self.skipped += skip
             if skip < n:
-                self._publish(self._number(chunk, first, skip, n), counts)
+                batch = self._number(chunk, first, skip, n)
+                if self.evidence is not None:  # kept before publishing: an incident never precedes its frames
+                    self.evidence.append(batch.records, chunk.frames, skip)
+                self._publish(batch, counts)
             if on_chunk is not None:
                 on_chunk(n)
             if count is not None and self.read + self.skipped >= count:
@@ -449,8 +457,10 @@ class CaptureRunner:
             enqueue_ingest(self.redis, self.sensor_name, requeue=True)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the publisher: what it could not publish by then counts as dropped."""
+        """Close the publisher: what it could not publish by then counts as dropped. Close the ring."""
         self.publisher.close(timeout)
+        if self.evidence is not None:
+            self.evidence.close()
 
     # --- reporting (background thread) ------------------------------------------------------
     def start_reporter(self) -> None:
@@ -575,6 +585,8 @@ class CaptureRunner:
             "pid": os.getpid(),
             **{k: v for k, v in totals.items() if k != "drop_reasons"},
         }
+        if self.evidence is not None:
+            doc["evidence"] = self.evidence.status()
         try:
             control.write_heartbeat(self.sensor_name, doc, self.redis)
         except Exception as exc:

@@ -137,6 +137,9 @@ def sensor_status(heartbeats: dict[str, dict[str, Any]] | None = None) -> list[d
                 "drop_reasons": _drop_reasons(sensor),
                 "queue_lag_packets": max(0, sensor.last_seq_published - sensor.last_seq_ingested),
                 "last_heartbeat": sensor.last_heartbeat,
+                # the evidence ring (capture/evidence.py) as the running capture process reports it:
+                # state "on", "off" or "failed" (full or unwritable directory) with the reason
+                "evidence": (live or {}).get("evidence"),
             }
         )
     return rows

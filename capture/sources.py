@@ -50,18 +50,31 @@ def pcap_chunks(
             if wait > 0:
                 sleep(wait)
         sent += len(records)
-        yield Chunk(records=records, interfaces=frames.interfaces, read_at=time.time(), source=path)
+        yield Chunk(
+            records=records, interfaces=frames.interfaces, read_at=time.time(), source=path, frames=[frames]
+        )
 
 
 def demo_chunks(
-    rate: float, batch_size: int = 1000, seed: int | None = None, attack_prob: float = 0.02
+    rate: float,
+    batch_size: int = 1000,
+    seed: int | None = None,
+    attack_prob: float = 0.02,
+    *,
+    with_frames: bool = False,
 ) -> Iterator[Chunk]:
-    """Simulated traffic at about ``rate`` packets/s, with labeled attacks injected now and then."""
+    """Simulated traffic at about ``rate`` packets/s, with labeled attacks injected now and then.
+
+    ``with_frames``: also synthesize the records' Ethernet frames (capture.pcapwriter), so that the
+    evidence ring has something to keep in demo mode too.
+    """
     from capture.demo import DemoTraffic
+    from capture.pcapwriter import frame_batch
 
     traffic = DemoTraffic(seed if seed is not None else int(time.time()), attack_prob=attack_prob)
     for records, _due in traffic.stream(rate, batch_size, max_delay=0.1):
-        yield Chunk(records=records, interfaces=["demo"], read_at=time.time(), source="demo")
+        frames = [frame_batch(records, "demo")] if with_frames and len(records) else []
+        yield Chunk(records=records, interfaces=["demo"], read_at=time.time(), source="demo", frames=frames)
 
 
 def open_live(interface: str, bpf: str, depth: str) -> DumpcapEngine | PysharkEngine:

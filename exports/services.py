@@ -21,10 +21,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from capture import evidence
 from capture.choices import EncryptionAlgorithm
 from capture.connections import redis_client
 from capture.models import Flow, Packet
-from detection.models import Anomaly
+from detection import evidence as detection_evidence
+from detection.models import Anomaly, Incident
 from exports import crypto
 from exports.formats import FILE_EXTENSIONS, serialise
 from exports.models import ExportJob
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 50_000
 MIN_PASSPHRASE = 8
 PASSPHRASE_TTL = 3600
+PCAP_EXTENSION = ".pcap"
 
 COLUMNS = {
     "packets": [
@@ -191,7 +194,38 @@ def writer_keys(job: ExportJob) -> dict[str, Any]:
 
 
 def export_path(job: ExportJob) -> Path:
-    return settings.NETMON_EXPORT_DIR / f"{job.id}{FILE_EXTENSIONS[job.format]}.nmx"
+    extension = PCAP_EXTENSION if job.format == ExportJob.Format.PCAP else FILE_EXTENSIONS[job.format]
+    return settings.NETMON_EXPORT_DIR / f"{job.id}{extension}.nmx"
+
+
+def pcap_selection(job: ExportJob) -> evidence.Selection:
+    """The kept frames a pcap export selects (raises capture.evidence.EvidenceGone with the reason)."""
+    f = job.filters
+    if "incident" in f:
+        incident = Incident.objects.opened().select_related("sensor").filter(pk=f["incident"]).first()
+        if incident is None:
+            raise evidence.EvidenceGone(f"incident {f['incident']} does not exist (any more)")
+        return detection_evidence.incident_pcap(incident)
+    directory = settings.NETMON_EVIDENCE_DIR
+    sensor = evidence.resolve_sensor(directory, f.get("sensor"))
+    return evidence.select(
+        directory,
+        sensor,
+        since=parse_datetime(f["since"]).timestamp() if "since" in f else None,
+        until=parse_datetime(f["until"]).timestamp() if "until" in f else None,
+        ip=f.get("ip"),
+        port=f.get("port"),
+    )
+
+
+def _pieces(job: ExportJob, counter: list[int], on_progress: Callable[[int], None]) -> Iterator[bytes]:
+    """The plaintext of the job's file, in pieces."""
+    if job.dataset == ExportJob.Dataset.PCAP:
+        selection = pcap_selection(job)
+        counter[0] = selection.frames
+        yield from selection.iter_pcap()
+        return
+    yield from serialise(job.format, _renamed(dataset_rows(job), counter, on_progress), COLUMNS[job.dataset])
 
 
 def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: None) -> crypto.ExportInfo:
@@ -204,9 +238,7 @@ def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: 
     try:
         with os.fdopen(fd, "wb") as handle:
             writer = crypto.ExportWriter(handle, job.algorithm, **writer_keys(job))
-            for piece in serialise(
-                job.format, _renamed(dataset_rows(job), counter, on_progress), COLUMNS[job.dataset]
-            ):
+            for piece in _pieces(job, counter, on_progress):
                 writer.write(piece)
             info = writer.close()
         os.chmod(tmp_name, 0o600)

@@ -21,6 +21,8 @@ Metrics (all ``netmon_`` prefixed; ``sensor`` label per capture sensor):
   lost with Redis before a worker stored it): stored + dropped = captured once the queue is empty;
 - ``sensor_queue_lag_packets`` (published, not yet ingested), ``sensor_stream_entries`` and
   ``sensor_stream_pending_entries`` (read by a worker, not yet acknowledged);
+- ``sensor_evidence_up`` (state, reason), ``sensor_evidence_bytes``,
+  ``sensor_evidence_frames_not_kept_total``: the evidence ring, from the heartbeat;
 - ``sensor_up`` (a heartbeat in the last few seconds), ``sensor_info`` (mode, state),
   ``sensor_last_heartbeat_timestamp_seconds``;
 - ``anomalies_stored`` by sensor and ``false_positive``, ``anomalies_last_hour``;
@@ -180,9 +182,27 @@ class NetmonCollector:
             "When the capture process last wrote its counters.",
             labels=["sensor"],
         )
+        evidence_up = GaugeMetricFamily(
+            "netmon_sensor_evidence_up",
+            "1 if capture keeps evidence frames, 0 if its ring is off or failing (full, unwritable).",
+            labels=["sensor", "state", "reason"],
+        )
+        evidence_bytes = GaugeMetricFamily(
+            "netmon_sensor_evidence_bytes", "Bytes in the sensor's evidence ring.", labels=["sensor"]
+        )
+        evidence_lost = CounterMetricFamily(
+            "netmon_sensor_evidence_frames_not_kept",
+            "Frames the evidence ring could not keep since the capture process started.",
+            labels=["sensor"],
+        )
         for sensor in Sensor.objects.order_by("name"):
             name = sensor.name
             live = heartbeats.get(name) or {}
+            ring = live.get("evidence")
+            if ring:
+                evidence_up.add_metric([name, ring["state"], ring["reason"]], int(ring["state"] == "on"))
+                evidence_bytes.add_metric([name], ring["bytes"])
+                evidence_lost.add_metric([name], ring["frames_not_kept"])
             captured.add_metric([name], max(sensor.packets_read, live.get("packets_read", 0)))
             published.add_metric([name], max(sensor.packets_published, live.get("packets_published", 0)))
             stored.add_metric([name], sensor.packets_stored)
@@ -199,6 +219,7 @@ class NetmonCollector:
             if sensor.last_heartbeat:
                 heartbeat.add_metric([name], sensor.last_heartbeat.timestamp())
         yield from (captured, published, stored, scored, undecodable, dropped, lag, up, info, heartbeat)
+        yield from (evidence_up, evidence_bytes, evidence_lost)
         yield from self._detection_metrics()
         yield from self._export_metrics()
 

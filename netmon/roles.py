@@ -8,7 +8,8 @@ in and is told to ask an admin for a role.
 
 ``ROLE_PERMISSIONS`` is the mapping. ``netmon/migrations/0001_roles.py`` created the groups from a
 frozen copy of it (a migration must not change when this module does), and
-``0002_suppression_permissions.py`` added the suppression rules' permissions; a test checks that a
+``0002_suppression_permissions.py`` added the suppression rules' permissions and
+``0003_evidence_permission.py`` the evidence download; a test checks that a
 migrated database's groups equal this mapping, so a change here needs a new migration
 (``sync_roles`` is what such a migration calls).
 """
@@ -44,6 +45,7 @@ ANALYST = (
     "exports.add_exportjob",  # create exports; the API scopes every export to its owner
     "exports.view_exportjob",
     "exports.delete_exportjob",
+    "capture.download_evidence",  # the raw frames (payloads included) behind packets and incidents
 )
 ADMIN = (
     *ANALYST,
@@ -85,6 +87,7 @@ DASHBOARD_PERMISSIONS = (
     "detection.change_detectionmodel",
     "exports.view_exportjob",
     "exports.add_exportjob",
+    "capture.download_evidence",  # the incident page's "download pcap" button
 )
 
 

@@ -307,6 +307,17 @@ NETMON_EXPORT_HMAC_KEY = env_str("NETMON_EXPORT_HMAC_KEY")
 NETMON_EXPORT_MAX_AGE_HOURS = env_int("NETMON_EXPORT_MAX_AGE_HOURS", 72)
 # Exports a user may have queued or running at once (0: no limit): one user cannot fill the queue.
 NETMON_EXPORT_MAX_ACTIVE_PER_USER = env_int("NETMON_EXPORT_MAX_ACTIVE_PER_USER", 3)
+# Evidence pcap (capture/evidence.py): the raw frames capture read, in a rolling ring per sensor,
+# bounded by size and by age; 0 for either turns it off. Web, export worker and capture share the dir.
+NETMON_EVIDENCE_DIR = Path(env_str("NETMON_EVIDENCE_DIR", str(VAR_DIR / "evidence")))
+NETMON_EVIDENCE_MAX_MB = env_int("NETMON_EVIDENCE_MAX_MB", 1024)
+NETMON_EVIDENCE_MAX_AGE_HOURS = env_float("NETMON_EVIDENCE_MAX_AGE_HOURS", 24.0)
+for _name, _value in (
+    ("NETMON_EVIDENCE_MAX_MB", NETMON_EVIDENCE_MAX_MB),
+    ("NETMON_EVIDENCE_MAX_AGE_HOURS", NETMON_EVIDENCE_MAX_AGE_HOURS),
+):
+    if _value < 0:
+        raise ImproperlyConfigured(f"{_name}={_value!r}: use 0 (evidence off) or a positive number")
 NETMON_RETENTION_PACKETS = env_int("NETMON_RETENTION_PACKETS", 5_000_000)
 NETMON_RETENTION_DAYS = env_int("NETMON_RETENTION_DAYS", 7)
 # Lifetime of a suppression rule made from an incident when none is given (0: it never expires).

@@ -64,6 +64,17 @@ def _end_other_database_sessions(request: pytest.FixtureRequest):
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_evidence_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """This pytest process's own evidence ring directory (handed to the processes it starts).
+
+    ``make test`` runs several pytest processes at once; a capture resets its sensor's ring when
+    it starts (segments past the database's next seq are deleted), so a shared directory would let
+    one pass delete another's frames.
+    """
+    settings.NETMON_EVIDENCE_DIR = tmp_path_factory.mktemp("evidence")
+
+
 @pytest.fixture
 def redis_client():
     """The real Redis (the test database from REDIS_URL), emptied before and after the test."""

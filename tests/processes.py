@@ -41,6 +41,7 @@ def process_env(**extra: str) -> dict[str, str]:
         SECRET_KEY=settings.SECRET_KEY,
         NETMON_EXPORT_DIR=str(settings.NETMON_EXPORT_DIR),
         NETMON_MODEL_DIR=str(settings.NETMON_MODEL_DIR),
+        NETMON_EVIDENCE_DIR=str(settings.NETMON_EVIDENCE_DIR),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -6,6 +6,7 @@ The configuration's request body, ``ConfigUpdateSerializer``, lives in ``capture
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -14,7 +15,7 @@ from rest_framework import serializers
 from capture import geo, validation
 from capture.choices import CONFIG_KEYS, AddressScope
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet
-from capture.validation import ConfigUpdateSerializer
+from capture.validation import ConfigUpdateSerializer, check_sensor_name
 
 __all__ = [
     "ConfigChangeSerializer",
@@ -191,3 +192,58 @@ class TalkersSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField()
     talkers = TalkerSerializer(many=True)
+
+
+_ISO = "must be an ISO 8601 date and time, e.g. 2026-01-01T12:00:00Z"
+
+
+@extend_schema_field({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
+class _IPAddress(serializers.CharField):
+    """An IPv4 or IPv6 address (documented as such, like the packet filters' ``ip``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        text = super().to_internal_value(data)
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise serializers.ValidationError("must be an IPv4 or IPv6 address") from None
+
+
+class PcapQuerySerializer(serializers.Serializer):
+    """GET /api/packets/pcap's query: which kept frames (every criterion given must match)."""
+
+    since = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; frames at or after", error_messages={"invalid": _ISO}
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; frames before", error_messages={"invalid": _ISO}
+    )
+    ip = _IPAddress(required=False, help_text="either end")
+    port = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=65535,
+        help_text="either end",
+        error_messages={
+            "invalid": "must be a whole number from 0 to 65535",
+            "min_value": "must be from 0 to 65535",
+            "max_value": "must be from 0 to 65535",
+        },
+    )
+    sensor = serializers.CharField(
+        required=False, help_text="needed when several sensors keep evidence", max_length=64
+    )
+
+    def validate_sensor(self, value: str) -> str:
+        try:
+            return check_sensor_name(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # (an empty or inverted time range is valid: it holds no frames)
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            known = ", ".join(self.fields)
+            raise serializers.ValidationError(dict.fromkeys(unknown, f"unknown parameter; known: {known}"))
+        return attrs

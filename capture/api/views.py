@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.http import StreamingHttpResponse
 from django_filters.utils import translate_validation
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from capture import host, services, talkers
+from capture import evidence, host, services, talkers
 from capture.api.filters import FlowFilter, PacketFilter, TalkerFilter
 from capture.api.serializers import (
     ConfigChangeSerializer,
@@ -19,6 +22,7 @@ from capture.api.serializers import (
     InterfaceSerializer,
     MonitorConfigSerializer,
     PacketSerializer,
+    PcapQuerySerializer,
     TalkersSerializer,
 )
 from capture.models import ConfigChange, Flow, Packet
@@ -132,3 +136,58 @@ class TalkerListView(generics.GenericAPIView):
             limit=data.get("limit") or 10,
         )
         return Response(TalkersSerializer(result).data)
+
+
+# --- evidence pcap -------------------------------------------------------------------------------
+PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
+
+
+def pcap_response(selection: evidence.Selection, filename: str) -> StreamingHttpResponse:
+    """The carved pcap, streamed; headers say how many frames it holds and how many were left out."""
+    response = StreamingHttpResponse(selection.iter_pcap(), content_type=PCAP_MEDIA_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Netmon-Frames"] = str(selection.frames)
+    if selection.other_linktype:
+        response["X-Netmon-Frames-Other-Link-Type"] = str(selection.other_linktype)
+    return response
+
+
+def gone_response(exc: evidence.EvidenceGone) -> Response:
+    """410: the frames are not (or no longer) kept, and why."""
+    return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
+
+
+PCAP_RESPONSES = {
+    (200, PCAP_MEDIA_TYPE): OpenApiTypes.BINARY,
+    400: OpenApiResponse(description="a bad parameter: the answer names it and what is allowed"),
+    410: OpenApiResponse(description="the frames have aged out of the evidence ring, or were never kept"),
+}
+
+
+class PacketPcapView(APIView):
+    """GET /api/packets/pcap: the kept frames matching since/until/ip/port, as a classic pcap."""
+
+    required_permissions = {"GET": "capture.download_evidence"}
+
+    @extend_schema(parameters=[PcapQuerySerializer], responses=PCAP_RESPONSES)
+    def get(self, request: Request) -> StreamingHttpResponse | Response:
+        # an empty parameter is no criterion, as in the packet list's filters
+        query = PcapQuerySerializer(data={k: v for k, v in request.query_params.items() if v != ""})
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        directory = settings.NETMON_EVIDENCE_DIR
+        try:
+            sensor = evidence.resolve_sensor(directory, q.get("sensor"))
+            selection = evidence.select(
+                directory,
+                sensor,
+                since=q["since"].timestamp() if "since" in q else None,
+                until=q["until"].timestamp() if "until" in q else None,
+                ip=q.get("ip"),
+                port=q.get("port"),
+            )
+        except ValueError as exc:  # which sensor: several keep evidence, or a name that cannot be one
+            return Response({"detail": str(exc), "sensor": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except evidence.EvidenceGone as exc:
+            return gone_response(exc)
+        return pcap_response(selection, f"netmon-{sensor}-packets.pcap")

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from capture import geo
 from capture.api.serializers import GEO_SCHEMA
 from capture.choices import FeatureLevel, IncidentKind, IncidentStatus, MlModel
-from detection import timeline
+from detection import evidence, timeline
 from detection.incidents import incident_addresses
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
@@ -118,6 +118,25 @@ class IncidentSerializer(serializers.ModelSerializer):
     def get_anomalies_url(self, incident: Incident) -> str:
         """Its anomalies, newest first."""
         return f"/api/incidents/{incident.pk}/anomalies/"
+
+
+class IncidentDetailSerializer(IncidentSerializer):
+    """One incident (its page): also whether capture still keeps its frames (the "download pcap" button)."""
+
+    pcap_kept = serializers.SerializerMethodField()
+    pcap_url = serializers.SerializerMethodField()
+
+    class Meta(IncidentSerializer.Meta):
+        fields = [*IncidentSerializer.Meta.fields, "pcap_kept", "pcap_url"]
+        read_only_fields = fields
+
+    def get_pcap_kept(self, incident: Incident) -> bool:
+        """Whether the evidence ring may still hold its frames (the download can still answer 410)."""
+        return evidence.pcap_kept(incident)
+
+    def get_pcap_url(self, incident: Incident) -> str:
+        """Its evidence pcap (analyst role)."""
+        return f"/api/incidents/{incident.pk}/pcap"
 
 
 _STATUSES = ", ".join(IncidentStatus.values)

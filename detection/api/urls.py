@@ -11,6 +11,7 @@ urlpatterns = [
     path("incidents/<int:pk>/", views.IncidentDetailView.as_view(), name="incident-detail"),
     path("incidents/<int:pk>/anomalies/", views.IncidentAnomaliesView.as_view(), name="incident-anomalies"),
     path("incidents/<int:pk>/timeline/", views.IncidentTimelineView.as_view(), name="incident-timeline"),
+    path("incidents/<int:pk>/pcap", views.IncidentPcapView.as_view(), name="incident-pcap"),
     path("incidents/<int:pk>/suppress/", views.IncidentSuppressView.as_view(), name="incident-suppress"),
     path("suppressions/", views.SuppressionListView.as_view(), name="suppressions"),
     path("suppressions/<int:pk>/", views.SuppressionDetailView.as_view(), name="suppression-detail"),

@@ -10,14 +10,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from capture import evidence as capture_evidence
 from capture import services as capture_services
+from capture.api.views import PCAP_RESPONSES, gone_response, pcap_response
 from capture.validation import flat_errors
-from detection import services, suppression, tasks, timeline
+from detection import evidence, services, suppression, tasks, timeline
 from detection.api.filters import AnomalyFilter, IncidentFilter
 from detection.api.serializers import (
     AnomalySerializer,
     DetectionModelSerializer,
     IncidentAnomaliesQuerySerializer,
+    IncidentDetailSerializer,
     IncidentSerializer,
     IncidentStatusSerializer,
     SuppressionRuleSerializer,
@@ -122,7 +125,7 @@ class IncidentDetailView(generics.RetrieveAPIView):
     """GET one incident; PATCH {"status": ...} to acknowledge, resolve, reopen or mark it a false positive."""
 
     required_permissions = {"GET": "detection.view_incident", "PATCH": "detection.change_incident"}
-    serializer_class = IncidentSerializer
+    serializer_class = IncidentDetailSerializer
     queryset = Incident.objects.opened().select_related("sensor", "status_changed_by")
     http_method_names = ["get", "patch", "options"]
 
@@ -142,7 +145,7 @@ class IncidentDetailView(generics.RetrieveAPIView):
             incident = services.change_incident_status(incident, body.validated_data["status"], request.user)
         except services.TransitionError as exc:
             return Response({"detail": str(exc), "status": [str(exc)]}, status=status.HTTP_409_CONFLICT)
-        return Response(IncidentSerializer(self.get_queryset().get(pk=incident.pk)).data)
+        return Response(IncidentDetailSerializer(self.get_queryset().get(pk=incident.pk)).data)
 
 
 class IncidentAnomaliesView(generics.ListAPIView):
@@ -185,6 +188,21 @@ class IncidentTimelineView(APIView):
         query.is_valid(raise_exception=True)
         return Response(timeline.incident_timeline(incident, query.validated_data["buckets"]))
         return Anomaly.objects.filter(incident=incident).select_related("sensor", "false_positive_by")
+
+
+class IncidentPcapView(APIView):
+    """GET /api/incidents/{id}/pcap: the frames of its packets still kept by capture, as a classic pcap."""
+
+    required_permissions = {"GET": "capture.download_evidence"}
+
+    @extend_schema(responses={**PCAP_RESPONSES, 404: OpenApiResponse(description="no such incident")})
+    def get(self, request: Request, pk: int):
+        incident = generics.get_object_or_404(Incident.objects.opened().select_related("sensor"), pk=pk)
+        try:
+            selection = evidence.incident_pcap(incident)
+        except capture_evidence.EvidenceGone as exc:
+            return gone_response(exc)
+        return pcap_response(selection, f"netmon-incident-{incident.pk}.pcap")
 
 
 _INVALID_RULE = OpenApiResponse(

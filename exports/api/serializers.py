@@ -121,6 +121,18 @@ class _KeyReference(StrictField, serializers.CharField):
         return data
 
 
+class _IncidentId(StrictField, serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int) or data < 1:
+            raise serializers.ValidationError("must be the id of an incident (a positive whole number)")
+        return data
+
+
+# Filters that only some datasets read: sent with another dataset they are refused, never ignored.
+_PCAP_ONLY_FILTERS = {"incident"}
+_ROW_ONLY_FILTERS = {"protocol", "anomalies_only"}
+
+
 class ExportFiltersSerializer(ClosedSerializer):
     """The ``filters`` object of an export request (no other keys are accepted; null means none)."""
 
@@ -133,6 +145,7 @@ class ExportFiltersSerializer(ClosedSerializer):
     port = _PortField(required=False, min_value=0, max_value=65535)
     protocol = _NonEmptyText(required=False)
     anomalies_only = _StrictBooleanField(required=False)
+    incident = _IncidentId(required=False, help_text="pcap dataset: the frames of this incident's packets")
 
     def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
         if data is None:
@@ -212,6 +225,7 @@ class ExportRequestSerializer(ClosedSerializer):
         unused = [key for key in _KEY_FIELDS if key in attrs and key not in _USES[algorithm]]
         if unused:
             raise serializers.ValidationError({key: _unused_key_message(algorithm, key) for key in unused})
+        self._check_pcap(attrs)
         job = {
             "dataset": attrs["dataset"],
             "format": attrs["format"],
@@ -232,6 +246,31 @@ class ExportRequestSerializer(ClosedSerializer):
         if "passphrase" in attrs:
             job["passphrase"] = attrs["passphrase"]
         return job
+
+    def _check_pcap(self, attrs: dict[str, Any]) -> None:
+        """The pcap dataset is written as pcap (its default format) and reads its own filters."""
+        pcap = ExportJob.Dataset.PCAP
+        if attrs["dataset"] == pcap and "format" not in self.initial_data:
+            attrs["format"] = ExportJob.Format.PCAP
+        if attrs["dataset"] == pcap and attrs["format"] != ExportJob.Format.PCAP:
+            message = "the pcap dataset is written as pcap: use format pcap"
+            raise serializers.ValidationError({"format": message})
+        if attrs["dataset"] != pcap and attrs["format"] == ExportJob.Format.PCAP:
+            rows = ", ".join(f for f in ExportJob.Format.values if f != ExportJob.Format.PCAP)
+            raise serializers.ValidationError(
+                {"format": f"pcap is the format of the pcap dataset only; {attrs['dataset']} takes {rows}"}
+            )
+        filters = attrs.get("filters") or {}
+        refused = _ROW_ONLY_FILTERS if attrs["dataset"] == pcap else _PCAP_ONLY_FILTERS
+        wrong = sorted(refused & set(filters))
+        if wrong:
+            raise serializers.ValidationError(
+                {"filters": {key: [f"not a filter of the {attrs['dataset']} dataset"] for key in wrong}}
+            )
+        if attrs["dataset"] == pcap and "incident" in filters and set(filters) - {"incident"}:
+            raise serializers.ValidationError(
+                {"filters": {"incident": ["an incident's frames take no other filter"]}}
+            )
 
     @staticmethod
     def _aes_key(algorithm: str, key_id: Any, passphrase: Any) -> dict[str, Any]:

@@ -170,6 +170,8 @@ def test_live_engines_chunks_carry_records_and_the_interface(depth):
         got += len(chunk.records)
         apps += sum(1 for app in chunk.app.values() if app["app_protocol"])
         assert chunk.interfaces == ["lo"] and chunk.source == "lo"
+        # the raw frames beside the records, in the same order (the evidence ring keeps them)
+        assert [int(n) for f in chunk.frames for n in f.length] == chunk.records["length"].tolist()
         if got >= 30 or time.monotonic() > deadline:
             break
     engine.stop()

@@ -98,6 +98,8 @@ MATRIX: dict[str, dict[str, Row]] = {
     "packets": {"get": Row(*READ)},
     "flows": {"get": Row(*READ)},
     "talkers": {"get": Row(*READ)},  # top talkers: sums of packets, as packets
+    # evidence pcaps: the analyst's and the admin's; 410 here because no frames are kept
+    "packets-pcap": {"get": Row(*ANALYST_UP, 410, 410, 410)},
     "export-legacy": {"post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
     "exports": {"get": Row(*ANALYST_UP, 200, 200, 200), "post": Row(*ANALYST_UP, 202, 202, 202, SHA_EXPORT)},
     # another user's export (admin and superuser included) is indistinguishable from one that does not exist
@@ -115,6 +117,7 @@ MATRIX: dict[str, dict[str, Row]] = {
     },
     "incident-anomalies": {"get": Row(*READ)},
     "incident-timeline": {"get": Row(*READ)},
+    "incident-pcap": {"get": Row(*ANALYST_UP, 410, 410, 410)},
     # suppression rules: every role sees them; the analyst and the admin make and delete them
     "incident-suppress": {"post": Row(*ANALYST_UP, 201, 201, 201, {})},
     "suppressions": {
@@ -203,6 +206,7 @@ def setup(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.NETMON_EXPORT_HMAC_KEY = base64.b64encode(b"h" * 32).decode()
     settings.NETMON_EXPORT_DIR = tmp_path
+    settings.NETMON_EVIDENCE_DIR = tmp_path / "evidence"  # empty: the pcap routes answer 410
     cache.clear()  # the login rate limit counts in the cache
     yield
     cache.clear()
@@ -279,6 +283,7 @@ def objects(people, tmp_path, settings):
     return {"anomaly-detail": {"pk": anomaly.pk}, "incident-detail": {"pk": incident.pk},
             "incident-anomalies": {"pk": incident.pk}, "incident-timeline": {"pk": incident.pk},
             "incident-page": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
+            "incident-pcap": {"pk": incident.pk},
             "incident-suppress": {"pk": incident.pk}, "suppression-detail": {"pk": rule.pk},
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
 

@@ -7,9 +7,9 @@ reached too. Every response goes through all of schemathesis' default checks: no
 code, content type, headers and body as documented; invalid input refused; valid input accepted
 (for the operations whose bodies are checked against this host, its keys or the clock, a stricter
 check of our own replaces that last one, see ``SEMANTICALLY_CHECKED``). No operation is left out:
-nothing is streamed except an export download, which is small, and the destructive ones (DELETE
-of an export or a suppression rule, training, activation) act on this test's own rows, in its
-rolled-back transaction.
+nothing is streamed except an export download and the evidence pcaps, which are small, and the
+destructive ones (DELETE of an export or a suppression rule, training, activation) act on this
+test's own rows, in its rolled-back transaction.
 
 Examples per operation are bounded (``NETMON_FUZZ_EXAMPLES``, default 15) and derandomised, so
 CI tries the same ~1,500 cases every run in about a minute; ``NETMON_FUZZ_RANDOM=1`` explores new
@@ -141,6 +141,40 @@ SEMANTICALLY_CHECKED = {
 }
 
 
+# The evidence pcaps answer a schema-valid query with 410 when its frames are not (or no longer)
+# kept, and with 400 when several sensors keep evidence and none is named: instead of
+# positive_data_acceptance, such an answer must say why (a 410's detail, a 400 naming the parameter).
+EVIDENCE_CHECKED = {("GET", "/api/packets/pcap"), ("GET", "/api/incidents/{id}/pcap")}
+
+
+def refusal_says_why(ctx, response, case):
+    """A 410 or 400 for a schema-valid evidence query gives its reason (and a 400 its parameter)."""
+    meta = case.meta
+    if response.status_code not in (400, 410) or meta is None or not meta.generation.mode.is_positive:
+        return None
+    body = response.json()
+    assert isinstance(body.get("detail"), str) and body["detail"], f"no reason given: {body}"
+    if response.status_code == 400:
+        assert set(body) - {"detail"} <= {"sensor"}, f"a parameter the query does not have is blamed: {body}"
+    return None
+
+
+@pytest.fixture
+def evidence(settings, tmp_path):
+    """Sensor s1's ring holding its three packets' frames, so the pcap routes answer with frames."""
+    from capture.evidence import EvidenceRing
+    from capture.pcapio import iter_frame_batches
+    from capture.pcapwriter import synthetic_records, write_pcap
+
+    settings.NETMON_EVIDENCE_DIR = tmp_path / "evidence"
+    records = synthetic_records(3, seed=1, start=T0.timestamp())
+    records["seq"] = [1, 2, 3]
+    write_pcap(tmp_path / "three.pcap", records)
+    ring = EvidenceRing(settings.NETMON_EVIDENCE_DIR, "s1", max_bytes=1 << 20, max_age=3600, next_seq=4)
+    ring.append(records, list(iter_frame_batches(str(tmp_path / "three.pcap"))))
+    ring.close()
+
+
 def refusal_names_request_fields(ctx, response, case):
     """A 400 for a schema-valid body says which of the documented fields is wrong, and why."""
     meta = case.meta
@@ -171,9 +205,15 @@ def request_properties(method: str, path: str) -> set[str]:
     suppress_health_check=list(HealthCheck),
     derandomize=not os.environ.get("NETMON_FUZZ_RANDOM"),  # CI: the same cases every run
 )
-def test_api_conforms_to_its_schema(case, wsgi_app, seeded, auth_headers, redis_client):
+def test_api_conforms_to_its_schema(case, wsgi_app, seeded, evidence, auth_headers, redis_client):
     CASES[case.operation.label] += 1
-    if (case.method.upper(), case.path) in SEMANTICALLY_CHECKED:
+    if (case.method.upper(), case.path) in EVIDENCE_CHECKED:
+        case.call_and_validate(
+            headers=auth_headers,
+            excluded_checks=[positive_data_acceptance],
+            additional_checks=[refusal_says_why],
+        )
+    elif (case.method.upper(), case.path) in SEMANTICALLY_CHECKED:
         case.call_and_validate(
             headers=auth_headers,
             excluded_checks=[positive_data_acceptance],

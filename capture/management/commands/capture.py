@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from capture import services, sources
+from capture import evidence, services, sources
 from capture.choices import AnalysisDepth
 from capture.connections import fail_fast_client
 from capture.demo import DEMO_RATE
@@ -61,6 +61,7 @@ class Command(BaseCommand):
             buffer_size=config.buffer_size,
             batch_size=opts["batch_size"],
         )
+        runner.evidence = evidence.ring_from_settings(sensor, runner.next_seq)
         deadline = time.monotonic() + opts["duration"] if opts["duration"] else None
         self.terminate = False
 
@@ -209,10 +210,11 @@ class Command(BaseCommand):
     def open_source(self, runner: CaptureRunner, desired: dict[str, Any], opts: dict[str, Any]):
         """The chunks of the desired source and a function that closes it; demo when live cannot start."""
         interface = desired["interface"]
+        keep = runner.evidence is not None and runner.evidence.enabled  # the demo's frames, synthesized
         if interface == DEMO_INTERFACE:
             runner.set_mode(Sensor.Mode.DEMO, reason="demo mode requested")
             return sources.demo_chunks(
-                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"]
+                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"], with_frames=keep
             ), lambda: None
         try:
             engine = sources.open_live(interface, desired["bpf"], desired["depth"])
@@ -223,7 +225,7 @@ class Command(BaseCommand):
             )
             runner.set_mode(Sensor.Mode.DEMO, reason=reason, interface=interface, bpf=desired["bpf"])
             return sources.demo_chunks(
-                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"]
+                opts["rate"] or DEMO_RATE, opts["batch_size"], opts["seed"], with_frames=keep
             ), lambda: None
         runner.set_mode(Sensor.Mode.LIVE, reason="", interface=interface, bpf=desired["bpf"])
         runner.on_interrupt = engine.stop

@@ -54,8 +54,19 @@
     const kept = message ? [message.textContent, message.className] : ["", "incident-say form-message"];
     $("head-actions").replaceChildren(
       IN.actionBar(incident, renderHead, say),
+      ...pcapButton(),
       el("span", { class: kept[1], text: kept[0] }));
     renderHosts();
+  }
+
+  // "Download pcap": only while capture still keeps its frames (the evidence ring) and for the
+  // roles that may download them (the analyst's and the admin's).
+  function pcapButton() {
+    if (!incident.pcap_kept || !incident.pcap_url || !IN.can("capture.download_evidence")) return [];
+    return [el("a", {
+      class: "button quiet", href: incident.pcap_url, download: `netmon-incident-${ID}.pcap`,
+      "data-testid": "incident-pcap", title: "the frames of its packets, for Wireshark", text: "Download pcap",
+    })];
   }
 
   function renderHosts() {
