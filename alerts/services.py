@@ -1,0 +1,272 @@
+"""Which incidents to announce where, the message, and sending it with apprise.
+
+The flow: the ingest worker queues ``alerts.notify_incidents`` (by name, after its commit) with the
+incidents a read opened or raised in severity; ``plan_deliveries`` decides, per enabled destination,
+which of them it is told about (its minimum severity, not told this severity or a higher one before,
+within its rate) and records a ``Delivery`` for each, unique per destination, incident and severity;
+``deliver`` sends one (claiming it first, so two workers never send the same row) and records the
+outcome. A failure is retried with a doubling back-off until ``NETMON_NOTIFY_ATTEMPTS``; nothing here
+raises into ingest: apprise reports failures as results, and any other exception becomes the row's
+error.
+
+Over the rate limit (``NETMON_NOTIFY_RATE_PER_MINUTE`` per destination, sliding minute) a delivery is
+recorded as ``rate_limited`` and not sent: it is counted (admin, ``/metrics``) and the next message
+that goes to that destination says how many were held back and since when. Dropping rather
+than queueing keeps a flood of incidents from turning into a backlog of stale messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import apprise
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from alerts.models import Delivery, Destination
+from alerts.validation import redact, split_urls, url_problem
+from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
+from detection.models import Incident
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW = timedelta(minutes=1)
+TARGETS_SHOWN = 5
+_NOTIFY_TYPES = {
+    IncidentSeverity.LOW: apprise.NotifyType.INFO,
+    IncidentSeverity.MEDIUM: apprise.NotifyType.WARNING,
+    IncidentSeverity.HIGH: apprise.NotifyType.FAILURE,
+}
+
+
+def severity_level(severity: str) -> int:
+    """0 for low, 1 for medium, 2 for high (``IncidentSeverity`` is in rising order)."""
+    return IncidentSeverity.values.index(severity)
+
+
+# --- destinations ------------------------------------------------------------------------------------
+
+
+def settings_destination_name(url: str) -> str:
+    """A stable name for a ``NETMON_NOTIFY_URLS`` entry (its scheme and a hash: the URL holds secrets)."""
+    scheme = url.split("://", 1)[0].lower()[:20]
+    return f"NETMON_NOTIFY_URLS {scheme} {hashlib.sha256(url.encode()).hexdigest()[:10]}"
+
+
+def sync_settings_destinations(text: str | None = None, min_severity: str | None = None) -> None:
+    """Make the ``from_settings`` destinations those of ``NETMON_NOTIFY_URLS``: one enabled row per URL
+    apprise can parse (others are skipped; the start-up warning named them), the rest disabled."""
+    text = settings.NETMON_NOTIFY_URLS if text is None else text
+    min_severity = min_severity or settings.NETMON_NOTIFY_MIN_SEVERITY
+    wanted = {settings_destination_name(url): url for url in split_urls(text) if url_problem(url) is None}
+    have = {d.name: d for d in Destination.objects.filter(from_settings=True)}
+    for name, url in wanted.items():
+        row = have.get(name)
+        if row is None:
+            Destination.objects.create(name=name, url=url, min_severity=min_severity, from_settings=True)
+        elif not row.enabled or row.min_severity != min_severity or row.url != url:
+            Destination.objects.filter(pk=row.pk).update(enabled=True, min_severity=min_severity, url=url)
+    Destination.objects.filter(from_settings=True, enabled=True).exclude(name__in=wanted).update(
+        enabled=False
+    )
+
+
+# --- planning ----------------------------------------------------------------------------------------
+
+
+def plan_deliveries(incident_ids: list[int], now: datetime | None = None) -> list[int]:
+    """Record the deliveries the news about ``incident_ids`` calls for; the ids of those to send.
+
+    An incident is announced when it is opened (a candidate never is) and not marked a false
+    positive, to each enabled destination whose minimum severity it reaches, once per severity: a
+    destination told ``medium`` is told again only when it reaches ``high`` (idempotent: a re-run
+    finds the rows and plans nothing). Destinations are locked while planning, so two workers
+    count the same rate window.
+    """
+    sync_settings_destinations()
+    now = now or timezone.now()
+    incidents = sorted(
+        Incident.objects.opened()
+        .exclude(status=IncidentStatus.FALSE_POSITIVE)
+        .filter(pk__in=list(incident_ids))
+        .only("pk", "severity", "opened_at"),
+        key=lambda i: (-severity_level(i.severity), i.opened_at, i.pk),
+    )
+    if not incidents:
+        return []
+    to_send: list[int] = []
+    with transaction.atomic():
+        for destination in Destination.objects.select_for_update().filter(enabled=True).order_by("pk"):
+            to_send += _plan_for(destination, incidents, now)
+    return to_send
+
+
+def _plan_for(destination: Destination, incidents: list[Incident], now: datetime) -> list[int]:
+    floor = severity_level(destination.min_severity)
+    told: dict[int, int] = {}
+    for incident_id, severity in Delivery.objects.filter(
+        destination=destination, incident_id__in=[i.pk for i in incidents]
+    ).values_list("incident_id", "severity"):
+        told[incident_id] = max(told.get(incident_id, -1), severity_level(severity))
+    recent = (
+        Delivery.objects.filter(destination=destination, created_at__gt=now - RATE_WINDOW)
+        .exclude(status=Delivery.Status.RATE_LIMITED)
+        .count()
+    )
+    planned: list[int] = []
+    for incident in incidents:
+        level = severity_level(incident.severity)
+        if level < floor or told.get(incident.pk, -1) >= level:
+            continue
+        within = recent < settings.NETMON_NOTIFY_RATE_PER_MINUTE
+        delivery, created = Delivery.objects.get_or_create(
+            destination=destination, incident=incident, severity=incident.severity,
+            defaults={
+                "event": Delivery.Event.RAISED if incident.pk in told else Delivery.Event.OPENED,
+                "status": Delivery.Status.PENDING if within else Delivery.Status.RATE_LIMITED,
+            },
+        )  # fmt: skip
+        if created and within:
+            recent += 1
+            planned.append(delivery.pk)
+        elif not within:
+            log.info("notification of incident %s to %s over the rate limit", incident.pk, destination.name)
+    return planned
+
+
+# --- the message -------------------------------------------------------------------------------------
+
+
+def incident_link(incident_id: int) -> str:
+    return f"{settings.NETMON_PUBLIC_URL}/incidents/{incident_id}/"
+
+
+def compose(delivery: Delivery, held_back: int = 0, held_since: datetime | None = None) -> tuple[str, str]:
+    """The title and body: kind, sources → targets, severity, the first explanation line, the link."""
+    incident = delivery.incident
+    kind = IncidentKind(incident.kind).label if incident.kind in IncidentKind.values else incident.kind
+    news = "opened" if delivery.event == Delivery.Event.OPENED else "severity rose"
+    title = f"Netmon: {delivery.severity} {kind} ({news}) on {incident.sensor.name}"
+    sources = ", ".join(incident.sources) or incident.entity or "unknown source"
+    targets = ", ".join(incident.targets[:TARGETS_SHOWN]) or "no single target"
+    more = len(incident.targets) - TARGETS_SHOWN + incident.targets_more
+    if len(incident.targets) > TARGETS_SHOWN or incident.targets_more:
+        targets += f" and {max(more, 0)} more"
+    explanation = next((line.strip() for line in incident.explanation.splitlines() if line.strip()), "")
+    lines = [
+        f"{kind}, severity {delivery.severity} ({news})",
+        f"{sources} → {targets}",
+        *([explanation] if explanation else []),
+        incident_link(incident.pk),
+    ]
+    if held_back:
+        since = f" since {held_since:%Y-%m-%d %H:%M:%S} UTC" if held_since else ""
+        lines.append(
+            f"({held_back} other notification(s) to this destination were held back by the rate limit{since})"
+        )
+    return title, "\n".join(lines)
+
+
+# --- sending -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What ``deliver`` did: ``retry_in`` seconds when another attempt is due, else None."""
+
+    status: str
+    attempts: int = 0
+    error: str = ""
+    retry_in: float | None = None
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones: doubling from NETMON_NOTIFY_BACKOFF."""
+    return settings.NETMON_NOTIFY_BACKOFF * 2 ** max(attempts - 1, 0)
+
+
+def _claim_timeout() -> timedelta:
+    # A row left "sending" longer than an attempt can take belongs to a worker that died mid-send.
+    return timedelta(seconds=max(60.0, 4 * settings.NETMON_NOTIFY_TIMEOUT))
+
+
+def send(url: str, title: str, body: str, notify_type: str) -> str:
+    """Send one message with apprise; "" on success, else what went wrong (never raises)."""
+    try:
+        sender = apprise.Apprise()
+        if not sender.add(url):
+            return url_problem(url) or f"apprise cannot parse {redact(url)!r}"
+        result = sender.notify(
+            body=body, title=title, notify_type=notify_type, timeout=settings.NETMON_NOTIFY_TIMEOUT
+        )
+        if result:
+            return ""
+        errors = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+        return "; ".join(errors) or f"apprise: {result.status}"
+    except Exception as exc:  # a plugin's bug must not kill the task: it is this delivery's error
+        return f"{type(exc).__name__}: {exc}"
+
+
+def deliver(delivery_id: int) -> Outcome:
+    """Try to send delivery ``delivery_id`` once, if it is due; record and return the outcome.
+
+    Idempotent: a delivery sent, failed for good or rate-limited is left alone, and a worker claims
+    the row (``sending``) before sending, so a redelivered task does not send it twice.
+    """
+    stale = timezone.now() - _claim_timeout()
+    due = Q(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]) | Q(
+        status=Delivery.Status.SENDING, updated_at__lt=stale
+    )
+    claimed = Delivery.objects.filter(due, pk=delivery_id).update(
+        status=Delivery.Status.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()
+    )
+    delivery = (
+        Delivery.objects.select_related("destination", "incident__sensor").filter(pk=delivery_id).first()
+    )
+    if delivery is None:
+        return Outcome(status="missing")
+    if not claimed:
+        return Outcome(status=delivery.status, attempts=delivery.attempts, error=delivery.error)
+    if not delivery.destination.enabled:
+        error = "the destination was disabled before the message was sent"
+    else:
+        held = _held_back(delivery)
+        title, body = compose(delivery, len(held), held[0].created_at if held else None)
+        error = send(delivery.destination.url, title, body, _NOTIFY_TYPES[delivery.severity])
+        if not error and held:
+            Delivery.objects.filter(pk__in=[d.pk for d in held]).update(reported=True)
+    if not error:
+        status, retry_in = Delivery.Status.SENT, None
+    elif delivery.attempts < settings.NETMON_NOTIFY_ATTEMPTS and delivery.destination.enabled:
+        status, retry_in = Delivery.Status.RETRYING, backoff(delivery.attempts)
+    else:
+        status, retry_in = Delivery.Status.FAILED, None
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery_id).update(
+        status=status,
+        error=error[:2000],
+        updated_at=now,
+        sent_at=now if status == Delivery.Status.SENT else None,
+    )
+    if error:
+        log.warning(
+            "notification of incident %s to %s failed (attempt %d, %s): %s",
+            delivery.incident_id, delivery.destination.name, delivery.attempts, status, error,
+        )  # fmt: skip
+    return Outcome(status=status, attempts=delivery.attempts, error=error, retry_in=retry_in)
+
+
+def _held_back(delivery: Delivery) -> list[Delivery]:
+    """Rate-limited deliveries to the destination that no message sent there has told of yet."""
+    return list(
+        Delivery.objects.filter(
+            destination_id=delivery.destination_id, status=Delivery.Status.RATE_LIMITED, reported=False
+        )
+        .only("pk", "created_at")
+        .order_by("created_at")
+    )
