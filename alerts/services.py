@@ -67,8 +67,10 @@ def sync_settings_destinations(text: str | None = None, min_severity: str | None
     have = {d.name: d for d in Destination.objects.filter(from_settings=True)}
     for name, url in wanted.items():
         row = have.get(name)
-        if row is None:
-            Destination.objects.create(name=name, url=url, min_severity=min_severity, from_settings=True)
+        if row is None:  # get_or_create: two workers starting together make it once
+            Destination.objects.get_or_create(
+                name=name, defaults={"url": url, "min_severity": min_severity, "from_settings": True}
+            )
         elif not row.enabled or row.min_severity != min_severity or row.url != url:
             Destination.objects.filter(pk=row.pk).update(enabled=True, min_severity=min_severity, url=url)
     Destination.objects.filter(from_settings=True, enabled=True).exclude(name__in=wanted).update(

@@ -194,7 +194,9 @@ def test_the_admin_form_refuses_a_bad_url_with_the_validators_message(staff_clie
     assert answer.status_code == 302 and Destination.objects.get().min_severity == "high"
 
 
-def test_netmon_notify_urls_warns_at_start_up_and_becomes_destinations(notify_settings, caplog, receiver):
+def test_netmon_notify_urls_warns_at_start_up_and_becomes_destinations(
+    notify_settings, caplog, receiver, staff_client
+):
     notify_settings.NETMON_NOTIFY_URLS = (
         f"{receiver.url}, nosuchservice://x mailto://mail.example.org?to=a@x.org,b@x.org&from=n@x.org"
     )
@@ -211,6 +213,9 @@ def test_netmon_notify_urls_warns_at_start_up_and_becomes_destinations(notify_se
     ]
     services.sync_settings_destinations()
     assert Destination.objects.filter(from_settings=True, enabled=True).count() == 2
+    mail = Destination.objects.get(url__startswith="mailto:")
+    page = staff_client.get(f"/admin/alerts/destination/{mail.pk}/change/").content.decode()
+    assert "mail.example.org" in page and "NETMON_NOTIFY_URLS mailto" in page  # read-only there
     notify_settings.NETMON_NOTIFY_URLS = receiver.url
     services.sync_settings_destinations()
     assert [d.url for d in Destination.objects.filter(enabled=True)] == [receiver.url]
