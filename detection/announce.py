@@ -3,7 +3,9 @@ the alerts app, which reads detection), after the read's commit, and only with n
 
 News is an incident a read opened, or an open one whose severity it raised; the alerts app decides
 who is told (``alerts.notify_incidents``). Queuing never raises into ingest: with the broker away the
-news is lost (logged), the dashboards and the API still have the incidents.
+news is lost (logged), the dashboards and the API still have the incidents. Like the live messages,
+it is sent after the acknowledgement (``detection/ingest.py``'s order), so a worker dying between
+the two loses it too.
 """
 
 from __future__ import annotations
