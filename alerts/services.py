@@ -24,18 +24,22 @@ from datetime import datetime, timedelta
 
 import apprise
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from alerts.models import Delivery, Destination
-from alerts.validation import redact, split_urls, url_problem
+from alerts.validation import DestinationRequestSerializer, redact, split_urls, url_problem
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
+from capture.validation import flat_errors
 from detection.models import Incident
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW = timedelta(minutes=1)
+# The sweep re-plans the incidents opened this recently (news lost between ingest and the notify task).
+SWEEP_WINDOW = timedelta(hours=1)
+SWEEP_LIMIT = 500
 TARGETS_SHOWN = 5
 _NOTIFY_TYPES = {
     IncidentSeverity.LOW: apprise.NotifyType.INFO,
@@ -78,17 +82,79 @@ def sync_settings_destinations(text: str | None = None, min_severity: str | None
     )
 
 
+class InvalidDestination(ValueError):
+    """The validator refused a destination; ``errors`` holds one message per field."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+        self.errors = errors
+
+
+class ReadOnlyDestination(Exception):
+    """A destination of ``NETMON_NOTIFY_URLS``: the variable owns it (it is synced back from it)."""
+
+    def __init__(self, destination: Destination) -> None:
+        super().__init__(
+            f"destination {destination.pk} comes from NETMON_NOTIFY_URLS and is read-only: "
+            "change the variable (and restart) to change or remove it"
+        )
+
+
+def validated_destination(data: object, partial: bool = False) -> dict:
+    """``data`` through the destination's one validator; raises InvalidDestination naming each field."""
+    body = DestinationRequestSerializer(data=data, partial=partial)
+    if not body.is_valid():
+        raise InvalidDestination(flat_errors(body.errors))
+    return dict(body.validated_data)
+
+
+def _save_destination(destination: Destination, fields: dict) -> Destination:
+    name = fields.get("name", destination.name)
+    if Destination.objects.filter(name=name).exclude(pk=destination.pk).exists():
+        raise InvalidDestination({"name": f"a destination named {name!r} exists already"})
+    for key, value in fields.items():
+        setattr(destination, key, value)
+    try:
+        with transaction.atomic():
+            destination.save()
+    except IntegrityError:  # made by someone else between the check and the save
+        raise InvalidDestination({"name": f"a destination named {name!r} exists already"}) from None
+    return destination
+
+
+def create_destination(data: object) -> Destination:
+    """A new admin-made destination from a request body (validated here); raises InvalidDestination."""
+    return _save_destination(Destination(), validated_destination(data))
+
+
+def update_destination(destination: Destination, data: object) -> Destination:
+    """Change some of an admin-made destination's fields; raises ReadOnlyDestination, InvalidDestination."""
+    if destination.from_settings:
+        raise ReadOnlyDestination(destination)
+    return _save_destination(destination, validated_destination(data, partial=True))
+
+
+def delete_destination(destination: Destination) -> None:
+    """Remove an admin-made destination and its deliveries; raises ReadOnlyDestination."""
+    if destination.from_settings:
+        raise ReadOnlyDestination(destination)
+    destination.delete()
+
+
 # --- planning ----------------------------------------------------------------------------------------
 
 
-def plan_deliveries(incident_ids: list[int], now: datetime | None = None) -> list[int]:
+def plan_deliveries(
+    incident_ids: list[int], now: datetime | None = None, *, sweep: bool = False
+) -> list[int]:
     """Record the deliveries the news about ``incident_ids`` calls for; the ids of those to send.
 
     An incident is announced when it is opened (a candidate never is) and not marked a false
     positive, to each enabled destination whose minimum severity it reaches, once per severity: a
     destination told ``medium`` is told again only when it reaches ``high`` (idempotent: a re-run
     finds the rows and plans nothing). Destinations are locked while planning, so two workers
-    count the same rate window.
+    count the same rate window. ``sweep``: a destination is not told of incidents opened before it
+    was made (an admin adding one is not sent the last hour's backlog).
     """
     sync_settings_destinations()
     now = now or timezone.now()
@@ -104,8 +170,28 @@ def plan_deliveries(incident_ids: list[int], now: datetime | None = None) -> lis
     to_send: list[int] = []
     with transaction.atomic():
         for destination in Destination.objects.select_for_update().filter(enabled=True).order_by("pk"):
-            to_send += _plan_for(destination, incidents, now)
+            eligible = [i for i in incidents if not sweep or i.opened_at >= destination.created_at]
+            to_send += _plan_for(destination, eligible, now)
     return to_send
+
+
+def sweep_unannounced(now: datetime | None = None) -> list[int]:
+    """Plan the deliveries whose news never reached ``notify_incidents``; the ids of those to send.
+
+    The ingest worker queues the news after its commit and acknowledgement: a broker away or a worker
+    dying in between loses it (``detection/announce.py``). Planning is idempotent, so re-planning the
+    incidents opened in the last ``SWEEP_WINDOW`` (newest ``SWEEP_LIMIT``) sends exactly what is
+    missing: nothing when every destination was told, the opening or a rise when it was lost.
+    """
+    now = now or timezone.now()
+    recent = list(
+        Incident.objects.opened()
+        .exclude(status=IncidentStatus.FALSE_POSITIVE)
+        .filter(opened_at__gte=now - SWEEP_WINDOW, opened_at__lte=now)
+        .order_by("-opened_at")
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    return plan_deliveries(recent, now, sweep=True) if recent else []
 
 
 def _plan_for(destination: Destination, incidents: list[Incident], now: datetime) -> list[int]:

@@ -12,7 +12,17 @@ from alerts import services
 def notify_incidents(incident_ids: list[int]) -> int:
     """Plan the deliveries the news about these incidents calls for (queued by the ingest worker after
     its commit) and queue each; returns how many were queued."""
-    planned = services.plan_deliveries(incident_ids)
+    # Then the sweep: news of other incidents that was lost on its way here is sent with this one's.
+    return _queue(services.plan_deliveries(incident_ids) + services.sweep_unannounced())
+
+
+@shared_task(name="alerts.sweep_notifications", ignore_result=True)
+def sweep_notifications() -> int:
+    """Send what lost news called for (beat, every minute); returns how many deliveries were queued."""
+    return _queue(services.sweep_unannounced())
+
+
+def _queue(planned: list[int]) -> int:
     for delivery_id in planned:
         # after the planning commit (it has, unless a caller wraps this in a transaction)
         transaction.on_commit(lambda pk=delivery_id: send_delivery.delay(pk))

@@ -197,6 +197,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     "sweep-streams": {"task": "detection.sweep_streams", "schedule": 5.0},
     "prune-retention": {"task": "capture.prune_retention", "schedule": 3600.0},
     "expire-exports": {"task": "exports.expire_exports", "schedule": 600.0},
+    "sweep-notifications": {"task": "alerts.sweep_notifications", "schedule": 60.0},  # lost news
 }
 
 CHANNEL_LAYERS = {

@@ -219,3 +219,45 @@ def test_netmon_notify_urls_warns_at_start_up_and_becomes_destinations(
     notify_settings.NETMON_NOTIFY_URLS = receiver.url
     services.sync_settings_destinations()
     assert [d.url for d in Destination.objects.filter(enabled=True)] == [receiver.url]
+
+
+def test_the_sweep_sends_news_that_was_lost_once_and_nothing_else(receiver, make_incident):
+    now = timezone.now()
+    hook = Destination.objects.create(name="hook", url=receiver.url)
+    Destination.objects.filter(pk=hook.pk).update(created_at=now - timedelta(hours=3))
+    lost = make_incident(IncidentSeverity.MEDIUM, opened_at=now - timedelta(minutes=10))
+    told = make_incident(IncidentSeverity.MEDIUM, opened_at=now - timedelta(minutes=5))
+    send_all([told.pk])  # the news of this one arrived
+    make_incident(IncidentSeverity.HIGH, opened_at=now - timedelta(hours=2))  # too old to sweep
+    make_incident(IncidentSeverity.HIGH, opened=False)  # a candidate: never announced
+    # made after the incident opened: not sent the backlog
+    Destination.objects.create(name="new", url=receiver.url)
+
+    outcomes = [services.deliver(pk) for pk in services.sweep_unannounced(now)]
+
+    assert [o.status for o in outcomes] == ["sent"]
+    assert [m["message"].splitlines()[-1] for m in receiver.received] == [
+        f"https://netmon.example.org/incidents/{told.pk}/",
+        f"https://netmon.example.org/incidents/{lost.pk}/",
+    ]
+    assert services.sweep_unannounced(now) == []  # idempotent
+    # a rise whose news was lost is swept too
+    Incident.objects.filter(pk=told.pk).update(severity=IncidentSeverity.HIGH)
+    for pk in services.sweep_unannounced(now):
+        services.deliver(pk)
+    assert receiver.received[-1]["title"] == "Netmon: high Port Scan (severity rose) on edge"
+
+
+def test_the_notify_task_also_sweeps_and_beat_runs_the_sweep(receiver, make_incident, settings):
+    from alerts import tasks
+
+    now = timezone.now()
+    hook = Destination.objects.create(name="hook", url=receiver.url)
+    Destination.objects.filter(pk=hook.pk).update(created_at=now - timedelta(hours=1))
+    lost = make_incident(IncidentSeverity.MEDIUM, opened_at=now - timedelta(minutes=10))
+    news = make_incident(IncidentSeverity.MEDIUM, opened_at=now)
+
+    assert tasks.notify_incidents([news.pk]) == 2
+    assert set(Delivery.objects.values_list("incident_id", flat=True)) == {lost.pk, news.pk}
+    schedule = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert "alerts.sweep_notifications" in schedule and tasks.sweep_notifications() == 0
