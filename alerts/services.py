@@ -300,6 +300,22 @@ def send(url: str, title: str, body: str, notify_type: str) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def send_test_message(destination: Destination) -> str:
+    """Send a test message to ``destination`` now (enabled or not); "" on success, else the error."""
+    title = f"Netmon: test message to {destination.name}"
+    body = (
+        f"This is a test from Netmon ({settings.NETMON_PUBLIC_URL}). Incidents of severity "
+        f"{destination.min_severity} and above are announced here"
+        + ("." if destination.enabled else " once the destination is enabled.")
+    )
+    error = send(destination.url, title, body, apprise.NotifyType.INFO)
+    if error:
+        log.warning("test message to %s failed: %s", destination.name, error)
+    else:
+        log.info("test message to %s sent", destination.name)
+    return error
+
+
 def deliver(delivery_id: int) -> Outcome:
     """Try to send delivery ``delivery_id`` once, if it is due; record and return the outcome.
 

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import transaction
 
 from alerts import services
+from alerts.models import Destination
 
 
 @shared_task(name="alerts.notify_incidents", ignore_result=True)
@@ -20,6 +21,15 @@ def notify_incidents(incident_ids: list[int]) -> int:
 def sweep_notifications() -> int:
     """Send what lost news called for (beat, every minute); returns how many deliveries were queued."""
     return _queue(services.sweep_unannounced())
+
+
+@shared_task(name="alerts.send_test_message", ignore_result=True)
+def send_test_message(destination_id: int) -> str:
+    """Send a test message to a destination (an admin asked); "sent", "missing" or the error (logged)."""
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return "missing"
+    return services.send_test_message(destination) or "sent"
 
 
 def _queue(planned: list[int]) -> int:

@@ -13,5 +13,10 @@ urlpatterns = [
         views.DestinationDetailView.as_view(),
         name="notification-destination-detail",
     ),
+    path(
+        "notifications/destinations/<int:pk>/test/",
+        views.DestinationTestView.as_view(),
+        name="notification-destination-test",
+    ),
     path("notifications/deliveries/", views.DeliveryListView.as_view(), name="notification-deliveries"),
 ]

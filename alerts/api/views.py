@@ -4,12 +4,14 @@ made to them (read-only, filtered). Logic in ``alerts.services``; the request co
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from alerts import services
+from alerts import services, tasks
 from alerts.api.filters import DeliveryFilter
 from alerts.api.serializers import DeliverySerializer, DestinationSerializer
 from alerts.models import Delivery, Destination
@@ -85,6 +87,24 @@ class DestinationDetailView(generics.RetrieveAPIView):
         except services.ReadOnlyDestination as exc:
             return _read_only(exc)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DestinationTestView(APIView):
+    """POST /api/notifications/destinations/{id}/test/: queue a test message to it (202)."""
+
+    required_permissions = {"POST": "alerts.change_destination"}
+
+    @extend_schema(
+        request=None,
+        responses={202: inline_serializer("TestMessageQueued", {"detail": serializers.CharField()})},
+        description="The notify worker sends it (enabled or not, outside the rate limit) and logs the "
+        "outcome; nothing is recorded as a delivery.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        destination = generics.get_object_or_404(Destination, pk=pk)
+        transaction.on_commit(lambda: tasks.send_test_message.delay(destination.pk))
+        detail = f"a test message to {destination.name} is queued; the notify worker logs how it went"
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
 
 class DeliveryListView(generics.ListAPIView):

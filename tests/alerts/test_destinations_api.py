@@ -155,3 +155,23 @@ def test_a_bad_delivery_filter_is_a_400_naming_it(admin_api, query, field, says)
     answer = admin_api.get(f"/api/notifications/deliveries/?{query}")
     assert answer.status_code == 400, answer.content
     assert says in " ".join(answer.json()[field])
+
+
+def test_a_test_message_is_queued_after_commit_and_arrives(
+    admin_api, viewer_api, receiver, django_capture_on_commit_callbacks
+):
+    from alerts import tasks
+
+    hook = Destination.objects.create(name="hook", url=receiver.url, min_severity="high")
+    assert viewer_api.post(f"{URL}{hook.pk}/test/").status_code == 403
+    assert admin_api.post(f"{URL}999999/test/").status_code == 404
+    with django_capture_on_commit_callbacks() as queued:
+        answer = admin_api.post(f"{URL}{hook.pk}/test/")
+    assert answer.status_code == 202 and "queued" in answer.json()["detail"]
+    assert len(queued) == 1 and receiver.received == []  # queued, not sent by the web process
+
+    assert tasks.send_test_message(hook.pk) == "sent"  # what the notify worker runs
+    assert [m["title"] for m in receiver.received] == ["Netmon: test message to hook"]
+    assert "severity high and above" in receiver.received[0]["message"]
+    assert not Delivery.objects.exists()
+    assert tasks.send_test_message(999999) == "missing"

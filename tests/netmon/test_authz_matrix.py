@@ -132,6 +132,7 @@ MATRIX: dict[str, dict[str, Row]] = {
         "patch": Row(*ADMIN_UP, 200, 200, {"enabled": False}),
         "delete": Row(*ADMIN_UP, 204, 204),
     },
+    "notification-destination-test": {"post": Row(*ADMIN_UP, 202, 202)},  # queued (after commit)
     "notification-deliveries": {"get": Row(*ADMIN_UP, 200, 200)},
     "models": {"get": Row(*READ)},
     "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
@@ -293,7 +294,8 @@ def objects(people, tmp_path, settings):
             "incident-page": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
             "incident-suppress": {"pk": incident.pk}, "suppression-detail": {"pk": rule.pk},
             "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk},
-            "notification-destination-detail": {"pk": destination.pk}}  # fmt: skip
+            "notification-destination-detail": {"pk": destination.pk},
+            "notification-destination-test": {"pk": destination.pk}}  # fmt: skip
 
 
 def url_of(name: str, objects: dict) -> str:
