@@ -35,6 +35,7 @@ class SavedAnomalies:
     opened: list[int] = field(default_factory=list)  # incidents this read opened
     updated: list[int] = field(default_factory=list)  # incidents this read added anomalies to
     stored: int = 0  # anomaly rows written (the incidents' representatives)
+    raised: list[int] = field(default_factory=list)  # open incidents whose severity this read raised
 
 
 _ANOMALY_COLUMNS = [
@@ -82,7 +83,9 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     top = list(
         Anomaly.objects.filter(sensor=sensor, packet_seq__in=flagged["seq"][best].tolist()).order_by("-score")
     )
-    return SavedAnomalies(len(rows), top, assignment.opened, assignment.updated, stored=len(chosen))
+    return SavedAnomalies(
+        len(rows), top, assignment.opened, assignment.updated, stored=len(chosen), raised=assignment.raised
+    )
 
 
 def _insert_anomalies(values: list[tuple]) -> None:

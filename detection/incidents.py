@@ -337,6 +337,7 @@ class Assignment:
     ids: list[int | None]
     opened: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
+    raised: list[int] = field(default_factory=list)  # open before this read, a higher severity after it
     suppressed: list[int | None] = field(default_factory=list)  # per anomaly: the rule that suppressed it
 
 
@@ -750,6 +751,7 @@ def _incidents(
     created: list[Incident] = []
     updated: list[Incident] = []
     opened: list[Incident] = []
+    raised: list[Incident] = []
     suppressed: list[int | None] = [None] * len(read.ts)
     hits: Counter = Counter()
     for entity, g in list(groups.items()):
@@ -767,6 +769,7 @@ def _incidents(
             # it came back after the operator resolved it: an operator must look again
             incident.status = IncidentStatus.OPEN
             incident.status_changed_by, incident.status_changed_at = None, _now()
+        before = _LEVELS.index(incident.severity) if was_open else None
         own = exchanged.get(ip_to_bytes(entity[5:]), 0) if incident.src_ip else 0
         incident.packet_count += max(own, len(g.rows)) + len(g.joined)
         _grow(incident, Evidence.loads(incident.evidence), read, g)
@@ -781,6 +784,8 @@ def _incidents(
         (created if new else updated).append(incident)
         if incident.opened_at is not None and not was_open:
             opened.append(incident)
+        elif before is not None and _LEVELS.index(incident.severity) > before:
+            raised.append(incident)
     Incident.objects.bulk_update(updated, _CHANGED, batch_size=_IN_CHUNK)
     _insert_incidents(sensor, created)
     if hits:
@@ -794,6 +799,7 @@ def _incidents(
         ids=ids,
         opened=sorted(opened_ids),
         updated=sorted({g.incident.pk for g in groups.values() if g.incident.opened_at} - opened_ids),
+        raised=sorted({i.pk for i in raised}),
         suppressed=suppressed,
     )
 

@@ -27,6 +27,8 @@ Metrics (all ``netmon_`` prefixed; ``sensor`` label per capture sensor):
   ``sensor_last_heartbeat_timestamp_seconds``;
 - ``anomalies_stored`` by sensor and ``false_positive``, ``anomalies_last_hour``;
 - ``export_jobs`` by ``status``; ``detection_model_active`` by kind and version;
+- ``notifications`` by ``destination`` and ``status`` (sent, failed, retrying, rate_limited, ...) and
+  ``notification_failed_attempts_total`` by ``destination`` (README "Notifications");
 - ``celery_queue_messages`` (tasks waiting in the broker), ``redis_up``, ``database_up``,
   ``scrape_duration_seconds``.
 
@@ -222,6 +224,7 @@ class NetmonCollector:
         yield from (evidence_up, evidence_bytes, evidence_lost)
         yield from self._detection_metrics()
         yield from self._export_metrics()
+        yield from self._notification_metrics()
 
     @staticmethod
     def _detection_metrics() -> Iterator[Metric]:
@@ -264,6 +267,42 @@ class NetmonCollector:
         for status in ExportJob.Status.values:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
+
+    @staticmethod
+    def _notification_metrics() -> Iterator[Metric]:
+        from django.db.models import Sum
+
+        from alerts.models import Delivery, Destination
+
+        deliveries = GaugeMetricFamily(
+            "netmon_notifications",
+            "Incident notifications by destination and status "
+            "(rate_limited: dropped over the destination's rate).",
+            labels=["destination", "status"],
+        )
+        failed = CounterMetricFamily(
+            "netmon_notification_failed_attempts",
+            "Attempts at sending a notification that failed (each is retried with back-off until the last).",
+            labels=["destination"],
+        )
+        names = dict(Destination.objects.values_list("pk", "name"))
+        counts: dict[int, dict[str, int]] = {pk: {} for pk in names}
+        attempts: dict[int, int] = dict.fromkeys(names, 0)
+        rows = Delivery.objects.values("destination_id", "status").annotate(
+            n=Count("id"), tries=Sum("attempts")
+        )
+        for row in rows.order_by():
+            counts.setdefault(row["destination_id"], {})[row["status"]] = row["n"]
+            attempts[row["destination_id"]] = attempts.get(row["destination_id"], 0) + (row["tries"] or 0)
+        for pk, by_status in counts.items():
+            name = names.get(pk, str(pk))
+            for status in Delivery.Status.values:
+                deliveries.add_metric([name, status], by_status.get(status, 0))
+            # every attempt failed but the one that sent it (a row being sent: its try is not failed yet)
+            in_flight = by_status.get(Delivery.Status.SENT, 0) + by_status.get(Delivery.Status.SENDING, 0)
+            failed.add_metric([name], max(attempts.get(pk, 0) - in_flight, 0))
+        yield deliveries
+        yield failed
 
 
 registry = CollectorRegistry(auto_describe=False)

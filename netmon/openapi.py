@@ -28,14 +28,16 @@ _DESCRIPTIONS = {
 }
 _METHODS = {"get", "put", "post", "patch", "delete"}
 # Request bodies whose validators refuse unknown keys with a 400 (capture.validation.ClosedSerializer:
-# the configuration's, the export request's and the suppression rule's): closed objects, so clients
-# and fuzzers know.
+# the configuration's, the export request's, the suppression rule's and the notification
+# destination's): closed objects, so clients and fuzzers know.
 CLOSED_REQUEST_BODIES = (
     "ConfigUpdateRequest",
     "ExportRequestRequest",
     "ExportFiltersRequest",
     "SuppressionRuleRequestRequest",
     "SuppressFromIncidentRequest",
+    "DestinationRequestRequest",
+    "PatchedDestinationRequestRequest",
 )
 # Django's and DRF's text fields refuse NUL characters (PostgreSQL cannot store them): say so.
 NO_NUL = r"^[^\u0000]*$"

@@ -8,8 +8,9 @@ in and is told to ask an admin for a role.
 
 ``ROLE_PERMISSIONS`` is the mapping. ``netmon/migrations/0001_roles.py`` created the groups from a
 frozen copy of it (a migration must not change when this module does), and
-``0002_suppression_permissions.py`` added the suppression rules' permissions and
-``0003_evidence_permission.py`` the evidence download; a test checks that a
+``0002_suppression_permissions.py`` added the suppression rules' permissions,
+``0003_evidence_permission.py`` the evidence download and ``0004`` the notification destinations';
+a test checks that a
 migrated database's groups equal this mapping, so a change here needs a new migration
 (``sync_roles`` is what such a migration calls).
 """
@@ -64,6 +65,11 @@ ADMIN = (
     "auth.view_group",
     "authtoken.view_tokenproxy",  # see and revoke API tokens in the admin
     "authtoken.delete_tokenproxy",
+    "alerts.view_destination",  # notification destinations, in the admin
+    "alerts.add_destination",
+    "alerts.change_destination",
+    "alerts.delete_destination",
+    "alerts.view_delivery",  # what was sent, what failed
 )
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {Role.VIEWER: VIEWER, Role.ANALYST: ANALYST, Role.ADMIN: ADMIN}
 # Roles whose users reach the Django admin (where the same model permissions apply).

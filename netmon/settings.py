@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from capture.choices import IncidentSeverity  # Django-free vocabulary
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("NETMON_VAR_DIR", BASE_DIR / "var"))
 
@@ -106,6 +108,7 @@ INSTALLED_APPS = [
     "capture",
     "detection",
     "exports",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -186,11 +189,15 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # "exports-worker"): a pile of exports waits there, never in front of ingest on the default queue.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 EXPORT_QUEUE = "exports"
-CELERY_TASK_ROUTES = {"exports.*": {"queue": EXPORT_QUEUE}}
+# Notifications too (Procfile "notify", compose "notify-worker"): a slow or unreachable destination
+# holds a notify worker, never an ingest one.
+NOTIFY_QUEUE = "notify"
+CELERY_TASK_ROUTES = {"exports.*": {"queue": EXPORT_QUEUE}, "alerts.*": {"queue": NOTIFY_QUEUE}}
 CELERY_BEAT_SCHEDULE: dict = {
     "sweep-streams": {"task": "detection.sweep_streams", "schedule": 5.0},
     "prune-retention": {"task": "capture.prune_retention", "schedule": 3600.0},
     "expire-exports": {"task": "exports.expire_exports", "schedule": 600.0},
+    "sweep-notifications": {"task": "alerts.sweep_notifications", "schedule": 60.0},  # lost news
 }
 
 CHANNEL_LAYERS = {
@@ -328,6 +335,30 @@ NETMON_SUPPRESSION_DEFAULT_HOURS = env_int("NETMON_SUPPRESSION_DEFAULT_HOURS", 2
 NETMON_GEOIP = env_bool("NETMON_GEOIP", True)
 NETMON_GEOIP_MMDB = env_str("NETMON_GEOIP_MMDB")
 NETMON_GEOIP_ASN_MMDB = env_str("NETMON_GEOIP_ASN_MMDB")
+# --- notifications (alerts app) ---
+# Apprise URLs notified when an incident opens or rises in severity, besides the destinations admins
+# keep in the admin. Separated by white space, or by commas that start a new URL (a comma inside a
+# URL, e.g. mailto's ?to=a@x,b@x, stays). One apprise cannot parse is named in a warning at start-up
+# (alerts/apps.py) and skipped.
+NETMON_NOTIFY_URLS = env_str("NETMON_NOTIFY_URLS")
+# The least severity NETMON_NOTIFY_URLS are told about: low, medium or high.
+NETMON_NOTIFY_MIN_SEVERITY = env_str("NETMON_NOTIFY_MIN_SEVERITY", IncidentSeverity.LOW).strip().lower()
+if NETMON_NOTIFY_MIN_SEVERITY not in IncidentSeverity.values:
+    raise ImproperlyConfigured(
+        f"NETMON_NOTIFY_MIN_SEVERITY={NETMON_NOTIFY_MIN_SEVERITY!r}: use {', '.join(IncidentSeverity.values)}"
+    )
+# Messages per destination per minute; more are dropped, counted and summed up in the next message.
+NETMON_NOTIFY_RATE_PER_MINUTE = env_int("NETMON_NOTIFY_RATE_PER_MINUTE", 10)
+# Attempts per message before it is marked failed; the wait doubles from NETMON_NOTIFY_BACKOFF seconds.
+NETMON_NOTIFY_ATTEMPTS = env_int("NETMON_NOTIFY_ATTEMPTS", 5)
+NETMON_NOTIFY_BACKOFF = env_float("NETMON_NOTIFY_BACKOFF", 30.0, above=0.0)
+NETMON_NOTIFY_TIMEOUT = env_float("NETMON_NOTIFY_TIMEOUT", 15.0, above=0.0)  # seconds per attempt
+# The base of the links in messages (the dashboard's address as operators reach it).
+NETMON_PUBLIC_URL = env_str("NETMON_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+for _name, _value in (("NETMON_NOTIFY_RATE_PER_MINUTE", NETMON_NOTIFY_RATE_PER_MINUTE),
+                      ("NETMON_NOTIFY_ATTEMPTS", NETMON_NOTIFY_ATTEMPTS)):  # fmt: skip
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name}={_value}: use a whole number of at least 1")
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,7 @@ api_patterns = [
     path("", include("capture.api.urls")),
     path("", include("exports.api.urls")),
     path("", include("detection.api.urls")),
+    path("", include("alerts.api.urls")),
 ]
 
 urlpatterns = [

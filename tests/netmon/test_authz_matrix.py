@@ -33,6 +33,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
+from alerts.models import Destination
 from capture.models import Flow, MonitorConfig, Packet, Sensor
 from capture.services import get_config
 from detection import services as detection_services
@@ -125,6 +126,18 @@ MATRIX: dict[str, dict[str, Row]] = {
         "post": Row(*ANALYST_UP, 201, 201, 201, {"port": 22, "reason": "known backup traffic"}),
     },
     "suppression-detail": {"get": Row(*READ), "delete": Row(*ANALYST_UP, 204, 204, 204)},
+    # notification destinations (their URLs hold secrets) and deliveries: the admin role only
+    "notification-destinations": {
+        "get": Row(*ADMIN_UP, 200, 200),
+        "post": Row(*ADMIN_UP, 201, 201, {"name": "ops", "url": "json://127.0.0.1:9/hook"}),
+    },
+    "notification-destination-detail": {
+        "get": Row(*ADMIN_UP, 200, 200),
+        "patch": Row(*ADMIN_UP, 200, 200, {"enabled": False}),
+        "delete": Row(*ADMIN_UP, 204, 204),
+    },
+    "notification-destination-test": {"post": Row(*ADMIN_UP, 202, 202)},  # queued (after commit)
+    "notification-deliveries": {"get": Row(*ADMIN_UP, 200, 200)},
     "models": {"get": Row(*READ)},
     "models-train": {"post": Row(*ADMIN_UP, 202, 202, {})},
     "model-activate": {"post": Row(*ADMIN_UP, 200, 200)},
@@ -274,6 +287,7 @@ def objects(people, tmp_path, settings):
         sensor=sensor, src_ip="10.0.0.1", first_seen=T0, last_seen=T0, opened_at=T0
     )
     rule = SuppressionRule.objects.create(target_cidr="10.0.0.2/32", reason="known")
+    destination = Destination.objects.create(name="hook", url="json://127.0.0.1:9/hook")
     model = ready_model_row()
     file = tmp_path / "alice.nmx"
     file.write_bytes(b"NMX1 encrypted bytes")
@@ -285,7 +299,9 @@ def objects(people, tmp_path, settings):
             "incident-page": {"pk": incident.pk}, "model-activate": {"pk": model.pk}, "job": job,
             "incident-pcap": {"pk": incident.pk},
             "incident-suppress": {"pk": incident.pk}, "suppression-detail": {"pk": rule.pk},
-            "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk}}  # fmt: skip
+            "export-detail": {"job_id": job.pk}, "export-download": {"job_id": job.pk},
+            "notification-destination-detail": {"pk": destination.pk},
+            "notification-destination-test": {"pk": destination.pk}}  # fmt: skip
 
 
 def url_of(name: str, objects: dict) -> str:

@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from alerts.models import Delivery, Destination
 from capture.models import Flow, Packet, Sensor
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 from exports.models import ExportJob
@@ -99,6 +100,11 @@ def seeded(staff, user):
         kind="brute_force", first_seen=T0, last_seen=T0,
     )  # fmt: skip
     SuppressionRule.objects.create(source_cidr="10.0.0.0/24", port=22, reason="known", created_by=staff)
+    hook = Destination.objects.create(name="hook", url="json://user:secret@127.0.0.1:9/hook")
+    Delivery.objects.create(
+        destination=hook, incident=Incident.objects.get(), severity="low", event="opened", status="failed",
+        attempts=3, error="connection refused",
+    )  # fmt: skip
     return sensor
 
 
@@ -132,7 +138,10 @@ schema.location = "/api/schema/?format=json"
 # A schema-valid body may therefore be refused there, so positive_data_acceptance is replaced by
 # a stricter check of our own: such a refusal is a 400 that names the offending request fields.
 # A suppression rule's expiry must lie in the future, its CIDRs must parse and it needs a criterion.
+# A notification destination's URL must be one apprise can parse, and its name unused.
 SEMANTICALLY_CHECKED = {
+    ("POST", "/api/notifications/destinations/"),
+    ("PATCH", "/api/notifications/destinations/{id}/"),
     ("POST", "/api/config"),
     ("POST", "/api/export"),
     ("POST", "/api/exports/"),
