@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from capture import validation
 from capture.choices import CONFIG_KEYS
+from capture.community import community_id
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet
 from capture.validation import ConfigUpdateSerializer
 
@@ -94,6 +95,7 @@ class InterfaceSerializer(serializers.Serializer):
 
 class PacketSerializer(serializers.ModelSerializer):
     sensor = serializers.CharField(source="sensor.name", read_only=True)
+    community_id = serializers.SerializerMethodField()
 
     class Meta:
         model = Packet
@@ -122,7 +124,12 @@ class PacketSerializer(serializers.ModelSerializer):
             "tls_sni",
             "decode_error",
             "anomaly_score",
+            "community_id",
         ]
+
+    def get_community_id(self, packet: Packet) -> str | None:
+        """Its flow's Community ID v1 (null without an IP layer); filter with ?community_id=."""
+        return community_id(packet.protocol, packet.src_ip, packet.dst_ip, packet.src_port, packet.dst_port)
 
 
 class FlowSerializer(serializers.ModelSerializer):
@@ -142,4 +149,5 @@ class FlowSerializer(serializers.ModelSerializer):
             "last_seen",
             "packets",
             "bytes",
+            "community_id",
         ]

@@ -6,7 +6,14 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from capture.api.filters import IntegerFilter, IPFilter, IsoDateTimeFilter, TrueFalseFilter
+from capture.api.filters import (
+    COMMUNITY_ID_RULE,
+    CommunityIdFilter,
+    IntegerFilter,
+    IPFilter,
+    IsoDateTimeFilter,
+    TrueFalseFilter,
+)
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from detection.models import Anomaly, Incident
 
@@ -35,6 +42,7 @@ class AnomalyFilter(django_filters.FilterSet):
     since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
     until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
     min_score = FloatFilter(field_name="score", lookup_expr="gte")
+    community_id = CommunityIdFilter(label=COMMUNITY_ID_RULE)
 
     class Meta:
         model = Anomaly
@@ -66,6 +74,9 @@ class IncidentFilter(django_filters.FilterSet):
     ip = IPFilter(method="filter_ip", label="an address among its sources or targets")
     since = IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte", label="last seen at or after")
     until = IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt", label="first seen before")
+    community_id = CommunityIdFilter(
+        method="filter_community_id", label=f"{COMMUNITY_ID_RULE}: its own, or one of its anomalies'"
+    )
 
     class Meta:
         model = Incident
@@ -81,3 +92,9 @@ class IncidentFilter(django_filters.FilterSet):
             | Q(targets__icontains=f'{quoted}"')
             | Q(targets__icontains=f"{quoted}:")
         )
+
+    def filter_community_id(self, queryset, name, value: str):
+        # Its own (its first flow's), or a flow among its stored anomalies' (a scan spans many).
+        of_anomalies = Anomaly.objects.filter(community_id=value, incident__isnull=False)
+        of_anomalies = of_anomalies.values("incident_id")
+        return queryset.filter(Q(community_id=value) | Q(pk__in=of_anomalies))
