@@ -11,6 +11,11 @@ Formats (``FORMATS``):
 * ``json``: JSON Lines, one compact JSON object per row, ``\\n``-terminated.
 * ``json-array``: one valid JSON array of objects, streamed element by element.
 
+Event formats (``EVENT_FORMATS``), whose rows are whole events rather than columns:
+
+* ``eve``: Suricata EVE JSON, one alert object per line (made by ``detection.eve``), its keys in
+  the event's own order, absent fields left out (EVE omits what does not apply, e.g. ports of ICMP).
+
 Values: ``None`` is an empty CSV field and JSON ``null``; ``datetime``/``date``/``time`` are ISO
 8601 (``isoformat()``); ``bool`` is ``true``/``false``; ``bytes`` are hex; ``Decimal``, ``UUID``,
 IP addresses and other objects are ``str()``. Non-finite floats (NaN, infinity) become ``null`` in
@@ -36,23 +41,29 @@ from operator import itemgetter
 from typing import Any
 
 __all__ = [
+    "ALL_FORMATS",
     "DEFAULT_PIECE_SIZE",
+    "EVENT_FORMATS",
     "FILE_EXTENSIONS",
     "FORMATS",
     "MEDIA_TYPES",
     "iter_csv",
+    "iter_events",
     "iter_json_array",
     "iter_json_lines",
     "serialise",
 ]
 
-FORMATS = ("csv", "json", "json-array")
+FORMATS = ("csv", "json", "json-array")  # rows of columns
+EVENT_FORMATS = ("eve",)  # rows that are whole events
+ALL_FORMATS = FORMATS + EVENT_FORMATS  # what an export may ask for (exports.models.ExportJob.Format)
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/jsonl",
     "json-array": "application/json",
+    "eve": "application/jsonl",
 }
-FILE_EXTENSIONS = {"csv": ".csv", "json": ".jsonl", "json-array": ".json"}
+FILE_EXTENSIONS = {"csv": ".csv", "json": ".jsonl", "json-array": ".json", "eve": ".eve.json"}
 
 DEFAULT_PIECE_SIZE = 1 << 20
 # Rows are pulled and handed to the C serialisers in batches: per-batch Python overhead vanishes
@@ -331,6 +342,25 @@ def _array_pieces(rows: Iterable[Any], cols: list[str], piece_size: int) -> Iter
     yield piece if piece is not None else pieces.flush()
 
 
+def iter_events(
+    rows: Iterable[Mapping[str, Any]], *, piece_size: int = DEFAULT_PIECE_SIZE
+) -> Iterator[bytes]:
+    """One compact JSON object per row and line (each row a whole event), in pieces of ``piece_size``."""
+    if piece_size < 1:
+        raise ValueError("piece_size must be positive")
+    pieces = _Pieces(piece_size, _ascii)
+    encode = _ENCODER.encode
+    for row in rows:
+        try:
+            text = encode(row)
+        except ValueError:  # a NaN or infinite number: JSON has no spelling for it
+            text = encode(_finite(row))
+        if (piece := pieces.add(text + "\n")) is not None:
+            yield piece
+    if pieces.parts:
+        yield pieces.flush()
+
+
 _SERIALISERS: dict[str, Callable[..., Iterator[bytes]]] = {
     "csv": iter_csv,
     "json": iter_json_lines,
@@ -346,11 +376,14 @@ def serialise(
     piece_size: int = DEFAULT_PIECE_SIZE,
     csv_formula_guard: bool = True,
 ) -> Iterator[bytes]:
-    """Serialise ``rows`` (only ``columns``, in that order) as ``fmt``, one of ``FORMATS``."""
+    """Serialise ``rows`` (only ``columns``, in that order) as ``fmt``, one of ``ALL_FORMATS``
+    (an event format writes each row whole: ``columns`` is not used)."""
+    if fmt in EVENT_FORMATS:
+        return iter_events(rows, piece_size=piece_size)
     if fmt == "csv":
         return iter_csv(rows, columns, piece_size=piece_size, formula_guard=csv_formula_guard)
     try:
         serialiser = _SERIALISERS[fmt]
     except KeyError:
-        raise ValueError(f"unsupported export format {fmt!r} (supported: {', '.join(FORMATS)})") from None
+        raise ValueError(f"unsupported export format {fmt!r} (supported: {', '.join(ALL_FORMATS)})") from None
     return serialiser(rows, columns, piece_size=piece_size)

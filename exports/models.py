@@ -36,11 +36,13 @@ class ExportJob(models.Model):
         PACKETS = "packets"
         FLOWS = "flows"
         ANOMALIES = "anomalies"
+        INCIDENTS = "incidents"
 
     class Format(models.TextChoices):
         JSON = "json", "JSON Lines"
         JSON_ARRAY = "json-array", "JSON array"
         CSV = "csv", "CSV"
+        EVE = "eve", "Suricata EVE JSON"  # incidents and anomalies only (exports.services.EVE_DATASETS)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exports")

@@ -17,16 +17,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from capture.choices import EncryptionAlgorithm
 from capture.connections import redis_client
 from capture.models import Flow, Packet
-from detection.models import Anomaly
+from detection import eve
+from detection.models import Anomaly, Incident
+from detection.services import incident_has_address
 from exports import crypto
-from exports.formats import FILE_EXTENSIONS, serialise
+from exports.formats import EVENT_FORMATS, FILE_EXTENSIONS, serialise
 from exports.models import ExportJob
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,22 @@ COLUMNS = {
     ],
     "flows": [
         "sensor", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "first_seen", "last_seen",
-        "packets", "bytes",
+        "packets", "bytes", "community_id",
     ],
     "anomalies": [
         "id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "score",
-        "threshold", "model_kind", "explanation", "false_positive", "incident_id",
+        "threshold", "model_kind", "explanation", "false_positive", "incident_id", "community_id",
+    ],
+    "incidents": [
+        "id", "sensor", "entity", "kind", "severity", "status", "sources", "targets", "targets_more",
+        "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score", "explanation",
+        "community_id",
     ],
 }  # fmt: skip
+# The datasets the event formats (EVE alerts: detection.eve) can write, and the filters that do not
+# apply to incidents (they have sources and targets, not one protocol and port).
+EVE_DATASETS = ("incidents", "anomalies")
+NOT_INCIDENT_FILTERS = ("port", "protocol", "anomalies_only")
 
 
 # --- keys from the environment ------------------------------------------------------------------
@@ -130,9 +141,11 @@ def validate_public_key(pem: str) -> str:
 
 
 # --- running ------------------------------------------------------------------------------------
-def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
-    """The job's rows as dicts in COLUMNS order, streamed from the database in chunks."""
+def dataset_queryset(job: ExportJob) -> QuerySet:
+    """The rows the job selects (its dataset, filtered), in export order."""
     f = job.filters
+    if job.dataset == "incidents":
+        return _incidents(f)
     if job.dataset == "packets":
         qs = Packet.objects.order_by("sensor_id", "seq")
         time_field, start_field = "ts", "ts"
@@ -159,10 +172,53 @@ def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
             qs = qs.filter(sensor__anomalies__packet_seq=F("seq"))
         elif job.dataset == "anomalies":
             qs = qs.filter(false_positive=False)
+    return qs
+
+
+def _incidents(f: dict[str, Any]) -> QuerySet:
+    """Opened incidents (not candidates, as the API lists them), by id; since/until/sensor/ip filters."""
+    qs = Incident.objects.opened().order_by("id")
+    if "since" in f:
+        qs = qs.filter(last_seen__gte=parse_datetime(f["since"]))
+    if "until" in f:
+        qs = qs.filter(first_seen__lt=parse_datetime(f["until"]))
+    if "sensor" in f:
+        qs = qs.filter(sensor__name=f["sensor"])
+    if "ip" in f:
+        qs = qs.filter(incident_has_address(f["ip"]))
+    return qs
+
+
+def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as dicts in COLUMNS order, streamed from the database in chunks."""
+    qs = dataset_queryset(job)
     columns = [c for c in COLUMNS[job.dataset] if c != "sensor"]
     yield from (
         qs.annotate(sensor_name=F("sensor__name")).values(*columns, "sensor_name").iterator(chunk_size=5000)
     )
+
+
+def event_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as EVE alert events (``detection.eve``), streamed from the database in chunks."""
+    qs = dataset_queryset(job)
+    if job.dataset == "incidents":
+        yield from eve.incident_events(eve.with_flows(qs).iterator(chunk_size=2000))
+        return
+    for anomaly in qs.select_related("sensor").iterator(chunk_size=5000):
+        yield eve.anomaly_event(anomaly, anomaly.sensor.name)
+
+
+def _counted(
+    rows: Iterator[dict[str, Any]], counter: list[int], on_progress: Callable[[int], None]
+) -> Iterator:
+    n = 0
+    for row in rows:
+        n += 1
+        if n % PROGRESS_EVERY == 0:
+            counter[0] = n
+            on_progress(n)
+        yield row
+    counter[0] = n
 
 
 def _renamed(
@@ -204,9 +260,11 @@ def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: 
     try:
         with os.fdopen(fd, "wb") as handle:
             writer = crypto.ExportWriter(handle, job.algorithm, **writer_keys(job))
-            for piece in serialise(
-                job.format, _renamed(dataset_rows(job), counter, on_progress), COLUMNS[job.dataset]
-            ):
+            if job.format in EVENT_FORMATS:
+                rows = _counted(event_rows(job), counter, on_progress)
+            else:
+                rows = _renamed(dataset_rows(job), counter, on_progress)
+            for piece in serialise(job.format, rows, COLUMNS[job.dataset]):
                 writer.write(piece)
             info = writer.close()
         os.chmod(tmp_name, 0o600)

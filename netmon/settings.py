@@ -358,5 +358,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # communityid logs every hashed byte at INFO (capture.community calls it for API pages)
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "communityid": {"level": "WARNING"}},
 }

@@ -16,6 +16,7 @@ from capture.api.filters import (
 )
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from detection.models import Anomaly, Incident
+from detection.services import incident_has_address
 
 _MAX_ID = 2**63 - 1
 
@@ -83,15 +84,7 @@ class IncidentFilter(django_filters.FilterSet):
         fields = ["sensor", "status", "kind", "severity"]
 
     def filter_ip(self, queryset, name, value: str):
-        # Sources and targets are JSON lists of text: a source is the address, a target the address
-        # or "address:port/proto". The source column is indexed; targets are matched as text.
-        quoted = f'"{value}'
-        return queryset.filter(
-            Q(src_ip=value)
-            | Q(sources__icontains=f'"{value}"')
-            | Q(targets__icontains=f'{quoted}"')
-            | Q(targets__icontains=f"{quoted}:")
-        )
+        return queryset.filter(incident_has_address(value))
 
     def filter_community_id(self, queryset, name, value: str):
         # Its own (its first flow's), or a flow among its stored anomalies' (a scan spans many).

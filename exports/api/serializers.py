@@ -19,6 +19,7 @@ from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
 from capture.validation import ClosedSerializer, StrictField, VocabularyField
 from exports import crypto, services
+from exports.formats import EVENT_FORMATS, FORMATS
 from exports.models import ExportJob, RecipientKey
 from exports.services import MIN_PASSPHRASE
 
@@ -212,6 +213,7 @@ class ExportRequestSerializer(ClosedSerializer):
         unused = [key for key in _KEY_FIELDS if key in attrs and key not in _USES[algorithm]]
         if unused:
             raise serializers.ValidationError({key: _unused_key_message(algorithm, key) for key in unused})
+        self._formats_of_dataset(attrs)
         job = {
             "dataset": attrs["dataset"],
             "format": attrs["format"],
@@ -232,6 +234,24 @@ class ExportRequestSerializer(ClosedSerializer):
         if "passphrase" in attrs:
             job["passphrase"] = attrs["passphrase"]
         return job
+
+    @staticmethod
+    def _formats_of_dataset(attrs: dict[str, Any]) -> None:
+        """EVE lines are alerts: of incidents and anomalies only; incidents have no protocol or port."""
+        dataset, fmt = attrs["dataset"], attrs["format"]
+        if fmt in EVENT_FORMATS and dataset not in services.EVE_DATASETS:
+            tabular = ", ".join(FORMATS)
+            raise serializers.ValidationError(
+                {"format": f"{fmt} is for the {' and '.join(services.EVE_DATASETS)} datasets; "
+                           f"{dataset} exports as {tabular}"}
+            )  # fmt: skip
+        if dataset == ExportJob.Dataset.INCIDENTS:
+            unused = [key for key in services.NOT_INCIDENT_FILTERS if key in attrs.get("filters", {})]
+            if unused:
+                allowed = ", ".join(k for k in ExportFiltersSerializer().fields if k not in unused)
+                raise serializers.ValidationError(
+                    {f"filters.{unused[0]}": f"not a filter of the incidents dataset; its filters: {allowed}"}
+                )
 
     @staticmethod
     def _aes_key(algorithm: str, key_id: Any, passphrase: Any) -> dict[str, Any]:
