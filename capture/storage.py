@@ -198,10 +198,8 @@ def _upsert_flows(rows: list[tuple]) -> None:
             "ON CONFLICT (sensor_id, protocol, src_ip, src_port, dst_ip, dst_port) DO UPDATE SET "
             f"first_seen = {earlier}({table}.first_seen, excluded.first_seen), "
             f"last_seen = {later}({table}.last_seen, excluded.last_seen), "
-            f"packets = {table}.packets + excluded.packets, bytes = {table}.bytes + excluded.bytes, "
-            # the same flow has the same ID; rows stored before IDs were computed get theirs
-            f"community_id = CASE WHEN excluded.community_id = '' THEN {table}.community_id "
-            "ELSE excluded.community_id END"
+            f"packets = {table}.packets + excluded.packets, bytes = {table}.bytes + excluded.bytes"
+            # (community_id: set when the flow is first stored; a 5-tuple's ID never changes)
         )
 
     # Sorted keys: concurrent upserts (several sensors) take row locks in one order, so no deadlock.

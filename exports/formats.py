@@ -11,7 +11,7 @@ Formats (``FORMATS``):
 * ``json``: JSON Lines, one compact JSON object per row, ``\\n``-terminated.
 * ``json-array``: one valid JSON array of objects, streamed element by element.
 
-Event formats (``EVENT_FORMATS``), whose rows are whole events rather than columns:
+Event formats (``RECORD_FORMATS``), whose rows are whole events rather than columns:
 
 * ``eve``: Suricata EVE JSON, one alert object per line (made by ``detection.eve``), its keys in
   the event's own order, absent fields left out (EVE omits what does not apply, e.g. ports of ICMP).
@@ -43,27 +43,36 @@ from typing import Any
 __all__ = [
     "ALL_FORMATS",
     "DEFAULT_PIECE_SIZE",
-    "EVENT_FORMATS",
     "FILE_EXTENSIONS",
     "FORMATS",
     "MEDIA_TYPES",
+    "RECORD_FORMATS",
+    "ZEEK_CONN_FIELDS",
     "iter_csv",
     "iter_events",
     "iter_json_array",
     "iter_json_lines",
+    "iter_zeek_conn",
     "serialise",
 ]
 
 FORMATS = ("csv", "json", "json-array")  # rows of columns
-EVENT_FORMATS = ("eve",)  # rows that are whole events
-ALL_FORMATS = FORMATS + EVENT_FORMATS  # what an export may ask for (exports.models.ExportJob.Format)
+RECORD_FORMATS = ("eve", "zeek-conn")  # rows that are records made for the format
+ALL_FORMATS = FORMATS + RECORD_FORMATS  # what an export may ask for (exports.models.ExportJob.Format)
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/jsonl",
     "json-array": "application/json",
     "eve": "application/jsonl",
+    "zeek-conn": "text/tab-separated-values; charset=utf-8",
 }
-FILE_EXTENSIONS = {"csv": ".csv", "json": ".jsonl", "json-array": ".json", "eve": ".eve.json"}
+FILE_EXTENSIONS = {
+    "csv": ".csv",
+    "json": ".jsonl",
+    "json-array": ".json",
+    "eve": ".eve.json",
+    "zeek-conn": ".conn.log",
+}
 
 DEFAULT_PIECE_SIZE = 1 << 20
 # Rows are pulled and handed to the C serialisers in batches: per-batch Python overhead vanishes
@@ -361,6 +370,51 @@ def iter_events(
         yield pieces.flush()
 
 
+# Zeek's conn.log (base/protocols/conn/main.zeek), with the community_id field of Corelight's package.
+ZEEK_CONN_FIELDS = {
+    "ts": "time", "uid": "string", "id.orig_h": "addr", "id.orig_p": "port", "id.resp_h": "addr",
+    "id.resp_p": "port", "proto": "enum", "service": "string", "duration": "interval", "orig_bytes": "count",
+    "resp_bytes": "count", "conn_state": "string", "local_orig": "bool", "local_resp": "bool",
+    "missed_bytes": "count", "history": "string", "orig_pkts": "count", "orig_ip_bytes": "count",
+    "resp_pkts": "count", "resp_ip_bytes": "count", "tunnel_parents": "set[string]", "community_id": "string",
+}  # fmt: skip
+
+
+def _zeek_value(value: Any) -> str:
+    if value is None or value == "":
+        return "-"  # unset
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    # Zeek escapes what would break the line as \xNN
+    return str(value).replace("\\", "\\x5c").replace("\t", "\\x09").replace("\n", "\\x0a")
+
+
+def iter_zeek_conn(
+    rows: Iterable[Mapping[str, Any]], *, piece_size: int = DEFAULT_PIECE_SIZE, now: dt.datetime | None = None
+) -> Iterator[bytes]:
+    """Zeek conn.log TSV: the header lines, a line per row (``ZEEK_CONN_FIELDS``), the ``#close`` line."""
+    if piece_size < 1:
+        raise ValueError("piece_size must be positive")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d-%H-%M-%S")
+    fields = list(ZEEK_CONN_FIELDS)
+    types = "\t".join(ZEEK_CONN_FIELDS.values())
+    header = (
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n"
+        f"#open\t{stamp}\n#fields\t" + "\t".join(fields) + f"\n#types\t{types}\n"
+    )
+    pieces = _Pieces(piece_size, _encode)
+    if (piece := pieces.add(header)) is not None:
+        yield piece
+    for row in rows:
+        line = "\t".join(_zeek_value(row.get(name)) for name in fields) + "\n"
+        if (piece := pieces.add(line)) is not None:
+            yield piece
+    piece = pieces.add(f"#close\t{stamp}\n")
+    yield piece if piece is not None else pieces.flush()
+
+
 _SERIALISERS: dict[str, Callable[..., Iterator[bytes]]] = {
     "csv": iter_csv,
     "json": iter_json_lines,
@@ -378,8 +432,10 @@ def serialise(
 ) -> Iterator[bytes]:
     """Serialise ``rows`` (only ``columns``, in that order) as ``fmt``, one of ``ALL_FORMATS``
     (an event format writes each row whole: ``columns`` is not used)."""
-    if fmt in EVENT_FORMATS:
+    if fmt == "eve":
         return iter_events(rows, piece_size=piece_size)
+    if fmt == "zeek-conn":
+        return iter_zeek_conn(rows, piece_size=piece_size)
     if fmt == "csv":
         return iter_csv(rows, columns, piece_size=piece_size, formula_guard=csv_formula_guard)
     try:

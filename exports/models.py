@@ -42,7 +42,8 @@ class ExportJob(models.Model):
         JSON = "json", "JSON Lines"
         JSON_ARRAY = "json-array", "JSON array"
         CSV = "csv", "CSV"
-        EVE = "eve", "Suricata EVE JSON"  # incidents and anomalies only (exports.services.EVE_DATASETS)
+        EVE = "eve", "Suricata EVE JSON"  # incidents and anomalies only (exports.services.RECORD_DATASETS)
+        ZEEK_CONN = "zeek-conn", "Zeek conn.log"  # flows only
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exports")

@@ -28,7 +28,7 @@ from detection import eve
 from detection.models import Anomaly, Incident
 from detection.services import incident_has_address
 from exports import crypto
-from exports.formats import EVENT_FORMATS, FILE_EXTENSIONS, serialise
+from exports.formats import FILE_EXTENSIONS, RECORD_FORMATS, serialise
 from exports.models import ExportJob
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ COLUMNS = {
 }  # fmt: skip
 # The datasets the event formats (EVE alerts: detection.eve) can write, and the filters that do not
 # apply to incidents (they have sources and targets, not one protocol and port).
-EVE_DATASETS = ("incidents", "anomalies")
+RECORD_DATASETS = {"eve": ("incidents", "anomalies"), "zeek-conn": ("flows",)}
 NOT_INCIDENT_FILTERS = ("port", "protocol", "anomalies_only")
 
 
@@ -198,14 +198,61 @@ def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
     )
 
 
-def event_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
-    """The job's rows as EVE alert events (``detection.eve``), streamed from the database in chunks."""
+def record_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as its record format's records, streamed from the database in chunks."""
     qs = dataset_queryset(job)
+    if job.format == "zeek-conn":
+        yield from zeek_connections(qs)
+        return
     if job.dataset == "incidents":
         yield from eve.incident_events(eve.with_flows(qs).iterator(chunk_size=2000))
         return
     for anomaly in qs.select_related("sensor").iterator(chunk_size=5000):
         yield eve.anomaly_event(anomaly, anomaly.sensor.name)
+
+
+_ZEEK_PROTO = {"TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPv6": "icmp"}
+_CONN_FIELDS = ("id", "sensor_id", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "first_seen",
+                "last_seen", "packets", "bytes", "community_id")  # fmt: skip
+
+
+def zeek_connections(flows: QuerySet) -> Iterator[dict[str, Any]]:
+    """Flows as Zeek conn.log records: the two directions of a conversation (one Community ID, one
+    sensor) are one connection, its originator the direction seen first.
+
+    Our flows count frames and their bytes on the wire: ``orig_pkts``/``resp_pkts`` are packets,
+    ``orig_ip_bytes``/``resp_ip_bytes`` frame bytes (IP bytes plus the link header); what Netmon
+    does not track (payload bytes, state, history, service) is unset (``-``).
+    """
+    rows = flows.order_by("sensor_id", "community_id", "first_seen", "id").values(*_CONN_FIELDS)
+    group: list[dict[str, Any]] = []
+    for row in rows.iterator(chunk_size=5000):
+        if group and (not row["community_id"] or (row["sensor_id"], row["community_id"]) != (
+            group[0]["sensor_id"], group[0]["community_id"]
+        )):  # fmt: skip
+            yield from _connections(group)
+            group = []
+        group.append(row)
+    yield from _connections(group)
+
+
+def _connections(group: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One conversation's flows (first seen first): the first is the originator, the flows back are
+    its responder's; anything else stands alone."""
+    while group:
+        orig, rest = group[0], group[1:]
+        back = [r for r in rest if r["src_ip"] == orig["dst_ip"] and r["dst_ip"] == orig["src_ip"]]
+        group = [r for r in rest if r not in back]
+        first = min([orig["first_seen"], *(r["first_seen"] for r in back)])
+        last = max([orig["last_seen"], *(r["last_seen"] for r in back)])
+        yield {
+            "ts": first.timestamp(), "uid": f"CN{orig['id']:x}", "id.orig_h": orig["src_ip"],
+            "id.orig_p": orig["src_port"], "id.resp_h": orig["dst_ip"], "id.resp_p": orig["dst_port"],
+            "proto": _ZEEK_PROTO.get(orig["protocol"], "unknown_transport"),
+            "duration": (last - first).total_seconds(), "orig_pkts": orig["packets"],
+            "orig_ip_bytes": orig["bytes"], "resp_pkts": sum(r["packets"] for r in back),
+            "resp_ip_bytes": sum(r["bytes"] for r in back), "community_id": orig["community_id"],
+        }  # fmt: skip
 
 
 def _counted(
@@ -260,8 +307,8 @@ def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: 
     try:
         with os.fdopen(fd, "wb") as handle:
             writer = crypto.ExportWriter(handle, job.algorithm, **writer_keys(job))
-            if job.format in EVENT_FORMATS:
-                rows = _counted(event_rows(job), counter, on_progress)
+            if job.format in RECORD_FORMATS:
+                rows = _counted(record_rows(job), counter, on_progress)
             else:
                 rows = _renamed(dataset_rows(job), counter, on_progress)
             for piece in serialise(job.format, rows, COLUMNS[job.dataset]):

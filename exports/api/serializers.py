@@ -19,7 +19,7 @@ from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
 from capture.validation import ClosedSerializer, StrictField, VocabularyField
 from exports import crypto, services
-from exports.formats import EVENT_FORMATS, FORMATS
+from exports.formats import FORMATS, RECORD_FORMATS
 from exports.models import ExportJob, RecipientKey
 from exports.services import MIN_PASSPHRASE
 
@@ -237,12 +237,15 @@ class ExportRequestSerializer(ClosedSerializer):
 
     @staticmethod
     def _formats_of_dataset(attrs: dict[str, Any]) -> None:
-        """EVE lines are alerts: of incidents and anomalies only; incidents have no protocol or port."""
+        """EVE lines are alerts (of incidents and anomalies), a Zeek conn.log lists flows; incidents
+        have no protocol or port."""
         dataset, fmt = attrs["dataset"], attrs["format"]
-        if fmt in EVENT_FORMATS and dataset not in services.EVE_DATASETS:
+        if fmt in RECORD_FORMATS and dataset not in services.RECORD_DATASETS[fmt]:
             tabular = ", ".join(FORMATS)
+            takes = services.RECORD_DATASETS[fmt]
+            noun = "datasets" if len(takes) > 1 else "dataset"
             raise serializers.ValidationError(
-                {"format": f"{fmt} is for the {' and '.join(services.EVE_DATASETS)} datasets; "
+                {"format": f"{fmt} is for the {' and '.join(takes)} {noun}; "
                            f"{dataset} exports as {tabular}"}
             )  # fmt: skip
         if dataset == ExportJob.Dataset.INCIDENTS:

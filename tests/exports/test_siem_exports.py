@@ -62,6 +62,25 @@ def test_anomalies_export_as_eve_lines_and_tables_carry_community_ids(flood, use
     assert (row["community_id"], row["kind"], row["sensor"]) == (FLOW_ID, "syn_flood", "inc")
 
 
+def test_flows_export_as_a_zeek_conn_log_one_line_per_conversation(flood, user):
+    text = export(user, "flows", "zeek-conn").decode()
+    lines = text.splitlines()
+    assert lines[0] == "#separator \\x09" and lines[4] == "#path\tconn" and lines[-1].startswith("#close\t")
+    fields = lines[6].split("\t")
+    assert fields[0] == "#fields" and fields[1:] == list(formats.ZEEK_CONN_FIELDS)
+    assert lines[7].split("\t")[1:] == list(formats.ZEEK_CONN_FIELDS.values())
+    conns = [dict(zip(fields[1:], line.split("\t"), strict=True)) for line in lines[8:-1]]
+    assert len(conns) == 60  # the SYN-ACK's flow and its SYN's are one connection
+    (both,) = [c for c in conns if c["community_id"] == FLOW_ID]
+    # the victim's answer was seen first: it is the originator of that conversation here
+    assert (both["id.orig_h"], both["id.orig_p"], both["id.resp_h"], both["id.resp_p"]) == (
+        "10.0.0.1", "8080", "10.0.0.66", "1024",
+    )  # fmt: skip
+    assert (both["proto"], both["orig_pkts"], both["resp_pkts"], both["conn_state"]) == ("tcp", "1", "1", "-")
+    assert float(both["duration"]) == pytest.approx(0.001, abs=1e-6)
+    assert float(both["ts"]) == pytest.approx(T0)
+
+
 def test_event_lines_stream_in_pieces_and_spell_non_finite_numbers_null():
     rows = [{"event_type": "alert", "n": i, "score": float("nan") if i == 3 else 0.5} for i in range(5000)]
     pieces = list(formats.iter_events(iter(rows), piece_size=10_000))
@@ -79,6 +98,7 @@ def test_the_models_formats_are_the_formats_module_s():
     ("body", "field", "message"),
     [
         ({"dataset": "flows", "format": "eve"}, "format", "eve is for the incidents and anomalies datasets"),
+        ({"dataset": "packets", "format": "zeek-conn"}, "format", "zeek-conn is for the flows dataset;"),
         ({"dataset": "incidents", "filters": {"port": 22}}, "filters.port", "not a filter of the incidents"),
     ],
 )
