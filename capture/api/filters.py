@@ -16,7 +16,8 @@ from capture.community import MAX_LENGTH, PREFIX
 from capture.models import Flow, Packet
 
 _COMMUNITY_ID = re.compile(r"1:[A-Za-z0-9+/]{27}=")
-COMMUNITY_ID_RULE = "a Community ID v1, e.g. 1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+COMMUNITY_ID_EXAMPLE = "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+COMMUNITY_ID_RULE = f"a Community ID v1, e.g. {COMMUNITY_ID_EXAMPLE}"
 
 
 class _CommunityIdField(forms.CharField):
@@ -33,6 +34,9 @@ class _CommunityIdField(forms.CharField):
         return value
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": f"^{_COMMUNITY_ID.pattern}$", "example": COMMUNITY_ID_EXAMPLE}
+)
 class CommunityIdFilter(django_filters.CharFilter):
     """A Community ID v1 (capture.community); anything else is a 400 naming the parameter."""
 
