@@ -195,6 +195,18 @@ def test_the_file_sink_appends_each_incidents_line(flood, sinks, tmp_path, redis
     assert counters(redis_client) == {"file:written": 1}
 
 
+def test_with_eve_anomalies_the_reads_top_anomalies_follow_its_incidents(flood, sinks, tmp_path):
+    sinks.NETMON_EVE_LOG, sinks.NETMON_EVE_ANOMALIES = str(tmp_path / "eve.json"), True
+    siem.reset()
+    siem.emit(flood)
+    assert siem.flush()
+    events = [json.loads(line) for line in (tmp_path / "eve.json").read_text().splitlines()]
+    assert [e["netmon"]["event"] for e in events] == ["incident_opened"] + ["anomaly"] * len(flood.top)
+    assert {e["netmon"]["anomaly_id"] for e in events[1:]} == {a.pk for a in flood.top}
+    for event in events:
+        jsonschema.validate(event, SURICATA_ALERT_SCHEMA)
+
+
 def test_an_unwritable_file_is_counted_never_raised_and_shown_in_metrics(flood, sinks, tmp_path, redis_client,
                                                                           client, staff):  # fmt: skip
     sinks.NETMON_EVE_LOG = str(tmp_path)  # a directory: cannot be opened for appending
