@@ -179,6 +179,10 @@ class Flow(models.Model):
     last_seen = models.DateTimeField(db_index=True)
     packets = models.BigIntegerField(default=0)
     bytes = models.BigIntegerField(default=0)
+    # Community ID v1 (capture.community), the same for both directions of a conversation: what a
+    # SIEM joins our flows on with Zeek's and Suricata's. Indexed: packets are found by it through
+    # their flows (a column on the packet table would cost every insert for a rare lookup).
+    community_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
 
     class Meta:
         ordering = ["-last_seen"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
+from capture.community import community_ids
 from capture.models import Flow, IngestedBatch, Packet, Sensor
 from capture.records import APP_FIELDS, DECODE_ERRORS, ETH_NAMES, PROTO_NAMES, Batch, PacketColumns, mac_texts
 
@@ -53,6 +55,7 @@ FLOW_COLUMNS = (
     "last_seen",
     "packets",
     "bytes",
+    "community_id",
 )
 
 
@@ -125,9 +128,16 @@ def packet_rows(
     return rows
 
 
-def flow_rows(sensor_id: int, records: np.ndarray, cols: PacketColumns) -> list[tuple]:
-    """Aggregate the batch's IP packets by 5-tuple: (key..., first_seen, last_seen, packets, bytes)."""
+def flow_rows(
+    sensor_id: int, records: np.ndarray, cols: PacketColumns, with_community_id: bool = True
+) -> list[tuple]:
+    """The batch's IP packets by 5-tuple: (key..., first_seen, last_seen, packets, bytes, community_id).
+
+    The Community ID is computed once per distinct flow of the batch (``capture.community``);
+    ``with_community_id`` False (``NETMON_COMMUNITY_ID=0``) leaves it empty.
+    """
     flows: dict[tuple, list] = {}
+    ids = community_ids(records) if with_community_id else None
     for i, (src, dst, sport, dport, length) in enumerate(
         zip(
             cols.src_ip,
@@ -143,7 +153,7 @@ def flow_rows(sensor_id: int, records: np.ndarray, cols: PacketColumns) -> list[
         key = (cols.protocol[i], src, sport, dst, dport)
         entry = flows.get(key)
         if entry is None:
-            flows[key] = [cols.ts[i], cols.ts[i], 1, length]
+            flows[key] = [cols.ts[i], cols.ts[i], 1, length, ids[i] if ids is not None else ""]
         else:
             # Timestamps are ISO strings of one format: string order is time order.
             entry[0] = min(entry[0], cols.ts[i])
@@ -189,6 +199,7 @@ def _upsert_flows(rows: list[tuple]) -> None:
             f"first_seen = {earlier}({table}.first_seen, excluded.first_seen), "
             f"last_seen = {later}({table}.last_seen, excluded.last_seen), "
             f"packets = {table}.packets + excluded.packets, bytes = {table}.bytes + excluded.bytes"
+            # (community_id: set when the flow is first stored; a 5-tuple's ID never changes)
         )
 
     # Sorted keys: concurrent upserts (several sensors) take row locks in one order, so no deadlock.
@@ -228,7 +239,7 @@ def store_batch(
         return StoreResult(stored=False)
     cols = PacketColumns.of(records)
     _insert_packets(packet_rows(sensor.pk, batch, cols, anomaly_scores))
-    flows = flow_rows(sensor.pk, records, cols)
+    flows = flow_rows(sensor.pk, records, cols, settings.NETMON_COMMUNITY_ID)
     _upsert_flows(flows)
     Sensor.objects.filter(pk=sensor.pk).update(
         packets_stored=F("packets_stored") + len(records),

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 
+from capture.community import community_ids
 from capture.models import Sensor
 from capture.records import Batch, PacketColumns, timestamps_text
 from detection import incidents
@@ -41,7 +43,7 @@ class SavedAnomalies:
 _ANOMALY_COLUMNS = [
     "sensor_id", "incident_id", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port",
     "dst_port", "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
-    "false_positive", "created_at", "suppressed_by_id",
+    "false_positive", "created_at", "suppressed_by_id", "community_id",
 ]  # fmt: skip
 
 
@@ -64,6 +66,9 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
     chosen = incidents.representatives(groups)
     explanations = scored.explain(np.array(chosen, dtype=np.int64), flagged[chosen])
     read.texts = {k: text for k, (text, _) in zip(chosen, explanations, strict=True)}
+    # Only the rows stored need their flow's Community ID (a new incident takes its first one's).
+    flows = community_ids(flagged[chosen]) if settings.NETMON_COMMUNITY_ID else [""] * len(chosen)
+    read.community_ids = {k: flow or "" for k, flow in zip(chosen, flows, strict=True)}
     assignment = incidents.file_groups(sensor, read, groups, incidents.packets_per_client(batch.records))
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
@@ -72,7 +77,7 @@ def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> 
         (
             sensor.pk, assignment.ids[k], seqs[k], cols.ts[k], cols.protocol[k], cols.src_ip[k],
             cols.dst_ip[k], sports[k], dports[k], float(scores[k]), scored.threshold, scored.model_kind,
-            versions, text, contributions, False, now, assignment.suppressed[k],
+            versions, text, contributions, False, now, assignment.suppressed[k], read.community_ids[k],
         )
         for k, (text, contributions) in zip(chosen, explanations, strict=True)
     ]  # fmt: skip

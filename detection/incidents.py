@@ -328,6 +328,7 @@ class ReadAnomalies:
     threshold: float
     service_led: list[bool] = field(default_factory=list)  # its top feature is a statistic of the service
     texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
+    community_ids: dict[int, str] = field(default_factory=dict)  # the representatives' flows' IDs
 
 
 @dataclass
@@ -764,6 +765,8 @@ def _incidents(
             incident = Incident(
                 sensor=sensor, entity=entity, src_ip=src, sources=[], targets=[], first_seen=first,
                 last_seen=first, status=IncidentStatus.OPEN,
+                # its first anomaly's flow (always a representative: _representatives)
+                community_id=read.community_ids.get(min(g.all_rows()), ""),
             )  # fmt: skip
         elif incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts[entity]:
             # it came back after the operator resolved it: an operator must look again
@@ -837,7 +840,7 @@ def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, 
 _INCIDENT_COLUMNS = [
     "sensor_id", "entity", "src_ip", "kind", "severity", "status", "sources", "targets", "targets_more",
     "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score", "explanation",
-    "evidence",
+    "evidence", "community_id",
 ]  # fmt: skip
 _JSON_COLUMNS = ("sources", "targets", "evidence")
 
@@ -857,7 +860,7 @@ def _insert_incidents(sensor: Sensor, created: list[Incident]) -> None:
     values = [
         (sensor.pk, i.entity, i.src_ip, i.kind, i.severity, i.status, json.dumps(i.sources),
          json.dumps(i.targets), i.targets_more, first, last, at if i.opened_at else None, i.anomaly_count,
-         i.packet_count, i.peak_score, i.explanation, json.dumps(i.evidence))
+         i.packet_count, i.peak_score, i.explanation, json.dumps(i.evidence), i.community_id)
         for i, first, last, at in zip(created, firsts, lasts, opened, strict=True)
     ]  # fmt: skip
     width = len(_INCIDENT_COLUMNS)

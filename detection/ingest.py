@@ -46,7 +46,7 @@ from capture.connections import redis_client
 from capture.models import Sensor
 from capture.records import Batch, BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
 from capture.stream import DROPPED_FIELD
-from detection import announce, live, scoring
+from detection import announce, live, scoring, siem
 from detection.anomalies import SavedAnomalies, save_anomalies
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,7 @@ def _process_entries(
     live.broadcast_anomalies(saved, merged.sensor, merged.read_at)
     live.broadcast_incidents(saved.opened, saved.updated)
     announce.queue_notifications(saved.opened, saved.raised)
+    siem.emit(saved)
 
 
 def _new_batches(

@@ -31,6 +31,7 @@ def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[st
         "explanation": anomaly.explanation,
         "packet_seq": anomaly.packet_seq,
         "incident_id": anomaly.incident_id,
+        "community_id": anomaly.community_id,
         "read_at": read_at,
     }
 
@@ -70,6 +71,7 @@ def incident_event(incident: Incident) -> dict[str, Any]:
         "explanation": incident.explanation,
         "status_changed_by": who.get_username() if (who := incident.status_changed_by) else None,
         "status_changed_at": incident.status_changed_at.isoformat() if incident.status_changed_at else None,
+        "community_id": incident.community_id,
     }
 
 

@@ -101,6 +101,9 @@ class Incident(models.Model):
     peak_score = models.FloatField(default=0.0)
     explanation = models.TextField(blank=True, default="")
     evidence = models.JSONField(default=dict, blank=True)
+    # Community ID of its first anomaly's flow (set when it is created, never changed): the flow of
+    # its SIEM alert lines (detection.eve).
+    community_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
     status_changed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -199,6 +202,7 @@ class Anomaly(models.Model):
     dst_ip = models.GenericIPAddressField(null=True, blank=True)
     src_port = models.PositiveIntegerField(default=0)
     dst_port = models.PositiveIntegerField(default=0)
+    community_id = models.CharField(max_length=32, blank=True, default="", db_index=True)  # its flow's
     score = models.FloatField()
     threshold = models.FloatField()
     model_kind = models.CharField(max_length=20)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from capture import services as capture_services
@@ -516,3 +516,16 @@ def change_incident_status(incident: Incident, status: str, user: Any = None) ->
         pk = incident.pk
         transaction.on_commit(lambda: live.broadcast_incidents([], [pk]))
     return incident
+
+
+def incident_has_address(address: str) -> Q:
+    """Incidents with ``address`` among their sources or targets (the API's and the exports' ``ip``)."""
+    # Sources and targets are JSON lists of text: a source is the address, a target the address
+    # or "address:port/proto". The source column is indexed; targets are matched as text.
+    quoted = f'"{address}'
+    return (
+        Q(src_ip=address)
+        | Q(sources__icontains=f'"{address}"')
+        | Q(targets__icontains=f'{quoted}"')
+        | Q(targets__icontains=f"{quoted}:")
+    )

@@ -11,6 +11,11 @@ Formats (``FORMATS``):
 * ``json``: JSON Lines, one compact JSON object per row, ``\\n``-terminated.
 * ``json-array``: one valid JSON array of objects, streamed element by element.
 
+Event formats (``RECORD_FORMATS``), whose rows are whole events rather than columns:
+
+* ``eve``: Suricata EVE JSON, one alert object per line (made by ``detection.eve``), its keys in
+  the event's own order, absent fields left out (EVE omits what does not apply, e.g. ports of ICMP).
+
 Values: ``None`` is an empty CSV field and JSON ``null``; ``datetime``/``date``/``time`` are ISO
 8601 (``isoformat()``); ``bool`` is ``true``/``false``; ``bytes`` are hex; ``Decimal``, ``UUID``,
 IP addresses and other objects are ``str()``. Non-finite floats (NaN, infinity) become ``null`` in
@@ -36,23 +41,44 @@ from operator import itemgetter
 from typing import Any
 
 __all__ = [
+    "ALL_FORMATS",
     "DEFAULT_PIECE_SIZE",
     "FILE_EXTENSIONS",
     "FORMATS",
+    "FRAME_FORMATS",
     "MEDIA_TYPES",
+    "RECORD_FORMATS",
+    "ZEEK_CONN_FIELDS",
     "iter_csv",
+    "iter_events",
     "iter_json_array",
     "iter_json_lines",
+    "iter_zeek_conn",
     "serialise",
 ]
 
-FORMATS = ("csv", "json", "json-array")
+FORMATS = ("csv", "json", "json-array")  # rows of columns
+RECORD_FORMATS = ("eve", "zeek-conn")  # rows that are records made for the format
+FRAME_FORMATS = (
+    "pcap",
+)  # the evidence frames themselves (the pcap dataset; capture/evidence.py writes them)
+ALL_FORMATS = FORMATS + RECORD_FORMATS + FRAME_FORMATS  # what an export may ask for (ExportJob.Format)
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/jsonl",
     "json-array": "application/json",
+    "eve": "application/jsonl",
+    "zeek-conn": "text/tab-separated-values; charset=utf-8",
+    "pcap": "application/vnd.tcpdump.pcap",
 }
-FILE_EXTENSIONS = {"csv": ".csv", "json": ".jsonl", "json-array": ".json"}
+FILE_EXTENSIONS = {
+    "csv": ".csv",
+    "json": ".jsonl",
+    "json-array": ".json",
+    "eve": ".eve.json",
+    "zeek-conn": ".conn.log",
+    "pcap": ".pcap",
+}
 
 DEFAULT_PIECE_SIZE = 1 << 20
 # Rows are pulled and handed to the C serialisers in batches: per-batch Python overhead vanishes
@@ -331,6 +357,70 @@ def _array_pieces(rows: Iterable[Any], cols: list[str], piece_size: int) -> Iter
     yield piece if piece is not None else pieces.flush()
 
 
+def iter_events(
+    rows: Iterable[Mapping[str, Any]], *, piece_size: int = DEFAULT_PIECE_SIZE
+) -> Iterator[bytes]:
+    """One compact JSON object per row and line (each row a whole event), in pieces of ``piece_size``."""
+    if piece_size < 1:
+        raise ValueError("piece_size must be positive")
+    pieces = _Pieces(piece_size, _ascii)
+    encode = _ENCODER.encode
+    for row in rows:
+        try:
+            text = encode(row)
+        except ValueError:  # a NaN or infinite number: JSON has no spelling for it
+            text = encode(_finite(row))
+        if (piece := pieces.add(text + "\n")) is not None:
+            yield piece
+    if pieces.parts:
+        yield pieces.flush()
+
+
+# Zeek's conn.log (base/protocols/conn/main.zeek), with the community_id field of Corelight's package.
+ZEEK_CONN_FIELDS = {
+    "ts": "time", "uid": "string", "id.orig_h": "addr", "id.orig_p": "port", "id.resp_h": "addr",
+    "id.resp_p": "port", "proto": "enum", "service": "string", "duration": "interval", "orig_bytes": "count",
+    "resp_bytes": "count", "conn_state": "string", "local_orig": "bool", "local_resp": "bool",
+    "missed_bytes": "count", "history": "string", "orig_pkts": "count", "orig_ip_bytes": "count",
+    "resp_pkts": "count", "resp_ip_bytes": "count", "tunnel_parents": "set[string]", "community_id": "string",
+}  # fmt: skip
+
+
+def _zeek_value(value: Any) -> str:
+    if value is None or value == "":
+        return "-"  # unset
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    # Zeek escapes what would break the line as \xNN
+    return str(value).replace("\\", "\\x5c").replace("\t", "\\x09").replace("\n", "\\x0a")
+
+
+def iter_zeek_conn(
+    rows: Iterable[Mapping[str, Any]], *, piece_size: int = DEFAULT_PIECE_SIZE, now: dt.datetime | None = None
+) -> Iterator[bytes]:
+    """Zeek conn.log TSV: the header lines, a line per row (``ZEEK_CONN_FIELDS``), the ``#close`` line."""
+    if piece_size < 1:
+        raise ValueError("piece_size must be positive")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d-%H-%M-%S")
+    fields = list(ZEEK_CONN_FIELDS)
+    types = "\t".join(ZEEK_CONN_FIELDS.values())
+    header = (
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n"
+        f"#open\t{stamp}\n#fields\t" + "\t".join(fields) + f"\n#types\t{types}\n"
+    )
+    pieces = _Pieces(piece_size, _encode)
+    if (piece := pieces.add(header)) is not None:
+        yield piece
+    for row in rows:
+        line = "\t".join(_zeek_value(row.get(name)) for name in fields) + "\n"
+        if (piece := pieces.add(line)) is not None:
+            yield piece
+    piece = pieces.add(f"#close\t{stamp}\n")
+    yield piece if piece is not None else pieces.flush()
+
+
 _SERIALISERS: dict[str, Callable[..., Iterator[bytes]]] = {
     "csv": iter_csv,
     "json": iter_json_lines,
@@ -346,11 +436,16 @@ def serialise(
     piece_size: int = DEFAULT_PIECE_SIZE,
     csv_formula_guard: bool = True,
 ) -> Iterator[bytes]:
-    """Serialise ``rows`` (only ``columns``, in that order) as ``fmt``, one of ``FORMATS``."""
+    """Serialise ``rows`` (only ``columns``, in that order) as ``fmt``, one of ``ALL_FORMATS``
+    (an event format writes each row whole: ``columns`` is not used)."""
+    if fmt == "eve":
+        return iter_events(rows, piece_size=piece_size)
+    if fmt == "zeek-conn":
+        return iter_zeek_conn(rows, piece_size=piece_size)
     if fmt == "csv":
         return iter_csv(rows, columns, piece_size=piece_size, formula_guard=csv_formula_guard)
     try:
         serialiser = _SERIALISERS[fmt]
     except KeyError:
-        raise ValueError(f"unsupported export format {fmt!r} (supported: {', '.join(FORMATS)})") from None
+        raise ValueError(f"unsupported export format {fmt!r} (supported: {', '.join(ALL_FORMATS)})") from None
     return serialiser(rows, columns, piece_size=piece_size)

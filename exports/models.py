@@ -37,12 +37,15 @@ class ExportJob(models.Model):
         FLOWS = "flows"
         ANOMALIES = "anomalies"
         PCAP = "pcap"  # the evidence frames capture keeps (capture/evidence.py), written as pcap
+        INCIDENTS = "incidents"
 
     class Format(models.TextChoices):
         JSON = "json", "JSON Lines"
         JSON_ARRAY = "json-array", "JSON array"
         CSV = "csv", "CSV"
         PCAP = "pcap", "pcap (classic libpcap; the pcap dataset only)"
+        EVE = "eve", "Suricata EVE JSON"  # incidents and anomalies only (exports.services.RECORD_DATASETS)
+        ZEEK_CONN = "zeek-conn", "Zeek conn.log"  # flows only
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exports")

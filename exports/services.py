@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -25,10 +25,12 @@ from capture import evidence
 from capture.choices import EncryptionAlgorithm
 from capture.connections import redis_client
 from capture.models import Flow, Packet
+from detection import eve
 from detection import evidence as detection_evidence
 from detection.models import Anomaly, Incident
+from detection.services import incident_has_address
 from exports import crypto
-from exports.formats import FILE_EXTENSIONS, serialise
+from exports.formats import FILE_EXTENSIONS, RECORD_FORMATS, serialise
 from exports.models import ExportJob
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 50_000
 MIN_PASSPHRASE = 8
 PASSPHRASE_TTL = 3600
-PCAP_EXTENSION = ".pcap"
 
 COLUMNS = {
     "packets": [
@@ -46,13 +47,22 @@ COLUMNS = {
     ],
     "flows": [
         "sensor", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "first_seen", "last_seen",
-        "packets", "bytes",
+        "packets", "bytes", "community_id",
     ],
     "anomalies": [
         "id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "score",
-        "threshold", "model_kind", "explanation", "false_positive", "incident_id",
+        "threshold", "model_kind", "explanation", "false_positive", "incident_id", "community_id",
+    ],
+    "incidents": [
+        "id", "sensor", "entity", "kind", "severity", "status", "sources", "targets", "targets_more",
+        "first_seen", "last_seen", "opened_at", "anomaly_count", "packet_count", "peak_score", "explanation",
+        "community_id",
     ],
 }  # fmt: skip
+# The datasets the event formats (EVE alerts: detection.eve) can write, and the filters that do not
+# apply to incidents (they have sources and targets, not one protocol and port).
+RECORD_DATASETS = {"eve": ("incidents", "anomalies"), "zeek-conn": ("flows",)}
+NOT_INCIDENT_FILTERS = ("port", "protocol", "anomalies_only")
 
 
 # --- keys from the environment ------------------------------------------------------------------
@@ -133,9 +143,11 @@ def validate_public_key(pem: str) -> str:
 
 
 # --- running ------------------------------------------------------------------------------------
-def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
-    """The job's rows as dicts in COLUMNS order, streamed from the database in chunks."""
+def dataset_queryset(job: ExportJob) -> QuerySet:
+    """The rows the job selects (its dataset, filtered), in export order."""
     f = job.filters
+    if job.dataset == "incidents":
+        return _incidents(f)
     if job.dataset == "packets":
         qs = Packet.objects.order_by("sensor_id", "seq")
         time_field, start_field = "ts", "ts"
@@ -162,10 +174,100 @@ def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
             qs = qs.filter(sensor__anomalies__packet_seq=F("seq"))
         elif job.dataset == "anomalies":
             qs = qs.filter(false_positive=False)
+    return qs
+
+
+def _incidents(f: dict[str, Any]) -> QuerySet:
+    """Opened incidents (not candidates, as the API lists them), by id; since/until/sensor/ip filters."""
+    qs = Incident.objects.opened().order_by("id")
+    if "since" in f:
+        qs = qs.filter(last_seen__gte=parse_datetime(f["since"]))
+    if "until" in f:
+        qs = qs.filter(first_seen__lt=parse_datetime(f["until"]))
+    if "sensor" in f:
+        qs = qs.filter(sensor__name=f["sensor"])
+    if "ip" in f:
+        qs = qs.filter(incident_has_address(f["ip"]))
+    return qs
+
+
+def dataset_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as dicts in COLUMNS order, streamed from the database in chunks."""
+    qs = dataset_queryset(job)
     columns = [c for c in COLUMNS[job.dataset] if c != "sensor"]
     yield from (
         qs.annotate(sensor_name=F("sensor__name")).values(*columns, "sensor_name").iterator(chunk_size=5000)
     )
+
+
+def record_rows(job: ExportJob) -> Iterator[dict[str, Any]]:
+    """The job's rows as its record format's records, streamed from the database in chunks."""
+    qs = dataset_queryset(job)
+    if job.format == "zeek-conn":
+        yield from zeek_connections(qs)
+        return
+    if job.dataset == "incidents":
+        yield from eve.incident_events(eve.with_flows(qs).iterator(chunk_size=2000))
+        return
+    for anomaly in qs.select_related("sensor").iterator(chunk_size=5000):
+        yield eve.anomaly_event(anomaly, anomaly.sensor.name)
+
+
+_ZEEK_PROTO = {"TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPv6": "icmp"}
+_CONN_FIELDS = ("id", "sensor_id", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "first_seen",
+                "last_seen", "packets", "bytes", "community_id")  # fmt: skip
+
+
+def zeek_connections(flows: QuerySet) -> Iterator[dict[str, Any]]:
+    """Flows as Zeek conn.log records: the two directions of a conversation (one Community ID, one
+    sensor) are one connection, its originator the direction seen first.
+
+    Our flows count frames and their bytes on the wire: ``orig_pkts``/``resp_pkts`` are packets,
+    ``orig_ip_bytes``/``resp_ip_bytes`` frame bytes (IP bytes plus the link header); what Netmon
+    does not track (payload bytes, state, history, service) is unset (``-``).
+    """
+    rows = flows.order_by("sensor_id", "community_id", "first_seen", "id").values(*_CONN_FIELDS)
+    group: list[dict[str, Any]] = []
+    for row in rows.iterator(chunk_size=5000):
+        if group and (not row["community_id"] or (row["sensor_id"], row["community_id"]) != (
+            group[0]["sensor_id"], group[0]["community_id"]
+        )):  # fmt: skip
+            yield from _connections(group)
+            group = []
+        group.append(row)
+    yield from _connections(group)
+
+
+def _connections(group: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One conversation's flows (first seen first): the first is the originator, the flows back are
+    its responder's; anything else stands alone."""
+    while group:
+        orig, rest = group[0], group[1:]
+        back = [r for r in rest if r["src_ip"] == orig["dst_ip"] and r["dst_ip"] == orig["src_ip"]]
+        group = [r for r in rest if r not in back]
+        first = min([orig["first_seen"], *(r["first_seen"] for r in back)])
+        last = max([orig["last_seen"], *(r["last_seen"] for r in back)])
+        yield {
+            "ts": first.timestamp(), "uid": f"CN{orig['id']:x}", "id.orig_h": orig["src_ip"],
+            "id.orig_p": orig["src_port"], "id.resp_h": orig["dst_ip"], "id.resp_p": orig["dst_port"],
+            "proto": _ZEEK_PROTO.get(orig["protocol"], "unknown_transport"),
+            "duration": (last - first).total_seconds(), "orig_pkts": orig["packets"],
+            "orig_ip_bytes": orig["bytes"], "resp_pkts": sum(r["packets"] for r in back),
+            "resp_ip_bytes": sum(r["bytes"] for r in back), "community_id": orig["community_id"],
+        }  # fmt: skip
+
+
+def _counted(
+    rows: Iterator[dict[str, Any]], counter: list[int], on_progress: Callable[[int], None]
+) -> Iterator:
+    n = 0
+    for row in rows:
+        n += 1
+        if n % PROGRESS_EVERY == 0:
+            counter[0] = n
+            on_progress(n)
+        yield row
+    counter[0] = n
 
 
 def _renamed(
@@ -194,7 +296,7 @@ def writer_keys(job: ExportJob) -> dict[str, Any]:
 
 
 def export_path(job: ExportJob) -> Path:
-    extension = PCAP_EXTENSION if job.format == ExportJob.Format.PCAP else FILE_EXTENSIONS[job.format]
+    extension = FILE_EXTENSIONS[job.format]
     return settings.NETMON_EXPORT_DIR / f"{job.id}{extension}.nmx"
 
 
@@ -225,7 +327,11 @@ def _pieces(job: ExportJob, counter: list[int], on_progress: Callable[[int], Non
         counter[0] = selection.frames
         yield from selection.iter_pcap()
         return
-    yield from serialise(job.format, _renamed(dataset_rows(job), counter, on_progress), COLUMNS[job.dataset])
+    if job.format in RECORD_FORMATS:
+        rows = _counted(record_rows(job), counter, on_progress)
+    else:
+        rows = _renamed(dataset_rows(job), counter, on_progress)
+    yield from serialise(job.format, rows, COLUMNS[job.dataset])
 
 
 def write_export(job: ExportJob, on_progress: Callable[[int], None] = lambda n: None) -> crypto.ExportInfo:

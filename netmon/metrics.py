@@ -29,6 +29,8 @@ Metrics (all ``netmon_`` prefixed; ``sensor`` label per capture sensor):
 - ``export_jobs`` by ``status``; ``detection_model_active`` by kind and version;
 - ``notifications`` by ``destination`` and ``status`` (sent, failed, retrying, rate_limited, ...) and
   ``notification_failed_attempts_total`` by ``destination`` (README "Notifications");
+- ``siem_lines_total`` by ``sink`` and ``outcome``: EVE lines the SIEM output wrote, failed to
+  write (an unreachable syslog, an unwritable file) or dropped (detection/siem.py);
 - ``celery_queue_messages`` (tasks waiting in the broker), ``redis_up``, ``database_up``,
   ``scrape_duration_seconds``.
 
@@ -147,6 +149,27 @@ class NetmonCollector:
             except redis.RedisError as exc:
                 log.warning("metrics: reading the task queue failed: %s", exc)
         yield queue
+        yield self._siem_metric(client)
+
+    @staticmethod
+    def _siem_metric(client: redis.Redis) -> Metric:
+        from detection import siem
+
+        lines = CounterMetricFamily(
+            "netmon_siem_lines",
+            "SIEM output (EVE) lines by sink (file, syslog-udp, syslog-tcp; queue: over the writer's bound, "
+            "format: lines that could not be made) and outcome (written, failed, dropped).",
+            labels=["sink", "outcome"],
+        )
+        try:
+            counts = client.hgetall(siem.COUNTERS_KEY)
+        except redis.RedisError as exc:
+            log.warning("metrics: reading the SIEM counters failed: %s", exc)
+            counts = {}
+        for key, value in sorted(counts.items()):
+            sink, _, outcome = key.decode().partition(":")
+            lines.add_metric([sink, outcome], int(value))
+        return lines
 
     # --- database ----------------------------------------------------------------------------------
     def _database_metrics(self, heartbeats: dict[str, dict[str, Any]]) -> Iterator[Metric]:

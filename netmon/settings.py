@@ -360,6 +360,38 @@ for _name, _value in (("NETMON_NOTIFY_RATE_PER_MINUTE", NETMON_NOTIFY_RATE_PER_M
     if _value < 1:
         raise ImproperlyConfigured(f"{_name}={_value}: use a whole number of at least 1")
 
+# --- SIEM output (detection/siem.py, detection/eve.py) ---
+# Community IDs of flows, anomalies and incidents, computed at ingest (0: none are computed).
+NETMON_COMMUNITY_ID = env_bool("NETMON_COMMUNITY_ID", True)
+# Suricata EVE JSON alert lines of incidents appended to this file ("": no file).
+NETMON_EVE_LOG = env_str("NETMON_EVE_LOG")
+# ... and/or sent to a syslog receiver as RFC 5424 messages: udp://host:514 or tcp://host:601 ("": none).
+NETMON_SYSLOG_ADDR = env_str("NETMON_SYSLOG_ADDR")
+# Also an alert line per anomaly a read stores (its highest-scoring ones, as the dashboard gets them).
+NETMON_EVE_ANOMALIES = env_bool("NETMON_EVE_ANOMALIES", False)
+
+
+def _syslog_address(name: str, raw: str) -> tuple[str, str, int] | None:
+    """``udp://host:port`` or ``tcp://host:port`` (IPv6 hosts in brackets) -> (transport, host, port)."""
+    if not raw:
+        return None
+    from urllib.parse import urlsplit
+
+    usage = f"{name}={raw!r}: use udp://host:port or tcp://host:port, e.g. udp://127.0.0.1:514"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(usage) from None
+    if parts.scheme not in ("udp", "tcp") or not parts.hostname or port is None or not 0 < port < 65536:
+        raise ImproperlyConfigured(usage)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ImproperlyConfigured(usage)
+    return parts.scheme, parts.hostname, port
+
+
+NETMON_SYSLOG = _syslog_address("NETMON_SYSLOG_ADDR", NETMON_SYSLOG_ADDR)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -374,5 +406,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # communityid logs every hashed byte at INFO (capture.community calls it for API pages)
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "communityid": {"level": "WARNING"}},
 }

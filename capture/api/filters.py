@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import django_filters
@@ -12,7 +13,54 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from capture import geo, talkers
+from capture.community import MAX_LENGTH, PREFIX
 from capture.models import Flow, Packet
+
+_COMMUNITY_ID = re.compile(r"1:[A-Za-z0-9+/]{27}=")
+COMMUNITY_ID_EXAMPLE = "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+COMMUNITY_ID_RULE = f"a Community ID v1, e.g. {COMMUNITY_ID_EXAMPLE}"
+
+
+class _CommunityIdField(forms.CharField):
+    """``1:`` and 28 base64 characters. A ``+`` sent unencoded in a query string arrives as a space:
+    base64 has no spaces, so they are taken back as ``+``."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in (None, ""):
+            return value
+        value = value.strip().replace(" ", "+")
+        if len(value) > MAX_LENGTH or not value.startswith(PREFIX) or not _COMMUNITY_ID.fullmatch(value):
+            raise forms.ValidationError(f"must be {COMMUNITY_ID_RULE}", code="invalid")
+        return value
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": f"^{_COMMUNITY_ID.pattern}$", "example": COMMUNITY_ID_EXAMPLE}
+)
+class CommunityIdFilter(django_filters.CharFilter):
+    """A Community ID v1 (capture.community); anything else is a 400 naming the parameter."""
+
+    field_class = _CommunityIdField
+
+
+# A conversation is two flow rows (a direction each) per sensor: more than this is not one flow.
+_FLOWS_PER_COMMUNITY_ID = 64
+
+
+def packets_of_community_id(queryset, value: str):
+    """Packets of the flows with Community ID ``value``: found through the indexed flow column, then
+    by each flow's 5-tuple (packets carry no column of their own; see ``Flow.community_id``)."""
+    flows = Flow.objects.filter(community_id=value).values_list(
+        "sensor_id", "protocol", "src_ip", "src_port", "dst_ip", "dst_port"
+    )[:_FLOWS_PER_COMMUNITY_ID]
+    match = Q()
+    for sensor_id, protocol, src_ip, src_port, dst_ip, dst_port in flows:
+        match |= Q(
+            sensor_id=sensor_id, protocol=protocol, src_ip=src_ip, src_port=src_port, dst_ip=dst_ip,
+            dst_port=dst_port,
+        )  # fmt: skip
+    return queryset.filter(match) if match else queryset.none()
 
 
 @extend_schema_field({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
@@ -162,10 +210,14 @@ class PacketFilter(_TrafficFilter, GeoFilterSet):
         exclude=True,
         label="flagged by the model (true: packets with an anomaly score; false: the others)",
     )
+    community_id = CommunityIdFilter(method="filter_community_id", label=COMMUNITY_ID_RULE)
 
     class Meta:
         model = Packet
         fields = ["sensor", "protocol", "src_ip", "dst_ip", "src_port", "dst_port", "ip_version"]
+
+    def filter_community_id(self, queryset, name, value: str):
+        return packets_of_community_id(queryset, value)
 
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)
@@ -193,6 +245,7 @@ class TalkerFilter(GeoFilterSet):
 class FlowFilter(_TrafficFilter):
     since = IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
     until = IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt")
+    community_id = CommunityIdFilter(label=COMMUNITY_ID_RULE)
 
     class Meta:
         model = Flow

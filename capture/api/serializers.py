@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from capture import geo, validation
 from capture.choices import CONFIG_KEYS, AddressScope
+from capture.community import community_id
 from capture.models import ConfigChange, Flow, MonitorConfig, Packet
 from capture.validation import ConfigUpdateSerializer, check_sensor_name
 
@@ -126,6 +127,7 @@ class PacketSerializer(serializers.ModelSerializer):
     sensor = serializers.CharField(source="sensor.name", read_only=True)
     src_geo = GeoField(source="src_ip", help_text="the source address's scope, country and AS")
     dst_geo = GeoField(source="dst_ip", help_text="the destination address's scope, country and AS")
+    community_id = serializers.SerializerMethodField()
 
     class Meta:
         model = Packet
@@ -156,7 +158,12 @@ class PacketSerializer(serializers.ModelSerializer):
             "anomaly_score",
             "src_geo",
             "dst_geo",
+            "community_id",
         ]
+
+    def get_community_id(self, packet: Packet) -> str | None:
+        """Its flow's Community ID v1 (null without an IP layer); filter with ?community_id=."""
+        return community_id(packet.protocol, packet.src_ip, packet.dst_ip, packet.src_port, packet.dst_port)
 
 
 class FlowSerializer(serializers.ModelSerializer):
@@ -176,6 +183,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "last_seen",
             "packets",
             "bytes",
+            "community_id",
         ]
 
 

@@ -6,10 +6,19 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from capture.api.filters import GeoFilterSet, IntegerFilter, IPFilter, IsoDateTimeFilter, TrueFalseFilter
+from capture.api.filters import (
+    COMMUNITY_ID_RULE,
+    CommunityIdFilter,
+    GeoFilterSet,
+    IntegerFilter,
+    IPFilter,
+    IsoDateTimeFilter,
+    TrueFalseFilter,
+)
 from capture.choices import IncidentKind, IncidentSeverity, IncidentStatus
 from detection.incidents import incident_addresses
 from detection.models import Anomaly, Incident
+from detection.services import incident_has_address
 
 _MAX_ID = 2**63 - 1
 
@@ -36,6 +45,7 @@ class AnomalyFilter(django_filters.FilterSet):
     since = IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
     until = IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
     min_score = FloatFilter(field_name="score", lookup_expr="gte")
+    community_id = CommunityIdFilter(label=COMMUNITY_ID_RULE)
 
     class Meta:
         model = Anomaly
@@ -67,21 +77,22 @@ class IncidentFilter(GeoFilterSet):
     ip = IPFilter(method="filter_ip", label="an address among its sources or targets")
     since = IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte", label="last seen at or after")
     until = IsoDateTimeFilter(field_name="first_seen", lookup_expr="lt", label="first seen before")
+    community_id = CommunityIdFilter(
+        method="filter_community_id", label=f"{COMMUNITY_ID_RULE}: its own, or one of its anomalies'"
+    )
 
     class Meta:
         model = Incident
         fields = ["sensor", "status", "kind", "severity"]
 
     def filter_ip(self, queryset, name, value: str):
-        # Sources and targets are JSON lists of text: a source is the address, a target the address
-        # or "address:port/proto". The source column is indexed; targets are matched as text.
-        quoted = f'"{value}'
-        return queryset.filter(
-            Q(src_ip=value)
-            | Q(sources__icontains=f'"{value}"')
-            | Q(targets__icontains=f'{quoted}"')
-            | Q(targets__icontains=f"{quoted}:")
-        )
+        return queryset.filter(incident_has_address(value))
+
+    def filter_community_id(self, queryset, name, value: str):
+        # Its own (its first flow's), or a flow among its stored anomalies' (a scan spans many).
+        of_anomalies = Anomaly.objects.filter(community_id=value, incident__isnull=False)
+        of_anomalies = of_anomalies.values("incident_id")
+        return queryset.filter(Q(community_id=value) | Q(pk__in=of_anomalies))
 
     def filter_queryset(self, queryset):
         # GeoIP: incidents whose sources or targets hold an address that meets the criteria. An

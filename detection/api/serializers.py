@@ -45,7 +45,7 @@ class AnomalySerializer(serializers.ModelSerializer):
         fields = ["id", "sensor", "packet_seq", "ts", "protocol", "src_ip", "dst_ip", "src_port", "dst_port",
                   "score", "threshold", "model_kind", "model_versions", "explanation", "contributions",
                   "false_positive", "false_positive_by", "false_positive_at", "incident", "suppressed_by",
-                  "created_at", "packets_url"]  # fmt: skip
+                  "created_at", "packets_url", "community_id"]  # fmt: skip
         read_only_fields = [f for f in fields if f != "false_positive"]
 
     def get_false_positive_by(self, anomaly: Anomaly) -> str | None:
@@ -92,7 +92,7 @@ class IncidentSerializer(serializers.ModelSerializer):
         fields = ["id", "sensor", "entity", "kind", "severity", "status", "sources", "targets",
                   "targets_more", "affected", "first_seen", "last_seen", "opened_at", "anomaly_count",
                   "packet_count", "peak_score", "explanation", "status_changed_by", "status_changed_at",
-                  "packets_url", "anomalies_url", "geo"]  # fmt: skip
+                  "packets_url", "anomalies_url", "geo", "community_id"]  # fmt: skip
         read_only_fields = fields
 
     @extend_schema_field({"type": "object", "additionalProperties": GEO_SCHEMA})

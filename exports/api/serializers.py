@@ -19,6 +19,7 @@ from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
 from capture.validation import ClosedSerializer, StrictField, VocabularyField
 from exports import crypto, services
+from exports.formats import FORMATS, RECORD_FORMATS
 from exports.models import ExportJob, RecipientKey
 from exports.services import MIN_PASSPHRASE
 
@@ -226,6 +227,7 @@ class ExportRequestSerializer(ClosedSerializer):
         if unused:
             raise serializers.ValidationError({key: _unused_key_message(algorithm, key) for key in unused})
         self._check_pcap(attrs)
+        self._formats_of_dataset(attrs)
         job = {
             "dataset": attrs["dataset"],
             "format": attrs["format"],
@@ -256,7 +258,10 @@ class ExportRequestSerializer(ClosedSerializer):
             message = "the pcap dataset is written as pcap: use format pcap"
             raise serializers.ValidationError({"format": message})
         if attrs["dataset"] != pcap and attrs["format"] == ExportJob.Format.PCAP:
-            rows = ", ".join(f for f in ExportJob.Format.values if f != ExportJob.Format.PCAP)
+            takes = FORMATS + tuple(
+                f for f in RECORD_FORMATS if attrs["dataset"] in services.RECORD_DATASETS[f]
+            )
+            rows = ", ".join(takes)
             raise serializers.ValidationError(
                 {"format": f"pcap is the format of the pcap dataset only; {attrs['dataset']} takes {rows}"}
             )
@@ -271,6 +276,27 @@ class ExportRequestSerializer(ClosedSerializer):
             raise serializers.ValidationError(
                 {"filters": {"incident": ["an incident's frames take no other filter"]}}
             )
+
+    @staticmethod
+    def _formats_of_dataset(attrs: dict[str, Any]) -> None:
+        """EVE lines are alerts (of incidents and anomalies), a Zeek conn.log lists flows; incidents
+        have no protocol or port."""
+        dataset, fmt = attrs["dataset"], attrs["format"]
+        if fmt in RECORD_FORMATS and dataset not in services.RECORD_DATASETS[fmt]:
+            tabular = ", ".join(FORMATS)
+            takes = services.RECORD_DATASETS[fmt]
+            noun = "datasets" if len(takes) > 1 else "dataset"
+            raise serializers.ValidationError(
+                {"format": f"{fmt} is for the {' and '.join(takes)} {noun}; "
+                           f"{dataset} exports as {tabular}"}
+            )  # fmt: skip
+        if dataset == ExportJob.Dataset.INCIDENTS:
+            unused = [key for key in services.NOT_INCIDENT_FILTERS if key in attrs.get("filters", {})]
+            if unused:
+                allowed = ", ".join(k for k in ExportFiltersSerializer().fields if k not in unused)
+                raise serializers.ValidationError(
+                    {f"filters.{unused[0]}": f"not a filter of the incidents dataset; its filters: {allowed}"}
+                )
 
     @staticmethod
     def _aes_key(algorithm: str, key_id: Any, passphrase: Any) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def revoke(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("netmon", "0002_suppression_permissions"),
-        ("capture", "0008_packet_download_evidence"),
+        ("capture", "0007_packet_download_evidence"),
     ]
 
     operations = [migrations.RunPython(grant, revoke)]

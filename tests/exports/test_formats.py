@@ -291,7 +291,8 @@ def test_bad_arguments():
 
 
 def test_media_types_and_extensions_cover_every_format():
-    assert set(formats.MEDIA_TYPES) == set(formats.FILE_EXTENSIONS) == set(FORMATS)
+    assert set(formats.MEDIA_TYPES) == set(formats.FILE_EXTENSIONS) == set(formats.ALL_FORMATS)
+    assert set(FORMATS) < set(formats.ALL_FORMATS)
 
 
 def test_csv_output_is_valid_utf8_even_with_lone_surrogates():

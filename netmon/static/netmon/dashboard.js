@@ -1071,7 +1071,7 @@
   if (can("exports.view_exportjob")) loadExports();
   if (can("detection.view_anomaly")) loadRecentAnomalies();
   if (can("detection.view_incident")) loadIncidents();
-  else $("incidents").classList.add("hidden");
+  else $("incident-list").classList.add("hidden");
   refreshStatus();
   renderKpis();
   renderCaptureState();

@@ -47,6 +47,7 @@
     setText("fact-anomalies", IN.fmtCount(incident.anomaly_count));
     setText("fact-packets", IN.fmtCount(incident.packet_count));
     setText("fact-peak", Number(incident.peak_score || 0).toFixed(3));
+    setText("fact-community", incident.community_id || "–");
     setText("fact-changed", incident.status_changed_by
       ? `${IN.statusText(incident.status)} by ${incident.status_changed_by}, ${when(incident.status_changed_at)}` : "–");
     setText("head-explanation", incident.explanation || "No explanation recorded.");

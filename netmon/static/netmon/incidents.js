@@ -298,7 +298,8 @@
     return anomalies.map((a) => el("tr", { dataset: { anomalyId: a.id } },
       el("td", { class: "num score-cell", text: Number(a.score).toFixed(3) }),
       el("td", { class: "num mono", text: fmtClock(toDate(a.ts), true) }),
-      el("td", { class: "mono", text: `${endpoint(a.src_ip, a.src_port)} → ${endpoint(a.dst_ip, a.dst_port)}` }),
+      el("td", { class: "mono", title: a.community_id ? `Community ID ${a.community_id}` : "",
+        text: `${endpoint(a.src_ip, a.src_port)} → ${endpoint(a.dst_ip, a.dst_port)}` }),
       el("td", {}, el("span", { class: "proto proto-" + String(a.protocol || "").replace(/[^A-Za-z0-9]/g, ""), text: a.protocol || "?" })),
       el("td", { class: "why", title: a.explanation || "", text: a.explanation || "" })));
   }
@@ -306,7 +307,7 @@
   function packetRows(packets) {
     return packets.map((p) => el("tr", { dataset: { seq: p.seq } },
       el("td", { class: "num mono", text: fmtClock(toDate(p.ts), true) }),
-      el("td", { class: "mono" }, endpoint(p.src_ip, p.src_port), geoTag(p.src_geo, true)),
+      el("td", { class: "mono", title: p.community_id ? `Community ID ${p.community_id}` : "" }, endpoint(p.src_ip, p.src_port), geoTag(p.src_geo, true)),
       el("td", { class: "mono" }, endpoint(p.dst_ip, p.dst_port), geoTag(p.dst_geo, true)),
       el("td", {}, el("span", { class: "proto proto-" + String(p.protocol || "").replace(/[^A-Za-z0-9]/g, ""), text: p.protocol || "?" })),
       el("td", { class: "num", text: p.length }),

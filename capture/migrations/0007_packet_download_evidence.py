@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('capture', '0005_packet_anomaly_score'),
+        ('capture', '0006_community_id'),
     ]
 
     operations = [
