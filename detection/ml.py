@@ -67,6 +67,7 @@ _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets 
 FORMAT_VERSION = 1
 MODEL_KINDS = tuple(MlModel)  # the vocabulary (capture/choices.py), re-exported
 _CHUNK = 65536
+_TOP_BLOCK = 2048  # flagged rows per block of contributions in score_top
 
 
 class TrainingError(ValueError):
@@ -274,8 +275,10 @@ class AnomalyModel:
             chunk = self._score_from_parts(parts)
             scores[lo : lo + _CHUNK] = chunk
             over = np.flatnonzero(chunk > self.threshold)
-            if len(over):
-                tops.append(_top_indices(self._contributions_from_parts(Z[over], parts, over), top))
+            # Row by row arithmetic, in blocks whose float64 temporaries stay in the CPU's cache
+            for block in range(0, len(over), _TOP_BLOCK):
+                rows = over[block : block + _TOP_BLOCK]
+                tops.append(_top_indices(self._contributions_from_parts(Z[rows], parts, rows), top))
         return scores, np.concatenate(tops)
 
     def is_anomalous(self, X: np.ndarray) -> np.ndarray:
