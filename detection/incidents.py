@@ -338,24 +338,28 @@ def read_anomalies(
     icmp_request = ((proto == 1) & ~np.isin(icmp_type, _ICMP_ERRORS)) | (
         (proto == 58) & ~np.isin(icmp_type, _ICMP6_ERRORS)
     )
+    families, service_led = _families(top_features)
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
     request = client_side(flagged).tolist()
     sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
     client, target, host, port, client_port = [], [], [], [], []
-    for k, (src, dst, pr, is_request, has_ports) in enumerate(
-        zip(cols.src_ip, cols.dst_ip, cols.protocol, request, ported, strict=True)
+    spelled: dict[tuple[str, int, str], str] = {}  # (server, port, protocol) -> target (a flood repeats one)
+    for src, dst, pr, is_request, has_ports, sport, dport in zip(
+        cols.src_ip, cols.dst_ip, cols.protocol, request, ported, sports, dports, strict=True
     ):
         if is_request:
             client.append(src), host.append(dst)
-            server_port, own_port = dports[k], sports[k]
+            server, server_port, own_port = dst, dport, sport
         else:
             client.append(dst), host.append(src)
-            server_port, own_port = sports[k], dports[k]
-        server = host[-1]
+            server, server_port, own_port = src, sport, dport
         if has_ports and server is not None:
             port.append(server_port)
             client_port.append(own_port)
-            target.append(f"{server}:{server_port}/{pr.lower()}")
+            name = spelled.get((server, server_port, pr))
+            if name is None:
+                name = spelled[(server, server_port, pr)] = f"{server}:{server_port}/{pr.lower()}"
+            target.append(name)
         else:
             port.append(None)
             client_port.append(None)
@@ -374,22 +378,25 @@ def read_anomalies(
         length=flagged["length"].tolist(),
         ts=flagged["ts"].astype(np.float64).tolist(),
         scores=scores,
-        families=_families(top_features),
+        families=families,
         threshold=threshold,
-        service_led=[bool(names) and names[0].startswith("service_") for names in top_features],
+        service_led=service_led,
     )
 
 
-def _families(top_features: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """``feature_family`` of each name, worked out once per distinct name (a flood repeats a few)."""
-    known: dict[str, str] = {}
-    out = []
+def _families(top_features: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], list[bool]]:
+    """``feature_family`` of each name, and whether the first is a statistic of the service, worked
+    out once per distinct tuple of names (a flood repeats a few)."""
+    known: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+    families, service_led = [], []
     for names in top_features:
-        for name in names:
-            if name not in known:
-                known[name] = feature_family(name)
-        out.append(tuple(known[name] for name in names))
-    return out
+        seen = known.get(names)
+        if seen is None:
+            led = bool(names) and names[0].startswith("service_")
+            seen = known[names] = (tuple(feature_family(name) for name in names), led)
+        families.append(seen[0])
+        service_led.append(seen[1])
+    return families, service_led
 
 
 def packets_per_client(records: np.ndarray) -> dict[bytes, int]:
