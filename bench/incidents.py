@@ -12,8 +12,8 @@ benign.pcap --model both --feature-level advanced``, configuration ``ml_model=bo
 test.pcap is replayed with ``manage.py capture --pcap test.pcap --realtime`` (``--pace fast``: as
 fast as possible). When every packet is stored, the ``Incident`` and ``Anomaly`` rows of the
 sensor are read and scored against attacks.csv and labels.csv. Everything runs on Redis database
-10 (flushed at the start and the end) and the SQLite file var/bench-incidents.sqlite3 (deleted,
-then migrated); models and logs under var/bench-incidents/.
+10 (flushed at the start and the end; ``NETMON_BENCH_REDIS_URL`` names another) and the SQLite
+file var/bench-incidents.sqlite3 (deleted, then migrated); models and logs under var/bench-incidents/.
 
 Why ``--realtime``: the features and incidents use the packets' own timestamps, so what is flagged
 and grouped does not depend on the pace of the replay; the worker's reads (how many packets each,
@@ -85,6 +85,7 @@ import ipaddress
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -100,7 +101,8 @@ import numpy as np  # noqa: E402
 
 stack.DB_PATH = ROOT / "var" / "bench-incidents.sqlite3"
 stack.LOG_DIR = ROOT / "var" / "bench-incidents"
-stack.REDIS_URL = "redis://127.0.0.1:6379/10"
+# NETMON_BENCH_REDIS_URL: another database when several benchmarks share one Redis (it is flushed)
+stack.REDIS_URL = os.environ.get("NETMON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 stack.PREFIX = "netmon:bench-incidents"
 
 # Issue 12's targets

@@ -284,6 +284,16 @@ class PacketColumns:
             protocol=protocol_names(records),
         )
 
+    @classmethod
+    def joined(cls, parts: list[PacketColumns]) -> PacketColumns:
+        """The columns of consecutive parts as one (the batches of a read)."""
+        return cls(
+            ts=[v for p in parts for v in p.ts],
+            src_ip=[v for p in parts for v in p.src_ip],
+            dst_ip=[v for p in parts for v in p.dst_ip],
+            protocol=[v for p in parts for v in p.protocol],
+        )
+
     def take(self, rows: list[int]) -> PacketColumns:
         """The columns of some rows, in the order given."""
         return PacketColumns(

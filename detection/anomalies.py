@@ -47,19 +47,22 @@ _ANOMALY_COLUMNS = [
 ]  # fmt: skip
 
 
-def save_anomalies(sensor: Sensor, batch: Batch, scored: ScoredBatch | None) -> SavedAnomalies:
+def save_anomalies(
+    sensor: Sensor, batch: Batch, scored: ScoredBatch | None, columns: PacketColumns | None = None
+) -> SavedAnomalies:
     """File the flagged packets of a stored batch under their incidents; rows for the representatives.
 
     Every flagged packet counts on its incident (``anomaly_count``, evidence) and keeps its score
     on its packet row (written by ``capture.storage``); only each incident's representatives of the
     read (``incidents.REPRESENTATIVES_PER_GROUP``) are explained and stored as ``Anomaly`` rows, so a
-    flood costs per packet about what benign traffic costs.
+    flood costs per packet about what benign traffic costs. ``columns``: the batch's
+    ``PacketColumns`` when the caller has them (the worker made them to store the packets).
     """
     if scored is None or not scored.is_anomaly.any():
         return SavedAnomalies(0, [])
     rows = scored.flagged
     flagged = batch.records[rows]
-    cols = PacketColumns.of(flagged)
+    cols = columns.take(rows.tolist()) if columns is not None else PacketColumns.of(flagged)
     scores = scored.scores[rows]
     read = incidents.read_anomalies(flagged, cols, scores, scored.top_features, scored.threshold)
     groups = incidents.group_anomalies(sensor, read)

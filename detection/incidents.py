@@ -354,24 +354,28 @@ def read_anomalies(
     icmp_request = ((proto == 1) & ~np.isin(icmp_type, _ICMP_ERRORS)) | (
         (proto == 58) & ~np.isin(icmp_type, _ICMP6_ERRORS)
     )
+    families, service_led = _families(top_features)
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
     request = client_side(flagged).tolist()
     sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
     client, target, host, port, client_port = [], [], [], [], []
-    for k, (src, dst, pr, is_request, has_ports) in enumerate(
-        zip(cols.src_ip, cols.dst_ip, cols.protocol, request, ported, strict=True)
+    spelled: dict[tuple[str, int, str], str] = {}  # (server, port, protocol) -> target (a flood repeats one)
+    for src, dst, pr, is_request, has_ports, sport, dport in zip(
+        cols.src_ip, cols.dst_ip, cols.protocol, request, ported, sports, dports, strict=True
     ):
         if is_request:
             client.append(src), host.append(dst)
-            server_port, own_port = dports[k], sports[k]
+            server, server_port, own_port = dst, dport, sport
         else:
             client.append(dst), host.append(src)
-            server_port, own_port = sports[k], dports[k]
-        server = host[-1]
+            server, server_port, own_port = src, sport, dport
         if has_ports and server is not None:
             port.append(server_port)
             client_port.append(own_port)
-            target.append(f"{server}:{server_port}/{pr.lower()}")
+            name = spelled.get((server, server_port, pr))
+            if name is None:
+                name = spelled[(server, server_port, pr)] = f"{server}:{server_port}/{pr.lower()}"
+            target.append(name)
         else:
             port.append(None)
             client_port.append(None)
@@ -390,22 +394,25 @@ def read_anomalies(
         length=flagged["length"].tolist(),
         ts=flagged["ts"].astype(np.float64).tolist(),
         scores=scores,
-        families=_families(top_features),
+        families=families,
         threshold=threshold,
-        service_led=[bool(names) and names[0].startswith("service_") for names in top_features],
+        service_led=service_led,
     )
 
 
-def _families(top_features: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """``feature_family`` of each name, worked out once per distinct name (a flood repeats a few)."""
-    known: dict[str, str] = {}
-    out = []
+def _families(top_features: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], list[bool]]:
+    """``feature_family`` of each name, and whether the first is a statistic of the service, worked
+    out once per distinct tuple of names (a flood repeats a few)."""
+    known: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+    families, service_led = [], []
     for names in top_features:
-        for name in names:
-            if name not in known:
-                known[name] = feature_family(name)
-        out.append(tuple(known[name] for name in names))
-    return out
+        seen = known.get(names)
+        if seen is None:
+            led = bool(names) and names[0].startswith("service_")
+            seen = known[names] = (tuple(feature_family(name) for name in names), led)
+        families.append(seen[0])
+        service_led.append(seen[1])
+    return families, service_led
 
 
 def packets_per_client(records: np.ndarray) -> dict[bytes, int]:
@@ -665,45 +672,9 @@ def _when(t: float) -> datetime:
 
 def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _Group) -> None:
     """Add a read's anomalies of one entity to ``incident`` and its evidence."""
-    targets = list(incident.targets)
-    listed = set(targets)
-    sources = list(incident.sources)
-    named = set(sources)
-    for k in group.rows:
-        evidence.anomalies += 1
-        evidence.requests += read.request[k]
-        evidence.icmp_sent += read.request[k] and read.icmp_request[k]
-        if read.request[k] and read.payload[k] > 0:
-            evidence.sent_with_data += 1
-            evidence.sent_payload += read.payload[k]
-        evidence.protocols[read.protocol[k]] += 1
-        evidence.syn_only += read.syn_only[k]
-        evidence.with_payload += read.payload[k] > 0
-        evidence.bytes += read.length[k]
-        for weight, family in zip((3, 2, 1), read.families[k], strict=False):
-            evidence.families[family] += weight
-        client = read.client[k]
-        if client is not None and client not in named and len(sources) < SOURCES_KEPT:
-            sources.append(client)
-            named.add(client)
-        host, port, target = read.host[k], read.port[k], read.target[k]
-        if port is not None and (port in evidence.port_hits or len(evidence.port_hits) < EVIDENCE_PORTS):
-            evidence.port_hits[port] += 1
-        if target is None:
-            continue
-        if target in evidence.target_hits or len(evidence.target_hits) < EVIDENCE_PORTS:
-            evidence.target_hits[target] += 1
-        if len(targets) < TARGETS_KEPT:
-            if target not in listed:
-                targets.append(target)
-                listed.add(target)
-                evidence.add_target(host, port)
-        elif evidence.add_target(host, port):
-            incident.targets_more += 1
+    _add_evidence(incident, evidence, read, group.rows)
     evidence.affected += len(group.joined)
     evidence.explained += len(group.representatives)
-    incident.targets = targets
-    incident.sources = sources
     rows = group.all_rows()
     incident.anomaly_count += len(rows)
     top = max(rows, key=lambda k: read.scores[k])
@@ -730,6 +701,61 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
         incident.kind = incident_kind(evidence)
     incident.severity = incident_severity(incident.kind, incident.peak_score, read.threshold)
     incident.evidence = evidence.dumps()
+
+
+def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, rows: list[int]) -> None:
+    """Count anomalies ``rows`` of the read in ``evidence`` and list their sources and targets.
+
+    A flood repeats a few values thousands of times, so each column is counted at once and the
+    bounded lists and counters visit each distinct value once, in the order of its first anomaly:
+    what one anomaly after the other would give (the bounds admit a value at its first sight, and a
+    value seen again changes nothing but its count), down to the order of the counters' keys.
+    """
+    if not rows:
+        return
+    request, payload = read.request, read.payload
+    sent = [k for k in rows if request[k] and payload[k] > 0]
+    evidence.anomalies += len(rows)
+    evidence.requests += sum(request[k] for k in rows)
+    evidence.icmp_sent += sum(1 for k in rows if request[k] and read.icmp_request[k])
+    evidence.sent_with_data += len(sent)
+    evidence.sent_payload += sum(payload[k] for k in sent)
+    evidence.protocols.update([read.protocol[k] for k in rows])
+    evidence.syn_only += sum(read.syn_only[k] for k in rows)
+    evidence.with_payload += sum(1 for k in rows if payload[k] > 0)
+    evidence.bytes += sum(read.length[k] for k in rows)
+    for families, n in Counter([read.families[k] for k in rows]).items():
+        for weight, family in zip((3, 2, 1), families, strict=False):
+            evidence.families[family] += weight * n
+    sources = list(incident.sources)
+    named = set(sources)
+    for client in dict.fromkeys([read.client[k] for k in rows]):
+        if client is not None and client not in named and len(sources) < SOURCES_KEPT:
+            sources.append(client)
+            named.add(client)
+    incident.sources = sources
+    hits = evidence.port_hits
+    for port, n in Counter([read.port[k] for k in rows]).items():
+        if port is not None and (port in hits or len(hits) < EVIDENCE_PORTS):
+            hits[port] += n
+    firsts: dict[str | None, int] = {}  # distinct target -> its first anomaly
+    for k in rows:
+        firsts.setdefault(read.target[k], k)
+    firsts.pop(None, None)
+    counts = Counter([read.target[k] for k in rows])
+    targets = list(incident.targets)
+    listed = set(targets)
+    for target, k in firsts.items():
+        if target in evidence.target_hits or len(evidence.target_hits) < EVIDENCE_PORTS:
+            evidence.target_hits[target] += counts[target]
+        if len(targets) < TARGETS_KEPT:
+            if target not in listed:
+                targets.append(target)
+                listed.add(target)
+                evidence.add_target(read.host[k], read.port[k])
+        elif evidence.add_target(read.host[k], read.port[k]):
+            incident.targets_more += 1
+    incident.targets = targets
 
 
 def _now() -> datetime:

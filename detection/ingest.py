@@ -6,7 +6,7 @@ feature statistics (kept in Redis per sensor) stay exact.
 
 This module owns the lock, the reads, the dedup of entries, the gap accounting, the transaction
 and the acknowledgement; the work on the records is done by leaves that know nothing of streams:
-``capture.storage.store_batch`` (receipt, packets, flows, counters), ``detection.scoring``
+``capture.storage.store_batch`` (receipt, packets, counters) and ``store_flows``, ``detection.scoring``
 (``score_batch``), ``detection.anomalies`` (``save_anomalies``, which files each anomaly under
 its incident with ``detection.incidents``) and ``detection.live`` (``broadcast_anomalies``).
 
@@ -44,7 +44,14 @@ from redis.lock import Lock
 from capture import storage
 from capture.connections import redis_client
 from capture.models import Sensor
-from capture.records import Batch, BatchFormatError, decode_batch, ingest_scheduled_key, stream_key
+from capture.records import (
+    Batch,
+    BatchFormatError,
+    PacketColumns,
+    decode_batch,
+    ingest_scheduled_key,
+    stream_key,
+)
 from capture.stream import DROPPED_FIELD
 from detection import announce, live, scoring, siem
 from detection.anomalies import SavedAnomalies, save_anomalies
@@ -238,8 +245,8 @@ def _process_entries(
         # reading these entries already, and two commits would count the same gaps twice.
         lock.extend(LOCK_TTL, replace_ttl=True)
     with transaction.atomic():
-        fresh = _store_batches(sensor, new, result, scored)
-        saved = _save_fresh_anomalies(sensor, merged, scored, fresh)
+        fresh, cols = _store_batches(sensor, new, result, scored)
+        saved = _save_fresh_anomalies(sensor, merged, scored, fresh, cols)
     _save_state(client, sensor, state, last, scored)
     _acknowledge(client, sensor, entries)
     result.anomalies += saved.count
@@ -288,8 +295,9 @@ def _merge(sensor: Sensor, new: list[NewBatch]) -> Batch:
 
 def _store_batches(
     sensor: Sensor, new: list[NewBatch], result: IngestResult, scored: scoring.ScoredBatch | None = None
-) -> np.ndarray:
-    """Store each batch once with the gap before it counted as dropped; which merged rows were stored now.
+) -> tuple[np.ndarray, PacketColumns | None]:
+    """Store each batch once with the gap before it counted as dropped; which merged rows were
+    stored now, and their text columns (None if none was).
 
     Runs in the read's transaction. Gaps are measured from what the database has accounted for
     (stored or counted), read in the write transaction (BEGIN IMMEDIATE on SQLite, a row lock on
@@ -300,6 +308,7 @@ def _store_batches(
     flagged_scores = scored.anomaly_scores() if scored is not None else None
     fresh = np.zeros(sum(len(part.batch.records) for part in new), dtype=bool)
     offset = 0
+    stored_now: list[tuple[np.ndarray, PacketColumns]] = []
     floor = Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
     for part in new:
         batch = part.batch
@@ -307,11 +316,19 @@ def _store_batches(
         gap = _lost_in_stream(batch.first_seq, floor, part.dropped_by_capture)
         floor = max(floor, batch.last_seq)
         part_scores = flagged_scores[offset : offset + n] if flagged_scores is not None else None
+        cols = PacketColumns.of(batch.records)
         stored = storage.store_batch(
-            sensor, batch, part.entry_id, dropped_before=gap, anomaly_scores=part_scores
+            sensor,
+            batch,
+            part.entry_id,
+            dropped_before=gap,
+            anomaly_scores=part_scores,
+            with_flows=False,
+            cols=cols,
         )
         if stored.stored:
             fresh[offset : offset + n] = True
+            stored_now.append((batch.records, cols))
             result.batches += 1
             result.packets += stored.packets
             result.dropped += gap
@@ -320,7 +337,13 @@ def _store_batches(
         else:
             result.skipped += 1
         offset += n
-    return fresh
+    if not stored_now:
+        return fresh, None
+    # the flows of the whole read in one upsert (see store_flows)
+    records, parts = zip(*stored_now, strict=True)
+    cols = PacketColumns.joined(list(parts))
+    storage.store_flows(sensor, np.concatenate(records), cols)
+    return fresh, cols
 
 
 def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:
@@ -334,14 +357,19 @@ def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:
 
 
 def _save_fresh_anomalies(
-    sensor: Sensor, merged: Batch, scored: scoring.ScoredBatch | None, fresh: np.ndarray
+    sensor: Sensor,
+    merged: Batch,
+    scored: scoring.ScoredBatch | None,
+    fresh: np.ndarray,
+    cols: PacketColumns | None = None,
 ) -> SavedAnomalies:
-    """Anomalies of the rows stored now (not of batches stored before a crash), counted as scored."""
+    """Anomalies of the rows stored now (not of batches stored before a crash), counted as scored;
+    ``cols``: the text columns of those rows."""
     if not fresh.any() or scored is None:
         return SavedAnomalies(0, [])
     rows = np.flatnonzero(fresh)
     stored = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
-    saved = save_anomalies(sensor, stored, scored.select(rows))
+    saved = save_anomalies(sensor, stored, scored.select(rows), cols)
     Sensor.objects.filter(pk=sensor.pk).update(packets_scored=F("packets_scored") + len(rows))
     return saved
 

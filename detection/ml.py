@@ -67,6 +67,7 @@ _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets 
 FORMAT_VERSION = 1
 MODEL_KINDS = tuple(MlModel)  # the vocabulary (capture/choices.py), re-exported
 _CHUNK = 65536
+_TOP_BLOCK = 2048  # flagged rows per block of contributions in score_top
 
 
 class TrainingError(ValueError):
@@ -260,6 +261,26 @@ class AnomalyModel:
             out[lo : lo + _CHUNK] = self._score_scaled(self.scaler.transform(X[lo : lo + _CHUNK]))
         return out
 
+    def score_top(self, X: np.ndarray, top: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """``score`` of every row, and ``top_features`` of the rows over the threshold (in row
+        order), from one pass: the scaled rows and what the models computed to score them (the
+        autoencoder's errors, the forest's scores) are what the contributions are made of, so the
+        flagged rows of a flood are not transformed and run through both models a second time."""
+        X = self._check(X)
+        scores = np.empty(len(X))
+        tops = [np.empty((0, min(top, X.shape[1])), np.intp)]
+        for lo in range(0, len(X), _CHUNK):
+            Z = self.scaler.transform(X[lo : lo + _CHUNK])
+            parts = self._score_parts(Z)
+            chunk = self._score_from_parts(parts)
+            scores[lo : lo + _CHUNK] = chunk
+            over = np.flatnonzero(chunk > self.threshold)
+            # Row by row arithmetic, in blocks whose float64 temporaries stay in the CPU's cache
+            for block in range(0, len(over), _TOP_BLOCK):
+                rows = over[block : block + _TOP_BLOCK]
+                tops.append(_top_indices(self._contributions_from_parts(Z[rows], parts, rows), top))
+        return scores, np.concatenate(tops)
+
     def is_anomalous(self, X: np.ndarray) -> np.ndarray:
         """score > threshold, per row."""
         return self.score(X) > self.threshold
@@ -301,18 +322,7 @@ class AnomalyModel:
         """Per row, the indices of the ``top`` features by contribution, largest first (as
         ``explain`` ranks them): shape (rows, top). No values, no words: cheap enough for every
         flagged packet of a flood."""
-        C = self._contributions(self.scaler.transform(self._check(np.atleast_2d(X))))
-        top = min(top, C.shape[1])
-        # argpartition finds the top few in linear time; only those are sorted (stable, as explain).
-        part = (
-            np.argpartition(-C, top - 1, axis=1)[:, :top]
-            if top < C.shape[1]
-            else np.arange(C.shape[1])[None].repeat(len(C), 0)
-        )
-        part = np.sort(part, axis=1)  # ties: the lower index first, as the stable full sort has it
-        rows = np.arange(len(C))[:, None]
-        order = np.argsort(-C[rows, part], axis=1, kind="stable")
-        return part[rows, order]
+        return _top_indices(self._contributions(self.scaler.transform(self._check(np.atleast_2d(X)))), top)
 
     def explain_records(
         self,
@@ -370,6 +380,19 @@ class AnomalyModel:
 
     def _contributions(self, Z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    # What scoring computed on the way to the scores, reused for the contributions (``score_top``);
+    # by default nothing: the scores are the parts, and contributions are computed from ``Z``.
+
+    def _score_parts(self, Z: np.ndarray) -> Any:
+        return self._score_scaled(Z)
+
+    def _score_from_parts(self, parts: Any) -> np.ndarray:
+        return parts
+
+    def _contributions_from_parts(self, Z: np.ndarray, parts: Any, rows: np.ndarray) -> np.ndarray:
+        """``_contributions`` of ``Z`` (the scaled ``rows`` of a chunk whose ``parts`` these are)."""
+        return self._contributions(Z)
 
     # -- artifacts
 
@@ -639,6 +662,15 @@ class AutoencoderModel(AnomalyModel):
     def _contributions(self, Z: np.ndarray) -> np.ndarray:
         return self._errors(Z).astype(np.float64)
 
+    def _score_parts(self, Z: np.ndarray) -> np.ndarray:
+        return self._errors(Z)
+
+    def _score_from_parts(self, parts: np.ndarray) -> np.ndarray:
+        return parts.mean(axis=1, dtype=np.float64)
+
+    def _contributions_from_parts(self, Z: np.ndarray, parts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return parts[rows].astype(np.float64)
+
     def _save_extra(self, path: Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
         arrays.update({f"b{i}": b for i, b in enumerate(self.biases)})
@@ -717,12 +749,36 @@ class CombinedModel(AnomalyModel):
 
     def _contributions(self, Z: np.ndarray) -> np.ndarray:
         rf, ra = self._ratios(Z)
-        out = np.zeros(Z.shape, np.float64)
-        for m, r in zip(self._parts(), (rf, ra), strict=True):
-            c = m._contributions(Z)
+        return self._shares(((rf, self.forest._contributions(Z)), (ra, self.autoencoder._contributions(Z))))
+
+    @staticmethod
+    def _shares(weighted: tuple[tuple[np.ndarray, np.ndarray], ...]) -> np.ndarray:
+        out = np.zeros(weighted[0][1].shape, np.float64)
+        for r, c in weighted:
             # Normalise each model's contributions to shares, weighted by how anomalous it finds the row.
             out += r[:, None] * c / np.maximum(c.sum(axis=1, keepdims=True), 1e-12)
         return out
+
+    def _score_parts(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each model's ratio (as ``_ratios``) and the autoencoder's errors (its contributions)."""
+        f, a = self._parts()
+        errors = a._score_parts(Z)
+        return (
+            f._score_scaled(Z) / max(f.threshold, 1e-12),
+            a._score_from_parts(errors) / max(a.threshold, 1e-12),
+            errors,
+        )
+
+    def _score_from_parts(self, parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        return self._combine(parts[0], parts[1])
+
+    def _contributions_from_parts(
+        self, Z: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray
+    ) -> np.ndarray:
+        rf, ra, errors = parts
+        forest = self.forest._contributions(Z)
+        autoencoder = self.autoencoder._contributions_from_parts(Z, errors, rows)
+        return self._shares(((rf[rows], forest), (ra[rows], autoencoder)))
 
     def _params(self) -> dict[str, Any]:
         return {"spreads": self.spreads}
@@ -747,6 +803,22 @@ _CLASSES: dict[str, type[AnomalyModel]] = {
     MlModel.AUTOENCODER: AutoencoderModel,
     MlModel.BOTH: CombinedModel,
 }
+
+
+def _top_indices(C: np.ndarray, top: int) -> np.ndarray:
+    """Per row of contributions ``C``, the indices of the ``top`` largest, largest first (ties: the
+    lower index first, as a stable full sort ranks them)."""
+    top = min(top, C.shape[1])
+    # argpartition finds the top few in linear time; only those are sorted (stable, as explain).
+    part = (
+        np.argpartition(-C, top - 1, axis=1)[:, :top]
+        if top < C.shape[1]
+        else np.arange(C.shape[1])[None].repeat(len(C), 0)
+    )
+    part = np.sort(part, axis=1)  # ties: the lower index first, as the stable full sort has it
+    rows = np.arange(len(C))[:, None]
+    order = np.argsort(-C[rows, part], axis=1, kind="stable")
+    return part[rows, order]
 
 
 def create_model(kind: str, feature_names: Sequence[str], **kw: Any) -> AnomalyModel:

@@ -179,7 +179,11 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         return None
     row, model, extractor = current
     fstate = load_state(state.features, extractor)
-    X, cold, scores = _score(model, extractor, batch.records, fstate)
+    X, cold = extractor.transform_cold(batch.records, fstate)
+    neutralise_cold(model, X, cold)
+    # The flagged rows' top features come from the scoring pass itself (``score_top``): running both
+    # models again on them cost a flood more than scoring all of its packets.
+    scores, top = model.score_top(X, TOP_FEATURES)
     is_anomaly = scores > model.threshold
     flagged = np.flatnonzero(is_anomaly)
     X_flagged = X[flagged]
@@ -196,7 +200,7 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         scores=scores,
         threshold=float(model.threshold),
         is_anomaly=is_anomaly,
-        top_features=top_feature_names(model, X_flagged),
+        top_features=_names(model, top),
         explain=explain,
         model_kind=row.kind,
         model_versions={row.kind: row.version},
@@ -210,6 +214,12 @@ def top_feature_names(
     """Per row, the names of the ``top`` features that contribute most to its score, largest first."""
     if not len(X):
         return []
-    idx = model.top_features(X, top)
+    return _names(model, model.top_features(X, top))
+
+
+def _names(model: ml.AnomalyModel, idx: np.ndarray) -> list[tuple[str, ...]]:
+    """Feature indices (rows of ``top``) -> their names."""
+    if not len(idx):
+        return []
     names = np.array(model.feature_names, dtype=object)
     return [tuple(row) for row in names[idx].tolist()]

@@ -43,7 +43,7 @@ def _kind_of(rows: list[dict]) -> str:
         length=[r.get("length", 60) for r in rows],
         ts=[T0.timestamp() + i * 0.01 for i in range(n)],
         scores=np.full(n, 1.0),
-        families=incidents._families([tuple(r.get("features", ["length"])) for r in rows]),
+        families=incidents._families([tuple(r.get("features", ["length"])) for r in rows])[0],
         threshold=0.5,
         texts=dict.fromkeys(range(n), "why"),
     )

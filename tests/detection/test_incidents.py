@@ -3,6 +3,7 @@ opened on sustained evidence, continued by a recurrence, whatever the read."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,7 +13,7 @@ from django.db import transaction
 from capture import storage
 from capture.choices import IncidentKind, IncidentStatus
 from capture.models import Packet, Sensor
-from capture.records import Batch, empty_records, ip_to_bytes
+from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
 from detection import anomalies, incidents, opening, scoring, suppression
 from detection.models import Anomaly, Incident, SuppressionRule
 
@@ -397,3 +398,40 @@ def test_joined_anomalies_trickling_in_do_not_keep_an_attack_going():
         _save(sensor, [(CLIENT, VICTIM, 50_000 + n, 8080, 6, PSH_ACK, 300)], 1_000 + n, T0 + t)
     flood.refresh_from_db()
     assert flood.last_seen == end  # it ended when its attacker stopped
+
+
+def test_evidence_of_a_read_counted_at_once_is_what_one_anomaly_after_the_other_gives(monkeypatch):
+    """``_add_evidence`` counts each column at once and visits each distinct value once: the same
+    counters (and the same key order), sources, targets and overflow counts as adding the
+    anomalies one by one, with the bounds reached on the way."""
+    bounds = {"SOURCES_KEPT": 3, "TARGETS_KEPT": 4, "EVIDENCE_PORTS": 5, "EVIDENCE_HOSTS": 3}
+    for name, bound in bounds.items():
+        monkeypatch.setattr(incidents, name, bound)
+    rng = np.random.default_rng(7)
+    packets = []
+    for _ in range(400):
+        src, dst = f"10.0.0.{rng.integers(1, 8)}", f"10.0.1.{rng.integers(1, 6)}"
+        proto = int(rng.choice([6, 17, 1, 0]))
+        flags = int(rng.choice([SYN, SYN_ACK, RST_ACK, PSH_ACK])) if proto == 6 else 0
+        packets.append((src, dst, 40000 + int(rng.integers(0, 3)), int(rng.integers(20, 30)), proto, flags,
+                        int(rng.choice([0, 0, 12, 700]))))  # fmt: skip
+    batch, scored = _read(packets, 1, T0)
+    tops = [("src_distinct_ports", "flag_syn", "iat_mean"), ("bytes_per_s", "syn_share"), ("ttl",)]
+    scored.top_features = [tops[i % 3] for i in range(len(packets))]
+    flagged = batch.records
+    read = incidents.read_anomalies(flagged, PacketColumns.of(flagged), scored.scores,
+                                    scored.top_features, 0.5)  # fmt: skip
+    rows = [k for k in rng.permutation(len(packets)).tolist() if k % 5]  # not in row order, with gaps
+    at_once, one_by_one = (Incident(sources=[], targets=[]) for _ in range(2))
+    evidence_at_once, evidence_one_by_one = incidents.Evidence(), incidents.Evidence()
+
+    incidents._add_evidence(at_once, evidence_at_once, read, rows)
+    for k in rows:
+        incidents._add_evidence(one_by_one, evidence_one_by_one, read, [k])
+
+    assert json.dumps(evidence_at_once.dumps()) == json.dumps(evidence_one_by_one.dumps())  # key order too
+    assert (at_once.sources, at_once.targets, at_once.targets_more) == (
+        one_by_one.sources, one_by_one.targets, one_by_one.targets_more,
+    )  # fmt: skip
+    assert len(at_once.sources) == 3 and len(at_once.targets) == 4 and at_once.targets_more > 0
+    assert len(evidence_at_once.port_hits) == 5 and len(evidence_at_once.hosts) == 3

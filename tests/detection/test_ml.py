@@ -146,6 +146,22 @@ def test_explanations_say_what_is_normal_for_values_above_below_and_inside_the_r
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_score_top_gives_the_scores_and_the_flagged_rows_top_features_of_one_pass(models, data, kind):
+    """What the worker calls: the scores of ``score``, and for the rows over the threshold the top
+    features ``top_features`` ranks, made from the scoring pass itself (not the models run again)."""
+    model = models[kind]
+    X = np.concatenate([data["benign"][:3000], *(data["attacks"][k][1][::4] for k in sorted(ATTACK_CODES))])
+
+    scores, top = model.score_top(X, 3)
+
+    assert np.array_equal(scores, model.score(X))
+    flagged = np.flatnonzero(scores > model.threshold)
+    assert 100 < len(flagged) < len(X)
+    # (on the whole matrix: the autoencoder's float32 products differ in the last bits between batch sizes)
+    assert np.array_equal(top, model.top_features(X, 3)[flagged])
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_batch_explanations_equal_row_by_row_ones(models, data, kind):
     """explain_records (what the worker uses: columns, cached wording, JSON written as text) says
     exactly what explain + explain_text + contributions_as_dicts say for each row on its own."""

@@ -71,6 +71,27 @@ def test_second_drain_and_redelivery_store_nothing_twice(redis_client):
     assert IngestedBatch.objects.count() == 1
 
 
+def test_a_read_upserts_the_flows_of_the_batches_it_stores_now_once(redis_client):
+    """The flows of a read are upserted together, of the batches stored now only: a read that
+    meets a batch stored before (its receipt; the worker died before it saved its state) adds
+    only the new batch's packets to the flows."""
+    publish(redis_client, "s1", 1, 51)
+    ingest.drain_sensor("s1", redis_client)
+    stale = ingest.SensorState(last_seq=0).dumps()  # the state of before that commit
+    redis_client.set(ingest._state_key("s1"), stale)
+    publish(redis_client, "s1", 1, 51)  # redelivered
+    publish(redis_client, "s1", 52, 51)
+
+    again = ingest.drain_sensor("s1", redis_client)
+
+    assert (again.packets, again.skipped) == (51, 1)
+    assert Packet.objects.count() == 102
+    flows = {(f.src_port, f.packets, f.bytes) for f in Flow.objects.all()}
+    assert flows == {(40000, 34, 3400), (40001, 34, 3400), (40002, 34, 3400)}
+    first = Flow.objects.get(src_port=40000)
+    assert first.first_seen < first.last_seen
+
+
 def test_unacknowledged_entry_of_a_dead_worker_is_processed(redis_client):
     publish(redis_client, "s1", 1, 40)
     ingest.ensure_group(redis_client, "s1")
