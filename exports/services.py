@@ -273,15 +273,10 @@ def _counted(
 def _renamed(
     rows: Iterator[dict[str, Any]], counter: list[int], on_progress: Callable[[int], None]
 ) -> Iterator:
-    n = 0
-    for row in rows:
+    """``_counted`` rows whose ``sensor_name`` column is exported as ``sensor``."""
+    for row in _counted(rows, counter, on_progress):
         row["sensor"] = row.pop("sensor_name")
-        n += 1
-        if n % PROGRESS_EVERY == 0:
-            counter[0] = n
-            on_progress(n)
         yield row
-    counter[0] = n
 
 
 def writer_keys(job: ExportJob) -> dict[str, Any]:

@@ -2,9 +2,13 @@
 # `make test`: the whole suite on SQLite and, when PostgreSQL answers on 127.0.0.1:5432 (or
 # TEST_DATABASE_URL is set), the tests that use the database again on PostgreSQL. The two passes run
 # at the same time: most of the suite waits on processes it started (workers, daphne, capture,
-# Redis restarts), so two passes share the 2 cores well. The PostgreSQL pass uses Redis database 13
+# Redis restarts), so the passes share the 2 cores well. The PostgreSQL pass uses Redis database 13
 # (the SQLite pass uses 15 and 14), and writes its output to test-output/postgresql.log, which is
 # printed when it ends. Arguments go to both pytest runs; PG_ARGS only to the PostgreSQL one.
+# With no arguments (`make test`, CI), the SQLite pass is itself split in two at the same time: the
+# process-level tests (PROCESS_TESTS: workers killed, Redis restarted, databases locked, browsers;
+# they spend most of their time waiting on the processes they started) on Redis database 12, and the
+# rest on 15. Each pytest process has its own SQLite test database (its pid is in the name).
 set -u
 PY=${PY:-.venv/bin/python}
 pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/netmon}"
@@ -20,9 +24,30 @@ if [ -n "${TEST_DATABASE_URL:-}" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/
 else
   echo "--- PostgreSQL not reachable on 127.0.0.1:5432: only the SQLite pass runs"
 fi
-echo "--- SQLite pass"
-NETMON_ENV=test "$PY" -m pytest "$@"
+PROCESS_TESTS="tests/faults tests/pipeline tests/netmon/test_browser.py tests/netmon/test_browser_incidents.py"
+proc_pid=""
+proc_status=0
+if [ "$#" -eq 0 ]; then
+  echo "--- SQLite pass of the process-level tests runs alongside; output in test-output/sqlite-processes.log"
+  # shellcheck disable=SC2086  # PROCESS_TESTS holds several paths on purpose
+  NETMON_ENV=test REDIS_URL="${redis_base%/*}/12" \
+    "$PY" -m pytest -p no:cacheprovider $PROCESS_TESTS >test-output/sqlite-processes.log 2>&1 &
+  proc_pid=$!
+  ignores=()
+  for t in $PROCESS_TESTS; do ignores+=("--ignore=$t"); done
+  echo "--- SQLite pass (the rest)"
+  NETMON_ENV=test "$PY" -m pytest "${ignores[@]}"
+else
+  echo "--- SQLite pass"
+  NETMON_ENV=test "$PY" -m pytest "$@"
+fi
 sqlite_status=$?
+if [ -n "$proc_pid" ]; then
+  wait "$proc_pid"
+  proc_status=$?
+  echo "--- SQLite pass of the process-level tests:"
+  if [ "$proc_status" -eq 0 ]; then tail -n 8 test-output/sqlite-processes.log; else cat test-output/sqlite-processes.log; fi
+fi
 pg_status=0
 if [ -n "$pg_pid" ]; then
   wait "$pg_pid"
@@ -31,4 +56,4 @@ if [ -n "$pg_pid" ]; then
   echo "--- PostgreSQL pass (${pg_url}):"
   if [ "$pg_status" -eq 0 ]; then tail -n 8 test-output/postgresql.log; else cat test-output/postgresql.log; fi
 fi
-[ "$sqlite_status" -eq 0 ] && [ "$pg_status" -eq 0 ]
+[ "$sqlite_status" -eq 0 ] && [ "$proc_status" -eq 0 ] && [ "$pg_status" -eq 0 ]

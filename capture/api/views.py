@@ -173,7 +173,10 @@ class PacketPcapView(APIView):
     def get(self, request: Request) -> StreamingHttpResponse | Response:
         # an empty parameter is no criterion, as in the packet list's filters
         query = PcapQuerySerializer(data={k: v for k, v in request.query_params.items() if v != ""})
-        query.is_valid(raise_exception=True)
+        if not query.is_valid():  # the reason in "detail" too, like the 410s and the sensor's 400
+            field, messages = next(iter(query.errors.items()))
+            reason = f"{field}: {messages[0]}" if field != "non_field_errors" else str(messages[0])
+            return Response({"detail": reason, **query.errors}, status=status.HTTP_400_BAD_REQUEST)
         q = query.validated_data
         directory = settings.NETMON_EVIDENCE_DIR
         try:

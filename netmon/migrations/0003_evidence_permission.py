@@ -5,43 +5,14 @@ written. The capture app's permissions are created first (``post_migrate`` would
 after every migration has run).
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from netmon.migrations._grants import grant_permissions
 
 ADDED = {
     "analyst": ["capture.download_evidence"],
     "admin": ["capture.download_evidence"],
 }
-
-
-def _permissions(apps, db, names):
-    Permission = apps.get_model("auth", "Permission")
-    found = []
-    for name in names:
-        app_label, codename = name.split(".", 1)
-        found.append(Permission.objects.using(db).get(content_type__app_label=app_label, codename=codename))
-    return found
-
-
-def grant(apps, schema_editor):
-    db = schema_editor.connection.alias
-    app_config = apps.get_app_config("capture")
-    app_config.models_module = True  # historical app configs have none: create_permissions skips them
-    create_permissions(app_config, apps=apps, verbosity=0, using=db)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    for role, names in ADDED.items():
-        group, _ = Group.objects.using(db).get_or_create(name=role)
-        group.permissions.add(*_permissions(apps, db, names))
-
-
-def revoke(apps, schema_editor):
-    db = schema_editor.connection.alias
-    Group = apps.get_model("auth", "Group")
-    for role, names in ADDED.items():
-        group = Group.objects.using(db).filter(name=role).first()
-        if group is not None:
-            group.permissions.remove(*_permissions(apps, db, names))
 
 
 class Migration(migrations.Migration):
@@ -50,4 +21,4 @@ class Migration(migrations.Migration):
         ("capture", "0007_packet_download_evidence"),
     ]
 
-    operations = [migrations.RunPython(grant, revoke)]
+    operations = [grant_permissions("capture", ADDED)]
