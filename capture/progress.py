@@ -142,11 +142,13 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """One plain line: ``capture: 120,000 packets, 35% of 12.3 MB, 24,000 packets/s, ETA 0:00:12``."""
         now = self.clock() if now is None else now
-        parts = [f"{self.label}: {self.packets:,} packets"]
         fraction = self.fraction()
-        if fraction is not None:
-            size = _megabytes(self.total) if self.unit == BYTES else f"{self.total:,.0f} packets"
-            parts.append(f"{fraction:.0%} of {size}")
+        if fraction is not None and self.unit != BYTES:  # "120,000 of 300,000 packets (40%)"
+            parts = [f"{self.label}: {self.packets:,} of {self.total:,.0f} packets ({fraction:.0%})"]
+        else:
+            parts = [f"{self.label}: {self.packets:,} packets"]
+            if fraction is not None:
+                parts.append(f"{fraction:.0%} of {_megabytes(self.total)}")
         parts.append(self._rate_text(now))
         eta = self.eta(now)
         if eta is not None:

@@ -41,8 +41,8 @@ def test_lines_every_tenth_of_the_total_with_rate_and_eta():
 
     lines = out.getvalue().splitlines()
     assert len(lines) == 11  # 10 %, 20 %, ... 100 %, and the last line
-    assert lines[0] == "capture: 100 packets, 10% of 1,000 packets, 500 packets/s, ETA 0:00:02"
-    assert lines[4].startswith("capture: 500 packets, 50% of 1,000 packets")
+    assert lines[0] == "capture: 100 of 1,000 packets (10%), 500 packets/s, ETA 0:00:02"
+    assert lines[4].startswith("capture: 500 of 1,000 packets (50%)")
     assert lines[-1] == "capture: done, 1,000 packets in 2.0 s, 500 packets/s"
 
 

@@ -92,7 +92,7 @@ def test_evaluate_detector_plots_and_reports_progress_off_a_terminal(labeled, tm
     for phase in ("training data", "test data", "scoring"):
         assert f"evaluate_detector: {phase}: " in text and "packets/s" in text
         assert f"evaluate_detector: {phase}: done, " in text
-    assert "evaluate_detector: scoring: 20,000 packets, 100% of 20,000 packets" in text
+    assert "evaluate_detector: scoring: 20,000 of 20,000 packets (100%)" in text
     assert "evaluate_detector: fitting isolation_forest on 30,000 packets" in text
     assert "\x1b[" not in text
 
@@ -125,7 +125,7 @@ def test_train_detector_reports_progress_and_the_fit_off_a_terminal(settings, tm
     )
 
     lines = out.getvalue().splitlines()
-    assert "train_detector: 5,000 packets, 100% of 5,000 packets" in lines[0] and "ETA" in lines[0]
+    assert "train_detector: 5,000 of 5,000 packets (100%)" in lines[0] and "ETA" in lines[0]
     assert lines[1].startswith("train_detector: done, 5,000 packets in ")
     assert lines[2] == "train_detector: fitting isolation_forest on 5,000 packets"
     assert lines[3].startswith("trained isolation_forest v1")
