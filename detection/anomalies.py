@@ -64,7 +64,9 @@ def save_anomalies(
     flagged = batch.records[rows]
     cols = columns.take(rows.tolist()) if columns is not None else PacketColumns.of(flagged)
     scores = scored.scores[rows]
-    read = incidents.read_anomalies(flagged, cols, scores, scored.top_features, scored.threshold)
+    all_opened = scored.opened if len(scored.opened) else None  # who opened each conversation
+    opened = all_opened[rows] if all_opened is not None else None
+    read = incidents.read_anomalies(flagged, cols, scores, scored.top_features, scored.threshold, opened)
     groups = incidents.group_anomalies(sensor, read)
     chosen = incidents.representatives(groups)
     explanations = scored.explain(np.array(chosen, dtype=np.int64), flagged[chosen])
@@ -72,7 +74,8 @@ def save_anomalies(
     # Only the rows stored need their flow's Community ID (a new incident takes its first one's).
     flows = community_ids(flagged[chosen]) if settings.NETMON_COMMUNITY_ID else [""] * len(chosen)
     read.community_ids = {k: flow or "" for k, flow in zip(chosen, flows, strict=True)}
-    assignment = incidents.file_groups(sensor, read, groups, incidents.packets_per_client(batch.records))
+    exchanged = incidents.packets_per_client(batch.records, all_opened)
+    assignment = incidents.file_groups(sensor, read, groups, exchanged)
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
     seqs, sports, dports = flagged["seq"].tolist(), flagged["sport"].tolist(), flagged["dport"].tolist()

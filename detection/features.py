@@ -69,6 +69,9 @@ COLD_SECONDS = {"client": 2.0, "service": 2.0, "chan": 2.0, "sock": 2.0}
 # are never a reason either way: explanations leave them out).
 NEUTRALISE_COLD = False
 KEY_KINDS = ("client", "service", "chan", "sock")
+# Seconds a conversation's opener is remembered after its last packet (``_Openers``): as long as a
+# client's statistics live, so an SSH session idle for minutes keeps its client.
+OPENER_IDLE = 600.0
 STATE_VERSION = 3  # 3: key history (cold start); an older state is unusable and loads as a fresh one
 
 _MAX_TS = 1e10  # timestamps are clipped to [0, this] (year 2286); beyond is garbage
@@ -507,6 +510,61 @@ class _History(_KeyTable):
         return cold[g.pos]
 
 
+class _Openers(_KeyTable):
+    """Which end opened each TCP/UDP conversation (socket pair), remembered across reads: ``low`` is
+    True when the end with the smaller endpoint hash did. A TCP SYN names its source (a SYN-ACK its
+    destination), so a connection's later packets, usually in later reads than its handshake, keep
+    the right client whatever their ports; a UDP conversation's first packet names its source. A
+    TCP conversation whose handshake was never seen stays unknown (``client_side``'s guess)."""
+
+    columns = ("t_last", "low")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.low = np.zeros(0, bool)
+
+    def opened(
+        self,
+        t: np.ndarray,
+        g: _Grouping,
+        low_is_src: np.ndarray,
+        claim: np.ndarray,
+        first_sends: np.ndarray,
+        now: float,
+        max_keys: int,
+    ) -> np.ndarray:
+        """Per packet (times ``t``; conversations grouped by ``g``), 1 when its source opened its
+        conversation, 0 when its destination did, -1 when unknown; the rows are updated.
+
+        ``claim``: per packet, 1 when it shows its source opened (a SYN), 0 its destination (a
+        SYN-ACK), else -1; ``first_sends``: the packet names its source when it is the first of a
+        conversation not remembered (UDP). A later claim overrides (a socket pair reused)."""
+        n = len(t)
+        if not n:
+            return np.zeros(0, np.int8)
+        order = g.order
+        ts, src_low = t[order], low_is_src[order]
+        # Claims as "the low end opened" (1) / "the high end opened" (0), in grouped order.
+        c = claim[order].astype(np.int8)
+        c = np.where(c < 0, c, np.where(src_low, c, 1 - c)).astype(np.int8)
+        gkeys = g.sorted_keys[g.first]
+        ti, found = self.lookup(gkeys)
+        if len(self.keys):
+            found &= self.t_last[ti] >= ts[g.gstart] - self.idle  # idle too long: forgotten
+        stored = np.where(found, self.low[ti].astype(np.int8) if len(self.keys) else 0, -1).astype(np.int8)
+        first = g.gstart[(stored < 0) & first_sends[order][g.gstart] & (c[g.gstart] < 0)]
+        c[first] = src_low[first]
+        i = np.arange(n)
+        last_claim = np.maximum.accumulate(np.where(c >= 0, i, -1))
+        mine = last_claim >= g.gstart[g.grank_sorted]  # a claim of this conversation so far
+        low = np.where(mine, c[np.maximum(last_claim, 0)], stored[g.grank_sorted])
+        end = np.concatenate([g.gstart[1:], [n]]) - 1
+        known = low[end] >= 0
+        self.update(gkeys[known], now, max_keys, t_last=ts[end][known], low=low[end][known] == 1)
+        out = np.where(low < 0, -1, (low == 1) == src_low).astype(np.int8)
+        return out[g.pos]
+
+
 _TABLE_WIDTH = {"client": 3, "service": 3, "chan": 9, "sock": 6}
 _TAIL_COLUMNS = (
     ("t", np.float64),
@@ -531,7 +589,8 @@ class FeatureState:
 
     Holds the last timestamp (time never goes backwards: later packets are clamped to it), the
     tail of packets of the last ``window`` seconds (standard level), the damped sums per key
-    (advanced level) and each key's history (standard and advanced: cold start). Bounded:
+    (advanced level), each key's history (standard and advanced: cold start) and which end opened
+    each conversation (``openers``, every level: ``FeatureExtractor.transform_opened``). Bounded:
     ``max_tail`` packets and ``max_keys`` keys per table.
     """
 
@@ -558,10 +617,12 @@ class FeatureState:
             name: _DampedSums(len(self.decays), m, IDLE_RESET[name]) for name, m in _TABLE_WIDTH.items()
         }
         self.history = {name: _History(IDLE_RESET[name]) for name in KEY_KINDS}
+        self.openers = _Openers(OPENER_IDLE)
 
     def _keyed(self) -> dict[str, _KeyTable]:
         """Every per-key table by its name in the serialised state."""
-        return {**self.tables, **{f"history_{name}": tab for name, tab in self.history.items()}}
+        history = {f"history_{name}": tab for name, tab in self.history.items()}
+        return {**self.tables, **history, "openers": self.openers}
 
     def to_bytes(self) -> bytes:
         """Serialise (npz, no pickle)."""
@@ -602,6 +663,8 @@ class FeatureState:
             st.packets = int(meta["packets"])
             st.tail = {name: z[f"tail_{name}"].astype(dtype) for name, dtype in _TAIL_COLUMNS}
             for name, tab in st._keyed().items():
+                if name == "openers" and "openers_keys" not in z.files:
+                    continue  # saved before openers were remembered: start with none, keep the rest
                 for column in ("keys", *tab.columns):
                     setattr(tab, column, z[f"{name}_{column}"])
         return st
@@ -643,19 +706,26 @@ def _port_class(port: np.ndarray, has_ports: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-def client_side(records: np.ndarray) -> np.ndarray:
+def client_side(records: np.ndarray, opened: np.ndarray | None = None) -> np.ndarray:
     """Per packet, True when its source started the conversation (is the client), else False.
 
-    Stateless, so every batching agrees: a TCP SYN comes from the client and a SYN-ACK from the
-    server; otherwise, for TCP and UDP, the end with the higher port is the client (services listen
-    on low ports, clients connect from ephemeral ones; equal ports count the source); ICMP echo
-    replies and errors answer their destination; any other packet is its source's.
+    ``opened`` (``FeatureExtractor.transform_opened``: 1 the source opened the conversation, 0 the
+    destination, -1 unknown) comes first where known: the state remembers each conversation's
+    opener across reads. Otherwise the guess is stateless, so every batching agrees: a TCP SYN
+    comes from the client and a SYN-ACK from the server; otherwise, for TCP and UDP, the end with
+    the higher port is the client (services listen on low ports, clients connect from ephemeral
+    ones; equal ports count the source); ICMP echo replies and errors answer their destination;
+    any other packet is its source's. The features use the stateless guess (the models were
+    trained on it); incidents use the opener.
     """
     version = records["ip_version"]
     proto = records["proto"].astype(np.int64)
     has_ports = (version > 0) & ((proto == 6) | (proto == 17))
     flags = records["tcp_flags"].astype(np.int64) * (proto == 6)
-    return _client_side(records, version, proto, has_ports, flags)
+    guess = _client_side(records, version, proto, has_ports, flags)
+    if opened is None:
+        return guess
+    return np.where(opened >= 0, opened == 1, guess)
 
 
 def _client_side(
@@ -746,13 +816,23 @@ class FeatureExtractor:
 
         Without a state the batch is featurised as a stream of its own. Never returns NaN/inf.
         """
-        return self.transform_cold(records, state)[0]
+        return self.transform_opened(records, state)[0]
 
     def transform_cold(
         self, records: np.ndarray, state: FeatureState | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``transform``, and beside the features a boolean mask of the same shape: True where the
         value is a cold statistic (its key has too little history, see ``COLD_PACKETS``)."""
+        X, cold, _ = self.transform_opened(records, state)
+        return X, cold
+
+    def transform_opened(
+        self, records: np.ndarray, state: FeatureState | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``transform_cold``, and per packet (int8) whether its source opened its conversation: 1
+        yes, 0 its destination did, -1 unknown (not TCP/UDP, or a TCP handshake never seen). The
+        state remembers openers across calls (``_Openers``); ``client_side(records, opened)``
+        turns it into each packet's client."""
         if state is None:
             state = self.new_state()
         elif (state.level, state.window, state.decays) != (self.level, self.window, self.decays):
@@ -760,17 +840,21 @@ class FeatureExtractor:
         n = len(records)
         out = np.empty((n, self.n_features), np.float32)
         cold = np.empty((n, self.n_features), bool)
+        opened = np.empty(n, np.int8)
         for lo in range(0, n, self.chunk):
             hi = min(n, lo + self.chunk)
-            out[lo:hi], by_kind = self._transform_chunk(records[lo:hi], state)
+            out[lo:hi], by_kind, opened[lo:hi] = self._transform_chunk(records[lo:hi], state)
             cold[lo:hi] = by_kind[:, self._cold_column]
-        return out, cold
+        return out, cold, opened
 
     # -- one chunk
 
-    def _transform_chunk(self, rec: np.ndarray, state: FeatureState) -> tuple[np.ndarray, np.ndarray]:
-        """Features of a chunk and, per packet, whether each key kind's statistics are cold
-        (shape (n, len(KEY_KINDS) + 1), the last column False for the per-packet features)."""
+    def _transform_chunk(
+        self, rec: np.ndarray, state: FeatureState
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of a chunk, per packet whether each key kind's statistics are cold (shape
+        (n, len(KEY_KINDS) + 1), the last column False for the per-packet features), and per packet
+        whether its source opened its conversation (``transform_opened``)."""
         n = len(rec)
         t = rec["ts"].astype(np.float64)
         t = np.where(np.isfinite(t), t, 0.0)
@@ -785,15 +869,16 @@ class FeatureExtractor:
         flags = rec["tcp_flags"].astype(np.int64) * (proto == 6)
         src = _host_hash(rec["src_ip"], rec["src_mac"], version)
         dst = _host_hash(rec["dst_ip"], rec["dst_mac"], version)
+        # Sockets are unordered: both directions of a conversation share one key.
+        e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
+        e_dst = _combine(dst, dport * np.uint64(257) + proto.astype(np.uint64))
+        flow = _combine(np.minimum(e_src, e_dst), np.maximum(e_src, e_dst))
+        sock: _Grouping | None = None
 
         cols = [self._low(rec, version, proto, has_ports, flags)]
         cold = np.zeros((n, len(KEY_KINDS) + 1), bool)
         if self.level != FeatureLevel.LOW:
             size = rec["length"].astype(np.float64)
-            # Sockets are unordered: both directions of a conversation share one key.
-            e_src = _combine(src, sport * np.uint64(257) + proto.astype(np.uint64))
-            e_dst = _combine(dst, dport * np.uint64(257) + proto.astype(np.uint64))
-            flow = _combine(np.minimum(e_src, e_dst), np.maximum(e_src, e_dst))
             cis = _client_side(rec, version, proto, has_ports, flags)
             client, server = np.where(cis, src, dst), np.where(cis, dst, src)
             # A service is the server's end (host, port, protocol); without ports, the server host.
@@ -818,11 +903,13 @@ class FeatureExtractor:
             chan = _combine(np.minimum(src, dst), np.maximum(src, dst))  # the host pair, both ways
             keys = {"client": client, "service": service, "chan": chan, "sock": flow}
             groups = {kind: _Grouping(keys[kind]) for kind in KEY_KINDS}
+            sock = groups["sock"]
             for k, kind in enumerate(KEY_KINDS):
                 cold[:, k] = state.history[kind].cold(t, groups[kind], float(t[-1]), state.max_keys, kind)
             cols.append(self._standard(cur, state))
             if self.level == FeatureLevel.ADVANCED:
                 cols.append(self._advanced(t, size, src, dst, e_src, e_dst, groups, state))
+        opened = self._opened(t, flags, proto, has_ports, e_src, e_dst, flow, sock, state)
         state.t_last = float(t[-1]) if n else state.t_last
         state.packets += n
         x = np.empty((n, self.n_features), np.float32)
@@ -833,7 +920,31 @@ class FeatureExtractor:
             block[np.isnan(block)] = 0.0
             x[:, c0 : c0 + block.shape[1]] = block
             c0 += block.shape[1]
-        return x, cold
+        return x, cold, opened
+
+    @staticmethod
+    def _opened(
+        t: np.ndarray,
+        flags: np.ndarray,
+        proto: np.ndarray,
+        has_ports: np.ndarray,
+        e_src: np.ndarray,
+        e_dst: np.ndarray,
+        flow: np.ndarray,
+        sock: _Grouping | None,
+        state: FeatureState,
+    ) -> np.ndarray:
+        """Per packet, whether its source opened its conversation (``transform_opened``)."""
+        n = len(t)
+        if not n:
+            return np.zeros(0, np.int8)
+        tcp = has_ports & (proto == 6)
+        syn, ack = (flags & 2) > 0, (flags & 16) > 0
+        claim = np.where(tcp & syn & ~ack, 1, np.where(tcp & syn & ack, 0, -1)).astype(np.int8)
+        udp = has_ports & (proto == 17)
+        g = sock if sock is not None else _Grouping(flow)  # the socket pairs (grouped once per chunk)
+        opened = state.openers.opened(t, g, e_src <= e_dst, claim, udp, float(t[-1]), state.max_keys)
+        return np.where(has_ports, opened, -1).astype(np.int8)
 
     @staticmethod
     def _low(

@@ -327,6 +327,9 @@ class ReadAnomalies:
     families: list[tuple[str, ...]]  # the feature families of its top features, largest first
     threshold: float
     service_led: list[bool] = field(default_factory=list)  # its top feature is a statistic of the service
+    # whose client is known from the opener the feature state remembered (not guessed): never turned
+    # around by ``_orient_pairs``, and it orients the rest of its pair of hosts
+    known: list[bool] = field(default_factory=list)
     texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
     community_ids: dict[int, str] = field(default_factory=dict)  # the representatives' flows' IDs
 
@@ -343,10 +346,17 @@ class Assignment:
 
 
 def read_anomalies(
-    flagged: np.ndarray, cols: Any, scores: np.ndarray, top_features: list[tuple[str, ...]], threshold: float
+    flagged: np.ndarray,
+    cols: Any,
+    scores: np.ndarray,
+    top_features: list[tuple[str, ...]],
+    threshold: float,
+    opened: np.ndarray | None = None,
 ) -> ReadAnomalies:
     """The columns ``group_anomalies`` and ``file_groups`` need from a read's flagged records, their
-    text columns and the names of their top features (``scoring.ScoredBatch.top_features``)."""
+    text columns and the names of their top features (``scoring.ScoredBatch.top_features``).
+    ``opened``: per flagged record, whether its source opened its conversation (1), its destination
+    (0) or unknown (-1) (``ScoredBatch.opened``); the known ones set the client before any guess."""
     proto = flagged["proto"]
     flags = flagged["tcp_flags"]
     syn_only = (proto == 6) & ((flags & _SYN) != 0) & ((flags & _ACK) == 0)
@@ -356,7 +366,8 @@ def read_anomalies(
     )
     families, service_led = _families(top_features)
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
-    request = client_side(flagged).tolist()
+    request = client_side(flagged, opened).tolist()
+    known = [False] * len(flagged) if opened is None else (opened >= 0).tolist()
     sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
     client, target, host, port, client_port = [], [], [], [], []
     spelled: dict[tuple[str, int, str], str] = {}  # (server, port, protocol) -> target (a flood repeats one)
@@ -397,6 +408,7 @@ def read_anomalies(
         families=families,
         threshold=threshold,
         service_led=service_led,
+        known=known,
     )
 
 
@@ -415,11 +427,12 @@ def _families(top_features: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]
     return families, service_led
 
 
-def packets_per_client(records: np.ndarray) -> dict[bytes, int]:
-    """How many packets of a read each client (16-byte address) exchanged, both directions."""
+def packets_per_client(records: np.ndarray, opened: np.ndarray | None = None) -> dict[bytes, int]:
+    """How many packets of a read each client (16-byte address) exchanged, both directions
+    (``opened``: as in ``read_anomalies``, for all the read's records)."""
     if not len(records):
         return {}
-    cs = client_side(records)
+    cs = client_side(records, opened)
     raw = np.where(cs[:, None], records["src_ip"], records["dst_ip"])
     keys = np.ascontiguousarray(raw).view(np.dtype((np.void, 16))).ravel()
     unique, counts = np.unique(keys, return_counts=True)
@@ -570,33 +583,45 @@ EPHEMERAL = 32768  # ports from here up are clients' (Linux's range starts here;
 def _orient_pairs(read: ReadAnomalies) -> None:
     """Between two hosts, one end is the client of all the read's anomalies between them.
 
-    Which end is the client is guessed per packet (``client_side``: SYNs, then the higher port): a
-    flood from source ports below the service's port, or a scanner's reset to a port above its own
-    source port, reads as the other host's conversation, which would make a victim look like an
-    attacker. Per pair of hosts, in order: when one end used a single port and the other several,
+    Where the feature state remembered who opened a conversation (``read.known``: its SYN, or a UDP
+    conversation's first packet, seen in this read or an earlier one), that is its client: those
+    anomalies are never turned around, and the pair's other anomalies (ICMP errors, connections
+    whose handshake was not seen) follow the end most of them name. Otherwise which end is the
+    client is guessed per packet (``client_side``: SYNs, then the higher port): a flood from source
+    ports below the service's port, or a scanner's reset to a port above its own source port, reads
+    as the other host's conversation, which would make a victim look like an attacker. Per pair of
+    hosts without known clients, in order: when one end used a single port and the other several,
     the single port is the service's unless it is ephemeral (then it is a scanner's source port);
     else the end most packets' guess names (not the end that sent more: a server answering a
     download sends more than its client).
     """
+    known = read.known or [False] * len(read.client)
     votes: Counter = Counter()  # (client guess, server guess) -> anomalies
+    sure: Counter = Counter()  # (client, server) -> anomalies whose client is known
     ports: dict[tuple[str, str], set[int]] = {}  # (end, other end) -> ports the end used (up to 3)
-    for client, host, cport, port in zip(read.client, read.host, read.client_port, read.port, strict=True):
+    for client, host, cport, port, is_known in zip(
+        read.client, read.host, read.client_port, read.port, known, strict=True
+    ):
         if client is None or host is None:
             continue
         votes[(client, host)] += 1
+        if is_known:
+            sure[(client, host)] += 1
         if port is not None:
             for end, other, used in ((client, host, cport), (host, client, port)):
                 seen = ports.setdefault((end, other), set())
                 if len(seen) < 3:
                     seen.add(used)
     decided: dict[tuple[str, str], bool] = {}  # (client guess, server guess) -> turn around
-    for k, (client, host) in enumerate(zip(read.client, read.host, strict=True)):
-        if client is None or host is None:
+    for k, (client, host, is_known) in enumerate(zip(read.client, read.host, known, strict=True)):
+        if client is None or host is None or is_known:
             continue
         flip = decided.get((client, host))
         if flip is None:
             mine, theirs = ports.get((client, host), set()), ports.get((host, client), set())
-            if len(theirs) == 1 and len(mine) >= 3:  # the guessed server used one port
+            if sure[(client, host)] or sure[(host, client)]:  # the openers remembered decide
+                flip = sure[(host, client)] > sure[(client, host)]
+            elif len(theirs) == 1 and len(mine) >= 3:  # the guessed server used one port
                 flip = next(iter(theirs)) >= EPHEMERAL  # a scanner's fixed source port
             elif len(mine) == 1 and len(theirs) >= 3:  # the guessed client used one port
                 flip = next(iter(mine)) < EPHEMERAL  # a service's port: it is the server

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,9 @@ class ScoredBatch:
     model_kind: str
     model_versions: dict[str, int]
     feature_state: bytes
+    # per row: 1 its source opened its conversation, 0 its destination, -1 unknown (the feature
+    # state remembers openers across reads: ``FeatureExtractor.transform_opened``); empty: unknown
+    opened: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
 
     @property
     def flagged(self) -> np.ndarray:
@@ -79,6 +82,7 @@ class ScoredBatch:
             model_kind=self.model_kind,
             model_versions=self.model_versions,
             feature_state=self.feature_state,
+            opened=self.opened[rows] if len(self.opened) else self.opened,
         )
 
 
@@ -179,7 +183,7 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         return None
     row, model, extractor = current
     fstate = load_state(state.features, extractor)
-    X, cold = extractor.transform_cold(batch.records, fstate)
+    X, cold, opened = extractor.transform_opened(batch.records, fstate)
     neutralise_cold(model, X, cold)
     # The flagged rows' top features come from the scoring pass itself (``score_top``): running both
     # models again on them cost a flood more than scoring all of its packets.
@@ -205,6 +209,7 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
         model_kind=row.kind,
         model_versions={row.kind: row.version},
         feature_state=fstate.to_bytes(),
+        opened=opened,
     )
 
 
