@@ -559,11 +559,18 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 group(entity).joined.extend(rows)
 
     for target, clients in by_service.items():
-        ranked = sorted(clients.items(), key=lambda item: -len(item[1]))
+        ranked = list(clients.items())
+        if len(ranked) > 1:
+            ranked.sort(key=lambda item: -len(item[1]))
         host = read.host[ranked[0][1][0]]
         owner = services.get(target) if target is not None else None
         if owner is None and host not in attacker_of:
             owner = hosts.get(host) if host is not None else None
+        if owner is None and len(ranked) == 1 and attacker_of.get(host, ranked[0][0]) == ranked[0][0]:
+            # one client, no attack it could be the effect of: its own (what the rules below give
+            # it, here in one step: a scan has a target per probe)
+            group(host_entity(ranked[0][0])).rows.extend(ranked[0][1])
+            continue
         if owner is not None:
             own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
             if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources
