@@ -873,7 +873,7 @@ def _incidents(
             opened.append(incident)
         elif before is not None and _LEVELS.index(incident.severity) > before:
             raised.append(incident)
-    Incident.objects.bulk_update(updated, _CHANGED, batch_size=_IN_CHUNK)
+    _update_incidents(updated)
     _insert_incidents(sensor, created)
     if hits:
         suppression.record_hits(dict(hits), _when(max(read.ts)))
@@ -919,6 +919,26 @@ def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, 
         ):
             latest[entity] = incident
     return latest
+
+
+def _update_incidents(updated: list[Incident]) -> None:
+    """Write back the incidents a read grew (the ``_CHANGED`` fields): one UPDATE statement run for
+    each in one ``executemany``. The ORM's bulk_update built a CASE per field and incident, most of
+    the filing of a small read under attack; the values are adapted as the ORM adapts them."""
+    if not updated:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    columns = [Incident._meta.get_field(name).column for name in _CHANGED]
+    sets = ", ".join(f"{column} = %s{cast if column in _JSON_COLUMNS else ''}" for column in columns)
+    values = [
+        (adapt(i.last_seen), i.anomaly_count, i.packet_count, i.peak_score, i.explanation, i.kind, i.severity,
+         json.dumps(i.sources), json.dumps(i.targets), i.targets_more, json.dumps(i.evidence),
+         adapt(i.opened_at), i.status, i.status_changed_by_id, adapt(i.status_changed_at), i.pk)
+        for i in updated
+    ]  # fmt: skip
+    with connection.cursor() as cursor:  # table and column names are ours (model meta), never input
+        cursor.executemany(f"UPDATE {Incident._meta.db_table} SET {sets} WHERE id = %s", values)  # noqa: S608
 
 
 _INCIDENT_COLUMNS = [
