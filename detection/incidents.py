@@ -39,6 +39,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import Any
 
 import numpy as np
@@ -476,24 +478,70 @@ def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident],
     return services, hosts
 
 
+def _take(column: Any, rows: list[int]) -> list:
+    """``[column[k] for k in rows]``, gathered in C (a flood's group has thousands of rows)."""
+    if len(rows) > 1:
+        return list(itemgetter(*rows)(column))
+    return [column[rows[0]]] if rows else []
+
+
+def _codes(values: list) -> tuple[list, np.ndarray]:
+    """The distinct values in the order of their first appearance, and each value's index among them."""
+    distinct = list(dict.fromkeys(values))
+    index = {value: i for i, value in enumerate(distinct)}
+    return distinct, np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+
+
+def _runs(codes: np.ndarray, n: int) -> tuple[list[int], list[int]]:
+    """Row indexes ordered by code (ascending within a code), and where each code's run starts
+    (``n + 1`` bounds): code ``i``'s rows are ``order[starts[i]:starts[i + 1]]``."""
+    order = np.argsort(codes, kind="stable").tolist()
+    starts = [0, *np.cumsum(np.bincount(codes, minlength=n)).tolist()]
+    return order, starts
+
+
+_Rows = dict[str | None, list[int]]  # anomaly indexes per client (or target)
+
+
+def _by_service_and_client(
+    read: ReadAnomalies, led: np.ndarray
+) -> tuple[dict[str | None, _Rows], _Rows, _Rows]:
+    """A read's anomaly indexes per target and client, per client, and per client those led by its
+    own statistics (``led`` False); each dict in the order of first appearance, indexes ascending,
+    as one anomaly after the other would fill them, but worked out per distinct (client, target)."""
+    clients, client_codes = _codes(read.client)
+    targets, target_codes = _codes(read.target)
+    order, starts = _runs(client_codes, len(clients))
+    by_client = {c: order[starts[i] : starts[i + 1]] for i, c in enumerate(clients)}
+    mine = np.flatnonzero(~led)
+    own_order, own_starts = _runs(client_codes[mine], len(clients))
+    own_rows = mine[own_order].tolist()
+    own = {c: own_rows[own_starts[i] : own_starts[i + 1]] for i, c in enumerate(clients)}
+    pairs = client_codes * len(targets) + target_codes
+    distinct, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    order, starts = _runs(inverse.reshape(-1), len(distinct))
+    by_service: dict[str | None, dict[str | None, list[int]]] = {}
+    for i in np.argsort(first, kind="stable").tolist():  # pairs in the order of their first anomaly
+        client, target = divmod(int(distinct[i]), len(targets))
+        by_service.setdefault(targets[target], {})[clients[client]] = order[starts[i] : starts[i + 1]]
+    return by_service, by_client, own
+
+
 def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     """Each anomaly's entity (see the module docstring), as groups of anomaly indexes."""
     _orient_pairs(read)
-    by_service: dict[str | None, dict[str | None, list[int]]] = {}
-    by_client: dict[str | None, list[int]] = {}
-    for k, (client, target) in enumerate(zip(read.client, read.target, strict=True)):
-        by_service.setdefault(target, {}).setdefault(client, []).append(k)
-        by_client.setdefault(client, []).append(k)
-    services, hosts = _under_attack(sensor, _when(min(read.ts)))
-    # Clients busy enough in this read to open an incident, and for each host the busiest of them
-    # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     # ... counting only anomalies led by the client's own statistics: a client whose anomalies are
     # led by the service's (its rate during someone else's flood) is not attacking anything
     led = read.service_led or [False] * len(read.ts)
+    by_service, by_client, own = _by_service_and_client(read, np.array(led[: len(read.ts)], dtype=bool))
+    services, hosts = _under_attack(sensor, _when(min(read.ts)))
+    # Clients busy enough in this read to open an incident, and for each host the busiest of them
+    # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     enough = opening.OPEN_MIN_ANOMALIES
-    own = {c: [k for k in rows if not led[k]] for c, rows in by_client.items()}
     busy = {c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
-    hits: Counter = Counter((read.client[k], read.host[k]) for c in busy for k in own[c])
+    hits: Counter = Counter()
+    for c in busy:
+        hits.update(zip(repeat(c), _take(read.host, own[c])))
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
         if host is not None and host not in busy and n >= opening.OPEN_MIN_ANOMALIES:
@@ -524,11 +572,18 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 group(entity).joined.extend(rows)
 
     for target, clients in by_service.items():
-        ranked = sorted(clients.items(), key=lambda item: -len(item[1]))
+        ranked = list(clients.items())
+        if len(ranked) > 1:
+            ranked.sort(key=lambda item: -len(item[1]))
         host = read.host[ranked[0][1][0]]
         owner = services.get(target) if target is not None else None
         if owner is None and host not in attacker_of:
             owner = hosts.get(host) if host is not None else None
+        if owner is None and len(ranked) == 1 and attacker_of.get(host, ranked[0][0]) == ranked[0][0]:
+            # one client, no attack it could be the effect of: its own (what the rules below give
+            # it, here in one step: a scan has a target per probe)
+            group(host_entity(ranked[0][0])).rows.extend(ranked[0][1])
+            continue
         if owner is not None:
             own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
             if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources
@@ -542,7 +597,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 continue
         # Several clients each attacking this service on their own statistics, none dominating: one
         # coordinated (distributed) attack, whose entity is the service and whose sources they are.
-        attackers = [c for c, rows in ranked if c in busy and sum(not led[k] for k in rows) >= enough]
+        attackers = [c for c, rows in ranked if c in busy and len(rows) - sum(_take(led, rows)) >= enough]
         if target is not None and len(attackers) >= 2:
             counts = sorted((len(clients[c]) for c in attackers), reverse=True)
             if counts[0] < DOMINANCE * counts[1]:
@@ -565,10 +620,11 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 # A quiet client's anomalies whose leading reason is the service's own statistics
                 # (its rate, its clients) say the service is abnormal, not the client: they gather
                 # on the service, which opens only when many clients show it (MANY_CLIENTS).
-                by_service_stats = [k for k in rows if led[k]]
+                leds = _take(led, rows)
+                by_service_stats = list(compress(rows, leds))
                 if target is not None and by_service_stats and len(ranked) > 1:  # (alone: the cause)
                     group(service_entity(target)).rows.extend(by_service_stats)
-                    rows = [k for k in rows if not led[k]]
+                    rows = list(compress(rows, map(not_, leds)))
                 if rows:
                     group(host_entity(client)).rows.extend(rows)
     for g in groups.values():
@@ -666,13 +722,11 @@ def _representatives(read: ReadAnomalies, group: _Group) -> list[int]:
     candidates = np.array(rows)
     by_score = candidates[np.argsort(-read.scores[candidates], kind="stable")].tolist()
     chosen = {by_score[0]}
-    seen: set[str | None] = set()
-    for k in sorted(rows):
-        if len(seen) >= TARGET_REPRESENTATIVES:
-            break
-        if read.target[k] not in seen:
-            seen.add(read.target[k])
-            chosen.add(k)
+    in_order = sorted(rows)
+    targets = _take(read.target, in_order)
+    first = dict(zip(reversed(targets), reversed(in_order), strict=True))  # target -> its first anomaly
+    for target in list(dict.fromkeys(targets))[:TARGET_REPRESENTATIVES]:
+        chosen.add(first[target])
     for k in by_score:
         if len(chosen) >= REPRESENTATIVES_PER_GROUP:
             break
@@ -702,14 +756,15 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     evidence.explained += len(group.representatives)
     rows = group.all_rows()
     incident.anomaly_count += len(rows)
-    top = max(rows, key=lambda k: read.scores[k])
+    top = rows[int(np.argmax(np.asarray(read.scores)[rows]))]  # the first of the highest
     if float(read.scores[top]) > incident.peak_score or not incident.explanation:
         incident.peak_score = float(read.scores[top])
         incident.explanation = read.texts.get(top, "")[:2000]  # the top score is a representative
-    if group.rows:  # other clients' joined anomalies (its effect) do not keep an attack going
-        incident.last_seen = max(incident.last_seen, _when(max(read.ts[k] for k in group.rows)))
+    times = _take(read.ts, group.rows)
+    if times:  # other clients' joined anomalies (its effect) do not keep an attack going
+        incident.last_seen = max(incident.last_seen, _when(max(times)))
     if incident.opened_at is None:
-        times = sorted([*evidence.recent, *(read.ts[k] for k in group.rows)])
+        times = sorted([*evidence.recent, *times])
         at = opening.dense(np.array(times))
         evidence.coordinated = evidence.coordinated or group.coordinated
         if incident.entity.startswith("service ") and len(incident.sources) < MANY_CLIENTS:
@@ -738,36 +793,39 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
     """
     if not rows:
         return
-    request, payload = read.request, read.payload
-    sent = [k for k in rows if request[k] and payload[k] > 0]
+    request = np.array(_take(read.request, rows), dtype=bool)
+    payload = np.array(_take(read.payload, rows), dtype=np.int64)
+    carried = payload > 0
+    sent = request & carried
     evidence.anomalies += len(rows)
-    evidence.requests += sum(request[k] for k in rows)
-    evidence.icmp_sent += sum(1 for k in rows if request[k] and read.icmp_request[k])
-    evidence.sent_with_data += len(sent)
-    evidence.sent_payload += sum(payload[k] for k in sent)
-    evidence.protocols.update([read.protocol[k] for k in rows])
-    evidence.syn_only += sum(read.syn_only[k] for k in rows)
-    evidence.with_payload += sum(1 for k in rows if payload[k] > 0)
-    evidence.bytes += sum(read.length[k] for k in rows)
-    for families, n in Counter([read.families[k] for k in rows]).items():
+    evidence.requests += int(np.count_nonzero(request))
+    icmp = np.array(_take(read.icmp_request, rows), dtype=bool)
+    evidence.icmp_sent += int(np.count_nonzero(request & icmp))
+    evidence.sent_with_data += int(np.count_nonzero(sent))
+    evidence.sent_payload += int(payload[sent].sum())
+    evidence.protocols.update(_take(read.protocol, rows))
+    evidence.syn_only += int(np.count_nonzero(np.array(_take(read.syn_only, rows), dtype=bool)))
+    evidence.with_payload += int(np.count_nonzero(carried))
+    evidence.bytes += sum(_take(read.length, rows))
+    for families, n in Counter(_take(read.families, rows)).items():
         for weight, family in zip((3, 2, 1), families, strict=False):
             evidence.families[family] += weight * n
     sources = list(incident.sources)
     named = set(sources)
-    for client in dict.fromkeys([read.client[k] for k in rows]):
+    for client in dict.fromkeys(_take(read.client, rows)):
         if client is not None and client not in named and len(sources) < SOURCES_KEPT:
             sources.append(client)
             named.add(client)
     incident.sources = sources
     hits = evidence.port_hits
-    for port, n in Counter([read.port[k] for k in rows]).items():
+    for port, n in Counter(_take(read.port, rows)).items():
         if port is not None and (port in hits or len(hits) < EVIDENCE_PORTS):
             hits[port] += n
-    firsts: dict[str | None, int] = {}  # distinct target -> its first anomaly
-    for k in rows:
-        firsts.setdefault(read.target[k], k)
-    firsts.pop(None, None)
-    counts = Counter([read.target[k] for k in rows])
+    names = _take(read.target, rows)
+    first = dict(zip(reversed(names), reversed(rows), strict=True))  # the last write is the first anomaly
+    # distinct target -> its first anomaly, in the order of first sight
+    firsts = {target: first[target] for target in dict.fromkeys(names) if target is not None}
+    counts = Counter(names)
     targets = list(incident.targets)
     listed = set(targets)
     for target, k in firsts.items():
@@ -797,7 +855,7 @@ def _incidents(
 ) -> Assignment:
     """Grow each entity's incident (or start a candidate) with the read's anomalies. A handful of
     statements per read however many entities it has."""
-    firsts = {entity: _when(min(read.ts[k] for k in g.all_rows())) for entity, g in groups.items()}
+    firsts = {entity: _when(min(_take(read.ts, g.all_rows()))) for entity, g in groups.items()}
     current = _recent_incidents(sensor, {e: t for e, t in firsts.items() if groups[e].incident is None})
     rules = suppression.RuleSet.active()
     created: list[Incident] = []
@@ -840,14 +898,14 @@ def _incidents(
             opened.append(incident)
         elif before is not None and _LEVELS.index(incident.severity) > before:
             raised.append(incident)
-    Incident.objects.bulk_update(updated, _CHANGED, batch_size=_IN_CHUNK)
+    _update_incidents(updated)
     _insert_incidents(sensor, created)
     if hits:
         suppression.record_hits(dict(hits), _when(max(read.ts)))
-    ids: list[int | None] = [None] * len(read.ts)
+    filed = np.full(len(read.ts), None, dtype=object)
     for g in groups.values():
-        for k in g.all_rows():
-            ids[k] = g.incident.pk
+        filed[g.all_rows()] = g.incident.pk
+    ids: list[int | None] = filed.tolist()
     opened_ids = {i.pk for i in opened}
     return Assignment(
         ids=ids,
@@ -886,6 +944,26 @@ def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, 
         ):
             latest[entity] = incident
     return latest
+
+
+def _update_incidents(updated: list[Incident]) -> None:
+    """Write back the incidents a read grew (the ``_CHANGED`` fields): one UPDATE statement run for
+    each in one ``executemany``. The ORM's bulk_update built a CASE per field and incident, most of
+    the filing of a small read under attack; the values are adapted as the ORM adapts them."""
+    if not updated:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    columns = [Incident._meta.get_field(name).column for name in _CHANGED]
+    sets = ", ".join(f"{column} = %s{cast if column in _JSON_COLUMNS else ''}" for column in columns)
+    values = [
+        (adapt(i.last_seen), i.anomaly_count, i.packet_count, i.peak_score, i.explanation, i.kind, i.severity,
+         json.dumps(i.sources), json.dumps(i.targets), i.targets_more, json.dumps(i.evidence),
+         adapt(i.opened_at), i.status, i.status_changed_by_id, adapt(i.status_changed_at), i.pk)
+        for i in updated
+    ]  # fmt: skip
+    with connection.cursor() as cursor:  # table and column names are ours (model meta), never input
+        cursor.executemany(f"UPDATE {Incident._meta.db_table} SET {sets} WHERE id = %s", values)  # noqa: S608
 
 
 _INCIDENT_COLUMNS = [

@@ -1,7 +1,9 @@
 """What the worker publishes to dashboards: each read's top anomalies and the incidents it opened or grew.
 
 Sent through capture.events to the anomalies group after the read is committed and acknowledged,
-so a dashboard never shows an anomaly the database does not have.
+so a dashboard never shows an anomaly the database does not have; each read's messages of a group
+in one send (``events.broadcast_many``), which the consumer takes apart into the same WebSocket
+messages as before.
 """
 
 from __future__ import annotations
@@ -38,12 +40,11 @@ def anomaly_event(anomaly: Anomaly, sensor_name: str, read_at: float) -> dict[st
 
 def broadcast_anomalies(saved: SavedAnomalies, sensor_name: str, read_at: float) -> None:
     """The highest-scoring anomalies of a read (up to 20 batches) to dashboards; the API lists them all."""
-    for anomaly in saved.top:
-        events.broadcast(
-            events.GROUP_ANOMALIES,
-            {"type": "anomaly.detected", "anomaly": anomaly_event(anomaly, sensor_name, read_at),
-             "batch_anomalies": saved.count},
-        )  # fmt: skip
+    events.broadcast_many(
+        events.GROUP_ANOMALIES,
+        [{"type": "anomaly.detected", "anomaly": anomaly_event(anomaly, sensor_name, read_at),
+          "batch_anomalies": saved.count} for anomaly in saved.top],
+    )  # fmt: skip
 
 
 BROADCAST_INCIDENTS = 50  # incident events per read at most (a spoofed flood opens thousands)
@@ -90,6 +91,11 @@ def broadcast_incidents(opened: list[int], updated: list[int]) -> None:
         .order_by("-peak_score")[:BROADCAST_INCIDENTS]
     )
     new = set(opened)
-    for incident in rows:
-        kind = "incident.opened" if incident.pk in new else "incident.updated"
-        events.broadcast(events.GROUP_INCIDENTS, {"type": kind, "incident": incident_event(incident)})
+    messages = [
+        {
+            "type": "incident.opened" if incident.pk in new else "incident.updated",
+            "incident": incident_event(incident),
+        }
+        for incident in rows
+    ]
+    events.broadcast_many(events.GROUP_INCIDENTS, messages)

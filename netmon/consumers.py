@@ -699,6 +699,19 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
             talkers_geo = await _with_geo(geo.talkers_geo, event.get("top_talkers"))
             await self._relay({**event, "talkers_geo": talkers_geo}, "stats")
 
+    _BATCHABLE = {  # group message types a batch may carry -> their handler
+        "anomaly.detected": "anomaly_detected",
+        "incident.opened": "incident_opened",
+        "incident.updated": "incident_updated",
+    }
+
+    async def events_batch(self, event: dict[str, Any]) -> None:
+        """Several messages sent at once (``capture.events.broadcast_many``): each handled as if alone."""
+        for message in event.get("messages") or []:
+            handler = self._BATCHABLE.get(message.get("type")) if isinstance(message, dict) else None
+            if handler is not None:
+                await getattr(self, handler)(message)
+
     async def anomaly_detected(self, event: dict[str, Any]) -> None:
         anomaly = event.get("anomaly")
         if isinstance(anomaly, dict) and self._wanted(anomaly):

@@ -201,6 +201,11 @@ def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redi
 
 def _drain_and_collect(redis_client, sensor: str) -> list[dict]:
     """Drain ``sensor`` while listening to the incidents group; the messages the worker sent."""
+    return _sent_while(lambda: ingest.drain_sensor(sensor, redis_client))
+
+
+def _sent_while(action) -> list[dict]:
+    """The group messages to the incidents group while ``action()`` runs, each of a batch on its own."""
     import asyncio
 
     from asgiref.sync import async_to_sync
@@ -227,8 +232,10 @@ def _drain_and_collect(redis_client, sensor: str) -> list[dict]:
         return out
 
     channel = async_to_sync(listen)()
-    ingest.drain_sensor(sensor, redis_client)
-    return async_to_sync(collect)(channel)
+    action()
+    sent = async_to_sync(collect)(channel)
+    assert len(sent) <= 1  # one group message per read (several incidents: one batch)
+    return [m for s in sent for m in (s["messages"] if s["type"] == events.BATCH_TYPE else [s])]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -256,3 +263,26 @@ def test_the_worker_announces_opened_and_grown_incidents_once_per_read(trained, 
     assert grown[0]["incident"]["anomaly_count"] == scanner.anomaly_count
     assert grown[0]["incident"]["kind"] == scanner.kind
     assert {m["type"] for m in second} <= {"incident.opened", "incident.updated"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reads_incident_events_are_one_group_message():
+    """``incident_opened``/``incident_updated`` of one read go to the group in one send (a round trip
+    each was most of a small read's publishing under attack); highest peak first, as before."""
+    from capture.models import Sensor
+    from detection import live
+
+    sensor = Sensor.objects.create(name="b1")
+    made = [
+        Incident.objects.create(
+            sensor=sensor, entity=f"host 10.0.0.{i}", src_ip=f"10.0.0.{i}", sources=[f"10.0.0.{i}"],
+            first_seen=T0, last_seen=T0, opened_at=T0, peak_score=float(i),
+        )
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+
+    sent = _sent_while(lambda: live.broadcast_incidents([made[0].pk, made[2].pk], [made[1].pk]))
+
+    assert [(m["type"], m["incident"]["id"]) for m in sent] == [
+        ("incident.opened", made[2].pk), ("incident.updated", made[1].pk), ("incident.opened", made[0].pk),
+    ]  # fmt: skip

@@ -435,3 +435,34 @@ def test_evidence_of_a_read_counted_at_once_is_what_one_anomaly_after_the_other_
     )  # fmt: skip
     assert len(at_once.sources) == 3 and len(at_once.targets) == 4 and at_once.targets_more > 0
     assert len(evidence_at_once.port_hits) == 5 and len(evidence_at_once.hosts) == 3
+
+
+def test_anomalies_by_service_and_client_are_what_one_anomaly_after_the_other_gives():
+    """``_by_service_and_client`` works per distinct (client, target) pair; its dicts must be what
+    filling them anomaly by anomaly gives, in the same key order (the order of first sight decides
+    ties between equally busy clients) and with ascending indexes."""
+    rng = np.random.default_rng(3)
+    n = 500
+    clients = [None, "10.0.0.1", "10.0.0.2", "10.0.0.3", "203.0.113.9"]
+    targets = [None, "10.0.1.1", "10.0.1.1:80/tcp", "10.0.1.2:22/tcp", "10.0.1.3:53/udp"]
+    client = [clients[i] for i in rng.integers(0, len(clients), n)]
+    target = [targets[i] for i in rng.integers(0, len(targets), n)]
+    led = rng.random(n) < 0.3
+    read = incidents.ReadAnomalies(
+        client=client, target=target, host=[None] * n, port=[None] * n, client_port=[None] * n,
+        request=[True] * n, protocol=["TCP"] * n, syn_only=[False] * n, icmp_request=[False] * n,
+        payload=[0] * n, length=[60] * n, ts=[T0] * n, scores=np.ones(n), families=[()] * n, threshold=0.5,
+    )  # fmt: skip
+    by_service, by_client, own = {}, {}, {}
+    for k, (c, t) in enumerate(zip(client, target, strict=True)):
+        by_service.setdefault(t, {}).setdefault(c, []).append(k)
+        by_client.setdefault(c, []).append(k)
+    own = {c: [k for k in rows if not led[k]] for c, rows in by_client.items()}
+
+    got = incidents._by_service_and_client(read, led)
+
+    assert [(t, list(cs.items())) for t, cs in got[0].items()] == [
+        (t, list(cs.items())) for t, cs in by_service.items()
+    ]
+    assert list(got[1].items()) == list(by_client.items())
+    assert list(got[2].items()) == list(own.items())

@@ -617,6 +617,23 @@ async def test_subscribe_filters_packets_and_anomalies_by_ip(session_headers):
     assert received[1]["anomaly"]["id"] == 2
 
 
+async def test_a_batch_of_group_messages_reaches_the_client_as_the_messages_one_by_one(session_headers):
+    """The worker sends a read's anomalies (and incidents) in one group message
+    (``events.broadcast_many``); the client receives what the messages sent alone gave, filters too."""
+    communicator = await open_socket(session_headers)
+    await request(communicator, {"type": "subscribe", "streams": ["anomalies"], "ip": "10.0.0.7"})
+    wanted = {"type": "anomaly.detected", "anomaly": anomaly(2, dst="10.0.0.7"), "batch_anomalies": 3}
+    other = {"type": "anomaly.detected", "anomaly": anomaly(1), "batch_anomalies": 3}
+    unknown = {"type": "export.ready", "job": 1}  # not a type a batch may carry: dropped
+
+    await publish(
+        events.GROUP_ANOMALIES, {"type": events.BATCH_TYPE, "messages": [other, wanted, unknown, wanted]}
+    )
+
+    received = await drain(communicator)
+    assert received == [{**wanted, "type": "anomaly_detected"}] * 2
+
+
 async def test_subscribe_filters_by_sensor(session_headers):
     communicator = await open_socket(session_headers)
 
