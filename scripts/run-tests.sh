@@ -8,23 +8,40 @@
 # With no arguments (`make test`, CI), the SQLite pass is itself split in two at the same time: the
 # process-level tests (PROCESS_TESTS: workers killed, Redis restarted, databases locked, browsers;
 # they spend most of their time waiting on the processes they started) on Redis database 12, and the
-# rest on 15. Each pytest process has its own SQLite test database (its pid is in the name).
+# rest on 15. Each pytest process has its own SQLite test database (its pid is in the name). The
+# PostgreSQL pass is split the same way: its process-level tests in test_<name>_processes on Redis
+# database 11, the rest in test_<name> on 13.
 set -u
 PY=${PY:-.venv/bin/python}
 pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/netmon}"
 redis_base="${REDIS_URL:-redis://127.0.0.1:6379/15}"
 mkdir -p test-output
+PROCESS_TESTS="tests/faults tests/pipeline tests/netmon/test_browser.py tests/netmon/test_browser_incidents.py"
+PG_PROCESS_TESTS="tests/faults tests/pipeline"  # (the browser tests use no database: not in that pass)
 pg_pid=""
+pg_proc_pid=""
 if [ -n "${TEST_DATABASE_URL:-}" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "--- PostgreSQL pass (${pg_url}) runs alongside; output in test-output/postgresql.log"
-  # shellcheck disable=SC2086  # PG_ARGS holds several words (no spaces inside one) on purpose
-  NETMON_ENV=test NETMON_TEST_DATABASE_ONLY=1 DATABASE_URL="$pg_url" REDIS_URL="${redis_base%/*}/13" \
-    "$PY" -m pytest -p no:cacheprovider ${PG_ARGS:-} "$@" >test-output/postgresql.log 2>&1 &
+  if [ "$#" -eq 0 ]; then
+    # its process-level tests apart too, in a database of their own (pytest-django makes test_<name>)
+    # shellcheck disable=SC2086  # PG_ARGS and PG_PROCESS_TESTS hold several words on purpose
+    NETMON_ENV=test NETMON_TEST_DATABASE_ONLY=1 DATABASE_URL="${pg_url}_processes" REDIS_URL="${redis_base%/*}/11" \
+      "$PY" -m pytest -p no:cacheprovider ${PG_ARGS:-} $PG_PROCESS_TESTS >test-output/postgresql-processes.log 2>&1 &
+    pg_proc_pid=$!
+    pg_ignores=()
+    for t in $PG_PROCESS_TESTS; do pg_ignores+=("--ignore=$t"); done
+    # shellcheck disable=SC2086
+    NETMON_ENV=test NETMON_TEST_DATABASE_ONLY=1 DATABASE_URL="$pg_url" REDIS_URL="${redis_base%/*}/13" \
+      "$PY" -m pytest -p no:cacheprovider ${PG_ARGS:-} "${pg_ignores[@]}" >test-output/postgresql.log 2>&1 &
+  else
+    # shellcheck disable=SC2086  # PG_ARGS holds several words (no spaces inside one) on purpose
+    NETMON_ENV=test NETMON_TEST_DATABASE_ONLY=1 DATABASE_URL="$pg_url" REDIS_URL="${redis_base%/*}/13" \
+      "$PY" -m pytest -p no:cacheprovider ${PG_ARGS:-} "$@" >test-output/postgresql.log 2>&1 &
+  fi
   pg_pid=$!
 else
   echo "--- PostgreSQL not reachable on 127.0.0.1:5432: only the SQLite pass runs"
 fi
-PROCESS_TESTS="tests/faults tests/pipeline tests/netmon/test_browser.py tests/netmon/test_browser_incidents.py"
 proc_pid=""
 proc_status=0
 if [ "$#" -eq 0 ]; then
@@ -55,5 +72,16 @@ if [ -n "$pg_pid" ]; then
   [ "$pg_status" -eq 5 ] && pg_status=0  # the selection had no database tests: nothing to run there
   echo "--- PostgreSQL pass (${pg_url}):"
   if [ "$pg_status" -eq 0 ]; then tail -n 8 test-output/postgresql.log; else cat test-output/postgresql.log; fi
+fi
+if [ -n "$pg_proc_pid" ]; then
+  wait "$pg_proc_pid"
+  pg_proc_status=$?
+  echo "--- PostgreSQL pass of the process-level tests (${pg_url}_processes):"
+  if [ "$pg_proc_status" -eq 0 ]; then
+    tail -n 8 test-output/postgresql-processes.log
+  else
+    cat test-output/postgresql-processes.log
+    pg_status=$pg_proc_status
+  fi
 fi
 [ "$sqlite_status" -eq 0 ] && [ "$proc_status" -eq 0 ] && [ "$pg_status" -eq 0 ]
