@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import apprise
 from django.core.exceptions import ValidationError
@@ -84,7 +84,7 @@ def redact(url: str) -> str:
     for an URL apprise cannot parse, since there is no telling which part it is)."""
     plugin = _parse(url)
     if plugin is not None:
-        return plugin.url(privacy=True)
+        return _hide_header_values(plugin.url(privacy=True))
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
@@ -92,6 +92,30 @@ def redact(url: str) -> str:
         netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
     query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&") if pair)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+# apprise's privacy form hides passwords and tokens but not the values of custom headers (``+X-Api-Key=``,
+# ``-X-Token=``), payload fields (``:field=``) or parameters named like secrets: hide those as well.
+_SECRET_KEY_PREFIXES = ("+", "-", ":")
+_SECRET_KEY_WORDS = ("token", "secret", "password", "passwd", "apikey", "api_key", "auth", "key")
+
+
+def _hide_header_values(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = []
+    for pair in parts.query.split("&"):
+        key, sep, value = pair.partition("=")
+        name = unquote(key).lower()
+        if (
+            sep
+            and value
+            and (name.startswith(_SECRET_KEY_PREFIXES) or any(w in name for w in _SECRET_KEY_WORDS))
+        ):
+            value = "****"
+        pairs.append(f"{key}{sep}{value}")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(pairs), parts.fragment))
 
 
 # --- the API's request contract ---------------------------------------------------------------------

@@ -175,3 +175,16 @@ def test_a_test_message_is_queued_after_commit_and_arrives(
     assert "severity high and above" in receiver.received[0]["message"]
     assert not Delivery.objects.exists()
     assert tasks.send_test_message(999999) == "missing"
+
+
+def test_header_and_payload_values_are_hidden_too(admin_api):
+    # apprise's privacy form leaves custom headers (+X-Api-Key=, -X-Token=) and payload fields
+    # (:field=) as they are: a webhook's key would be answered to every admin and shown in the admin
+    url = "json://hooks.example.org/netmon?+X-Api-Key=k3y-value&-X-Token=t0ken-value&:extra=f1eld-value"
+    made = admin_api.post(URL, {"name": "webhook", "url": url}, format="json")
+    assert made.status_code == 201, made.content
+    answered = made.content.decode() + admin_api.get(URL).content.decode()
+    for secret in ("k3y-value", "t0ken-value", "f1eld-value"):
+        assert secret not in answered
+    assert "hooks.example.org/netmon" in made.json()["url"]  # still tells which destination it is
+    assert Destination.objects.get().url == url  # stored whole: sending needs it
