@@ -80,7 +80,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -99,6 +98,7 @@ sys.path.insert(0, str(ROOT))
 from measure import (  # noqa: E402 - bench/measure.py
     Clock,
     Run,
+    bench_env,
     best,
     profile_call,
 )
@@ -128,22 +128,6 @@ def _row(label: str, run: Run, note: str = "") -> None:
 
 
 _profile = profile_call
-
-
-def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
-    """Environment of this process's Django and of the children it starts."""
-    return {
-        "NETMON_ENV": "development",
-        "DEBUG": "0",
-        "SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(50),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CHANNELS_REDIS_URL": redis_url,
-        "DJANGO_SETTINGS_MODULE": "netmon.settings",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def setup_django(database_url: str, redis_url: str, migrate: bool = True) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import cProfile
 import io
+import os
 import pstats
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +66,19 @@ def profile_call(fn, *args, top: int = 14, packages: str = "capture|detection|ne
         parts.append(f"    by {'own' if order == 'tottime' else 'cumulative'} time:")
         parts += ["    " + line.replace(str(ROOT) + "/", "") for line in lines[start:] if line.strip()]
     return "\n".join(parts)
+
+
+def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """Environment of a bench's Django and of the children it starts (development settings, quiet logs)."""
+    return {
+        "NETMON_ENV": "development",
+        "DEBUG": "0",
+        "SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(50),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CHANNELS_REDIS_URL": redis_url,
+        "DJANGO_SETTINGS_MODULE": "netmon.settings",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }

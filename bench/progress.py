@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import pty
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -47,28 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from measure import Clock, Run, best  # noqa: E402 - bench/measure.py
+from measure import Clock, Run, bench_env, best  # noqa: E402 - bench/measure.py
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 SQLITE_PATH = ROOT / "var" / "bench-progress.sqlite3"
 TARGET_RATIO = 0.95
 TARGET_SHARE = 0.01
 MODES = ("none", "lines", "bar")
-
-
-def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
-    return {
-        "NETMON_ENV": "development",
-        "DEBUG": "0",
-        "SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(50),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CHANNELS_REDIS_URL": redis_url,
-        "DJANGO_SETTINGS_MODULE": "netmon.settings",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def flush_redis(url: str) -> None:
