@@ -30,7 +30,7 @@ from detection import evidence as detection_evidence
 from detection.models import Anomaly, Incident
 from detection.services import incident_has_address
 from exports import crypto
-from exports.formats import FILE_EXTENSIONS, RECORD_FORMATS, serialise
+from exports.formats import FILE_EXTENSIONS, FORMATS, FRAME_FORMATS, RECORD_FORMATS, serialise
 from exports.models import ExportJob
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,16 @@ COLUMNS = {
 # The datasets the event formats (EVE alerts: detection.eve) can write, and the filters that do not
 # apply to incidents (they have sources and targets, not one protocol and port).
 RECORD_DATASETS = {"eve": ("incidents", "anomalies"), "zeek-conn": ("flows",)}
+
+
+def formats_of(dataset: str) -> tuple[str, ...]:
+    """What ``dataset`` exports as: the pcap dataset as pcap; the others as the column formats and
+    the event formats made for them (``RECORD_DATASETS``)."""
+    if dataset == ExportJob.Dataset.PCAP:
+        return FRAME_FORMATS
+    return FORMATS + tuple(f for f in RECORD_FORMATS if dataset in RECORD_DATASETS[f])
+
+
 NOT_INCIDENT_FILTERS = ("port", "protocol", "anomalies_only")
 
 

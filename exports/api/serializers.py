@@ -19,7 +19,7 @@ from capture import services as capture_services
 from capture.choices import EncryptionAlgorithm
 from capture.validation import ClosedSerializer, StrictField, VocabularyField
 from exports import crypto, services
-from exports.formats import FORMATS, RECORD_FORMATS
+from exports.formats import RECORD_FORMATS
 from exports.models import ExportJob, RecipientKey
 from exports.services import MIN_PASSPHRASE
 
@@ -258,12 +258,9 @@ class ExportRequestSerializer(ClosedSerializer):
             message = "the pcap dataset is written as pcap: use format pcap"
             raise serializers.ValidationError({"format": message})
         if attrs["dataset"] != pcap and attrs["format"] == ExportJob.Format.PCAP:
-            takes = FORMATS + tuple(
-                f for f in RECORD_FORMATS if attrs["dataset"] in services.RECORD_DATASETS[f]
-            )
-            rows = ", ".join(takes)
+            takes = ", ".join(services.formats_of(attrs["dataset"]))
             raise serializers.ValidationError(
-                {"format": f"pcap is the format of the pcap dataset only; {attrs['dataset']} takes {rows}"}
+                {"format": f"pcap is the format of the pcap dataset only; {attrs['dataset']} takes {takes}"}
             )
         filters = attrs.get("filters") or {}
         refused = _ROW_ONLY_FILTERS if attrs["dataset"] == pcap else _PCAP_ONLY_FILTERS
@@ -283,12 +280,11 @@ class ExportRequestSerializer(ClosedSerializer):
         have no protocol or port."""
         dataset, fmt = attrs["dataset"], attrs["format"]
         if fmt in RECORD_FORMATS and dataset not in services.RECORD_DATASETS[fmt]:
-            tabular = ", ".join(FORMATS)
             takes = services.RECORD_DATASETS[fmt]
             noun = "datasets" if len(takes) > 1 else "dataset"
             raise serializers.ValidationError(
                 {"format": f"{fmt} is for the {' and '.join(takes)} {noun}; "
-                           f"{dataset} exports as {tabular}"}
+                           f"{dataset} exports as {', '.join(services.formats_of(dataset))}"}
             )  # fmt: skip
         if dataset == ExportJob.Dataset.INCIDENTS:
             unused = [key for key in services.NOT_INCIDENT_FILTERS if key in attrs.get("filters", {})]
