@@ -25,7 +25,9 @@ models
     same ensemble fed Netmon's robust log scaling instead of min-max (what the scaling alone does).
 
 Arms (``--arms``, default all): ``netmon`` (Netmon's models on Netmon's features, the baseline:
-detection's public functions, as ``manage.py evaluate_detector`` calls them), ``kitnet``
+detection's public functions, as ``manage.py evaluate_detector`` calls them; beside it the forest
+and the autoencoder alone, and ``netmon.equal_weights``: the same two combined with equal weights,
+as before ``ml.FOREST_WEIGHT``), ``kitnet``
 (KitNET on Netmon's features), ``kitnet_log``, ``netmon_ai`` (Netmon's models on AfterImage
 features), ``kitnet_ai`` (KitNET on AfterImage features: the Kitsune reproduction),
 ``netmon_plus`` (Netmon's models on Netmon's features plus AfterImage's).
@@ -423,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             record("netmon", np.concatenate([p[1] for p in parts]))
             for sub, s in sub_scores(model, X_test).items():
                 record(f"netmon.{sub}", s)
+            # the same two models combined with equal weights, as before ml.FOREST_WEIGHT
+            model.forest_weight, weight = 0.5, model.forest_weight
+            record("netmon.equal_weights", model.score(X_test))
+            model.forest_weight = weight
         print(f"netmon: {time.perf_counter() - t0:.0f} s", flush=True)
     if "kitnet" in arms:
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from capture.demo import ATTACK_CODES, DemoTraffic
 from capture.records import ip_to_text
 from detection.features import FeatureExtractor, describe
 from detection.ml import (
+    FOREST_WEIGHT,
     MODEL_KINDS,
     AutoencoderModel,
     CombinedModel,
@@ -227,3 +228,39 @@ def test_refuses_to_train_on_too_few_samples(data, kind):
         model.fit(data["train"][:, :5])
     with pytest.raises(ValueError, match="unknown model kind"):
         create_model("svm", data["fx"].names)
+
+
+def _weighted(model: CombinedModel, X: np.ndarray, forest_weight: float) -> np.ndarray:
+    """The combined score recomputed from the two halves' own scores, the forest at ``forest_weight``."""
+    Z = model.scaler.transform(X)
+    lf = np.log(model.forest._score_scaled(Z) / model.forest.threshold) / model.spreads[0]
+    la = np.log(model.autoencoder._score_scaled(Z) / model.autoencoder.threshold) / model.spreads[1]
+    return forest_weight * lf + (1 - forest_weight) * la
+
+
+def test_both_weighs_the_forest_less_than_the_autoencoder(models, data):
+    model = models["both"]
+    X = np.concatenate([data["benign"][:2000], data["attacks"]["http_flood"][1][:2000]])
+
+    assert 0 < FOREST_WEIGHT < 0.5 and model.forest_weight == FOREST_WEIGHT
+    np.testing.assert_allclose(model.score(X), _weighted(model, X, FOREST_WEIGHT), rtol=1e-6, atol=1e-9)
+
+
+def test_a_both_model_saved_before_the_forest_weight_keeps_its_equal_weights(models, data, tmp_path):
+    model = models["both"]
+    X = np.concatenate([data["benign"][:1000], data["attacks"]["syn_flood"][1][:1000]])
+    model.save(tmp_path / "new")
+    model.save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["params"]["forest_weight"]  # as saved before the weight existed
+    meta_path.write_text(json.dumps(meta))
+
+    new, old = load_model(tmp_path / "new"), load_model(tmp_path / "old")
+
+    assert isinstance(new, CombinedModel) and isinstance(old, CombinedModel)
+    assert new.forest_weight == FOREST_WEIGHT and old.forest_weight == 0.5
+    np.testing.assert_allclose(new.score(X), model.score(X), rtol=1e-6)
+    # its threshold was calibrated on equally weighted scores: it keeps scoring them
+    np.testing.assert_allclose(old.score(X), _weighted(old, X, 0.5), rtol=1e-6, atol=1e-9)
+    assert old.threshold == model.threshold
