@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
-from operator import itemgetter, not_
+from operator import and_, itemgetter, not_
 from typing import Any
 
 import numpy as np
@@ -651,40 +651,38 @@ def _orient_pairs(read: ReadAnomalies) -> None:
     else the end most packets' guess names (not the end that sent more: a server answering a
     download sends more than its client).
     """
-    known = read.known or [False] * len(read.client)
-    votes: Counter = Counter()  # (client guess, server guess) -> anomalies
-    sure: Counter = Counter()  # (client, server) -> anomalies whose client is known
-    ports: dict[tuple[str, str], set[int]] = {}  # (end, other end) -> ports the end used (up to 3)
-    for client, host, cport, port, is_known in zip(
-        read.client, read.host, read.client_port, read.port, known, strict=True
-    ):
-        if client is None or host is None:
-            continue
-        votes[(client, host)] += 1
-        if is_known:
-            sure[(client, host)] += 1
-        if port is not None:
-            for end, other, used in ((client, host, cport), (host, client, port)):
-                seen = ports.setdefault((end, other), set())
-                if len(seen) < 3:
-                    seen.add(used)
-    decided: dict[tuple[str, str], bool] = {}  # (client guess, server guess) -> turn around
-    for k, (client, host, is_known) in enumerate(zip(read.client, read.host, known, strict=True)):
-        if client is None or host is None or is_known:
-            continue
-        flip = decided.get((client, host))
-        if flip is None:
-            mine, theirs = ports.get((client, host), set()), ports.get((host, client), set())
-            if sure[(client, host)] or sure[(host, client)]:  # the openers remembered decide
-                flip = sure[(host, client)] > sure[(client, host)]
-            elif len(theirs) == 1 and len(mine) >= 3:  # the guessed server used one port
-                flip = next(iter(theirs)) >= EPHEMERAL  # a scanner's fixed source port
-            elif len(mine) == 1 and len(theirs) >= 3:  # the guessed client used one port
-                flip = next(iter(mine)) < EPHEMERAL  # a service's port: it is the server
-            else:  # (not who sent more: a server answering a download sends more than its client)
-                flip = votes[(host, client)] > votes[(client, host)]
-            decided[(client, host)] = flip
+    n = len(read.client)
+    known = read.known or [False] * n
+    # Counted per distinct value at C level (Counter, set, compress): a scan or a flood has tens of
+    # thousands of anomalies between a few pairs of hosts, and a loop per anomaly was most of the cost.
+    both = [c is not None and h is not None for c, h in zip(read.client, read.host, strict=True)]
+    pairs = list(zip(read.client, read.host, strict=True))
+    votes = Counter(compress(pairs, both))  # (client guess, server guess) -> anomalies
+    sure = Counter(compress(pairs, map(and_, both, known)))  # (client, server) -> known anomalies
+    # (end, other end) -> how many ports the end used (1, 2 or more) and, for one, which
+    ported = [b and p is not None for b, p in zip(both, read.port, strict=True)]
+    used = set(compress(zip(read.client, read.host, read.client_port, strict=True), ported))
+    used.update(compress(zip(read.host, read.client, read.port, strict=True), ported))
+    ends = itemgetter(0, 1)
+    port_count = Counter(map(ends, used))
+    one_port = dict(zip(map(ends, used), map(itemgetter(2), used), strict=True))
+    unknown = list(map(and_, both, map(not_, known)))
+    flipped: set[tuple[str, str]] = set()  # (client guess, server guess) turned around
+    for client, host in set(compress(pairs, unknown)):
+        mine, theirs = port_count[(client, host)], port_count[(host, client)]
+        if sure[(client, host)] or sure[(host, client)]:  # the openers remembered decide
+            flip = sure[(host, client)] > sure[(client, host)]
+        elif theirs == 1 and mine >= 3:  # the guessed server used one port
+            flip = one_port[(host, client)] >= EPHEMERAL  # a scanner's fixed source port
+        elif mine == 1 and theirs >= 3:  # the guessed client used one port
+            flip = one_port[(client, host)] < EPHEMERAL  # a service's port: it is the server
+        else:  # (not who sent more: a server answering a download sends more than its client)
+            flip = votes[(host, client)] > votes[(client, host)]
         if flip:
+            flipped.add((client, host))
+    if flipped:
+        turn = map(and_, unknown, map(flipped.__contains__, pairs))
+        for k in compress(range(n), turn):
             _turn_around(read, k)
 
 

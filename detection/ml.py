@@ -75,7 +75,9 @@ _SCALE_FLOOR = 0.1  # in log1p units: a feature constant in training still gets 
 FORMAT_VERSION = 1
 MODEL_KINDS = tuple(MlModel)  # the vocabulary (capture/choices.py), re-exported
 _CHUNK = 65536
-_TOP_BLOCK = 2048  # flagged rows per block of contributions in score_top
+# flagged rows per block of contributions in score_top: 256 rows of ~160 float64 features, ~330 kB per
+# temporary, stay in the CPU's cache (2,048 rows did not: their top features cost 10-15 % more)
+_TOP_BLOCK = 256
 
 
 class TrainingError(ValueError):
@@ -822,16 +824,23 @@ def _top_indices(C: np.ndarray, top: int) -> np.ndarray:
     """Per row of contributions ``C``, the indices of the ``top`` largest, largest first (ties: the
     lower index first, as a stable full sort ranks them)."""
     top = min(top, C.shape[1])
-    # argpartition finds the top few in linear time; only those are sorted (stable, as explain).
-    part = (
-        np.argpartition(-C, top - 1, axis=1)[:, :top]
-        if top < C.shape[1]
-        else np.arange(C.shape[1])[None].repeat(len(C), 0)
-    )
-    part = np.sort(part, axis=1)  # ties: the lower index first, as the stable full sort has it
-    rows = np.arange(len(C))[:, None]
-    order = np.argsort(-C[rows, part], axis=1, kind="stable")
-    return part[rows, order]
+    if not np.isfinite(C).all():
+        # NaN, and -inf that the loop below could not tell from a winner taken out: sorted
+        return _top_indices_sorted(C, top)
+    # ``top`` passes of argmax (the first of equal maxima: the lower index), each taking the winner
+    # out: ~10x cheaper than argpartition, whose per-row partition dominated a flood's top features.
+    W = C.copy()
+    rows = np.arange(len(C))
+    out = np.empty((len(C), top), np.intp)
+    for k in range(top):
+        out[:, k] = best = W.argmax(axis=1)
+        W[rows, best] = -np.inf
+    return out
+
+
+def _top_indices_sorted(C: np.ndarray, top: int) -> np.ndarray:
+    """``_top_indices`` by a stable full sort of each row (NaN ranks last)."""
+    return np.argsort(-C, axis=1, kind="stable")[:, :top]
 
 
 def create_model(kind: str, feature_names: Sequence[str], **kw: Any) -> AnomalyModel:

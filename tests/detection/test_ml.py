@@ -25,6 +25,7 @@ from detection.ml import (
     CombinedModel,
     Contribution,
     TrainingError,
+    _top_indices,
     contributions_as_dicts,
     create_model,
     explain_text,
@@ -160,6 +161,24 @@ def test_score_top_gives_the_scores_and_the_flagged_rows_top_features_of_one_pas
     assert 100 < len(flagged) < len(X)
     # (on the whole matrix: the autoencoder's float32 products differ in the last bits between batch sizes)
     assert np.array_equal(top, model.top_features(X, 3)[flagged])
+
+
+def test_top_features_rank_ties_as_a_stable_sort_does():
+    """The flagged rows' top features (a flood's incident evidence) rank as ``explain`` does, a
+    stable sort: of equal contributions the lower feature index first, also where the tie straddles
+    the last place kept, and contributions that are NaN or -inf (cold) last."""
+    rng = np.random.default_rng(7)
+    C = rng.integers(0, 3, size=(400, 12)).astype(np.float64)  # small integers: ties everywhere
+    C[0] = [1.0, 1.0, 2.0, 2.0, 0, 0, 0, 0, 0, 0, 0, 0]  # the third place: 1.0 at 0 and at 1
+    spoiled = C[:50].copy()
+    spoiled[rng.random(spoiled.shape) < 0.2] = -np.inf
+    spoiled[rng.random(spoiled.shape) < 0.1] = np.nan
+
+    for matrix in (C, spoiled):
+        for top in (1, 3, 12):
+            expected = np.argsort(-matrix, axis=1, kind="stable")[:, :top]
+            assert np.array_equal(_top_indices(matrix, top), expected)
+    assert _top_indices(C[:1], 3).tolist() == [[2, 3, 0]]
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
