@@ -71,6 +71,7 @@ SCAN_MIN = 10  # distinct ports of one host (or hosts on one port) that make a s
 FLOOD_MIN = 20  # anomalies before a volume rule names a flood
 CONNECTIONS_MIN = 5  # connection attempts before brute force, request flood or slow connections
 SLOW_SEND = 48  # bytes: what a held-open connection sends at a time (a header line), under a request
+CONNECTIONS_KEPT = 64  # distinct client ports remembered per incident (connections, for the kind)
 _SYN, _ACK = 0x02, 0x10
 # ICMP error reports (unreachable, source quench, redirect, time exceeded, parameter problem): a host
 # answering packets it did not want (a UDP flooder's kernel answering the victim's replies)
@@ -115,6 +116,8 @@ class Evidence:
     icmp_sent: int = 0  # ICMP anomalies (not error reports) sent by the client side
     sent_with_data: int = 0  # anomalies the client side sent with a payload ...
     sent_payload: int = 0  # ... and their payload bytes (uploads, requests)
+    sent_small: int = 0  # ... of which under SLOW_SEND bytes (a header line of a held-open request)
+    client_ports: list[int] = field(default_factory=list)  # distinct client ports (its connections)
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
     syn_only: int = 0  # TCP SYN without ACK: connection attempts
     with_payload: int = 0  # packets that carried data (requests, transfers)
@@ -138,6 +141,8 @@ class Evidence:
             icmp_sent=int(data.get("icmp_sent", 0)),
             sent_with_data=int(data.get("sent_with_data", 0)),
             sent_payload=int(data.get("sent_payload", 0)),
+            sent_small=int(data.get("sent_small", 0)),
+            client_ports=[int(p) for p in data.get("client_ports") or []],
             protocols=Counter(data.get("protocols", {})),
             syn_only=int(data.get("syn_only", 0)),
             with_payload=int(data.get("with_payload", 0)),
@@ -160,6 +165,8 @@ class Evidence:
             "icmp_sent": self.icmp_sent,
             "sent_with_data": self.sent_with_data,
             "sent_payload": self.sent_payload,
+            "sent_small": self.sent_small,
+            "client_ports": self.client_ports,
             "protocols": dict(self.protocols),
             "syn_only": self.syn_only,
             "with_payload": self.with_payload,
@@ -192,6 +199,11 @@ class Evidence:
 
     def share(self, protocol: str) -> float:
         return self.protocols.get(protocol, 0) / max(1, self.anomalies)
+
+    def connections(self) -> int:
+        """Connections seen: connection attempts (SYN), or distinct client ports where more (the
+        attempts of held-open connections may be cold, unflagged, or in an earlier read)."""
+        return max(self.syn_only, len(self.client_ports))
 
     def max_ports_on_a_host(self) -> int:
         return max((len(p) for p in self.hosts.values()), default=0)
@@ -242,11 +254,14 @@ def incident_kind(evidence: Evidence) -> str:
         and port not in BULK_PORTS
     ):  # fmt: skip
         return IncidentKind.LARGE_TRANSFER  # large segments sent to an unusual port
-    if tcp >= 0.5 and evidence.syn_only >= CONNECTIONS_MIN:
+    if tcp >= 0.5 and evidence.connections() >= CONNECTIONS_MIN:
         if port in LOGIN_PORTS:
             return IncidentKind.BRUTE_FORCE  # many short connections to a login service
         idle = dominant == "timing" and evidence.with_payload / n < 0.5
-        if idle or (evidence.sent_with_data and sent_size < SLOW_SEND):
+        # most of what the client sends is a trickle (the first segment of a held-open request may
+        # be a whole request line and headers: a mean would be dominated by it)
+        trickle = evidence.sent_small * 2 >= evidence.sent_with_data
+        if idle or (evidence.sent_with_data and trickle):
             return IncidentKind.SLOW_CONNECTIONS  # many connections held open, sending a trickle
         if evidence.with_payload:
             return IncidentKind.REQUEST_FLOOD  # many complete requests to one service
@@ -883,6 +898,13 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
     evidence.icmp_sent += int(np.count_nonzero(request & icmp))
     evidence.sent_with_data += int(np.count_nonzero(sent))
     evidence.sent_payload += int(payload[sent].sum())
+    evidence.sent_small += int(np.count_nonzero(sent & (payload < SLOW_SEND)))
+    if len(evidence.client_ports) < CONNECTIONS_KEPT:
+        known = set(evidence.client_ports)
+        for port in dict.fromkeys(_take(read.client_port, rows)):
+            if port is not None and port not in known and len(evidence.client_ports) < CONNECTIONS_KEPT:
+                evidence.client_ports.append(port)
+                known.add(port)
     evidence.protocols.update(_take(read.protocol, rows))
     evidence.syn_only += int(np.count_nonzero(np.array(_take(read.syn_only, rows), dtype=bool)))
     evidence.with_payload += int(np.count_nonzero(carried))
