@@ -13,7 +13,11 @@ simply to its source address:
   (``DOMINANCE`` times any other's), the others' anomalies to it join that incident (counted as
   ``affected`` clients, not listed as sources); when many clients hit one service and none
   dominates (a distributed or spoofed flood, ``MANY_CLIENTS``), the service is the entity and the
-  clients are its sources.
+  clients are its sources. A client busy on its own account is never joined to another's attack:
+  weighed on the whole host where the attacker is elsewhere on it, and always its own when it
+  hits ``SCAN_MIN`` targets of the host (a scan beside a flood);
+- ICMP error reports follow their client's other anomalies to the host that sent them
+  (``_file_icmp_errors``): a UDP scan's port unreachables are the scan's.
 
 **Opening, quiet, recurrence** (numbers in ``detection.opening``): an entity's anomalies gather on
 a *candidate* incident (``opened_at`` empty: not listed, announced or notified) until
@@ -24,7 +28,7 @@ anomalies: nothing is lost, they are only not worth an operator's attention.
 
 As an incident grows it is filled in: ``sources``, ``targets`` (the server ends its anomalies hit,
 the first ``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), counts, the peak
-score and the explanation of the anomaly that reached it, and its ``kind`` and ``severity``,
+score and the explanation of its own anomaly that reached it (``_top``), and its ``kind`` and ``severity``,
 decided again on all the evidence each time it grows. The evidence is kept on the incident as
 bounded counters (``evidence``), merged read by read.
 
