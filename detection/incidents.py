@@ -13,9 +13,9 @@ simply to its source address:
   (``DOMINANCE`` times any other's), the others' anomalies to it join that incident (counted as
   ``affected`` clients, not listed as sources); when many clients hit one service and none
   dominates (a distributed or spoofed flood, ``MANY_CLIENTS``), the service is the entity and the
-  clients are its sources. A client busy on its own account is never joined to another's attack:
-  weighed on the whole host where the attacker is elsewhere on it, and always its own when it
-  hits ``SCAN_MIN`` targets of the host (a scan beside a flood);
+  clients are its sources. Whether a client busy on its own account is joined to another's attack
+  is weighed on its anomalies to the whole host where the attacker is elsewhere on it, and it is
+  always its own incident when it hits ``SCAN_MIN`` targets of the host (a scan beside a flood);
 - ICMP error reports follow their client's other anomalies to the host that sent them
   (``_file_icmp_errors``): a UDP scan's port unreachables are the scan's.
 
