@@ -13,7 +13,11 @@ simply to its source address:
   (``DOMINANCE`` times any other's), the others' anomalies to it join that incident (counted as
   ``affected`` clients, not listed as sources); when many clients hit one service and none
   dominates (a distributed or spoofed flood, ``MANY_CLIENTS``), the service is the entity and the
-  clients are its sources.
+  clients are its sources. Whether a client busy on its own account is joined to another's attack
+  is weighed on its anomalies to the whole host where the attacker is elsewhere on it, and it is
+  always its own incident when it hits ``SCAN_MIN`` targets of the host (a scan beside a flood);
+- ICMP error reports follow their client's other anomalies to the host that sent them
+  (``_file_icmp_errors``): a UDP scan's port unreachables are the scan's.
 
 **Opening, quiet, recurrence** (numbers in ``detection.opening``): an entity's anomalies gather on
 a *candidate* incident (``opened_at`` empty: not listed, announced or notified) until
@@ -24,7 +28,7 @@ anomalies: nothing is lost, they are only not worth an operator's attention.
 
 As an incident grows it is filled in: ``sources``, ``targets`` (the server ends its anomalies hit,
 the first ``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), counts, the peak
-score and the explanation of the anomaly that reached it, and its ``kind`` and ``severity``,
+score and the explanation of its own anomaly that reached it (``_top``), and its ``kind`` and ``severity``,
 decided again on all the evidence each time it grows. The evidence is kept on the incident as
 bounded counters (``evidence``), merged read by read.
 
@@ -71,6 +75,7 @@ SCAN_MIN = 10  # distinct ports of one host (or hosts on one port) that make a s
 FLOOD_MIN = 20  # anomalies before a volume rule names a flood
 CONNECTIONS_MIN = 5  # connection attempts before brute force, request flood or slow connections
 SLOW_SEND = 48  # bytes: what a held-open connection sends at a time (a header line), under a request
+CONNECTIONS_KEPT = 64  # distinct client ports remembered per incident (connections, for the kind)
 _SYN, _ACK = 0x02, 0x10
 # ICMP error reports (unreachable, source quench, redirect, time exceeded, parameter problem): a host
 # answering packets it did not want (a UDP flooder's kernel answering the victim's replies)
@@ -115,6 +120,8 @@ class Evidence:
     icmp_sent: int = 0  # ICMP anomalies (not error reports) sent by the client side
     sent_with_data: int = 0  # anomalies the client side sent with a payload ...
     sent_payload: int = 0  # ... and their payload bytes (uploads, requests)
+    sent_small: int = 0  # ... of which under SLOW_SEND bytes (a header line of a held-open request)
+    client_ports: list[int] = field(default_factory=list)  # distinct client ports (its connections)
     protocols: Counter = field(default_factory=Counter)  # "TCP", "UDP", "ICMP", ... -> anomalies
     syn_only: int = 0  # TCP SYN without ACK: connection attempts
     with_payload: int = 0  # packets that carried data (requests, transfers)
@@ -138,6 +145,8 @@ class Evidence:
             icmp_sent=int(data.get("icmp_sent", 0)),
             sent_with_data=int(data.get("sent_with_data", 0)),
             sent_payload=int(data.get("sent_payload", 0)),
+            sent_small=int(data.get("sent_small", 0)),
+            client_ports=[int(p) for p in data.get("client_ports") or []],
             protocols=Counter(data.get("protocols", {})),
             syn_only=int(data.get("syn_only", 0)),
             with_payload=int(data.get("with_payload", 0)),
@@ -160,6 +169,8 @@ class Evidence:
             "icmp_sent": self.icmp_sent,
             "sent_with_data": self.sent_with_data,
             "sent_payload": self.sent_payload,
+            "sent_small": self.sent_small,
+            "client_ports": self.client_ports,
             "protocols": dict(self.protocols),
             "syn_only": self.syn_only,
             "with_payload": self.with_payload,
@@ -192,6 +203,11 @@ class Evidence:
 
     def share(self, protocol: str) -> float:
         return self.protocols.get(protocol, 0) / max(1, self.anomalies)
+
+    def connections(self) -> int:
+        """Connections seen: connection attempts (SYN), or distinct client ports where more (the
+        attempts of held-open connections may be cold, unflagged, or in an earlier read)."""
+        return max(self.syn_only, len(self.client_ports))
 
     def max_ports_on_a_host(self) -> int:
         return max((len(p) for p in self.hosts.values()), default=0)
@@ -242,11 +258,14 @@ def incident_kind(evidence: Evidence) -> str:
         and port not in BULK_PORTS
     ):  # fmt: skip
         return IncidentKind.LARGE_TRANSFER  # large segments sent to an unusual port
-    if tcp >= 0.5 and evidence.syn_only >= CONNECTIONS_MIN:
+    if tcp >= 0.5 and evidence.connections() >= CONNECTIONS_MIN:
         if port in LOGIN_PORTS:
             return IncidentKind.BRUTE_FORCE  # many short connections to a login service
         idle = dominant == "timing" and evidence.with_payload / n < 0.5
-        if idle or (evidence.sent_with_data and sent_size < SLOW_SEND):
+        # most of what the client sends is a trickle (the first segment of a held-open request may
+        # be a whole request line and headers: a mean would be dominated by it)
+        trickle = evidence.sent_small * 2 >= evidence.sent_with_data
+        if idle or (evidence.sent_with_data and trickle):
             return IncidentKind.SLOW_CONNECTIONS  # many connections held open, sending a trickle
         if evidence.with_payload:
             return IncidentKind.REQUEST_FLOOD  # many complete requests to one service
@@ -329,6 +348,9 @@ class ReadAnomalies:
     families: list[tuple[str, ...]]  # the feature families of its top features, largest first
     threshold: float
     service_led: list[bool] = field(default_factory=list)  # its top feature is a statistic of the service
+    # an ICMP error report (unreachable, time exceeded, ...): a host's answer to its client's packets,
+    # filed with them (``_file_icmp_errors``), never by its portless target
+    icmp_error: list[bool] = field(default_factory=list)
     # whose client is known from the opener the feature state remembered (not guessed): never turned
     # around by ``_orient_pairs``, and it orients the rest of its pair of hosts
     known: list[bool] = field(default_factory=list)
@@ -363,9 +385,10 @@ def read_anomalies(
     flags = flagged["tcp_flags"]
     syn_only = (proto == 6) & ((flags & _SYN) != 0) & ((flags & _ACK) == 0)
     icmp_type = flagged["sport"]  # the ICMP type, for ICMP
-    icmp_request = ((proto == 1) & ~np.isin(icmp_type, _ICMP_ERRORS)) | (
-        (proto == 58) & ~np.isin(icmp_type, _ICMP6_ERRORS)
+    icmp_error = ((proto == 1) & np.isin(icmp_type, _ICMP_ERRORS)) | (
+        (proto == 58) & np.isin(icmp_type, _ICMP6_ERRORS)
     )
+    icmp_request = np.isin(proto, (1, 58)) & ~icmp_error
     families, service_led = _families(top_features)
     ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
     request = client_side(flagged, opened).tolist()
@@ -411,6 +434,7 @@ def read_anomalies(
         threshold=threshold,
         service_led=service_led,
         known=known,
+        icmp_error=icmp_error.tolist(),
     )
 
 
@@ -534,14 +558,18 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     # led by the service's (its rate during someone else's flood) is not attacking anything
     led = read.service_led or [False] * len(read.ts)
     by_service, by_client, own = _by_service_and_client(read, np.array(led[: len(read.ts)], dtype=bool))
+    errors = _icmp_errors(read, by_service)
     services, hosts = _under_attack(sensor, _when(min(read.ts)))
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     enough = opening.OPEN_MIN_ANOMALIES
     busy = {c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
-    hits: Counter = Counter()
+    hits: Counter = Counter()  # (busy client, host) -> its own anomalies to the host
+    spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
     for c in busy:
-        hits.update(zip(repeat(c), _take(read.host, own[c])))
+        hosts_hit = _take(read.host, own[c])
+        hits.update(zip(repeat(c), hosts_hit))
+        spread.update((c, h) for h, _ in set(zip(hosts_hit, _take(read.target, own[c]), strict=True)))
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
         if host is not None and host not in busy and n >= opening.OPEN_MIN_ANOMALIES:
@@ -551,22 +579,29 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     def group(entity: str) -> _Group:
         return groups.setdefault(entity, _Group(entity))
 
-    def join(entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None]) -> None:
+    def join(
+        entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None], host: str | None
+    ) -> None:
         """The attackers' (``own``) anomalies to a service go to ``entity``, and so do other clients'.
 
         Another client busy on its own account (``busy``) with at least 1/DOMINANCE of the attackers'
         anomalies to the service is a co-attacker (one more source) while they attack it in this
         read, and its own incident when they do not (their attack is over, or elsewhere on the
-        host); a quieter client's anomalies are joined (the attack's effect on it, ``affected``).
+        host: then its anomalies to the whole host are weighed, not to this one target, since a
+        scan has a target per probe); so is a client busy scanning the host (``SCAN_MIN`` targets of
+        it in the read). A quieter client's anomalies are joined (the attack's effect on it,
+        ``affected``).
         """
         here = max((len(rows) for client, rows in ranked if client in own), default=0)
         anywhere = sum(len(by_client.get(client, ())) for client in own)
         for client, rows in ranked:
             if client in own:
                 group(entity).rows.extend(rows)
+            elif client in busy and spread[(client, host)] >= SCAN_MIN:
+                group(host_entity(client)).rows.extend(rows)  # a scan of the host: its own attack
             elif client in busy and here and len(rows) * DOMINANCE >= here:
                 group(entity).rows.extend(rows)  # a co-attacker
-            elif client in busy and not here and len(rows) * DOMINANCE >= anywhere:
+            elif client in busy and not here and max(len(rows), hits[(client, host)]) * DOMINANCE >= anywhere:
                 group(host_entity(client)).rows.extend(rows)  # a new attack of its own
             else:
                 group(entity).joined.extend(rows)
@@ -591,7 +626,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
             # its attackers are in this read, or no one here attacks on their own: the owner's
             # effect; else its attack is over and a new one is grouped afresh below
             if any(client in by_client for client in own) or not any(c in busy for c, _ in ranked):
-                join(owner.entity, ranked, own)
+                join(owner.entity, ranked, own, host)
                 if owner.entity in groups:  # (every client of the service may be busy on its own account)
                     groups[owner.entity].incident = owner
                 continue
@@ -601,18 +636,18 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         if target is not None and len(attackers) >= 2:
             counts = sorted((len(clients[c]) for c in attackers), reverse=True)
             if counts[0] < DOMINANCE * counts[1]:
-                join(service_entity(target), ranked, set(attackers))
+                join(service_entity(target), ranked, set(attackers), host)
                 groups[service_entity(target)].coordinated = True
                 continue
         if host in attacker_of:
             attacker = attacker_of[host]
-            join(host_entity(attacker), ranked, {attacker})
+            join(host_entity(attacker), ranked, {attacker}, host)
             continue
         lead, lead_rows = ranked[0]
         second = len(ranked[1][1]) if len(ranked) > 1 else 0
         dominant = len(lead_rows) >= opening.OPEN_MIN_ANOMALIES and len(lead_rows) >= DOMINANCE * second
         if len(ranked) > 1 and dominant:
-            join(host_entity(lead), ranked, {lead})
+            join(host_entity(lead), ranked, {lead}, host)
         elif target is not None and len(ranked) >= MANY_CLIENTS:
             group(service_entity(target)).rows.extend(k for _, rows in ranked for k in rows)
         else:
@@ -627,10 +662,66 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                     rows = list(compress(rows, map(not_, leds)))
                 if rows:
                     group(host_entity(client)).rows.extend(rows)
+    if errors:
+        _file_icmp_errors(read, errors, groups, by_client)
     for g in groups.values():
         g.rows.sort()
         g.joined.sort()
     return groups
+
+
+def _icmp_errors(read: ReadAnomalies, by_service: dict[str | None, _Rows]) -> list[int]:
+    """The read's ICMP error reports, taken out of ``by_service`` (filed by ``_file_icmp_errors``).
+
+    An error report (a closed UDP port's "port unreachable") answers its client's packets to the
+    host that sent it. Its target is only that host (it has no ports), which it shares with echo
+    requests: filed by target, a UDP scan's answers joined an ICMP flood of the same host (the
+    service entity of two "attackers") or opened an ``icmp_flood`` of their own.
+    """
+    if not any(read.icmp_error):
+        return []
+    error = read.icmp_error
+    taken: list[int] = []
+    for target in [t for t in by_service if t is None or "/" not in t]:  # portless targets only
+        clients = by_service[target]
+        for client in list(clients):
+            rows = clients[client]
+            kept = [k for k in rows if not error[k]]
+            if len(kept) < len(rows):
+                taken += [k for k in rows if error[k]]
+                if kept:
+                    clients[client] = kept
+                else:
+                    del clients[client]
+        if not clients:
+            del by_service[target]
+    return taken
+
+
+def _file_icmp_errors(
+    read: ReadAnomalies, errors: list[int], groups: dict[str, _Group], by_client: _Rows
+) -> None:
+    """File each ICMP error report with its client's other anomalies to the host that sent it (its
+    own or joined, as they are), else under the client (its probes were in an earlier read)."""
+    listed = list(groups.values())
+    owner = np.full(len(read.ts), -1, dtype=np.int64)  # anomaly -> 2 x its group (+1: joined)
+    for i, g in enumerate(listed):
+        owner[g.rows] = 2 * i
+        owner[g.joined] = 2 * i + 1
+    error = read.icmp_error
+    where: dict[tuple[str | None, str | None], int] = {}
+    for k in errors:
+        client, host = pair = read.client[k], read.host[k]
+        if pair not in where:
+            rows = by_client.get(client, ())
+            where[pair] = next((int(owner[j]) for j in rows if read.host[j] == host and not error[j]), -1)
+        at = where[pair]
+        if at < 0:
+            groups.setdefault(host_entity(client), _Group(host_entity(client))).rows.append(k)
+        elif at % 2:
+            listed[at // 2].joined.append(k)
+        else:
+            listed[at // 2].rows.append(k)
 
 
 EPHEMERAL = 32768  # ports from here up are clients' (Linux's range starts here; IANA's at 49152)
@@ -709,9 +800,16 @@ def representatives(groups: dict[str, _Group]) -> list[int]:
     return sorted(k for g in groups.values() for k in g.representatives)
 
 
+def _top(read: ReadAnomalies, group: _Group) -> int:
+    """The first of the highest-scoring anomalies of the group's own (its entity's), else of those
+    joined to it: the one that explains the incident."""
+    rows = group.rows or group.joined
+    return rows[int(np.argmax(np.asarray(read.scores)[rows]))]
+
+
 def _representatives(read: ReadAnomalies, group: _Group) -> list[int]:
     """The anomalies of a group worth a row: all of them when there are few (benign-level reads),
-    else at most ``REPRESENTATIVES_PER_GROUP``: the highest score (the incident's peak and
+    else at most ``REPRESENTATIVES_PER_GROUP``: its top anomaly (``_top``: the incident's peak and
     explanation come from it), the first anomaly of each distinct target of the read (up to
     ``TARGET_REPRESENTATIVES``: a scan's spread shows), then the next highest scores."""
     rows = group.all_rows()
@@ -719,7 +817,7 @@ def _representatives(read: ReadAnomalies, group: _Group) -> list[int]:
         return sorted(rows)
     candidates = np.array(rows)
     by_score = candidates[np.argsort(-read.scores[candidates], kind="stable")].tolist()
-    chosen = {by_score[0]}
+    chosen = {_top(read, group)}
     in_order = sorted(rows)
     targets = _take(read.target, in_order)
     first = dict(zip(reversed(targets), reversed(in_order), strict=True))  # target -> its first anomaly
@@ -752,10 +850,11 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     _add_evidence(incident, evidence, read, group.rows)
     evidence.affected += len(group.joined)
     evidence.explained += len(group.representatives)
-    rows = group.all_rows()
-    incident.anomaly_count += len(rows)
-    top = rows[int(np.argmax(np.asarray(read.scores)[rows]))]  # the first of the highest
-    if float(read.scores[top]) > incident.peak_score or not incident.explanation:
+    incident.anomaly_count += len(group.all_rows())
+    top = _top(read, group)
+    # other clients' joined anomalies (the attack's effect on them) say what the attack did, not what
+    # it is: they explain an incident only while it has no explanation of its own
+    if (group.rows and float(read.scores[top]) > incident.peak_score) or not incident.explanation:
         incident.peak_score = float(read.scores[top])
         incident.explanation = read.texts.get(top, "")[:2000]  # the top score is a representative
     times = _take(read.ts, group.rows)
@@ -801,6 +900,13 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
     evidence.icmp_sent += int(np.count_nonzero(request & icmp))
     evidence.sent_with_data += int(np.count_nonzero(sent))
     evidence.sent_payload += int(payload[sent].sum())
+    evidence.sent_small += int(np.count_nonzero(sent & (payload < SLOW_SEND)))
+    if len(evidence.client_ports) < CONNECTIONS_KEPT:
+        known = set(evidence.client_ports)
+        for port in dict.fromkeys(_take(read.client_port, rows)):
+            if port is not None and port not in known and len(evidence.client_ports) < CONNECTIONS_KEPT:
+                evidence.client_ports.append(port)
+                known.add(port)
     evidence.protocols.update(_take(read.protocol, rows))
     evidence.syn_only += int(np.count_nonzero(np.array(_take(read.syn_only, rows), dtype=bool)))
     evidence.with_payload += int(np.count_nonzero(carried))

@@ -34,7 +34,7 @@ def _kind_of(rows: list[dict]) -> str:
         ],
         host=hosts,
         port=ports,
-        client_port=[None if p is None else 50_000 for p in ports],
+        client_port=[None if p is None else r.get("sport", 50_000) for r, p in zip(rows, ports, strict=True)],
         request=[True] * n,
         protocol=protocol,
         syn_only=[r.get("syn", False) for r in rows],
@@ -119,6 +119,22 @@ def test_a_udp_flooders_kernel_answering_the_victims_replies_does_not_make_it_an
     rows = [{"protocol": "UDP", "dport": 5353, "payload": 120, "length": 162} for _ in range(300)]
     rows += [{"protocol": "ICMP", "icmp_error": True, "length": 190} for _ in range(300)]
     assert _kind_of(rows) == IncidentKind.UDP_FLOOD
+
+
+def test_held_open_connections_are_slow_connections_without_their_syns_and_whole_first_requests():
+    # slowloris: each connection sends its request line and headers (200 B), then a header line
+    # (12 B) now and then; its connection attempts were not among the anomalies (cold, or in an
+    # earlier read). The client's mean segment (75 B) looked like requests, and without the
+    # SYNs nothing counted its 60 connections: it was named unusual_traffic.
+    rows = []
+    for c in range(60):
+        rows.append({"dport": 8081, "sport": 40_000 + c, "payload": 200, "features": SPREAD})
+        rows += [{"dport": 8081, "sport": 40_000 + c, "payload": 12, "features": SPREAD} for _ in range(2)]
+        rows.append({"dport": 8081, "sport": 40_000 + c, "payload": 0, "features": SPREAD})  # an ACK
+    assert _kind_of(rows) == IncidentKind.SLOW_CONNECTIONS
+    # the same connections each sending whole requests are a request flood
+    flood = [{**r, "payload": 120} if r["payload"] else r for r in rows]
+    assert _kind_of(flood) == IncidentKind.REQUEST_FLOOD
 
 
 def test_every_kind_has_a_case():

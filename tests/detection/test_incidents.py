@@ -313,6 +313,62 @@ def test_a_scans_representatives_show_its_spread_first_anomaly_of_each_target():
     assert Anomaly.objects.count() == incidents.REPRESENTATIVES_PER_GROUP
 
 
+UNREACHABLE, ECHO = 3, 8  # ICMP types (the record's sport; its dport is the code)
+
+
+def _udp_scan(scanner: str, ports: range, answered: bool = True) -> list[tuple]:
+    """UDP probes from one source port, each closed port answered with an ICMP port unreachable."""
+    packets = []
+    for port in ports:
+        packets.append((scanner, VICTIM, 45_720, port, 17, 0, 0))
+        if answered:
+            packets.append((VICTIM, scanner, UNREACHABLE, 3, 1, 0, 28))
+    return packets
+
+
+def test_a_scan_of_a_host_another_client_floods_harder_in_the_same_read_is_its_own_incident():
+    # The flood has more anomalies to the host in the read, so it is the host's attacker; the
+    # scan's probes (one per port: one anomaly per target) used to be joined to the flood as its
+    # effect, and the scan had no incident of its own.
+    sensor = Sensor.objects.create(name="inc")
+    flood = [("10.0.0.68", VICTIM, 40_000 + i, 8080, 6, PSH_ACK, 300) for i in range(300)]
+    _save(sensor, flood[:150] + _udp_scan("10.0.0.70", range(1, 41)) + flood[150:], 1, T0)
+    flood_incident = Incident.objects.get(entity="host 10.0.0.68")
+    scan = Incident.objects.get(entity="host 10.0.0.70")
+    assert scan.kind == IncidentKind.PORT_SCAN and scan.sources == ["10.0.0.70"]
+    assert scan.anomaly_count == 80  # its probes and the host's answers to them
+    assert flood_incident.sources == ["10.0.0.68"] and flood_incident.evidence["affected"] == 0
+
+
+def test_port_unreachables_answering_a_udp_scan_join_the_scan_not_an_icmp_flood_of_the_host():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, _udp_scan("10.0.0.70", range(1, 41), answered=False), 1, T0)
+    scan = Incident.objects.get()
+    # the next read: an ICMP flood of the same host, and the host's late answers to the probes
+    echo = [("10.0.0.72", VICTIM, ECHO, 0, 1, 0, 56) for _ in range(100)]
+    replies = [(VICTIM, "10.0.0.72", 0, 0, 1, 0, 56) for _ in range(100)]
+    answers = [(VICTIM, "10.0.0.70", UNREACHABLE, 3, 1, 0, 28) for _ in range(40)]
+    _save(sensor, echo[:50] + answers + replies + echo[50:], 1_000, T0 + 1)
+    scan.refresh_from_db()
+    flood = Incident.objects.get(entity="host 10.0.0.72")
+    assert flood.kind == IncidentKind.ICMP_FLOOD and flood.sources == ["10.0.0.72"]
+    assert flood.anomaly_count == 200 and flood.evidence["affected"] == 0
+    assert scan.anomaly_count == 80 and scan.kind == IncidentKind.PORT_SCAN
+    assert Incident.objects.count() == 2
+
+
+def test_an_incident_is_explained_by_its_own_anomalies_not_by_other_clients_joined_to_it():
+    sensor = Sensor.objects.create(name="inc")
+    flood = [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)]
+    benign = [(CLIENT, VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(8)]
+    _save(sensor, flood + benign, 1, T0)  # scores rise with the packet: the joined ones score highest
+    incident = Incident.objects.get()
+    assert incident.evidence["affected"] == 8
+    assert incident.explanation == "reason 300"  # the flood's own highest-scoring anomaly
+    assert incident.peak_score == pytest.approx(1.0 + 299 / 307)
+    assert Anomaly.objects.filter(packet_seq=300, incident=incident).exists()  # stored, with its reason
+
+
 def test_a_new_busy_client_of_a_service_under_attack_opens_its_own_incident():
     sensor = Sensor.objects.create(name="inc")
     _save(sensor, [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)], 1, T0)
