@@ -75,6 +75,38 @@ def _own_evidence_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.NETMON_EVIDENCE_DIR = tmp_path_factory.mktemp("evidence")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_found_once():
+    """WhiteNoise lists and stats every static file (about 160, with their headers) each time a
+    middleware chain is built, and every test client builds one: 25 ms of CPU per client, a
+    minute per pass. The files do not change during a run, so each configuration's list is made
+    once and handed to later middlewares (the same dictionary WhiteNoise would make itself).
+    """
+    from whitenoise.middleware import WhiteNoiseMiddleware
+
+    find_all = WhiteNoiseMiddleware.add_files_from_finders
+    found: dict[tuple, dict] = {}
+
+    def add_files_from_finders(self) -> None:
+        shaping = (
+            "WHITENOISE_MIMETYPES", "WHITENOISE_ADD_HEADERS_FUNCTION", "WHITENOISE_IMMUTABLE_FILE_TEST",
+            "STATICFILES_FINDERS", "STATICFILES_DIRS",
+        )  # fmt: skip
+        key = (
+            self.static_prefix, self.max_age, self.allow_all_origins, self.charset, self.index_file,
+            *(repr(getattr(settings, name, None)) for name in shaping),
+        )  # fmt: skip
+        if key not in found:
+            before = dict(self.files)
+            find_all(self)
+            found[key] = {url: file for url, file in self.files.items() if before.get(url) is not file}
+        self.files.update(found[key])
+
+    WhiteNoiseMiddleware.add_files_from_finders = add_files_from_finders
+    yield
+    WhiteNoiseMiddleware.add_files_from_finders = find_all
+
+
 @pytest.fixture
 def redis_client():
     """The real Redis (the test database from REDIS_URL), emptied before and after the test."""
@@ -90,14 +122,19 @@ PASSWORD = "correct horse battery"
 def make_user(username: str, role: str | None):
     """A user in ``role`` (None: in no group), made as ``manage.py create_user`` makes one."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
 
+    from capture.choices import Role
     from netmon import roles
 
     if role is None:
         return get_user_model().objects.create_user(username=username, password=PASSWORD)
     # The groups come from a data migration; a transactional test's flush empties every table
-    # (permissions are made again by post_migrate, the groups are not), so make them again.
-    roles.sync_roles()
+    # (permissions are made again by post_migrate, the groups are not), so make them again. The
+    # flush takes a group's permissions with it, so groups that are there still hold the
+    # migration's (tests/netmon/test_roles.py), and syncing them for each user only cost time.
+    if Group.objects.filter(name__in=Role.values).count() < len(Role.values):
+        roles.sync_roles()
     return roles.create_user(username, role, password=PASSWORD)[0]
 
 

@@ -18,6 +18,7 @@ from capture.records import Batch, encode_batch, ip_to_text, stream_key
 from capture.services import update_config
 from detection import ingest, ml, scoring, services
 from detection.models import Anomaly, DetectionModel, Incident
+from tests.detection.trained import trained_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,14 +35,21 @@ def benign_pcap(tmp_path):
     return path
 
 
+TRAINING = ("--model", "isolation_forest", "--feature-level", "standard")
+
+
+@pytest.fixture
+def freshly_trained(benign_pcap, redis_client):
+    """What ``train_detector`` makes, for the tests of the training itself."""
+    # ml_model may only name a kind with an active model: train it, then use it (--use)
+    call_command("train_detector", "--pcap", str(benign_pcap), *TRAINING, "--use")
+    return DetectionModel.objects.get(is_active=True)
+
+
 @pytest.fixture
 def trained(benign_pcap, redis_client):
-    # ml_model may only name a kind with an active model: train it, then use it (--use)
-    call_command(
-        "train_detector", "--pcap", str(benign_pcap), "--model", "isolation_forest",
-        "--feature-level", "standard", "--use",
-    )  # fmt: skip
-    return DetectionModel.objects.get(is_active=True)
+    """The same model, trained once for the tests of this process (tests/detection/trained.py)."""
+    return trained_with(TRAINING, lambda: benign_pcap)
 
 
 def attack_records(first_seq: int = 1) -> np.ndarray:
@@ -59,7 +67,8 @@ def publish_in_batches(client, sensor: str, records: np.ndarray, size: int = 200
     ]
 
 
-def test_training_creates_an_active_version(trained):
+def test_training_creates_an_active_version(freshly_trained):
+    trained = freshly_trained
     assert trained.kind == "isolation_forest"
     assert trained.version == 1
     assert trained.feature_level == "standard"
@@ -308,7 +317,7 @@ def test_model_endpoints_need_the_admin_role(api, viewer_api, admin_api, trained
     assert admin_api.post("/api/models/train", {}, format="json").status_code == 202
 
 
-def test_train_detector_use_switches_the_configuration_to_the_new_model(trained):
+def test_train_detector_use_switches_the_configuration_to_the_new_model(freshly_trained):
     from capture.services import get_config
 
     config = get_config()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from django.core.management import call_command
 
 from capture.choices import IncidentKind, IncidentSeverity
 from capture.demo import DemoTraffic
@@ -16,6 +15,7 @@ from capture.records import ip_to_text
 from detection import incidents, ingest
 from detection.models import Incident
 from tests.detection.test_detection_pipeline import publish_in_batches
+from tests.detection.trained import trained_with
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -158,15 +158,17 @@ def test_the_kind_is_decided_again_as_evidence_grows():
 @pytest.fixture
 def trained(tmp_path, settings, redis_client):
     settings.NETMON_MODEL_DIR = tmp_path / "models"
-    benign = tmp_path / "benign.pcap"
-    write_pcap(benign, DemoTraffic(seed=1, attack_prob=0.0).records(30_000))
+
+    def benign():
+        path = tmp_path / "benign.pcap"
+        write_pcap(path, DemoTraffic(seed=1, attack_prob=0.0).records(30_000))
+        return path
+
     # The autoencoder (the default ml_model): since cold statistics raise nothing, every packet of
     # a spoofed SYN flood (each from a new source) is judged on its service's statistics alone,
-    # which the isolation forest alone does not flag (README, Detection: cold start).
-    call_command(
-        "train_detector", "--pcap", str(benign), "--model", "autoencoder",
-        "--feature-level", "standard", "--use",
-    )  # fmt: skip
+    # which the isolation forest alone does not flag (README, Detection: cold start). Trained once
+    # for the tests of this process (tests/detection/trained.py).
+    return trained_with(("--model", "autoencoder", "--feature-level", "standard"), benign)
 
 
 @pytest.mark.django_db(transaction=True)

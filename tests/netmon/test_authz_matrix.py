@@ -248,9 +248,27 @@ def client_for(person) -> APIClient:
     return client
 
 
+class Clients(dict):
+    """Each kind of user's client, signed in when a test first asks for it.
+
+    Most tests use one kind of user: signing in all six (a session and a token each) cost more
+    than the request the test makes.
+    """
+
+    def __init__(self, people: dict):
+        super().__init__()
+        self.people = people
+
+    def __missing__(self, role: str) -> APIClient:
+        if role not in ROLES:
+            raise KeyError(role)
+        client = self[role] = client_for(None if role == "anon" else self.people[role])
+        return client
+
+
 @pytest.fixture
 def clients(people) -> dict[str, APIClient]:
-    return {"anon": client_for(None), **{role: client_for(people[role]) for role in ROLES[1:]}}
+    return Clients(people)
 
 
 def ready_model_row() -> DetectionModel:
