@@ -91,6 +91,9 @@ class _ModelCache:
 
     Which version is active is asked of the database for every batch (one indexed query per
     thousands of packets), so switching or deactivating a model takes effect on the next batch.
+    A model is known by its row's id, path and artifacts' digest together: SQLite hands a
+    rolled-back row's id out again, and a model retrained under the same version number is saved
+    at the same path.
     """
 
     def __init__(self) -> None:
@@ -105,7 +108,7 @@ class _ModelCache:
         if row is None:
             self.row = self.model = self.extractor = None
             return None
-        if self.row is None or row.pk != self.row.pk:
+        if self.row is None or _identity(row) != _identity(self.row):
             if reason := services.outdated_reason(row):
                 # Logged once per version: the row is remembered below. /api/status says it too.
                 log.error("not scoring: %s", reason)
@@ -117,6 +120,10 @@ class _ModelCache:
         if self.model is None or self.extractor is None:
             return None
         return self.row, self.model, self.extractor
+
+
+def _identity(row: DetectionModel) -> tuple[int, str, str]:
+    return row.pk, row.artifact_path, row.artifact_sha256
 
 
 _models = _ModelCache()

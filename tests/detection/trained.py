@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from capture import services as capture_services
-from detection import scoring, services
+from detection import services
 from detection.models import DetectionModel
 
 _TRAINED: dict[tuple[str, ...], dict[str, object]] = {}  # the command's arguments -> the row's fields
@@ -29,9 +29,6 @@ _TRAINED: dict[tuple[str, ...], dict[str, object]] = {}  # the command's argumen
 def trained_with(options: tuple[str, ...], benign_pcap: Callable[[], Path]) -> DetectionModel:
     """The active model of ``train_detector --pcap BENIGN *options --use`` in this test's
     ``NETMON_MODEL_DIR``; ``benign_pcap()`` writes the capture when the command must run."""
-    # The model a worker holds is known by its row's pk, and a rolled-back test (SQLite) hands the
-    # same pk out again: forget a model an earlier test left, as a worker started now would.
-    scoring._models.__init__()
     if options not in _TRAINED:
         call_command("train_detector", "--pcap", str(benign_pcap()), *options, "--use")
         row = DetectionModel.objects.get(is_active=True, pk=DetectionModel.objects.latest("pk").pk)
