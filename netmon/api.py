@@ -18,7 +18,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from capture import control
+from capture import control, geo
 from capture import services as capture_services
 from capture.connections import redis_client
 from capture.permissions import HasPermission
@@ -130,7 +130,15 @@ def collect_status() -> dict[str, Any]:
         **detection_services.detection_status(),
         "redis": redis_health,
         "database": check_database(),
+        "geoip": geoip_status(),
     }
+
+
+def geoip_status() -> dict[str, Any]:
+    """Which GeoIP data this server looks addresses up in; "off" with the reason when none (a bad
+    ``.mmdb`` path is otherwise only in the start-up log)."""
+    current = geo.status()
+    return {"backend": current.backend, "detail": current.detail}
 
 
 class StatusView(APIView):

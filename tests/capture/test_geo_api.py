@@ -169,3 +169,15 @@ def test_the_distinct_addresses_of_packets_come_from_the_index(traffic):
         "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4",
         "8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "fd00::2",
     }  # fmt: skip
+
+
+def test_status_says_which_geoip_data_is_in_use_and_why_lookups_are_off(api, tmp_path, settings):
+    assert api.get("/api/status").json()["geoip"]["backend"] == "geoip2fast"
+
+    missing = tmp_path / "missing.mmdb"
+    settings.NETMON_GEOIP_MMDB = str(missing)
+    geo.reset()
+    body = api.get("/api/status").json()["geoip"]
+
+    assert body["backend"] == "off"
+    assert f"NETMON_GEOIP_MMDB: no such file '{missing}'; GeoIP lookups are off" in body["detail"]
