@@ -825,7 +825,8 @@ def set_effects_apart(
     A service (``IP:port/proto``, or a host for portless protocols) is under attack while a client
     has at least ``OPEN_MIN_ANOMALIES`` anomalies to it in the read that its own statistics lead
     (its attacker), or while an active incident of a client (a ``host`` entity) of a
-    service-directed kind is aimed at it (its attackers: the incident's sources). The service's
+    service-directed kind is aimed at it (its attackers: the incident's sources; asked only where
+    some of the service's anomalies in the read are led by its statistics). The service's
     statistics are then the attack's figures, and every other client's packet to it carries them
     (\"127.0.0.2:8081/tcp carried about 9,970 packets over the last ~10 s; normally under 1,710\").
     Such a packet whose score with the service's statistics at their training median
@@ -844,8 +845,13 @@ def set_effects_apart(
     for (client, target), count in Counter(compress(pairs, map(not_, led))).most_common():
         if count >= opening.OPEN_MIN_ANOMALIES and client is not None and target is not None:
             attackers.setdefault(target, []).append(client)
-    services, _ = _under_attack(sensor, _when(min(read.ts)))
-    owners = {t: i for t, i in services.items() if i.entity.startswith("host ")}
+    # the active incidents are asked for (one query) only for services no attacker of the read is
+    # on whose anomalies include some led by the service's statistics (an effect's usual look)
+    led_elsewhere = set(compress(read.target, led)).difference(attackers)
+    owners: dict[str, Incident] = {}
+    if led_elsewhere:
+        services, _ = _under_attack(sensor, _when(min(read.ts)))
+        owners = {t: i for t, i in services.items() if t in led_elsewhere and i.entity.startswith("host ")}
     if not attackers and not owners:
         return
     attacking = {t: set(clients) for t, clients in attackers.items()}
