@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
 from operator import and_, itemgetter, not_
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import connection
@@ -57,6 +56,9 @@ from capture.records import ip_to_bytes, timestamps_text
 from detection import opening, suppression
 from detection.features import client_side
 from detection.models import Incident
+
+if TYPE_CHECKING:
+    from detection.scoring import WithoutService
 
 INCIDENT_QUIET = timedelta(seconds=opening.QUIET)  # an entity quiet this long: its incident is quiet
 INCIDENT_RECUR = timedelta(seconds=opening.RECUR)  # anomalies within this continue an incident
@@ -532,8 +534,6 @@ def _runs(codes: np.ndarray, n: int) -> tuple[list[int], list[int]]:
 
 
 _Rows = dict[str | None, list[int]]  # anomaly indexes per client (or target)
-# anomaly indexes -> their scores with the service's statistics normal (scoring.ScoredBatch.without_service)
-WithoutService = Callable[[np.ndarray], np.ndarray]
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
