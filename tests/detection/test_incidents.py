@@ -544,7 +544,7 @@ def _store_and_save_normal_without_service(
         return anomalies.save_anomalies(sensor, batch, scored)
 
 
-def test_other_clients_packets_abnormal_only_through_the_attacked_services_statistics_are_its_effect():
+def test_other_clients_packets_abnormal_only_through_the_attacked_services_statistics_are_its_effect(api):
     sensor = Sensor.objects.create(name="inc")
     flood = [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)]
     benign = [(CLIENT, VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(8)]
@@ -565,6 +565,8 @@ def test_other_clients_packets_abnormal_only_through_the_attacked_services_stati
     unflagged = Packet.objects.filter(anomaly_score__isnull=True).values_list("seq", flat=True)
     assert sorted(unflagged) == list(range(151, 167))
     assert not Anomaly.objects.filter(packet_seq__in=range(151, 167)).exists()
+    shown = api.get(f"/api/incidents/{incident.pk}/").json()
+    assert (shown["effects"], shown["affected"], shown["anomaly_count"]) == (16, 4, 304)
     # a later read, the flooder quiet but its incident active: the same; nothing opens, nothing reopens
     incident.status = IncidentStatus.RESOLVED
     incident.save()
