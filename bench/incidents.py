@@ -43,7 +43,13 @@ What is measured, per capture (the issue's targets in brackets):
   address no one labeled. "Attributed incidents per attack" says how many incidents an attack
   makes (1 is the aim);
 * benign packets flagged [<= 0.5 %]: frames labeled benign whose stored packet has an anomaly score
-  / benign frames (the packet's ``seq`` is the frame's number, checked against its timestamp);
+  / benign frames (the packet's ``seq`` is the frame's number, checked against its timestamp).
+  A packet the worker set apart as an attack's effect on another client (over the threshold only
+  through the attacked service's statistics: the issue's "benign clients' packets to a service
+  under attack join that attack's incident") has no anomaly score, so it is not counted here; it is
+  reported beside (unless ``--no-ranking``): the benign frames over the threshold offline, those
+  set apart (over the threshold and not flagged), the attack frames set apart, and the incidents'
+  own count of what they set apart (``evidence.effects``);
 * benign clients with an incident of their own [none]: addresses of the capture that are neither
   attackers nor attack targets, as the source of a false incident;
 * victim incidents: incidents whose source is an attack target, during attacks and outside them;
@@ -637,10 +643,9 @@ def throughput(worker: stack.Proc, tag: str, test: Path, benign: Path, n: int, i
     return out
 
 
-def ranking(truth: Truth) -> dict[str, Any]:
-    """ROC AUC and TPR at 1 % FPR per attack of the active model on the test records, offline."""
+def offline_scores(truth: Truth) -> tuple[np.ndarray, float]:
+    """The active model's scores of the test records, offline (the worker's code path), and its threshold."""
     from detection import ml
-    from detection.evaluate import evaluate
     from detection.features import FeatureExtractor
     from detection.models import DetectionModel
     from detection.scoring import score_records
@@ -655,6 +660,41 @@ def ranking(truth: Truth) -> dict[str, Any]:
             for i in range(0, len(truth.records), 10_000)
         ]
     )
+    return scores, float(model.threshold)
+
+
+def effects(sensor_name: str, flagged: np.ndarray, over: np.ndarray, truth: Truth) -> dict[str, Any]:
+    """Packets over the threshold that the worker set apart as an attack's effect on another client
+    (``detection.incidents.set_effects_apart``: not flagged, counted on the attack's incident).
+
+    ``over``: the frames whose offline score is over the threshold. A frame over it and not flagged
+    was set apart (the only way an over-threshold packet goes unflagged); ``set_apart_by_incidents``
+    is what the incidents counted (``evidence.effects``), the same number when offline and live
+    scoring agree, and ``flagged_not_over`` the frames flagged live and not over the threshold
+    offline (0 when they agree).
+    """
+    from detection.models import Incident
+
+    set_apart = over & ~flagged
+    benign = truth.benign
+    counted = sum(
+        int((e or {}).get("effects", 0))
+        for e in Incident.objects.filter(sensor__name=sensor_name).values_list("evidence", flat=True)
+    )
+    return {
+        "benign_over_threshold": float(over[benign].mean()) if benign.any() else math.nan,
+        "benign_set_apart": int(set_apart[benign].sum()),
+        "benign_set_apart_share": float(set_apart[benign].mean()) if benign.any() else math.nan,
+        "attack_set_apart": int(set_apart[~benign].sum()),
+        "set_apart_by_incidents": counted,
+        "flagged_not_over": int((flagged & ~over).sum()),
+    }
+
+
+def ranking(truth: Truth, scores: np.ndarray) -> dict[str, Any]:
+    """ROC AUC and TPR at 1 % FPR per attack of the active model on the test records (``offline_scores``)."""
+    from detection.evaluate import evaluate
+
     names = sorted({a.name for a in truth.attacks})
     codes = np.zeros(len(scores), np.int16)
     for code, name in enumerate(names, 1):
@@ -718,6 +758,14 @@ def print_capture(name: str, res: dict[str, Any]) -> None:
         for key in ["benign_flagged_outside_phases"]
     )
     print(f"   benign packets flagged during attack phases / outside them: {split}")
+    if fx := res.get("effects"):
+        print(
+            f"   benign packets over the threshold {100 * fx['benign_over_threshold']:.2f} %: flagged "
+            f"{100 * app['benign_flagged']:.2f} %, set apart as an attack's effect "
+            f"{100 * fx['benign_set_apart_share']:.2f} % ({fx['benign_set_apart']:,}); attack packets set "
+            f"apart {fx['attack_set_apart']:,}; incidents' effects {fx['set_apart_by_incidents']:,}; "
+            f"flagged live, not over offline {fx['flagged_not_over']:,}"
+        )
     print(f"   false incidents by reason: netmon {app['false_by_reason']}, naive {naive['false_by_reason']}")
     if app["benign_clients_with_incident"]:
         print(
@@ -843,7 +891,11 @@ def run_capture(directory: Path, index: int, worker: stack.Proc, idle: float, ar
         ],
     }
     res["cost"] = phase_costs(run["samples"], idle, truth.in_phase()) if args.pace == "realtime" else None
-    res["ranking"] = None if args.no_ranking else ranking(truth)
+    res["ranking"] = res["effects"] = None
+    if not args.no_ranking:
+        scores, threshold = offline_scores(truth)
+        res["ranking"] = ranking(truth, scores)
+        res["effects"] = effects(sensor, flagged, scores > threshold, truth)
     res["throughput"] = None
     if not args.no_throughput:
         n = min(len(truth.records), len(benign_records))

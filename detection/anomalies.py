@@ -1,11 +1,14 @@
 """Anomaly rows: the flagged packets of a stored read, written in the read's transaction.
 
 Each flagged packet is filed under its entity's incident (detection.incidents), or with the
-suppression rule that matched it. Per read and incident, its representatives (the highest scores
-and the first anomaly of each target, ``incidents.REPRESENTATIVES_PER_GROUP`` at most) are stored
-as anomaly rows with the model's score, threshold, versions and explanation; the others are
-counted on the incident and keep their score on their packet row (``Packet.anomaly_score``). The
-highest-scoring rows are read back for the dashboards (detection.live); the API lists them all.
+suppression rule that matched it, unless it is set apart as an attack's effect on another client
+(over the threshold only through the attacked service's statistics: ``set_effects_apart``); then
+it is no anomaly, its packet row loses its score, and the attack's incident counts it. Per read
+and incident, its representatives (the highest scores and the first anomaly of each target,
+``incidents.REPRESENTATIVES_PER_GROUP`` at most) are stored as anomaly rows with the model's
+score, threshold, versions and explanation; the others are counted on the incident and keep
+their score on their packet row (``Packet.anomaly_score``). The highest-scoring rows are read
+back for the dashboards (detection.live); the API lists them all.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from django.conf import settings
 from django.db import connection
 
 from capture.community import community_ids
-from capture.models import Sensor
+from capture.models import Packet, Sensor
 from capture.records import Batch, PacketColumns, timestamps_text
 from detection import incidents
 from detection.models import Anomaly
 from detection.scoring import ScoredBatch
 
 BROADCAST_PER_BATCH = 10  # anomalies of a read read back for the dashboards, highest scores first
+_UNFLAG_CHUNK = 500  # sequence numbers per UPDATE of packets set apart as an attack's effect
 
 
 @dataclass
@@ -38,6 +42,7 @@ class SavedAnomalies:
     updated: list[int] = field(default_factory=list)  # incidents this read added anomalies to
     stored: int = 0  # anomaly rows written (the incidents' representatives)
     raised: list[int] = field(default_factory=list)  # open incidents whose severity this read raised
+    effects: int = 0  # flagged packets set apart as an attack's effect (not anomalies, not counted above)
 
 
 _ANOMALY_COLUMNS = [
@@ -67,7 +72,10 @@ def save_anomalies(
     all_opened = scored.opened if len(scored.opened) else None  # who opened each conversation
     opened = all_opened[rows] if all_opened is not None else None
     read = incidents.read_anomalies(flagged, cols, scores, scored.top_features, scored.threshold, opened)
-    groups = incidents.group_anomalies(sensor, read)
+    groups = incidents.group_anomalies(sensor, read, scored.without_service)
+    set_apart = incidents.effects(groups)  # an attack's effect on other clients: no anomalies
+    if set_apart:
+        _unflag(sensor, flagged["seq"][set_apart].tolist())
     chosen = incidents.representatives(groups)
     explanations = scored.explain(np.array(chosen, dtype=np.int64), flagged[chosen])
     read.texts = {k: text for k, (text, _) in zip(chosen, explanations, strict=True)}
@@ -95,8 +103,16 @@ def save_anomalies(
         Anomaly.objects.filter(sensor=sensor, packet_seq__in=flagged["seq"][best].tolist()).order_by("-score")
     )
     return SavedAnomalies(
-        len(rows), top, assignment.opened, assignment.updated, stored=len(chosen), raised=assignment.raised
-    )
+        len(rows) - len(set_apart), top, assignment.opened, assignment.updated, stored=len(chosen),
+        raised=assignment.raised, effects=len(set_apart),
+    )  # fmt: skip
+
+
+def _unflag(sensor: Sensor, seqs: list[int]) -> None:
+    """Packets set apart as an attack's effect are not flagged: their rows, stored with their score
+    earlier in the read's transaction, lose it (``Packet.anomaly_score``: anomalies only)."""
+    for lo in range(0, len(seqs), _UNFLAG_CHUNK):
+        Packet.objects.filter(sensor=sensor, seq__in=seqs[lo : lo + _UNFLAG_CHUNK]).update(anomaly_score=None)
 
 
 def _insert_anomalies(values: list[tuple]) -> None:

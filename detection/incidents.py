@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
 from operator import and_, itemgetter, not_
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import connection
@@ -56,6 +56,9 @@ from capture.records import ip_to_bytes, timestamps_text
 from detection import opening, suppression
 from detection.features import client_side
 from detection.models import Incident
+
+if TYPE_CHECKING:
+    from detection.scoring import WithoutService
 
 INCIDENT_QUIET = timedelta(seconds=opening.QUIET)  # an entity quiet this long: its incident is quiet
 INCIDENT_RECUR = timedelta(seconds=opening.RECUR)  # anomalies within this continue an incident
@@ -135,6 +138,9 @@ class Evidence:
     affected: int = 0  # anomalies of other clients to the attacked service, joined to this incident
     coordinated: bool = False  # a service attacked by several clients together (it may open)
     explained: int = 0  # anomalies stored as rows with their explanation (representatives)
+    # other clients' packets to the attacked service over the threshold only through the service's
+    # statistics: the attack's effect, not anomalies (``set_effects_apart``)
+    effects: int = 0
 
     @classmethod
     def loads(cls, data: dict[str, Any] | None) -> Evidence:
@@ -160,6 +166,7 @@ class Evidence:
             affected=int(data.get("affected", 0)),
             coordinated=bool(data.get("coordinated", False)),
             explained=int(data.get("explained", 0)),
+            effects=int(data.get("effects", 0)),
         )
 
     def dumps(self) -> dict[str, Any]:
@@ -184,6 +191,7 @@ class Evidence:
             "affected": self.affected,
             "coordinated": self.coordinated,
             "explained": self.explained,
+            "effects": self.effects,
         }
 
     def add_target(self, host: str | None, port: int | None) -> bool:
@@ -475,6 +483,7 @@ class _Group:
     incident: Incident | None = None
     coordinated: bool = False  # several clients attacking one service together (a service entity)
     representatives: list[int] = field(default_factory=list)  # the anomalies stored as rows
+    effects: list[int] = field(default_factory=list)  # other clients' packets set apart as its effect
 
     def all_rows(self) -> list[int]:
         return self.rows + self.joined
@@ -525,6 +534,7 @@ def _runs(codes: np.ndarray, n: int) -> tuple[list[int], list[int]]:
 
 
 _Rows = dict[str | None, list[int]]  # anomaly indexes per client (or target)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def _by_service_and_client(
@@ -787,12 +797,100 @@ def _turn_around(read: ReadAnomalies, k: int) -> None:
     read.target[k] = server if port is None or server is None else f"{server}:{port}/{proto}"
 
 
-def group_anomalies(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
-    """A read's anomalies by entity (module docstring), each group with its representatives chosen."""
+def group_anomalies(
+    sensor: Sensor, read: ReadAnomalies, without_service: WithoutService | None = None
+) -> dict[str, _Group]:
+    """A read's anomalies by entity (module docstring), each group with its representatives chosen.
+    ``without_service`` (``scoring.ScoredBatch.without_service``): the attacks' effects are set apart
+    (``set_effects_apart``)."""
     groups = _group(sensor, read)
+    if without_service is not None:
+        set_effects_apart(sensor, read, groups, without_service)
     for g in groups.values():
         g.representatives = _representatives(read, g)
     return groups
+
+
+def effects(groups: dict[str, _Group]) -> list[int]:
+    """The packets of a read set apart as an attack's effect (no anomalies), in row order."""
+    return sorted(k for g in groups.values() for k in g.effects)
+
+
+def set_effects_apart(
+    sensor: Sensor, read: ReadAnomalies, groups: dict[str, _Group], without_service: WithoutService
+) -> None:
+    """Other clients' packets to a service under attack that are over the threshold only through the
+    service's statistics: no anomalies, the attack's effect (``_Group.effects`` of its incident).
+
+    A service (``IP:port/proto``, or a host for portless protocols) is under attack while a client
+    has at least ``OPEN_MIN_ANOMALIES`` anomalies to it in the read that its own statistics lead
+    (its attacker), or while an active incident of a client (a ``host`` entity) of a
+    service-directed kind is aimed at it (its attackers: the incident's sources; asked only where
+    some of the service's anomalies in the read are led by its statistics). The service's
+    statistics are then the attack's figures, and every other client's packet to it carries them
+    (\"127.0.0.2:8081/tcp carried about 9,970 packets over the last ~10 s; normally under 1,710\").
+    Such a packet whose score with the service's statistics at their training median
+    (``without_service``) is at or under the threshold has nothing abnormal of its own: it is
+    taken out of the anomalies (its packet is not flagged) and counted on the attack's incident
+    (``packet_count``, ``evidence.effects``): the attacker's group of the read, else the active
+    incident. A distributed or spoofed flood (a ``service`` entity, no one attacker) is never
+    anyone's effect: its clients are the attack.
+    """
+    n = len(read.ts)
+    if not n:
+        return
+    led = read.service_led or [False] * n
+    pairs = list(zip(read.client, read.target, strict=True))
+    attackers: dict[str, list[str]] = {}  # target -> its attackers in the read, most anomalies first
+    for (client, target), count in Counter(compress(pairs, map(not_, led))).most_common():
+        if count >= opening.OPEN_MIN_ANOMALIES and client is not None and target is not None:
+            attackers.setdefault(target, []).append(client)
+    # the active incidents are asked for (one query) only for services no attacker of the read is
+    # on whose anomalies include some led by the service's statistics (an effect's usual look)
+    led_elsewhere = set(compress(read.target, led)).difference(attackers)
+    owners: dict[str, Incident] = {}
+    if led_elsewhere:
+        services, _ = _under_attack(sensor, _when(min(read.ts)))
+        owners = {t: i for t, i in services.items() if t in led_elsewhere and i.entity.startswith("host ")}
+    if not attackers and not owners:
+        return
+    attacking = {t: set(clients) for t, clients in attackers.items()}
+    for t, incident in owners.items():
+        attacking.setdefault(t, set()).update({*incident.sources, incident.src_ip})
+    others = {p for p in set(pairs) if p[1] in attacking and p[0] not in attacking[p[1]]}
+    candidates = list(compress(range(n), map(others.__contains__, pairs)))
+    if not candidates:
+        return
+    normal = without_service(np.array(candidates, dtype=np.int64)) <= read.threshold
+    set_apart = list(compress(candidates, normal.tolist()))
+    if not set_apart:
+        return
+    listed = list(groups.values())
+    owner = np.full(n, -1, dtype=np.int64)  # anomaly -> its group's index
+    for i, g in enumerate(listed):
+        owner[g.rows] = i
+        owner[g.joined] = i
+    into: dict[str, _Group] = {}  # target -> the group its effects are counted on
+    for target in dict.fromkeys(read.target[k] for k in set_apart):
+        if target in attackers:  # the group the attacker's anomalies to it went to
+            at = int(owner[pairs.index((attackers[target][0], target))])
+            if at >= 0:
+                into[target] = listed[at]
+        else:
+            incident = owners[target]
+            g = into[target] = groups.setdefault(incident.entity, _Group(incident.entity))
+            g.incident = g.incident or incident
+    set_apart = [k for k in set_apart if read.target[k] in into]
+    taken = set(set_apart)
+    for i in set(owner[set_apart].tolist()) - {-1}:
+        g = listed[i]
+        g.rows = [k for k in g.rows if k not in taken]
+        g.joined = [k for k in g.joined if k not in taken]
+    for k in set_apart:
+        into[read.target[k]].effects.append(k)
+    for entity, g in list(groups.items()):
+        if not (g.rows or g.joined or g.effects):
+            del groups[entity]
 
 
 def representatives(groups: dict[str, _Group]) -> list[int]:
@@ -847,6 +945,10 @@ def _when(t: float) -> datetime:
 
 def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _Group) -> None:
     """Add a read's anomalies of one entity to ``incident`` and its evidence."""
+    evidence.effects += len(group.effects)
+    if not group.all_rows():  # only other clients' packets, its effect: nothing else changes
+        incident.evidence = evidence.dumps()
+        return
     _add_evidence(incident, evidence, read, group.rows)
     evidence.affected += len(group.joined)
     evidence.explained += len(group.representatives)
@@ -959,7 +1061,8 @@ def _incidents(
 ) -> Assignment:
     """Grow each entity's incident (or start a candidate) with the read's anomalies. A handful of
     statements per read however many entities it has."""
-    firsts = {entity: _when(min(_take(read.ts, g.all_rows()))) for entity, g in groups.items()}
+    # (a group of only an attack's effects has its incident: no first anomaly is needed)
+    firsts = {e: _when(min(_take(read.ts, g.all_rows()))) for e, g in groups.items() if g.all_rows()}
     current = _recent_incidents(sensor, {e: t for e, t in firsts.items() if groups[e].incident is None})
     rules = suppression.RuleSet.active()
     created: list[Incident] = []
@@ -981,13 +1084,15 @@ def _incidents(
                 # its first anomaly's flow (always a representative: _representatives)
                 community_id=read.community_ids.get(min(g.all_rows()), ""),
             )  # fmt: skip
-        elif incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts[entity]:
+        elif incident.status == IncidentStatus.RESOLVED and incident.last_seen < firsts.get(entity, _NEVER):
             # it came back after the operator resolved it: an operator must look again
             incident.status = IncidentStatus.OPEN
             incident.status_changed_by, incident.status_changed_at = None, _now()
         before = _LEVELS.index(incident.severity) if was_open else None
         own = exchanged.get(ip_to_bytes(entity[5:]), 0) if incident.src_ip else 0
-        incident.packet_count += max(own, len(g.rows)) + len(g.joined)
+        if g.all_rows():
+            incident.packet_count += max(own, len(g.rows)) + len(g.joined)
+        incident.packet_count += len(g.effects)
         _grow(incident, Evidence.loads(incident.evidence), read, g)
         if rules and (rule := _suppressing_rule(rules, incident)) is not None:
             # stored with the rule, filed under no incident; the incident is left as it was

@@ -63,6 +63,7 @@ def incident_event(incident: Incident) -> dict[str, Any]:
         "targets": incident.targets,
         "targets_more": incident.targets_more,
         "affected": int((incident.evidence or {}).get("affected", 0)),
+        "effects": int((incident.evidence or {}).get("effects", 0)),
         "first_seen": incident.first_seen.isoformat(),
         "last_seen": incident.last_seen.isoformat(),
         "opened_at": incident.opened_at.isoformat() if incident.opened_at else None,

@@ -85,14 +85,15 @@ class IncidentSerializer(serializers.ModelSerializer):
     packets_url = serializers.SerializerMethodField()
     anomalies_url = serializers.SerializerMethodField()
     affected = serializers.SerializerMethodField()
+    effects = serializers.SerializerMethodField()
     geo = serializers.SerializerMethodField()
 
     class Meta:
         model = Incident
         fields = ["id", "sensor", "entity", "kind", "severity", "status", "sources", "targets",
-                  "targets_more", "affected", "first_seen", "last_seen", "opened_at", "anomaly_count",
-                  "packet_count", "peak_score", "explanation", "status_changed_by", "status_changed_at",
-                  "packets_url", "anomalies_url", "geo", "community_id"]  # fmt: skip
+                  "targets_more", "affected", "effects", "first_seen", "last_seen", "opened_at",
+                  "anomaly_count", "packet_count", "peak_score", "explanation", "status_changed_by",
+                  "status_changed_at", "packets_url", "anomalies_url", "geo", "community_id"]  # fmt: skip
         read_only_fields = fields
 
     @extend_schema_field({"type": "object", "additionalProperties": GEO_SCHEMA})
@@ -114,6 +115,11 @@ class IncidentSerializer(serializers.ModelSerializer):
     def get_affected(self, incident: Incident) -> int:
         """Anomalies of other clients to the attacked service, filed under this incident (not its sources)."""
         return int((incident.evidence or {}).get("affected", 0))
+
+    def get_effects(self, incident: Incident) -> int:
+        """Packets of other clients to the attacked service counted as its effect: over the threshold only
+        through the service's statistics, not anomalies (in ``packet_count``, not ``anomaly_count``)."""
+        return int((incident.evidence or {}).get("effects", 0))
 
     def get_anomalies_url(self, incident: Incident) -> str:
         """Its anomalies, newest first."""

@@ -10,9 +10,11 @@ import pytest
 
 from capture.choices import IncidentKind, IncidentSeverity
 from capture.demo import DemoTraffic
+from capture.models import Packet
 from capture.pcapwriter import write_pcap
-from capture.records import ip_to_text
-from detection import incidents, ingest
+from capture.records import ip_texts, ip_to_text
+from detection import incidents, ingest, ml, scoring
+from detection.features import FeatureExtractor
 from detection.models import Incident
 from tests.detection.test_detection_pipeline import publish_in_batches
 from tests.detection.trained import trained_with
@@ -304,3 +306,51 @@ def test_a_reads_incident_events_are_one_group_message():
     assert [(m["type"], m["incident"]["id"]) for m in sent] == [
         ("incident.opened", made[2].pk), ("incident.updated", made[1].pk), ("incident.opened", made[0].pk),
     ]  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_benign_clients_packets_to_a_flooded_service_are_its_effect_not_anomalies(trained, redis_client):
+    """Issue 12: "benign clients' packets to a service under attack join that attack's incident".
+    During a SYN flood of the SSH server its statistics are the flood's, and the benign SSH
+    sessions' packets carry them: over the threshold with nothing abnormal of their own. They are
+    not flagged; the flood's incident counts them (``evidence.effects``, ``packet_count``)."""
+    traffic = DemoTraffic(seed=3, attack_prob=0.0)
+    traffic.inject("syn_flood")  # from one host (seed 3), to port 22
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    publish_in_batches(redis_client, "fx", records)
+
+    ingest.drain_sensor("fx", redis_client)
+
+    # what is over the threshold: the worker's code path offline, one feature state throughout
+    model = ml.load_model(trained.artifact_path)
+    extractor = FeatureExtractor(trained.feature_level)
+    over = scoring.score_records(model, extractor, records, extractor.new_state())[1] > model.threshold
+    flagged = np.zeros(len(records), bool)
+    seqs = Packet.objects.filter(sensor__name="fx", anomaly_score__isnull=False).values_list("seq", flat=True)
+    flagged[np.array(list(seqs), dtype=np.int64) - 1] = True
+    set_apart = over & ~flagged
+    attack = records["label"] > 0
+    port = int(np.bincount(records["dport"][attack]).argmax())
+    victim = ip_to_text(records["dst_ip"][attack & (records["dport"] == port)][0], 4)
+    src = ip_texts(records["src_ip"], records["ip_version"])
+    dst = ip_texts(records["dst_ip"], records["ip_version"])
+    to_service = np.array(
+        [(d == victim and dp == port) or (s == victim and sp == port)
+         for s, d, sp, dp in zip(src, dst, records["sport"].tolist(), records["dport"].tolist(), strict=True)]
+    )  # fmt: skip
+    attackers = set(np.array(src, dtype=object)[attack & (records["dport"] == port)].tolist())
+    assert len(attackers) == 1
+
+    # benign clients' packets to the flooded service were over the threshold: set apart, not flagged
+    assert set_apart.any()
+    assert not (set_apart & attack).any() and not (set_apart & ~to_service).any()
+    assert (flagged & ~attack & to_service).sum() < set_apart.sum()
+    # ... and counted on the flood's incident, the only one of its attacker
+    flood = [i for i in Incident.objects.opened() if attackers & set(i.sources)]
+    assert len(flood) == 1 and flood[0].kind == IncidentKind.SYN_FLOOD
+    assert sum(i.evidence.get("effects", 0) for i in Incident.objects.all()) == set_apart.sum()
+    assert flood[0].evidence["effects"] == set_apart.sum()
+    assert flood[0].packet_count >= flood[0].anomaly_count + set_apart.sum()
+    # no benign client has an incident of its own
+    assert all(set(i.sources) & attackers for i in Incident.objects.opened())

@@ -522,3 +522,66 @@ def test_anomalies_by_service_and_client_are_what_one_anomaly_after_the_other_gi
     ]
     assert list(got[1].items()) == list(by_client.items())
     assert list(got[2].items()) == list(own.items())
+
+
+def _store_and_save_normal_without_service(
+    sensor: Sensor, packets: list, first_seq: int, t: float, normal, led=lambda seq: False
+):
+    """``_store_and_save``, the model saying of each flagged packet (``normal(seq)``) whether it is
+    at or under the threshold with its service's statistics normal (``without_service``), and
+    leading its explanation with the service's rate where ``led(seq)``."""
+    batch, scored = _read(packets, first_seq, t)
+    seqs = batch.records["seq"][scored.flagged]
+    scored.top_features = [
+        ("service_pkts_per_s", "flow_pkts_per_s") if led(seq) else ("client_pkts_per_s", "flow_pkts_per_s")
+        for seq in seqs.tolist()
+    ]
+    scored.without_service = lambda positions: np.array(
+        [0.0 if normal(int(seq)) else 9.0 for seq in seqs[positions].tolist()]
+    )
+    with transaction.atomic():
+        storage.store_batch(sensor, batch, f"{first_seq}-0", anomaly_scores=scored.anomaly_scores())
+        return anomalies.save_anomalies(sensor, batch, scored)
+
+
+def test_other_clients_packets_abnormal_only_through_the_attacked_services_statistics_are_its_effect(api):
+    sensor = Sensor.objects.create(name="inc")
+    flood = [("10.0.0.66", VICTIM, 1024 + i, 8080, 6, SYN, 0) for i in range(300)]
+    benign = [(CLIENT, VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(8)]
+    benign += [(VICTIM, CLIENT, 8080, 50_000 + i, 6, PSH_ACK, 900) for i in range(8)]
+    other = [("10.0.0.21", VICTIM, 50_000 + i, 8080, 6, PSH_ACK, 300) for i in range(4)]  # abnormal itself
+    # the benign client's packets are led by the service's rate; all but the other client's are
+    # normal without the service's statistics (the flooder's are never asked)
+    saved = _store_and_save_normal_without_service(
+        sensor, flood[:150] + benign + other + flood[150:], 1, T0,
+        lambda seq: not 167 <= seq <= 170, lambda seq: 151 <= seq <= 166,
+    )  # fmt: skip
+    incident = Incident.objects.get()
+    assert incident.entity == "host 10.0.0.66" and incident.kind == IncidentKind.SYN_FLOOD
+    # the benign client's 16: no anomalies, the flood's effect; the other client's 4 joined as before
+    assert incident.evidence["effects"] == 16 and incident.evidence["affected"] == 4
+    assert incident.anomaly_count == 304 and (saved.count, saved.effects) == (304, 16)
+    assert incident.packet_count >= 300 + 4 + 16
+    unflagged = Packet.objects.filter(anomaly_score__isnull=True).values_list("seq", flat=True)
+    assert sorted(unflagged) == list(range(151, 167))
+    assert not Anomaly.objects.filter(packet_seq__in=range(151, 167)).exists()
+    shown = api.get(f"/api/incidents/{incident.pk}/").json()
+    assert (shown["effects"], shown["affected"], shown["anomaly_count"]) == (16, 4, 304)
+    # a later read, the flooder quiet but its incident active: the same; nothing opens, nothing reopens
+    incident.status = IncidentStatus.RESOLVED
+    incident.save()
+    _store_and_save_normal_without_service(sensor, benign, 1_000, T0 + 5, lambda seq: True, lambda seq: True)
+    incident.refresh_from_db()
+    assert Incident.objects.count() == 1 and incident.status == IncidentStatus.RESOLVED
+    assert incident.evidence["effects"] == 32 and incident.anomaly_count == 304
+    assert Packet.objects.filter(anomaly_score__isnull=True).count() == 32
+
+
+def test_a_spoofed_flood_is_nobodys_effect():
+    sensor = Sensor.objects.create(name="inc")
+    spoofed = [(f"198.51.100.{i + 1}", VICTIM, 40_000 + i, 8080, 6, SYN, 0) for i in range(200)]
+    saved = _store_and_save_normal_without_service(sensor, spoofed, 1, T0, lambda seq: True)
+    service = Incident.objects.opened().get()
+    assert service.entity == f"service {VICTIM}:8080/tcp" and service.anomaly_count == 200
+    assert saved.effects == 0 and service.evidence["effects"] == 0
+    assert Packet.objects.filter(anomaly_score__isnull=False).count() == 200
