@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest_cost.py --prepare --train BENIGN.pcap --template T.sqlite3
     .venv/bin/python bench/ingest_cost.py --template T.sqlite3 PCAP [PCAP ...] [--count 51872]
-                                          [--batch 1000] [--read 20] [--dump OUT.pickle]
+                                          [--batch 1000] [--read 20] [--repeat N] [--dump OUT.pickle]
                                           [--profile OUT.pstats]
 
 ``--prepare`` makes a template database (migrated, ``feature_level=advanced``, the model ``both``
@@ -87,7 +87,7 @@ def entries_of(records, batch: int, sensor: str) -> list[tuple[bytes, dict]]:
     return out
 
 
-def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | None) -> dict:
+def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | None, repeat: int = 1) -> dict:
     import numpy as np
     import redis
     from django.conf import settings
@@ -118,8 +118,9 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
         import cProfile
 
         profiler = cProfile.Profile()
-    for k, (path, records) in enumerate(inputs):
-        name = f"cost-{k}-{path.parent.name}-{path.stem}"
+    rounds = [(r, k, path, records) for r in range(repeat) for k, (path, records) in enumerate(inputs)]
+    for r, k, path, records in rounds:
+        name = f"cost-{k}-{path.parent.name}-{path.stem}" + (f"-{r + 1}" if r else "")
         sensor = Sensor.objects.create(name=name)
         entries = entries_of(records, batch, name)
         state = ingest.SensorState()
@@ -148,9 +149,14 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
 
         profiler.dump_stats(profile)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(45)
-    last = list(out.values())[-1]["us"]
-    for name, fig in out.items():
-        print(f"  {name}: {fig['us']:.1f} us/packet, {fig['us'] / last:.3f}x the last")
+    for r in range(repeat):
+        figures = list(out.values())[r * len(inputs) : (r + 1) * len(inputs)]
+        print(
+            f"  round {r + 1}: "
+            + ", ".join(f"{fig['us']:.1f}" for fig in figures)
+            + " us/packet; ratio to the last "
+            + ", ".join(f"{fig['us'] / figures[-1]['us']:.3f}x" for fig in figures)
+        )
     return out
 
 
@@ -234,6 +240,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=0, help="first N packets of each capture (0: all)")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--read", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the captures, one after the other")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile")
     parser.add_argument("--compare", nargs=2, type=Path)
@@ -255,7 +262,7 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", "--noinput", verbosity=0)
-    run(args.pcaps, args.count, args.batch, args.read, args.profile)
+    run(args.pcaps, args.count, args.batch, args.read, args.profile, args.repeat)
     if args.dump:
         args.dump.write_bytes(pickle.dumps(dump()))
         print(f"dump: {args.dump}")
