@@ -577,7 +577,12 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
 
     def group(entity: str) -> _Group:
-        return groups.setdefault(entity, _Group(entity))
+        g = groups.get(entity)
+        if g is None:
+            g = groups[entity] = _Group(entity)
+        return g
+
+    entity_of: dict[str | None, str] = {}  # client -> its host entity (a scan names it per probe)
 
     def join(
         entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None], host: str | None
@@ -607,6 +612,16 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 group(entity).joined.extend(rows)
 
     for target, clients in by_service.items():
+        if len(clients) == 1 and target not in services:
+            # One client, no attack on the service: unless one on its host, or another client's
+            # attack of the host, claims it, the client's own (the rule below, taken first and
+            # in one step: a scan has a target per probe)
+            ((client, rows),) = clients.items()
+            host = read.host[rows[0]]
+            if attacker_of.get(host, client) == client and (host in attacker_of or host not in hosts):
+                entity = entity_of.get(client) or entity_of.setdefault(client, host_entity(client))
+                group(entity).rows.extend(rows)
+                continue
         ranked = list(clients.items())
         if len(ranked) > 1:
             ranked.sort(key=lambda item: -len(item[1]))
