@@ -196,7 +196,7 @@ class Evidence:
                 return False
             self.hosts[host] = [] if port is None else [port]
             return True
-        if port is None or port in ports or len(ports) >= EVIDENCE_PORTS:
+        if port is None or len(ports) >= EVIDENCE_PORTS or port in ports:  # (full: no list scan)
             return False
         ports.append(port)
         return True
