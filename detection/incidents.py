@@ -43,7 +43,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import compress, repeat
+from itertools import compress
 from operator import and_, itemgetter, not_
 from typing import Any
 
@@ -545,9 +545,17 @@ def _by_service_and_client(
     distinct, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
     order, starts = _runs(inverse.reshape(-1), len(distinct))
     by_service: dict[str | None, dict[str | None, list[int]]] = {}
-    for i in np.argsort(first, kind="stable").tolist():  # pairs in the order of their first anomaly
-        client, target = divmod(int(distinct[i]), len(targets))
-        by_service.setdefault(targets[target], {})[clients[client]] = order[starts[i] : starts[i + 1]]
+    seq = np.argsort(first, kind="stable")  # pairs in the order of their first anomaly
+    bounds = np.asarray(starts)
+    pair_clients = _take(clients, (distinct[seq] // len(targets)).tolist())
+    pair_targets = _take(targets, (distinct[seq] % len(targets)).tolist())
+    for client, target, lo, hi in zip(
+        pair_clients, pair_targets, bounds[seq].tolist(), bounds[seq + 1].tolist(), strict=True
+    ):
+        of_target = by_service.get(target)
+        if of_target is None:
+            of_target = by_service[target] = {}
+        of_target[client] = order[lo:hi]
     return by_service, by_client, own
 
 
@@ -568,7 +576,8 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
     for c in busy:
         hosts_hit = _take(read.host, own[c])
-        hits.update(zip(repeat(c), hosts_hit))
+        for h, n in Counter(hosts_hit).items():  # (the pairs in the order of their first anomaly)
+            hits[(c, h)] += n
         spread.update((c, h) for h, _ in set(zip(hosts_hit, _take(read.target, own[c]), strict=True)))
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
