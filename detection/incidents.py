@@ -622,9 +622,9 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
 
     for target, clients in by_service.items():
         if len(clients) == 1 and target not in services:
-            # One client, no attack on the service: unless one on its host, or another client's
-            # attack of the host, claims it, the client's own (the rule below, taken first and
-            # in one step: a scan has a target per probe)
+            # One client, and no attack it could be the effect of (none on the service, none on its
+            # host, no other client's attack of the host): its own (what the rules below give it,
+            # here in one step, before any ranking: a scan has a target per probe)
             ((client, rows),) = clients.items()
             host = read.host[rows[0]]
             if attacker_of.get(host, client) == client and (host in attacker_of or host not in hosts):
@@ -638,11 +638,6 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         owner = services.get(target) if target is not None else None
         if owner is None and host not in attacker_of:
             owner = hosts.get(host) if host is not None else None
-        if owner is None and len(ranked) == 1 and attacker_of.get(host, ranked[0][0]) == ranked[0][0]:
-            # one client, no attack it could be the effect of: its own (what the rules below give
-            # it, here in one step: a scan has a target per probe)
-            group(host_entity(ranked[0][0])).rows.extend(ranked[0][1])
-            continue
         if owner is not None:
             own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
             if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources
