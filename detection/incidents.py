@@ -43,7 +43,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import compress, repeat
+from itertools import compress
 from operator import and_, itemgetter, not_
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +204,7 @@ class Evidence:
                 return False
             self.hosts[host] = [] if port is None else [port]
             return True
-        if port is None or port in ports or len(ports) >= EVIDENCE_PORTS:
+        if port is None or len(ports) >= EVIDENCE_PORTS or port in ports:  # (full: no list scan)
             return False
         ports.append(port)
         return True
@@ -555,9 +555,17 @@ def _by_service_and_client(
     distinct, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
     order, starts = _runs(inverse.reshape(-1), len(distinct))
     by_service: dict[str | None, dict[str | None, list[int]]] = {}
-    for i in np.argsort(first, kind="stable").tolist():  # pairs in the order of their first anomaly
-        client, target = divmod(int(distinct[i]), len(targets))
-        by_service.setdefault(targets[target], {})[clients[client]] = order[starts[i] : starts[i + 1]]
+    seq = np.argsort(first, kind="stable")  # pairs in the order of their first anomaly
+    bounds = np.asarray(starts)
+    pair_clients = _take(clients, (distinct[seq] // len(targets)).tolist())
+    pair_targets = _take(targets, (distinct[seq] % len(targets)).tolist())
+    for client, target, lo, hi in zip(
+        pair_clients, pair_targets, bounds[seq].tolist(), bounds[seq + 1].tolist(), strict=True
+    ):
+        of_target = by_service.get(target)
+        if of_target is None:
+            of_target = by_service[target] = {}
+        of_target[client] = order[lo:hi]
     return by_service, by_client, own
 
 
@@ -578,7 +586,8 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
     for c in busy:
         hosts_hit = _take(read.host, own[c])
-        hits.update(zip(repeat(c), hosts_hit))
+        for h, n in Counter(hosts_hit).items():  # (the pairs in the order of their first anomaly)
+            hits[(c, h)] += n
         spread.update((c, h) for h, _ in set(zip(hosts_hit, _take(read.target, own[c]), strict=True)))
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
@@ -587,7 +596,12 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
 
     def group(entity: str) -> _Group:
-        return groups.setdefault(entity, _Group(entity))
+        g = groups.get(entity)
+        if g is None:
+            g = groups[entity] = _Group(entity)
+        return g
+
+    entity_of: dict[str | None, str] = {}  # client -> its host entity (a scan names it per probe)
 
     def join(
         entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None], host: str | None
@@ -617,6 +631,16 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                 group(entity).joined.extend(rows)
 
     for target, clients in by_service.items():
+        if len(clients) == 1 and target not in services:
+            # One client, and no attack it could be the effect of (none on the service, none on its
+            # host, no other client's attack of the host): its own (what the rules below give it,
+            # here in one step, before any ranking: a scan has a target per probe)
+            ((client, rows),) = clients.items()
+            host = read.host[rows[0]]
+            if attacker_of.get(host, client) == client and (host in attacker_of or host not in hosts):
+                entity = entity_of.get(client) or entity_of.setdefault(client, host_entity(client))
+                group(entity).rows.extend(rows)
+                continue
         ranked = list(clients.items())
         if len(ranked) > 1:
             ranked.sort(key=lambda item: -len(item[1]))
@@ -624,11 +648,6 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         owner = services.get(target) if target is not None else None
         if owner is None and host not in attacker_of:
             owner = hosts.get(host) if host is not None else None
-        if owner is None and len(ranked) == 1 and attacker_of.get(host, ranked[0][0]) == ranked[0][0]:
-            # one client, no attack it could be the effect of: its own (what the rules below give
-            # it, here in one step: a scan has a target per probe)
-            group(host_entity(ranked[0][0])).rows.extend(ranked[0][1])
-            continue
         if owner is not None:
             own = {*owner.sources, owner.src_ip} if owner.src_ip else set(owner.sources)
             if owner.entity.startswith("service "):  # a distributed attack: its busy clients are its sources

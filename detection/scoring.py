@@ -320,5 +320,13 @@ def _names(model: ml.AnomalyModel, idx: np.ndarray) -> list[tuple[str, ...]]:
     """Feature indices (rows of ``top``) -> their names."""
     if not len(idx):
         return []
-    names = np.array(model.feature_names, dtype=object)
-    return [tuple(row) for row in names[idx].tolist()]
+    # Spelled once per distinct row of indices (a flood repeats a few), not per flagged row.
+    names = model.feature_names
+    if len(names) ** idx.shape[1] >= 2**63:  # too many to number each row with one integer
+        return [tuple(names[j] for j in row) for row in idx.tolist()]
+    code = np.zeros(len(idx), dtype=np.int64)
+    for column in idx.T:  # one integer per row of indices
+        code = code * len(names) + column
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    spelled = [tuple(names[j] for j in row) for row in idx[first].tolist()]
+    return list(map(spelled.__getitem__, inverse.reshape(-1).tolist()))

@@ -3,7 +3,6 @@ socket) raise nothing and are never a reason; the grace ends after COLD_PACKETS 
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -25,6 +24,7 @@ from detection.features import (
     feature_specs,
     key_kind,
 )
+from tests.detection.saved_states import as_npz
 
 FRESH = "10.0.0.222"  # a host the demo never uses
 
@@ -103,24 +103,41 @@ def test_cold_masks_do_not_depend_on_batching_or_saving_the_state(level):
     np.testing.assert_allclose(np.concatenate(xs), whole_x, rtol=2e-6, atol=1e-6)
 
 
-def _with_version(raw: bytes, version: int) -> bytes:
-    """A saved feature state as an older release would have written it (another version number)."""
-    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        arrays = {name: z[name] for name in z.files}
-    meta = json.loads(arrays["meta"].tobytes().decode()) | {"version": version}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def test_a_state_saved_by_the_previous_version_loads_cold():
     fx = FeatureExtractor("standard")
     state = fx.new_state()
     fx.transform(DemoTraffic(3).records(3000), state)
     assert scoring.load_state(state.to_bytes(), fx).packets == 3000
-    old = scoring.load_state(_with_version(state.to_bytes(), 2), fx)
+    old = scoring.load_state(as_npz(state, version=2), fx)
     assert old.packets == 0 and not old.history["client"].keys.size
+
+
+def test_a_state_saved_as_an_npz_by_the_previous_release_continues():
+    """The raw container replaced the npz; a sensor's state saved before the upgrade is not lost."""
+    fx = FeatureExtractor("advanced")
+    traffic = DemoTraffic(5).records(4000)
+    state = fx.new_state()
+    fx.transform(traffic[:2000], state)
+    saved = as_npz(state)
+    assert saved[:2] == b"PK" and not state.to_bytes().startswith(b"PK")
+    restored = scoring.load_state(saved, fx)
+    assert restored.packets == 2000
+    again = FeatureState.from_bytes(state.to_bytes())
+    X = fx.transform(traffic[2000:], state)
+    assert np.array_equal(fx.transform(traffic[2000:], restored), X, equal_nan=True)
+    assert np.array_equal(fx.transform(traffic[2000:], again), X, equal_nan=True)
+
+
+def test_a_raw_state_of_another_version_or_cut_short_loads_cold():
+    fx = FeatureExtractor("standard")
+    state = fx.new_state()
+    fx.transform(DemoTraffic(3).records(3000), state)
+    raw = state.to_bytes()
+    other = raw.replace(b'"version": %d' % features.STATE_VERSION, b'"version": 2', 1)
+    assert other != raw
+    assert scoring.load_state(other, fx).packets == 0
+    assert scoring.load_state(raw[:-8], fx).packets == 0
+    assert scoring.load_state(raw, fx).packets == 3000
 
 
 # --------------------------------------------------------------------- scoring (live and offline)

@@ -18,6 +18,7 @@ from detection import anomalies
 from detection.features import LEVELS, FeatureExtractor, FeatureState, client_side
 from detection.models import Incident
 from tests.detection import test_incidents as helpers
+from tests.detection.saved_states import as_npz
 
 SYN, SYN_ACK, ACK, PSH_ACK = 0x02, 0x12, 0x10, 0x18
 ATTACKER, VICTIM = "10.0.0.75", "10.0.0.1"
@@ -107,7 +108,7 @@ def test_a_state_saved_before_openers_were_remembered_still_loads():
     extractor = FeatureExtractor("advanced")
     state = extractor.new_state()
     extractor.transform(_records(_handshake()), state)
-    with np.load(io.BytesIO(state.to_bytes())) as z:
+    with np.load(io.BytesIO(as_npz(state))) as z:
         old = {name: z[name] for name in z.files if not name.startswith("openers_")}
     buf = io.BytesIO()
     np.savez(buf, **old)
