@@ -69,6 +69,9 @@ COLD_SECONDS = {"client": 2.0, "service": 2.0, "chan": 2.0, "sock": 2.0}
 # are never a reason either way: explanations leave them out).
 NEUTRALISE_COLD = False
 KEY_KINDS = ("client", "service", "chan", "sock")
+# Seconds of silence after which a TCP connection not closed by FIN or RST no longer counts as open
+# (``client_open_conns``): as long as the socket's own statistics live.
+CONN_IDLE = IDLE_RESET["sock"]
 # Seconds a conversation's opener is remembered after its last packet (``_Openers``): as long as a
 # client's statistics live, so an SSH session idle for minutes keeps its client.
 OPENER_IDLE = 600.0
@@ -223,6 +226,13 @@ def _standard_specs(window: float) -> list[FeatureSpec]:
              "the flow {src}:{sport} - {dst}:{dport} had packets of {value} on average", Unit.BYTES),
         spec("flow_fwd_share", "share of the flow's packets in this packet's direction",
              "{value} of the flow's packets went from {src} to {dst}", Unit.SHARE),
+        # Not windowed: a connection is open from its first packet until a FIN or RST, or until
+        # it has been silent for CONN_IDLE (``_open_connections``).
+        FeatureSpec("client_open_conns",
+                    "TCP connections the client holds open to the service (not closed by FIN/RST, "
+                    "silent under CONN_IDLE)",
+                    "{client} held {value} TCP connections open to {service}",
+                    "value", Unit.COUNT, FeatureLevel.STANDARD),
     ]  # fmt: skip
 
 
@@ -565,6 +575,50 @@ class _Openers(_KeyTable):
         return out[g.pos]
 
 
+class _Conns(_KeyTable):
+    """TCP connections (socket pairs) for ``client_open_conns``: the (client host, service) pair
+    each counts for (``pair``, set by the packet that opened it) and whether it is open (``live``;
+    False once a FIN or RST closed it: its last packets do not open it again, a new SYN does).
+    A connection silent for ``idle`` seconds is forgotten, and so no longer open."""
+
+    columns = ("t_last", "pair", "live")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.pair = np.zeros(0, np.uint64)
+        self.live = np.zeros(0, bool)
+        self.capped = np.zeros(0, np.uint64)  # pairs of open connections the last evict dropped
+
+    def evict(self, now: float, max_keys: int) -> None:
+        # Open connections evicted by the key cap (never by idleness: their pair's count already
+        # lost them) are reported, so their pair's count stays the number of open rows here.
+        before_keys, before_pair = self.keys, self.pair[self.live & (self.t_last >= now - self.idle)]
+        live_keys = before_keys[self.live & (self.t_last >= now - self.idle)]
+        super().evict(now, max_keys)
+        if len(live_keys) and len(self.keys) < len(before_keys):
+            gone = ~np.isin(live_keys, self.keys, assume_unique=True)
+            self.capped = before_pair[gone]
+        else:
+            self.capped = np.zeros(0, np.uint64)
+
+
+class _PairCounts(_KeyTable):
+    """Per (client host, service) pair, how many of its TCP connections are open (``_Conns``);
+    pairs without an open connection are not kept."""
+
+    columns = ("t_last", "count")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.count = np.zeros(0, np.int64)
+
+    def drop_empty(self) -> None:
+        keep = self.count > 0
+        if not keep.all():
+            for name in ("keys", *self.columns):
+                setattr(self, name, getattr(self, name)[keep])
+
+
 _TABLE_WIDTH = {"client": 3, "service": 3, "chan": 9, "sock": 6}
 _TAIL_COLUMNS = (
     ("t", np.float64),
@@ -618,11 +672,14 @@ class FeatureState:
         }
         self.history = {name: _History(IDLE_RESET[name]) for name in KEY_KINDS}
         self.openers = _Openers(OPENER_IDLE)
+        self.conns = _Conns(CONN_IDLE)
+        self.conn_pairs = _PairCounts(CONN_IDLE)
 
     def _keyed(self) -> dict[str, _KeyTable]:
         """Every per-key table by its name in the serialised state."""
         history = {f"history_{name}": tab for name, tab in self.history.items()}
-        return {**self.tables, **history, "openers": self.openers}
+        conns = {"conns": self.conns, "conn_pairs": self.conn_pairs}
+        return {**self.tables, **history, "openers": self.openers, **conns}
 
     def to_bytes(self) -> bytes:
         """Serialise (npz, no pickle)."""
@@ -663,8 +720,8 @@ class FeatureState:
             st.packets = int(meta["packets"])
             st.tail = {name: z[f"tail_{name}"].astype(dtype) for name, dtype in _TAIL_COLUMNS}
             for name, tab in st._keyed().items():
-                if name == "openers" and "openers_keys" not in z.files:
-                    continue  # saved before openers were remembered: start with none, keep the rest
+                if name in ("openers", "conns", "conn_pairs") and f"{name}_keys" not in z.files:
+                    continue  # saved before the table existed: start with it empty, keep the rest
                 for column in ("keys", *tab.columns):
                     setattr(tab, column, z[f"{name}_{column}"])
         return st
@@ -767,6 +824,114 @@ class _Grouping:
         self.grank = np.empty(n, np.int64)
         self.grank[self.order] = grank_sorted
         self.sorted_keys = ks
+
+
+def _open_connections(
+    t: np.ndarray,
+    tcp: np.ndarray,
+    conn: np.ndarray,
+    pair: np.ndarray,
+    syn: np.ndarray,
+    fin_rst: np.ndarray,
+    state: FeatureState,
+) -> np.ndarray:
+    """Per packet, how many TCP connections its (client host, service) ``pair`` holds open at its
+    time, its own included (``client_open_conns``; 0 for packets that are not TCP).
+
+    A connection (``conn``: the socket pair) is open from its first packet (a SYN reopens a
+    closed one) until a FIN or RST in either direction (the packet itself still counts it), or
+    until it has been silent for ``CONN_IDLE`` seconds; its later packets count for the pair that
+    opened it. Counting is exact whatever the batching: the state keeps each connection's last
+    time, pair and whether it is open (``state.conns``) and each pair's count (``state.conn_pairs``).
+    A held-open request (slowloris) keeps hundreds open from one client; a browser a handful.
+    """
+    n = len(t)
+    out = np.zeros(n, np.float64)
+    idx = np.flatnonzero(tcp)
+    m = len(idx)
+    if not m:
+        return out  # nothing changes: expiries are counted when the next TCP packet comes
+    conns, pairs = state.conns, state.conn_pairs
+    idle = conns.idle
+    tt = t[idx]
+    now = float(tt[-1])
+    g = _Grouping(conn[idx])
+    o = g.order
+    ts, s_pair, s_syn, s_end = tt[o], pair[idx][o], syn[idx][o], fin_rst[idx][o]
+    gkeys = g.sorted_keys[g.first]
+    ti, found = conns.lookup(gkeys)
+    st_t = np.full(len(gkeys), -np.inf)  # per socket: the state's last time, open, pair
+    st_live = np.zeros(len(gkeys), bool)
+    st_pair = np.zeros(len(gkeys), np.uint64)
+    if found.any():
+        st_t[found], st_live[found], st_pair[found] = (
+            conns.t_last[ti[found]],
+            conns.live[ti[found]],
+            conns.pair[ti[found]],
+        )
+    grp = g.grank_sorted
+    gs = g.gstart[grp]  # each packet's group start, in grouped order
+    prev = np.empty(m)
+    prev[1:] = ts[:-1]
+    prev[g.first] = st_t
+    restart = ts - prev > idle  # a connection never seen, or silent too long: a new one
+    # Open after each packet: set by a restart or SYN, cleared by FIN/RST (the last such wins).
+    i = np.arange(m)
+    decisive = restart | s_syn | s_end
+    last_dec = np.maximum.accumulate(np.where(decisive, i, -1))
+    live = np.where(last_dec >= gs, ~s_end[np.maximum(last_dec, 0)], st_live[grp])
+    was_live = np.empty(m, bool)
+    was_live[1:] = live[:-1]
+    was_live[g.first] = st_live
+    was_live &= ~restart
+    start = restart | (~was_live & s_syn)
+    close = (start | was_live) & s_end
+    last_start = np.maximum.accumulate(np.where(start, i, -1))
+    seg_pair = np.where(last_start >= gs, s_pair[np.maximum(last_start, 0)], st_pair[grp])
+    # A connection open after a packet ends silently when the next packet of its socket restarts,
+    # or, after its last packet, once CONN_IDLE has passed by the end of the batch.
+    last = np.zeros(m, bool)
+    last[g.gstart[1:] - 1] = True
+    last[-1] = True
+    nxt_restart = np.zeros(m, bool)
+    nxt_restart[:-1] = restart[1:]
+    expire = live & np.where(last, ts < now - idle, nxt_restart)
+    # Connections of the state not continued here that fell silent: the batch's restarts of them,
+    # and those not in the batch at all.
+    gone = conns.live & (conns.t_last < now - idle)
+    if len(conns.keys):
+        gone[ti[found & ~restart[g.gstart]]] = False
+    # Events per pair: +1 at a start (counted from that packet on), -1 after a closing packet, -1
+    # from the first packet later than a silent connection's CONN_IDLE.
+    pos = o  # stream position (among the TCP packets) of each grouped packet
+    ev_t = np.concatenate([ts[expire], conns.t_last[gone]]) + idle
+    ev_pair = np.concatenate([s_pair[start], seg_pair[close], seg_pair[expire], conns.pair[gone]])
+    ev_key = np.concatenate([2 * pos[start], 2 * pos[close] + 1, 2 * np.searchsorted(tt, ev_t, side="right")])
+    ev_w = np.concatenate([np.ones(start.sum(), np.int64), -np.ones(len(ev_pair) - start.sum(), np.int64)])
+    uniq, inv = np.unique(np.concatenate([pair[idx], ev_pair]), return_inverse=True)
+    q_rank, ev_rank = inv[:m], inv[m:]
+    span = 2 * m + 2
+    comp = ev_rank * span + ev_key
+    order = np.argsort(comp, kind="stable")
+    comp = comp[order]
+    cw = np.concatenate([[0], np.cumsum(ev_w[order])])
+    q = q_rank * span + 2 * np.arange(m)
+    pi, pf = pairs.lookup(uniq)
+    base = np.zeros(len(uniq), np.int64)  # open before the batch
+    base[pf] = pairs.count[pi[pf]]
+    upto = cw[np.searchsorted(comp, q, side="right")]
+    within = upto - cw[np.searchsorted(comp, q_rank * span, side="left")]
+    out[idx] = np.maximum(base[q_rank] + within, 0)
+    # Carry the connections and the pairs' counts to the next batch.
+    end = np.concatenate([g.gstart[1:], [m]]) - 1
+    conns.update(gkeys, now, state.max_keys, t_last=ts[end], pair=seg_pair[end], live=live[end])
+    total = base + np.bincount(ev_rank, weights=ev_w, minlength=len(uniq)).astype(np.int64)
+    pairs.update(uniq, now, state.max_keys, t_last=np.full(len(uniq), now), count=np.maximum(total, 0))
+    if len(conns.capped):  # open connections the key cap dropped no longer count
+        ci, cf = pairs.lookup(conns.capped)
+        np.subtract.at(pairs.count, ci[cf], 1)
+    pairs.drop_empty()
+    return out
 
 
 # ------------------------------------------------------------------------------------ extractor
@@ -907,6 +1072,10 @@ class FeatureExtractor:
             for k, kind in enumerate(KEY_KINDS):
                 cold[:, k] = state.history[kind].cold(t, groups[kind], float(t[-1]), state.max_keys, kind)
             cols.append(self._standard(cur, state))
+            tcp = has_ports & (proto == 6)
+            end = (flags & 5) > 0  # FIN or RST
+            conns = _open_connections(t, tcp, flow, _combine(client, service), cur["syn"], end, state)
+            cols.append(conns[:, None])
             if self.level == FeatureLevel.ADVANCED:
                 cols.append(self._advanced(t, size, src, dst, e_src, e_dst, groups, state))
         opened = self._opened(t, flags, proto, has_ports, e_src, e_dst, flow, sock, state)
