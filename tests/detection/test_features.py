@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -256,6 +257,25 @@ def test_held_open_connections_count_until_closed_or_silent():
         head = fx.transform(rec[:cut], state)[:, j]
         tail = fx.transform(rec[cut:], FeatureState.from_bytes(state.to_bytes()))[:, j]
         np.testing.assert_array_equal(np.concatenate([head, tail]), X)
+
+
+def test_a_state_saved_before_open_connections_loads_with_none_known():
+    rows = [(1.0 + c, "10.0.0.9", "10.0.0.2", 40000 + c, 80, 2, 60) for c in range(3)]
+    fx = FeatureExtractor("standard")
+    state = fx.new_state()
+    fx.transform(_packets(rows), state)
+    with np.load(io.BytesIO(state.to_bytes())) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("conn")}  # as the code before saved it
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = FeatureState.from_bytes(buf.getvalue())
+    assert len(old.conns.keys) == 0 and len(old.conn_pairs.keys) == 0 and len(old.history["sock"].keys) == 3
+    # a connection open before is counted again from its next packet on
+    later = [
+        (5.0, "10.0.0.9", "10.0.0.2", 40000, 80, 24, 80),
+        (5.1, "10.0.0.9", "10.0.0.2", 40001, 80, 24, 80),
+    ]
+    assert fx.transform(_packets(later), old)[:, fx.names.index("client_open_conns")].tolist() == [1, 2]
 
 
 def test_open_connections_match_a_naive_reference():
