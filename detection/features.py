@@ -8,7 +8,8 @@ Three levels, each a superset of the previous one:
 ``standard``
     plus exact sliding-window statistics (window ``WINDOW`` seconds) per client host, service,
     directed host pair and bidirectional flow: packet and byte rates, size and inter-arrival
-    mean/std, distinct ports / servers / client ports, SYNs per ACK, RSTs.
+    mean/std, distinct ports / servers / client ports, SYNs per ACK, RSTs; and, not windowed, the
+    TCP connections the client holds open to the service (``_open_connections``).
 ``advanced``
     plus damped incremental statistics at several time scales (decay ``DECAYS`` per second) per
     client host, service, host pair and socket, in the spirit of Kitsune's AfterImage (Mirsky et
@@ -643,8 +644,9 @@ class FeatureState:
 
     Holds the last timestamp (time never goes backwards: later packets are clamped to it), the
     tail of packets of the last ``window`` seconds (standard level), the damped sums per key
-    (advanced level), each key's history (standard and advanced: cold start) and which end opened
-    each conversation (``openers``, every level: ``FeatureExtractor.transform_opened``). Bounded:
+    (advanced level), each key's history (standard and advanced: cold start), which end opened
+    each conversation (``openers``, every level: ``FeatureExtractor.transform_opened``) and which
+    TCP connections are open (``conns``, ``conn_pairs``: ``client_open_conns``). Bounded:
     ``max_tail`` packets and ``max_keys`` keys per table.
     """
 
