@@ -227,8 +227,8 @@ def _standard_specs(window: float) -> list[FeatureSpec]:
              "the flow {src}:{sport} - {dst}:{dport} had packets of {value} on average", Unit.BYTES),
         spec("flow_fwd_share", "share of the flow's packets in this packet's direction",
              "{value} of the flow's packets went from {src} to {dst}", Unit.SHARE),
-        # Not windowed: a connection is open from its first packet until a FIN or RST, or until
-        # it has been silent for CONN_IDLE (``_open_connections``).
+        # Not windowed: a connection is open once its handshake is done until a FIN or RST, or
+        # until it has been silent for CONN_IDLE (``_open_connections``).
         FeatureSpec("client_open_conns",
                     "TCP connections the client holds open to the service (not closed by FIN/RST, "
                     "silent under CONN_IDLE)",
@@ -576,25 +576,29 @@ class _Openers(_KeyTable):
         return out[g.pos]
 
 
+_NOT_OPEN, _OPEN, _CLOSED = 0, 1, 2  # a TCP connection's state for ``client_open_conns``
+
+
 class _Conns(_KeyTable):
     """TCP connections (socket pairs) for ``client_open_conns``: the (client host, service) pair
-    each counts for (``pair``, set by the packet that opened it) and whether it is open (``live``;
-    False once a FIN or RST closed it: its last packets do not open it again, a new SYN does).
-    A connection silent for ``idle`` seconds is forgotten, and so no longer open."""
+    each counts for (``pair``, set by the packet that opened it) and its ``state``: not open yet (a
+    SYN seen, no handshake completed), open, or closed by a FIN or RST (its last packets do not
+    open it again, a new SYN does). A connection silent for ``idle`` seconds is forgotten, and so
+    no longer open (``_open_connections``)."""
 
-    columns = ("t_last", "pair", "live")
+    columns = ("t_last", "pair", "state")
 
     def __init__(self, idle: float) -> None:
         super().__init__(idle)
         self.pair = np.zeros(0, np.uint64)
-        self.live = np.zeros(0, bool)
+        self.state = np.zeros(0, np.int8)  # _NOT_OPEN, _OPEN or _CLOSED
         self.capped = np.zeros(0, np.uint64)  # pairs of open connections the last evict dropped
 
     def evict(self, now: float, max_keys: int) -> None:
         # Open connections evicted by the key cap (never by idleness: their pair's count already
         # lost them) are reported, so their pair's count stays the number of open rows here.
-        before_keys, before_pair = self.keys, self.pair[self.live & (self.t_last >= now - self.idle)]
-        live_keys = before_keys[self.live & (self.t_last >= now - self.idle)]
+        live = (self.state == _OPEN) & (self.t_last >= now - self.idle)
+        before_keys, before_pair, live_keys = self.keys, self.pair[live], self.keys[live]
         super().evict(now, max_keys)
         if len(live_keys) and len(self.keys) < len(before_keys):
             gone = ~np.isin(live_keys, self.keys, assume_unique=True)
@@ -834,18 +838,22 @@ def _open_connections(
     conn: np.ndarray,
     pair: np.ndarray,
     syn: np.ndarray,
+    syn_ack: np.ndarray,
     fin_rst: np.ndarray,
     state: FeatureState,
 ) -> np.ndarray:
-    """Per packet, how many TCP connections its (client host, service) ``pair`` holds open at its
-    time, its own included (``client_open_conns``; 0 for packets that are not TCP).
+    """Per packet, how many established TCP connections its (client host, service) ``pair`` holds
+    open at its time, its own included (``client_open_conns``; 0 for packets that are not TCP).
 
-    A connection (``conn``: the socket pair) is open from its first packet (a SYN reopens a
-    closed one) until a FIN or RST in either direction (the packet itself still counts it), or
-    until it has been silent for ``CONN_IDLE`` seconds; its later packets count for the pair that
-    opened it. Counting is exact whatever the batching: the state keeps each connection's last
-    time, pair and whether it is open (``state.conns``) and each pair's count (``state.conn_pairs``).
-    A held-open request (slowloris) keeps hundreds open from one client; a browser a handful.
+    A connection (``conn``: the socket pair) is open from its first packet that is not a SYN or a
+    SYN-ACK (the handshake's last ACK, or any packet of one first seen mid-stream) until a FIN or
+    RST in either direction (the packet itself still counts it) or until it has been silent for
+    ``CONN_IDLE`` seconds; a SYN starts it again, not yet open. So a SYN flood's half-open
+    attempts and a scan's probes hold nothing open, and the packets after a FIN do not reopen it.
+    It counts for the pair of the packet that opened it. Exact whatever the batching: the state
+    keeps each connection's last time, pair and state (``state.conns``) and each pair's count
+    (``state.conn_pairs``). A held-open request (slowloris) keeps hundreds open from one client; a
+    browser a handful.
     """
     n = len(t)
     out = np.zeros(n, np.float64)
@@ -859,16 +867,17 @@ def _open_connections(
     now = float(tt[-1])
     g = _Grouping(conn[idx])
     o = g.order
-    ts, s_pair, s_syn, s_end = tt[o], pair[idx][o], syn[idx][o], fin_rst[idx][o]
+    ts, s_pair = tt[o], pair[idx][o]
+    s_syn, s_synack, s_end = syn[idx][o], syn_ack[idx][o], fin_rst[idx][o]
     gkeys = g.sorted_keys[g.first]
     ti, found = conns.lookup(gkeys)
-    st_t = np.full(len(gkeys), -np.inf)  # per socket: the state's last time, open, pair
-    st_live = np.zeros(len(gkeys), bool)
+    st_t = np.full(len(gkeys), -np.inf)  # per socket: the state's last time, state, pair
+    st_state = np.zeros(len(gkeys), np.int8)
     st_pair = np.zeros(len(gkeys), np.uint64)
     if found.any():
-        st_t[found], st_live[found], st_pair[found] = (
+        st_t[found], st_state[found], st_pair[found] = (
             conns.t_last[ti[found]],
-            conns.live[ti[found]],
+            conns.state[ti[found]],
             conns.pair[ti[found]],
         )
     grp = g.grank_sorted
@@ -877,17 +886,27 @@ def _open_connections(
     prev[1:] = ts[:-1]
     prev[g.first] = st_t
     restart = ts - prev > idle  # a connection never seen, or silent too long: a new one
-    # Open after each packet: set by a restart or SYN, cleared by FIN/RST (the last such wins).
+    # The state after each packet (_NOT_OPEN, _OPEN, _CLOSED). FIN/RST closes, a SYN starts again,
+    # a restart starts again and opens unless it is a SYN-ACK: these decide whatever came before.
+    # After them, a SYN-ACK changes nothing and any other packet opens what is not closed.
+    s_fin_or_syn = s_end | s_syn
+    decisive = restart | s_fin_or_syn
+    value = np.where(s_end, _CLOSED, np.where(s_syn | s_synack, _NOT_OPEN, _OPEN)).astype(np.int8)
     i = np.arange(m)
-    decisive = restart | s_syn | s_end
+    other = ~decisive & ~s_synack
     last_dec = np.maximum.accumulate(np.where(decisive, i, -1))
-    live = np.where(last_dec >= gs, ~s_end[np.maximum(last_dec, 0)], st_live[grp])
-    was_live = np.empty(m, bool)
-    was_live[1:] = live[:-1]
-    was_live[g.first] = st_live
-    was_live &= ~restart
-    start = restart | (~was_live & s_syn)
-    close = (start | was_live) & s_end
+    last_other = np.maximum.accumulate(np.where(other, i, -1))
+    mine = last_dec >= gs
+    v = np.where(mine, value[np.maximum(last_dec, 0)], st_state[grp])
+    opened_since = last_other > np.where(mine, last_dec, gs - 1)
+    after = np.where(v == _CLOSED, _CLOSED, np.where(opened_since | (v == _OPEN), _OPEN, _NOT_OPEN))
+    before = np.empty(m, np.int8)
+    before[1:] = after[:-1]
+    before[g.first] = st_state
+    before[restart] = _NOT_OPEN
+    is_open, was_open = after == _OPEN, before == _OPEN
+    start = is_open & ~was_open
+    close = was_open & ~is_open
     last_start = np.maximum.accumulate(np.where(start, i, -1))
     seg_pair = np.where(last_start >= gs, s_pair[np.maximum(last_start, 0)], st_pair[grp])
     # A connection open after a packet ends silently when the next packet of its socket restarts,
@@ -897,10 +916,10 @@ def _open_connections(
     last[-1] = True
     nxt_restart = np.zeros(m, bool)
     nxt_restart[:-1] = restart[1:]
-    expire = live & np.where(last, ts < now - idle, nxt_restart)
+    expire = is_open & np.where(last, ts < now - idle, nxt_restart)
     # Connections of the state not continued here that fell silent: the batch's restarts of them,
     # and those not in the batch at all.
-    gone = conns.live & (conns.t_last < now - idle)
+    gone = (conns.state == _OPEN) & (conns.t_last < now - idle)
     if len(conns.keys):
         gone[ti[found & ~restart[g.gstart]]] = False
     # Events per pair: +1 at a start (counted from that packet on), -1 after a closing packet, -1
@@ -926,7 +945,7 @@ def _open_connections(
     out[idx] = np.maximum(base[q_rank] + within, 0)
     # Carry the connections and the pairs' counts to the next batch.
     end = np.concatenate([g.gstart[1:], [m]]) - 1
-    conns.update(gkeys, now, state.max_keys, t_last=ts[end], pair=seg_pair[end], live=live[end])
+    conns.update(gkeys, now, state.max_keys, t_last=ts[end], pair=seg_pair[end], state=after[end])
     total = base + np.bincount(ev_rank, weights=ev_w, minlength=len(uniq)).astype(np.int64)
     pairs.update(uniq, now, state.max_keys, t_last=np.full(len(uniq), now), count=np.maximum(total, 0))
     if len(conns.capped):  # open connections the key cap dropped no longer count
@@ -1076,7 +1095,10 @@ class FeatureExtractor:
             cols.append(self._standard(cur, state))
             tcp = has_ports & (proto == 6)
             end = (flags & 5) > 0  # FIN or RST
-            conns = _open_connections(t, tcp, flow, _combine(client, service), cur["syn"], end, state)
+            syn_ack = ((flags & 18) == 18) & tcp
+            conns = _open_connections(
+                t, tcp, flow, _combine(client, service), cur["syn"], syn_ack, end, state
+            )
             cols.append(conns[:, None])
             if self.level == FeatureLevel.ADVANCED:
                 cols.append(self._advanced(t, size, src, dst, e_src, e_dst, groups, state))

@@ -216,7 +216,7 @@ def test_a_scan_of_a_server_leaves_its_other_clients_features_alone():
     assert (X[probes, fx.names.index("client_rst_per_s")] > 100).all()
 
 
-def test_held_open_connections_count_until_closed_or_silent():
+def test_held_open_connections_count_from_the_handshake_until_closed_or_silent():
     # slowloris: 300 connections to one web server, each sending a header line every 2 s and
     # never a whole request; beside it a browser whose connections close after each page.
     rows = []
@@ -249,8 +249,16 @@ def test_held_open_connections_count_until_closed_or_silent():
     assert X[trickle][-1] == 1  # the others fell silent for over a minute: only this one again
     browser = src == "10.0.0.10"
     assert set(X[browser].tolist()) <= {0.0, 1.0}  # one at a time (its last FIN: none open)
+    # open once the handshake is done: a connection's SYN and SYN-ACK count those before it
     openers = (src == "10.0.0.74") & (size == 74)
-    assert X[openers][:5].tolist() == [1, 2, 3, 4, 5]
+    assert X[openers][:6].tolist() == [0, 1, 2, 3, 4, 5]
+    handshake = (np.array([r[2] for r in rows]) == "10.0.0.74") & (size == 74)
+    assert X[handshake][:3].tolist() == [0, 1, 2]
+    # a SYN flood's attempts (answered, never completed) hold nothing open
+    flood = [(20.0 + k * 1e-3, "10.0.0.67", "10.0.0.2", 30000 + k, 8081, 2, 60) for k in range(500)]
+    flood += [(20.0 + k * 1e-3 + 1e-4, "10.0.0.2", "10.0.0.67", 8081, 30000 + k, 18, 60) for k in range(500)]
+    flood.sort(key=lambda r: r[0])
+    assert fx.transform(_packets(flood))[:, j].max() == 0
     # exact whatever the batching, with the state saved and restored between batches
     for cut in (1, 600, 1201, 1800, len(rows) - 1):
         state = fx.new_state()
@@ -302,19 +310,27 @@ def test_open_connections_match_a_naive_reference():
         parts.append(fx.transform(rec[lo:hi], state)[:, j])
         state = FeatureState.from_bytes(state.to_bytes())
     np.testing.assert_array_equal(np.concatenate(parts), X)
-    conns: dict = {}  # socket pair -> [pair it counts for, last time, open]
+    conns: dict = {}  # socket pair -> [pair it counts for, last time, 0 not open / 1 open / 2 closed]
     for i, (t, src, dst, sport, dport, f, _) in enumerate(rows):
         client, server, _, server_port = _ends(rows[i])
         pair = (client, server, server_port)
         key = frozenset([(src, sport), (dst, dport)])
         c = conns.get(key)
-        if c is None or t - c[1] > 60.0 or (not c[2] and f & 2 and not f & 16):
-            c = conns[key] = [pair, t, True]  # opened (again)
-        c[1] = t
-        want = sum(1 for p, last, live in conns.values() if live and p == pair and t - last <= 60.0)
-        assert X[i] == want, i
+        if c is None or t - c[1] > 60.0:
+            c = conns[key] = [None, t, 0]  # new, or silent too long: a new one, not open yet
+        was = c[2]
         if f & 5:
-            c[2] = False  # a FIN or RST closes it (the packet itself still counted it)
+            now = 2  # a FIN or RST closes it
+        elif f & 2:
+            now = was if f & 16 else 0  # a SYN-ACK changes nothing; a SYN starts it again
+        else:
+            now = 2 if was == 2 else 1  # the handshake's last ACK, or any later packet, opens it
+        if now == 1 and was != 1:
+            c[0] = pair
+        c[1], c[2] = t, 1 if 1 in (was, now) else now  # a closing packet still counts it
+        want = sum(1 for p, last, st in conns.values() if st == 1 and p == pair and t - last <= 60.0)
+        assert X[i] == want, i
+        c[2] = now
 
 
 @pytest.mark.parametrize("level", LEVELS)
