@@ -8,7 +8,8 @@ Three levels, each a superset of the previous one:
 ``standard``
     plus exact sliding-window statistics (window ``WINDOW`` seconds) per client host, service,
     directed host pair and bidirectional flow: packet and byte rates, size and inter-arrival
-    mean/std, distinct ports / servers / client ports, SYNs per ACK, RSTs.
+    mean/std, distinct ports / servers / client ports, SYNs per ACK, RSTs; and, not windowed, the
+    TCP connections the client holds open to the service (``_open_connections``).
 ``advanced``
     plus damped incremental statistics at several time scales (decay ``DECAYS`` per second) per
     client host, service, host pair and socket, in the spirit of Kitsune's AfterImage (Mirsky et
@@ -69,6 +70,9 @@ COLD_SECONDS = {"client": 2.0, "service": 2.0, "chan": 2.0, "sock": 2.0}
 # are never a reason either way: explanations leave them out).
 NEUTRALISE_COLD = False
 KEY_KINDS = ("client", "service", "chan", "sock")
+# Seconds of silence after which a TCP connection not closed by FIN or RST no longer counts as open
+# (``client_open_conns``): as long as the socket's own statistics live.
+CONN_IDLE = IDLE_RESET["sock"]
 # Seconds a conversation's opener is remembered after its last packet (``_Openers``): as long as a
 # client's statistics live, so an SSH session idle for minutes keeps its client.
 OPENER_IDLE = 600.0
@@ -224,6 +228,13 @@ def _standard_specs(window: float) -> list[FeatureSpec]:
              "the flow {src}:{sport} - {dst}:{dport} had packets of {value} on average", Unit.BYTES),
         spec("flow_fwd_share", "share of the flow's packets in this packet's direction",
              "{value} of the flow's packets went from {src} to {dst}", Unit.SHARE),
+        # Not windowed: a connection is open once its handshake is done until a FIN or RST, or
+        # until it has been silent for CONN_IDLE (``_open_connections``).
+        FeatureSpec("client_open_conns",
+                    "TCP connections the client holds open to the service (not closed by FIN/RST, "
+                    "silent under CONN_IDLE)",
+                    "{client} held {value} TCP connections open to {service}",
+                    "value", Unit.COUNT, FeatureLevel.STANDARD),
     ]  # fmt: skip
 
 
@@ -566,6 +577,54 @@ class _Openers(_KeyTable):
         return out[g.pos]
 
 
+_NOT_OPEN, _OPEN, _CLOSED = 0, 1, 2  # a TCP connection's state for ``client_open_conns``
+
+
+class _Conns(_KeyTable):
+    """TCP connections (socket pairs) for ``client_open_conns``: the (client host, service) pair
+    each counts for (``pair``, set by the packet that opened it) and its ``state``: not open yet (a
+    SYN seen, no handshake completed), open, or closed by a FIN or RST (its last packets do not
+    open it again, a new SYN does). A connection silent for ``idle`` seconds is forgotten, and so
+    no longer open (``_open_connections``)."""
+
+    columns = ("t_last", "pair", "state")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.pair = np.zeros(0, np.uint64)
+        self.state = np.zeros(0, np.int8)  # _NOT_OPEN, _OPEN or _CLOSED
+        self.capped = np.zeros(0, np.uint64)  # pairs of open connections the last evict dropped
+
+    def evict(self, now: float, max_keys: int) -> None:
+        # Open connections evicted by the key cap (never by idleness: their pair's count already
+        # lost them) are reported, so their pair's count stays the number of open rows here.
+        live = (self.state == _OPEN) & (self.t_last >= now - self.idle)
+        before_keys, before_pair, live_keys = self.keys, self.pair[live], self.keys[live]
+        super().evict(now, max_keys)
+        if len(live_keys) and len(self.keys) < len(before_keys):
+            gone = ~np.isin(live_keys, self.keys, assume_unique=True)
+            self.capped = before_pair[gone]
+        else:
+            self.capped = np.zeros(0, np.uint64)
+
+
+class _PairCounts(_KeyTable):
+    """Per (client host, service) pair, how many of its TCP connections are open (``_Conns``);
+    pairs without an open connection are not kept."""
+
+    columns = ("t_last", "count")
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.count = np.zeros(0, np.int64)
+
+    def drop_empty(self) -> None:
+        keep = self.count > 0
+        if not keep.all():
+            for name in ("keys", *self.columns):
+                setattr(self, name, getattr(self, name)[keep])
+
+
 _TABLE_WIDTH = {"client": 3, "service": 3, "chan": 9, "sock": 6}
 _TAIL_COLUMNS = (
     ("t", np.float64),
@@ -590,8 +649,9 @@ class FeatureState:
 
     Holds the last timestamp (time never goes backwards: later packets are clamped to it), the
     tail of packets of the last ``window`` seconds (standard level), the damped sums per key
-    (advanced level), each key's history (standard and advanced: cold start) and which end opened
-    each conversation (``openers``, every level: ``FeatureExtractor.transform_opened``). Bounded:
+    (advanced level), each key's history (standard and advanced: cold start), which end opened
+    each conversation (``openers``, every level: ``FeatureExtractor.transform_opened``) and which
+    TCP connections are open (``conns``, ``conn_pairs``: ``client_open_conns``). Bounded:
     ``max_tail`` packets and ``max_keys`` keys per table.
     """
 
@@ -619,11 +679,14 @@ class FeatureState:
         }
         self.history = {name: _History(IDLE_RESET[name]) for name in KEY_KINDS}
         self.openers = _Openers(OPENER_IDLE)
+        self.conns = _Conns(CONN_IDLE)
+        self.conn_pairs = _PairCounts(CONN_IDLE)
 
     def _keyed(self) -> dict[str, _KeyTable]:
         """Every per-key table by its name in the serialised state."""
         history = {f"history_{name}": tab for name, tab in self.history.items()}
-        return {**self.tables, **history, "openers": self.openers}
+        conns = {"conns": self.conns, "conn_pairs": self.conn_pairs}
+        return {**self.tables, **history, "openers": self.openers, **conns}
 
     def to_bytes(self) -> bytes:
         """Serialise (no pickle): ``_MAGIC``, the length of a JSON header (the meta and each array's
@@ -701,8 +764,8 @@ class FeatureState:
         st.packets = int(meta["packets"])
         st.tail = {name: arrays[f"tail_{name}"].astype(dtype) for name, dtype in _TAIL_COLUMNS}
         for name, tab in st._keyed().items():
-            if name == "openers" and "openers_keys" not in arrays:
-                continue  # saved before openers were remembered: start with none, keep the rest
+            if name in ("openers", "conns", "conn_pairs") and f"{name}_keys" not in arrays:
+                continue  # saved before the table existed: start with it empty, keep the rest
             for column in ("keys", *tab.columns):
                 setattr(tab, column, arrays[f"{name}_{column}"])
         return st
@@ -805,6 +868,129 @@ class _Grouping:
         self.grank = np.empty(n, np.int64)
         self.grank[self.order] = grank_sorted
         self.sorted_keys = ks
+
+
+def _open_connections(
+    t: np.ndarray,
+    tcp: np.ndarray,
+    conn: np.ndarray,
+    pair: np.ndarray,
+    syn: np.ndarray,
+    syn_ack: np.ndarray,
+    fin_rst: np.ndarray,
+    state: FeatureState,
+) -> np.ndarray:
+    """Per packet, how many established TCP connections its (client host, service) ``pair`` holds
+    open at its time, its own included (``client_open_conns``; 0 for packets that are not TCP).
+
+    A connection (``conn``: the socket pair) is open from its first packet that is not a SYN or a
+    SYN-ACK (the handshake's last ACK, or any packet of one first seen mid-stream) until a FIN or
+    RST in either direction (the packet itself still counts it) or until it has been silent for
+    ``CONN_IDLE`` seconds; a SYN starts it again, not yet open. So a SYN flood's half-open
+    attempts and a scan's probes hold nothing open, and the packets after a FIN do not reopen it.
+    It counts for the pair of the packet that opened it. Exact whatever the batching: the state
+    keeps each connection's last time, pair and state (``state.conns``) and each pair's count
+    (``state.conn_pairs``). A held-open request (slowloris) keeps hundreds open from one client; a
+    browser a handful.
+    """
+    n = len(t)
+    out = np.zeros(n, np.float64)
+    idx = np.flatnonzero(tcp)
+    m = len(idx)
+    if not m:
+        return out  # nothing changes: expiries are counted when the next TCP packet comes
+    conns, pairs = state.conns, state.conn_pairs
+    idle = conns.idle
+    tt = t[idx]
+    now = float(tt[-1])
+    g = _Grouping(conn[idx])
+    o = g.order
+    ts, s_pair = tt[o], pair[idx][o]
+    s_syn, s_synack, s_end = syn[idx][o], syn_ack[idx][o], fin_rst[idx][o]
+    gkeys = g.sorted_keys[g.first]
+    ti, found = conns.lookup(gkeys)
+    st_t = np.full(len(gkeys), -np.inf)  # per socket: the state's last time, state, pair
+    st_state = np.zeros(len(gkeys), np.int8)
+    st_pair = np.zeros(len(gkeys), np.uint64)
+    if found.any():
+        st_t[found], st_state[found], st_pair[found] = (
+            conns.t_last[ti[found]],
+            conns.state[ti[found]],
+            conns.pair[ti[found]],
+        )
+    grp = g.grank_sorted
+    gs = g.gstart[grp]  # each packet's group start, in grouped order
+    prev = np.empty(m)
+    prev[1:] = ts[:-1]
+    prev[g.first] = st_t
+    restart = ts - prev > idle  # a connection never seen, or silent too long: a new one
+    # The state after each packet (_NOT_OPEN, _OPEN, _CLOSED). FIN/RST closes, a SYN starts again,
+    # a restart starts again and opens unless it is a SYN-ACK: these decide whatever came before.
+    # After them, a SYN-ACK changes nothing and any other packet opens what is not closed.
+    s_fin_or_syn = s_end | s_syn
+    decisive = restart | s_fin_or_syn
+    value = np.where(s_end, _CLOSED, np.where(s_syn | s_synack, _NOT_OPEN, _OPEN)).astype(np.int8)
+    i = np.arange(m)
+    other = ~decisive & ~s_synack
+    last_dec = np.maximum.accumulate(np.where(decisive, i, -1))
+    last_other = np.maximum.accumulate(np.where(other, i, -1))
+    mine = last_dec >= gs
+    v = np.where(mine, value[np.maximum(last_dec, 0)], st_state[grp])
+    opened_since = last_other > np.where(mine, last_dec, gs - 1)
+    after = np.where(v == _CLOSED, _CLOSED, np.where(opened_since | (v == _OPEN), _OPEN, _NOT_OPEN))
+    before = np.empty(m, np.int8)
+    before[1:] = after[:-1]
+    before[g.first] = st_state
+    before[restart] = _NOT_OPEN
+    is_open, was_open = after == _OPEN, before == _OPEN
+    start = is_open & ~was_open
+    close = was_open & ~is_open
+    last_start = np.maximum.accumulate(np.where(start, i, -1))
+    seg_pair = np.where(last_start >= gs, s_pair[np.maximum(last_start, 0)], st_pair[grp])
+    # A connection open after a packet ends silently when the next packet of its socket restarts,
+    # or, after its last packet, once CONN_IDLE has passed by the end of the batch.
+    last = np.zeros(m, bool)
+    last[g.gstart[1:] - 1] = True
+    last[-1] = True
+    nxt_restart = np.zeros(m, bool)
+    nxt_restart[:-1] = restart[1:]
+    expire = is_open & np.where(last, ts < now - idle, nxt_restart)
+    # Connections of the state not continued here that fell silent: the batch's restarts of them,
+    # and those not in the batch at all.
+    gone = (conns.state == _OPEN) & (conns.t_last < now - idle)
+    if len(conns.keys):
+        gone[ti[found & ~restart[g.gstart]]] = False
+    # Events per pair: +1 at a start (counted from that packet on), -1 after a closing packet, -1
+    # from the first packet later than a silent connection's CONN_IDLE.
+    pos = o  # stream position (among the TCP packets) of each grouped packet
+    ev_t = np.concatenate([ts[expire], conns.t_last[gone]]) + idle
+    ev_pair = np.concatenate([s_pair[start], seg_pair[close], seg_pair[expire], conns.pair[gone]])
+    ev_key = np.concatenate([2 * pos[start], 2 * pos[close] + 1, 2 * np.searchsorted(tt, ev_t, side="right")])
+    ev_w = np.concatenate([np.ones(start.sum(), np.int64), -np.ones(len(ev_pair) - start.sum(), np.int64)])
+    uniq, inv = np.unique(np.concatenate([pair[idx], ev_pair]), return_inverse=True)
+    q_rank, ev_rank = inv[:m], inv[m:]
+    span = 2 * m + 2
+    comp = ev_rank * span + ev_key
+    order = np.argsort(comp, kind="stable")
+    comp = comp[order]
+    cw = np.concatenate([[0], np.cumsum(ev_w[order])])
+    q = q_rank * span + 2 * np.arange(m)
+    pi, pf = pairs.lookup(uniq)
+    base = np.zeros(len(uniq), np.int64)  # open before the batch
+    base[pf] = pairs.count[pi[pf]]
+    upto = cw[np.searchsorted(comp, q, side="right")]
+    within = upto - cw[np.searchsorted(comp, q_rank * span, side="left")]
+    out[idx] = np.maximum(base[q_rank] + within, 0)
+    # Carry the connections and the pairs' counts to the next batch.
+    end = np.concatenate([g.gstart[1:], [m]]) - 1
+    conns.update(gkeys, now, state.max_keys, t_last=ts[end], pair=seg_pair[end], state=after[end])
+    total = base + np.bincount(ev_rank, weights=ev_w, minlength=len(uniq)).astype(np.int64)
+    pairs.update(uniq, now, state.max_keys, t_last=np.full(len(uniq), now), count=np.maximum(total, 0))
+    if len(conns.capped):  # open connections the key cap dropped no longer count
+        ci, cf = pairs.lookup(conns.capped)
+        np.subtract.at(pairs.count, ci[cf], 1)
+    pairs.drop_empty()
+    return out
 
 
 # ------------------------------------------------------------------------------------ extractor
@@ -945,6 +1131,13 @@ class FeatureExtractor:
             for k, kind in enumerate(KEY_KINDS):
                 cold[:, k] = state.history[kind].cold(t, groups[kind], float(t[-1]), state.max_keys, kind)
             cols.append(self._standard(cur, state))
+            tcp = has_ports & (proto == 6)
+            end = (flags & 5) > 0  # FIN or RST
+            syn_ack = ((flags & 18) == 18) & tcp
+            conns = _open_connections(
+                t, tcp, flow, _combine(client, service), cur["syn"], syn_ack, end, state
+            )
+            cols.append(conns[:, None])
             if self.level == FeatureLevel.ADVANCED:
                 cols.append(self._advanced(t, size, src, dst, e_src, e_dst, groups, state))
         opened = self._opened(t, flags, proto, has_ports, e_src, e_dst, flow, sock, state)

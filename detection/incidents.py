@@ -96,12 +96,12 @@ _VOLUME_PARTS = ("bytes", "size", "mean", "std", "magnitude", "radius", "length"
 def feature_family(name: str) -> str:
     """The family of a feature (detection/features.py names): what kind of behaviour it measures.
 
-    ``spread`` (distinct ports, hosts, connections), ``handshake`` (TCP flags, SYN share, resets,
-    reply share), ``timing`` (gaps between packets), ``volume`` (sizes, bytes), ``rate`` (packets
-    per second, recent packet counts) and ``identity`` (protocol, port class, well-known service,
-    TTL, direction: what the traffic is rather than how much).
+    ``spread`` (distinct ports, hosts, connections; connections held open), ``handshake`` (TCP
+    flags, SYN share, resets, reply share), ``timing`` (gaps between packets), ``volume`` (sizes,
+    bytes), ``rate`` (packets per second, recent packet counts) and ``identity`` (protocol, port
+    class, well-known service, TTL, direction: what the traffic is rather than how much).
     """
-    if "distinct" in name:
+    if "distinct" in name or "open_conns" in name:
         return "spread"
     if name.startswith("flag_") or any(part in name for part in ("syn", "rst", "reverse_share", "fwd_share")):
         return "handshake"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from detection.features import (
     feature_names,
     feature_specs,
 )
+from tests.detection.saved_states import as_npz
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +215,123 @@ def test_a_scan_of_a_server_leaves_its_other_clients_features_alone():
     probes = np.array([both.index(r) for r in scan[1600::2]])
     assert (X[probes, fx.names.index("client_distinct_dports")] > 100).all()
     assert (X[probes, fx.names.index("client_rst_per_s")] > 100).all()
+
+
+def test_held_open_connections_count_from_the_handshake_until_closed_or_silent():
+    # slowloris: 300 connections to one web server, each sending a header line every 2 s and
+    # never a whole request; beside it a browser whose connections close after each page.
+    rows = []
+    for c in range(300):
+        t = 10.0 + c / 150  # opened at 150/s
+        rows += [
+            (t, "10.0.0.74", "10.0.0.2", 40000 + c, 8081, 2, 74),  # SYN
+            (t + 1e-4, "10.0.0.2", "10.0.0.74", 8081, 40000 + c, 18, 74),  # SYN-ACK
+            (t + 2e-4, "10.0.0.74", "10.0.0.2", 40000 + c, 8081, 24, 130),  # a partial request
+        ]
+        rows += [(t + 2 * k, "10.0.0.74", "10.0.0.2", 40000 + c, 8081, 24, 86) for k in (1, 2, 3)]
+    for k in range(20):  # the browser: a page every 0.5 s, each on its own closed connection
+        t = 10.0 + 0.5 * k
+        rows += [
+            (t, "10.0.0.10", "10.0.0.2", 50000 + k, 8081, 2, 74),
+            (t + 0.01, "10.0.0.10", "10.0.0.2", 50000 + k, 8081, 24, 400),
+            (t + 0.02, "10.0.0.2", "10.0.0.10", 8081, 50000 + k, 25, 3000),  # the page, FIN
+            (t + 0.03, "10.0.0.10", "10.0.0.2", 50000 + k, 8081, 17, 66),  # FIN: closed already
+        ]
+    rows.append((10.0 + 2 + 60.5 + 8, "10.0.0.74", "10.0.0.2", 40000, 8081, 24, 86))  # silent > 60 s
+    rows.sort(key=lambda r: r[0])
+    rec = _packets(rows)
+    fx = FeatureExtractor("standard")
+    j = fx.names.index("client_open_conns")
+    X = fx.transform(rec)[:, j]
+    src = np.array([r[1] for r in rows])
+    size = np.array([r[6] for r in rows])
+    trickle = (src == "10.0.0.74") & (size == 86)
+    assert X[trickle][:-1].min() == 300  # every header line of a held connection: all 300 open
+    assert X[trickle][-1] == 1  # the others fell silent for over a minute: only this one again
+    browser = src == "10.0.0.10"
+    assert set(X[browser].tolist()) <= {0.0, 1.0}  # one at a time (its last FIN: none open)
+    # open once the handshake is done: a connection's SYN and SYN-ACK count those before it
+    openers = (src == "10.0.0.74") & (size == 74)
+    assert X[openers][:6].tolist() == [0, 1, 2, 3, 4, 5]
+    handshake = (np.array([r[2] for r in rows]) == "10.0.0.74") & (size == 74)
+    assert X[handshake][:3].tolist() == [0, 1, 2]
+    # a SYN flood's attempts (answered, never completed) hold nothing open
+    flood = [(20.0 + k * 1e-3, "10.0.0.67", "10.0.0.2", 30000 + k, 8081, 2, 60) for k in range(500)]
+    flood += [(20.0 + k * 1e-3 + 1e-4, "10.0.0.2", "10.0.0.67", 8081, 30000 + k, 18, 60) for k in range(500)]
+    flood.sort(key=lambda r: r[0])
+    assert fx.transform(_packets(flood))[:, j].max() == 0
+    # exact whatever the batching, with the state saved and restored between batches
+    for cut in (1, 600, 1201, 1800, len(rows) - 1):
+        state = fx.new_state()
+        head = fx.transform(rec[:cut], state)[:, j]
+        tail = fx.transform(rec[cut:], FeatureState.from_bytes(state.to_bytes()))[:, j]
+        np.testing.assert_array_equal(np.concatenate([head, tail]), X)
+
+
+def test_a_state_saved_before_open_connections_loads_with_none_known():
+    rows = [(1.0 + c, "10.0.0.9", "10.0.0.2", 40000 + c, 80, 2, 60) for c in range(3)]
+    fx = FeatureExtractor("standard")
+    state = fx.new_state()
+    fx.transform(_packets(rows), state)
+    with np.load(io.BytesIO(as_npz(state))) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("conn")}  # as the code before saved it
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = FeatureState.from_bytes(buf.getvalue())
+    assert len(old.conns.keys) == 0 and len(old.conn_pairs.keys) == 0 and len(old.history["sock"].keys) == 3
+    # a connection open before is counted again from its next packet on
+    later = [
+        (5.0, "10.0.0.9", "10.0.0.2", 40000, 80, 24, 80),
+        (5.1, "10.0.0.9", "10.0.0.2", 40001, 80, 24, 80),
+    ]
+    assert fx.transform(_packets(later), old)[:, fx.names.index("client_open_conns")].tolist() == [1, 2]
+
+
+def test_open_connections_match_a_naive_reference():
+    rng = np.random.default_rng(12)
+    n = 3000
+    ts = 100.0 + np.cumsum(rng.exponential(0.05, n))
+    ts[1000:] += 70.0  # a silence longer than CONN_IDLE
+    hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    flags = [2, 18, 16, 24, 17, 4, 20, 1]  # SYN, SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST, RST-ACK, FIN
+    weights = [0.15, 0.05, 0.4, 0.25, 0.05, 0.04, 0.03, 0.03]
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(3, 2, replace=False)
+        sport, dport = int(rng.integers(40000, 40012)), int(rng.choice([80, 443]))
+        if rng.random() < 0.5:  # the server's answer
+            a, b, sport, dport = b, a, dport, sport
+        rows.append((ts[i], hosts[a], hosts[b], sport, dport, int(rng.choice(flags, p=weights)), 60))
+    fx = FeatureExtractor("standard")
+    rec = _packets(rows)
+    j = fx.names.index("client_open_conns")
+    X = fx.transform(rec)[:, j]
+    state, parts = fx.new_state(), []
+    for lo, hi in zip([0, 7, 8, 500, 999, 1001, 2500], [7, 8, 500, 999, 1001, 2500, n], strict=True):
+        parts.append(fx.transform(rec[lo:hi], state)[:, j])
+        state = FeatureState.from_bytes(state.to_bytes())
+    np.testing.assert_array_equal(np.concatenate(parts), X)
+    conns: dict = {}  # socket pair -> [pair it counts for, last time, 0 not open / 1 open / 2 closed]
+    for i, (t, src, dst, sport, dport, f, _) in enumerate(rows):
+        client, server, _, server_port = _ends(rows[i])
+        pair = (client, server, server_port)
+        key = frozenset([(src, sport), (dst, dport)])
+        c = conns.get(key)
+        if c is None or t - c[1] > 60.0:
+            c = conns[key] = [None, t, 0]  # new, or silent too long: a new one, not open yet
+        was = c[2]
+        if f & 5:
+            now = 2  # a FIN or RST closes it
+        elif f & 2:
+            now = was if f & 16 else 0  # a SYN-ACK changes nothing; a SYN starts it again
+        else:
+            now = 2 if was == 2 else 1  # the handshake's last ACK, or any later packet, opens it
+        if now == 1 and was != 1:
+            c[0] = pair
+        c[1], c[2] = t, 1 if 1 in (was, now) else now  # a closing packet still counts it
+        want = sum(1 for p, last, st in conns.values() if st == 1 and p == pair and t - last <= 60.0)
+        assert X[i] == want, i
+        c[2] = now
 
 
 @pytest.mark.parametrize("level", LEVELS)

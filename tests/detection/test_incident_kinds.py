@@ -139,6 +139,15 @@ def test_held_open_connections_are_slow_connections_without_their_syns_and_whole
     assert _kind_of(flood) == IncidentKind.REQUEST_FLOOD
 
 
+def test_held_connections_are_spread_evidence():
+    # a client holding hundreds of connections open to one service spreads over connections, as
+    # distinct client ports do; not "identity" (what the traffic is), which names a new service
+    assert incidents.feature_family("client_open_conns") == "spread"
+    rows = [{"dport": 8081, "sport": 40_000 + c % 300, "payload": 18, "features": [
+        "client_open_conns", "client_distinct_sports", "client_iat_mean"]} for c in range(600)]  # fmt: skip
+    assert _kind_of(rows) == IncidentKind.SLOW_CONNECTIONS
+
+
 def test_every_kind_has_a_case():
     assert set(CASES) == set(IncidentKind.values)
 
