@@ -163,6 +163,7 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
 def dump() -> dict:
     """Every sensor's incidents, anomaly rows, flagged packets and flows, without ids or creation times."""
     from capture.models import Flow, Packet, Sensor
+    from capture.storage import FLOW_COLUMNS
     from detection.models import Anomaly, Incident
 
     skip_inc = {"id", "sensor", "created_at", "updated_at", "opened_at", "status_changed_at"}
@@ -183,21 +184,8 @@ def dump() -> dict:
             .order_by("seq")
             .values_list("seq", "anomaly_score")
         )
-        flows = sorted(
-            tuple(row)
-            for row in Flow.objects.filter(sensor=sensor).values_list(
-                "protocol",
-                "src_ip",
-                "src_port",
-                "dst_ip",
-                "dst_port",
-                "first_seen",
-                "last_seen",
-                "packets",
-                "bytes",
-                "community_id",
-            )
-        )
+        columns = [c for c in FLOW_COLUMNS if c != "sensor_id"]
+        flows = sorted(tuple(row) for row in Flow.objects.filter(sensor=sensor).values_list(*columns))
         data[sensor.name] = {
             "incidents": incidents,
             "anomalies": anomalies,
