@@ -180,18 +180,21 @@ def sweep_unannounced(now: datetime | None = None) -> list[int]:
 
     The ingest worker queues the news after its commit and acknowledgement: a broker away or a worker
     dying in between loses it (``detection/announce.py``). Planning is idempotent, so re-planning the
-    incidents opened in the last ``SWEEP_WINDOW`` (newest ``SWEEP_LIMIT``) sends exactly what is
-    missing: nothing when every destination was told, the opening or a rise when it was lost.
+    incidents opened in the last ``SWEEP_WINDOW``, and those still growing in it (an incident that
+    opened hours ago can still rise), newest ``SWEEP_LIMIT`` of each, sends exactly what is missing:
+    nothing when every destination was told, the opening or a rise when it was lost.
     """
     now = now or timezone.now()
-    recent = list(
-        Incident.objects.opened()
-        .exclude(status=IncidentStatus.FALSE_POSITIVE)
-        .filter(opened_at__gte=now - SWEEP_WINDOW, opened_at__lte=now)
-        .order_by("-opened_at")
-        .values_list("pk", flat=True)[:SWEEP_LIMIT]
-    )
-    return plan_deliveries(recent, now, sweep=True) if recent else []
+    since = now - SWEEP_WINDOW
+    candidates = Incident.objects.opened().exclude(status=IncidentStatus.FALSE_POSITIVE)
+    opened = candidates.filter(opened_at__gte=since, opened_at__lte=now).order_by("-opened_at")
+    # last_seen is the packets' time: the wall clock for live capture, which is where rises come late
+    growing = candidates.filter(last_seen__gte=since, last_seen__lte=now).order_by("-last_seen")
+    recent = {
+        *opened.values_list("pk", flat=True)[:SWEEP_LIMIT],
+        *growing.values_list("pk", flat=True)[:SWEEP_LIMIT],
+    }
+    return plan_deliveries(sorted(recent), now, sweep=True) if recent else []
 
 
 def _plan_for(destination: Destination, incidents: list[Incident], now: datetime) -> list[int]:

@@ -248,6 +248,26 @@ def test_the_sweep_sends_news_that_was_lost_once_and_nothing_else(receiver, make
     assert receiver.received[-1]["title"] == "Netmon: high Port Scan (severity rose) on edge"
 
 
+def test_the_sweep_sends_a_lost_rise_of_an_incident_opened_hours_ago(receiver, make_incident):
+    now = timezone.now()
+    hook = Destination.objects.create(name="hook", url=receiver.url)
+    Destination.objects.filter(pk=hook.pk).update(created_at=now - timedelta(hours=4))
+    long_running = make_incident(IncidentSeverity.MEDIUM, opened_at=now - timedelta(hours=3))
+    send_all([long_running.pk])  # its opening was told
+    # it keeps growing and rises now; that news is lost between the commit and the queue
+    Incident.objects.filter(pk=long_running.pk).update(
+        severity=IncidentSeverity.HIGH, last_seen=now - timedelta(seconds=30)
+    )
+
+    for pk in services.sweep_unannounced(now):
+        services.deliver(pk)
+
+    assert [m["title"] for m in receiver.received] == [
+        "Netmon: medium Port Scan (opened) on edge",
+        "Netmon: high Port Scan (severity rose) on edge",
+    ]
+
+
 def test_the_notify_task_also_sweeps_and_beat_runs_the_sweep(receiver, make_incident, settings):
     from alerts import tasks
 
