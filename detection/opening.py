@@ -7,10 +7,14 @@ the incidents a threshold would open. Django-free.
 - An entity's anomalies are a *candidate* until ``OPEN_MIN_ANOMALIES`` of them fall within
   ``OPEN_WINDOW`` seconds: then the incident opens (and is shown, announced, notified). A lone
   flagged packet, or a few scattered ones, never opens one; they stay stored on the candidate.
-- An incident is *active* while its entity keeps triggering; ``QUIET`` seconds without an anomaly
-  close it (it shows as quiet).
-- Anomalies of the same entity within ``RECUR`` seconds of the last one continue the same
-  incident (a recurrence soon after is the same attack); later ones start a new candidate.
+- An incident is *active* while its entity keeps triggering with sustained evidence (again
+  ``OPEN_MIN_ANOMALIES`` within ``OPEN_WINDOW``); ``QUIET`` seconds without it close it (it shows
+  as quiet).
+- Anomalies of the same entity within ``RECUR`` seconds of its last sustained evidence continue
+  the same incident (a recurrence soon after is the same attack); later ones start a new
+  candidate. A lone stray anomaly within ``RECUR`` still joins the incident (stored and counted)
+  but does not keep it active: a host's odd benign anomaly now and then must not make a second
+  attack minutes later a continuation of the first.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ def dense(ts: np.ndarray, k: int = OPEN_MIN_ANOMALIES, window: float = OPEN_WIND
         return -1
     hit = np.flatnonzero(ts[k - 1 :] - ts[: len(ts) - k + 1] <= window)
     return int(hit[0]) + k - 1 if len(hit) else -1
+
+
+def last_dense(ts: np.ndarray, k: int = OPEN_MIN_ANOMALIES, window: float = OPEN_WINDOW) -> int:
+    """Index into sorted ``ts`` of the last anomaly that completes ``k`` within ``window``; -1 if none."""
+    if len(ts) < k:
+        return -1
+    hit = np.flatnonzero(ts[k - 1 :] - ts[: len(ts) - k + 1] <= window)
+    return int(hit[-1]) + k - 1 if len(hit) else -1
 
 
 def openings(ts: np.ndarray, keys: np.ndarray) -> list[tuple[object, float, float]]:
