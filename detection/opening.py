@@ -48,7 +48,9 @@ def openings(ts: np.ndarray, keys: np.ndarray) -> list[tuple[object, float, floa
 
     One ``(key, first_seen, opened)`` per incident: the time of its first anomaly and of the
     anomaly that made the evidence sustained. Anomalies of a key split into separate incidents
-    where a gap exceeds ``RECUR``.
+    where a gap exceeds ``RECUR``, and, once one opened, where an anomaly comes more than ``RECUR``
+    after its last sustained evidence (strays in between joined it): what ``detection.incidents``
+    does read by read, anomaly by anomaly here.
     """
     ts = np.asarray(ts, dtype=np.float64)
     keys = np.asarray(keys)
@@ -61,8 +63,17 @@ def openings(ts: np.ndarray, keys: np.ndarray) -> list[tuple[object, float, floa
     bounds = np.append(np.flatnonzero(start), len(ts))
     out = []
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        at = dense(ts[lo:hi])
-        if at >= 0:
-            key = keys[lo].item() if hasattr(keys[lo], "item") else keys[lo]
-            out.append((key, float(ts[lo]), float(ts[lo + at])))
+        key = keys[lo].item() if hasattr(keys[lo], "item") else keys[lo]
+        seg = ts[lo:hi]
+        while (at := dense(seg)) >= 0:  # (a loop only over segments that open: few on benign traffic)
+            out.append((key, float(seg[0]), float(seg[at])))
+            sustained = np.full(len(seg), -np.inf)
+            k = OPEN_MIN_ANOMALIES
+            ok = seg[k - 1 :] - seg[: len(seg) - k + 1] <= OPEN_WINDOW
+            sustained[k - 1 :][ok] = seg[k - 1 :][ok]
+            active = np.maximum.accumulate(sustained[at:])  # its last sustained evidence so far
+            lapse = np.flatnonzero(seg[at + 1 :] - active[:-1] > RECUR)
+            if not len(lapse):
+                break
+            seg = seg[at + 1 + int(lapse[0]) :]  # a new candidate from that anomaly on
     return out

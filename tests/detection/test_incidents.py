@@ -14,7 +14,7 @@ from capture import storage
 from capture.choices import IncidentKind, IncidentStatus
 from capture.models import Packet, Sensor
 from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import anomalies, incidents, opening, scoring, suppression
+from detection import anomalies, incidents, live, opening, scoring, suppression
 from detection.models import Anomaly, Incident, SuppressionRule
 
 pytestmark = pytest.mark.django_db
@@ -199,6 +199,8 @@ def test_stray_anomalies_join_an_attack_but_do_not_keep_it_active_so_a_second_at
     # the strays within RECUR of its sustained evidence join it (stored, counted) ...
     assert first.anomaly_count == 20 + 2 and first.last_seen == datetime.fromtimestamp(strays[1], tz=UTC)
     assert first.evidence["active_ts"] == pytest.approx(T0 + 0.019)  # ... but do not keep it active
+    shown = datetime.fromisoformat(live.incident_event(first)["active_until"])  # the dashboard's "active"
+    assert shown.timestamp() == pytest.approx(T0 + 0.019)
     again = strays[-1] + 30  # a second attack minutes later: an incident of its own, opened by it
     saved = _save(sensor, [SCANNER] * 20, 200, again)
     second = Incident.objects.opened().exclude(pk=first.pk).get()
