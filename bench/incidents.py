@@ -30,7 +30,8 @@ What is measured, per capture (the issue's targets in brackets):
   (``Incident.kind``; "n/a" while the model has none), the delay from the attack's first packet on
   the wire (labels.csv) to the first such incident's ``first_seen`` (both packet time), and whether
   the attack is exactly one incident (the attacker's, and no victim incident beside it) [exactly
-  one, of the right kind, within 2 s; without a kind field no attack can pass]. The share of the
+  one, of the right kind, within 2 s (a negative delay, an incident begun before the attack, is
+  not one of its own: it fails); without a kind field no attack can pass]. The share of the
   attack's packets with an anomaly is printed beside it;
 * incident precision [>= 95 %]: attributed incidents / all incidents. An incident is attributed to
   an attack when (a) its sources or targets include an attacker's address, or (b) it is the
@@ -304,7 +305,8 @@ def score(incidents: list[Inc], flagged: np.ndarray, truth: Truth) -> dict[str, 
             "kinds": kinds,
             "delay_s": delay,
             "exactly_one": one,
-            "ok": one and kinds == [a.kind] and delay <= MAX_DELAY,
+            # an incident that began before the attack did is an earlier one it continued, not its own
+            "ok": one and kinds == [a.kind] and 0 <= delay <= MAX_DELAY,
             "packets": a.packets,
             "packets_flagged": float(flagged[truth.frame_attack == a.name].mean()) if a.packets else math.nan,
         }

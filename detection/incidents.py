@@ -22,9 +22,12 @@ simply to its source address:
 **Opening, quiet, recurrence** (numbers in ``detection.opening``): an entity's anomalies gather on
 a *candidate* incident (``opened_at`` empty: not listed, announced or notified) until
 ``OPEN_MIN_ANOMALIES`` of them fall within ``OPEN_WINDOW`` seconds; then it opens. Anomalies of
-the same entity within ``RECUR`` seconds of the incident's last one continue it (a resolved one is
-reopened); it is quiet after ``QUIET`` seconds without one. Candidates that never open keep their
-anomalies: nothing is lost, they are only not worth an operator's attention.
+the same entity within ``RECUR`` seconds of the incident's last sustained evidence (again that many
+within that window: ``Evidence.active_ts``; for a candidate, its last anomaly) continue it (a
+resolved one is reopened); it is quiet after ``QUIET`` seconds without sustained evidence. A lone
+stray anomaly joins a recent incident, stored and counted, but does not keep it active.
+Candidates that never open keep their anomalies: nothing is lost, they are only not worth an
+operator's attention.
 
 As an incident grows it is filled in: ``sources``, ``targets`` (the server ends its anomalies hit,
 the first ``TARGETS_KEPT`` distinct ones, ``targets_more`` counting the rest), counts, the peak
@@ -135,6 +138,9 @@ class Evidence:
     target_hits: Counter = field(default_factory=Counter)  # target -> anomalies (for the main target)
     recent: list[float] = field(default_factory=list)  # a candidate's latest anomaly times (opening rule)
     opened_ts: float | None = None  # packet time of the anomaly that made the evidence sustained
+    # packet time of the latest anomaly completing OPEN_MIN_ANOMALIES within OPEN_WINDOW once open:
+    # the incident's activity clock (RECUR, QUIET); lone strays after it do not move it
+    active_ts: float | None = None
     affected: int = 0  # anomalies of other clients to the attacked service, joined to this incident
     coordinated: bool = False  # a service attacked by several clients together (it may open)
     explained: int = 0  # anomalies stored as rows with their explanation (representatives)
@@ -163,6 +169,7 @@ class Evidence:
             target_hits=Counter(data.get("target_hits") or {}),
             recent=[float(t) for t in data.get("recent") or []],
             opened_ts=data.get("opened_ts"),
+            active_ts=data.get("active_ts"),
             affected=int(data.get("affected", 0)),
             coordinated=bool(data.get("coordinated", False)),
             explained=int(data.get("explained", 0)),
@@ -188,6 +195,7 @@ class Evidence:
             "target_hits": dict(self.target_hits),
             "recent": self.recent,
             "opened_ts": self.opened_ts,
+            "active_ts": self.active_ts,
             "affected": self.affected,
             "coordinated": self.coordinated,
             "explained": self.explained,
@@ -493,6 +501,13 @@ class _Group:
 HOST_KINDS = SERVICE_KINDS | {IncidentKind.PORT_SCAN}
 
 
+def active_until(incident: Incident) -> datetime:
+    """When ``incident`` last had sustained evidence (its RECUR and QUIET clock): ``active_ts`` once
+    open (``last_seen`` for one opened before it was kept), its last anomaly while a candidate."""
+    ts = (incident.evidence or {}).get("active_ts") if incident.opened_at is not None else None
+    return _when(ts) if ts is not None else incident.last_seen
+
+
 def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident], dict[str, Incident]]:
     """Services and hosts an open, active incident is aimed at (its main target), latest first:
     services of service-directed kinds, and the hosts of those and of port scans."""
@@ -502,6 +517,8 @@ def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident],
     services: dict[str, Incident] = {}
     hosts: dict[str, Incident] = {}
     for incident in found:  # later ones overwrite earlier ones
+        if active_until(incident) < since - INCIDENT_QUIET:  # only strays since: quiet
+            continue
         main = Evidence.loads(incident.evidence).main_target()
         if not main:
             continue
@@ -992,9 +1009,14 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
         if at >= 0:
             incident.opened_at = _now()
             evidence.opened_ts = times[at]
-            evidence.recent = []
-        else:
-            evidence.recent = times[-(opening.OPEN_MIN_ANOMALIES - 1) :]
+            evidence.active_ts = times[opening.last_dense(np.array(times))]
+        evidence.recent = times[-(opening.OPEN_MIN_ANOMALIES - 1) :]
+    elif times:  # open: only sustained evidence keeps it active (the latest times carry it across reads)
+        merged = np.sort(np.array([*evidence.recent, *times]))
+        at = opening.last_dense(merged)
+        if at >= 0:
+            evidence.active_ts = max(float(merged[at]), evidence.active_ts or 0.0)
+        evidence.recent = merged[-(opening.OPEN_MIN_ANOMALIES - 1) :].tolist()
     if evidence.anomalies:
         incident.kind = incident_kind(evidence)
     incident.severity = incident_severity(incident.kind, incident.peak_score, read.threshold)
@@ -1156,7 +1178,8 @@ def _suppressing_rule(rules: suppression.RuleSet, incident: Incident) -> Any:
 
 
 def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, Incident]:
-    """Per entity, its latest incident (candidate or open) that its anomalies from ``firsts`` continue."""
+    """Per entity, its latest incident (candidate or open) that its anomalies from ``firsts`` continue:
+    within RECUR of its sustained evidence (``active_until``; ``last_seen`` is never earlier)."""
     if not firsts:
         return {}
     recent = Incident.objects.filter(sensor=sensor, last_seen__gte=min(firsts.values()) - INCIDENT_RECUR)
@@ -1167,7 +1190,7 @@ def _recent_incidents(sensor: Sensor, firsts: dict[str, datetime]) -> dict[str, 
     latest: dict[str, Incident] = {}
     for incident in found:
         entity = incident.entity
-        if incident.last_seen >= firsts[entity] - INCIDENT_RECUR and (
+        if active_until(incident) >= firsts[entity] - INCIDENT_RECUR and (
             entity not in latest or incident.last_seen > latest[entity].last_seen
         ):
             latest[entity] = incident

@@ -12,6 +12,7 @@ from typing import Any
 
 from capture import events
 from detection.anomalies import SavedAnomalies
+from detection.incidents import active_until
 from detection.models import Anomaly, Incident
 
 
@@ -66,6 +67,7 @@ def incident_event(incident: Incident) -> dict[str, Any]:
         "effects": int((incident.evidence or {}).get("effects", 0)),
         "first_seen": incident.first_seen.isoformat(),
         "last_seen": incident.last_seen.isoformat(),
+        "active_until": active_until(incident).isoformat(),
         "opened_at": incident.opened_at.isoformat() if incident.opened_at else None,
         "anomaly_count": incident.anomaly_count,
         "packet_count": incident.packet_count,

@@ -12,7 +12,7 @@ from capture import geo
 from capture.api.serializers import GEO_SCHEMA
 from capture.choices import FeatureLevel, IncidentKind, IncidentStatus, MlModel
 from detection import evidence, timeline
-from detection.incidents import incident_addresses
+from detection.incidents import active_until, incident_addresses
 from detection.models import Anomaly, DetectionModel, Incident, SuppressionRule
 
 
@@ -86,20 +86,28 @@ class IncidentSerializer(serializers.ModelSerializer):
     anomalies_url = serializers.SerializerMethodField()
     affected = serializers.SerializerMethodField()
     effects = serializers.SerializerMethodField()
+    active_until = serializers.SerializerMethodField()
     geo = serializers.SerializerMethodField()
 
     class Meta:
         model = Incident
         fields = ["id", "sensor", "entity", "kind", "severity", "status", "sources", "targets",
-                  "targets_more", "affected", "effects", "first_seen", "last_seen", "opened_at",
-                  "anomaly_count", "packet_count", "peak_score", "explanation", "status_changed_by",
-                  "status_changed_at", "packets_url", "anomalies_url", "geo", "community_id"]  # fmt: skip
+                  "targets_more", "affected", "effects", "first_seen", "last_seen", "active_until",
+                  "opened_at", "anomaly_count", "packet_count", "peak_score", "explanation",
+                  "status_changed_by", "status_changed_at", "packets_url", "anomalies_url", "geo",
+                  "community_id"]  # fmt: skip
         read_only_fields = fields
 
     @extend_schema_field({"type": "object", "additionalProperties": GEO_SCHEMA})
     def get_geo(self, incident: Incident) -> dict:
         """Scope, country and AS of each address among its sources and targets (address -> GeoIP)."""
         return geo.describe_many(incident_addresses(incident.sources, incident.targets))
+
+    @extend_schema_field({"type": "string", "format": "date-time"})
+    def get_active_until(self, incident: Incident) -> str:
+        """Packet time of its last sustained evidence (its quiet and recurrence clock; lone stray
+        anomalies since move ``last_seen`` only)."""
+        return serializers.DateTimeField().to_representation(active_until(incident))
 
     def get_status_changed_by(self, incident: Incident) -> str | None:
         """Who last changed its status."""

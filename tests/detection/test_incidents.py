@@ -14,7 +14,7 @@ from capture import storage
 from capture.choices import IncidentKind, IncidentStatus
 from capture.models import Packet, Sensor
 from capture.records import Batch, PacketColumns, empty_records, ip_to_bytes
-from detection import anomalies, incidents, opening, scoring, suppression
+from detection import anomalies, incidents, live, opening, scoring, suppression
 from detection.models import Anomaly, Incident, SuppressionRule
 
 pytestmark = pytest.mark.django_db
@@ -186,6 +186,34 @@ def test_a_recurrence_continues_the_incident_and_reopens_it_if_resolved_a_late_o
     assert Incident.objects.count() == 2
     newest = Incident.objects.order_by("-first_seen").first()
     assert newest.pk != incident.pk and newest.opened_at is None
+
+
+def test_stray_anomalies_join_an_attack_but_do_not_keep_it_active_so_a_second_attack_is_its_own():
+    sensor = Sensor.objects.create(name="inc")
+    _save(sensor, [SCANNER] * 20, 1, T0)  # an attack: sustained evidence
+    first = Incident.objects.opened().get()
+    strays = [T0 + 50 + 50 * n for n in range(7)]  # then the host's odd anomaly now and then
+    for n, t in enumerate(strays):
+        _save(sensor, [SCANNER], 100 + n, t)
+    first.refresh_from_db()
+    # the strays within RECUR of its sustained evidence join it (stored, counted) ...
+    assert first.anomaly_count == 20 + 2 and first.last_seen == datetime.fromtimestamp(strays[1], tz=UTC)
+    assert first.evidence["active_ts"] == pytest.approx(T0 + 0.019)  # ... but do not keep it active
+    shown = datetime.fromisoformat(live.incident_event(first)["active_until"])  # the dashboard's "active"
+    assert shown.timestamp() == pytest.approx(T0 + 0.019)
+    again = strays[-1] + 30  # a second attack minutes later: an incident of its own, opened by it
+    saved = _save(sensor, [SCANNER] * 20, 200, again)
+    second = Incident.objects.opened().exclude(pk=first.pk).get()
+    assert saved.opened == [second.pk]
+    assert second.evidence["opened_ts"] == pytest.approx(again + 0.009)
+    assert second.anomaly_count == 5 + 20  # the later strays were its candidate: nothing is lost
+    first.refresh_from_db()
+    assert first.anomaly_count == 22
+    # sustained evidence spread over reads keeps an incident active: 5 + 5 within OPEN_WINDOW
+    _save(sensor, [SCANNER] * 5, 300, again + 30, step=0.1)
+    _save(sensor, [SCANNER] * 5, 310, again + 30.5, step=0.1)
+    second.refresh_from_db()
+    assert second.evidence["active_ts"] == pytest.approx(again + 30.9)
 
 
 def test_the_stored_part_of_a_read_keeps_each_anomaly_with_its_own_columns():

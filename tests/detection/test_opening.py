@@ -23,3 +23,14 @@ def test_entities_are_separate_and_a_late_recurrence_is_a_new_incident():
     assert [k for k, _, _ in found] == ["a", "a", "b"]
     soon = np.concatenate([burst, burst + opening.QUIET + 5])
     assert len(opening.openings(soon, np.zeros(20, int))) == 1  # within RECUR: continued
+
+
+def test_strays_after_an_opening_do_not_keep_it_going_a_later_burst_opens_anew():
+    burst = np.arange(10) * 0.1
+    strays = 50.0 + 50.0 * np.arange(7)  # one anomaly every 50 s after the burst
+    ts = np.concatenate([burst, strays, strays[-1] + 30 + burst])
+    found = opening.openings(ts, np.zeros(len(ts), int))
+    # the strays 150 s on are more than RECUR after its last sustained evidence: a new candidate,
+    # which the second burst opens
+    assert found == [(0, 0.0, 0.9), (0, 150.0, strays[-1] + 30 + 0.9)]
+    assert len(opening.openings(np.concatenate([burst, strays[:2]]), np.zeros(12, int))) == 1

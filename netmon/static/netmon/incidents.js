@@ -8,7 +8,9 @@
 (function () {
   "use strict";
 
-  const ACTIVE_SECONDS = 60; // last seen this recently: "active" (a source quiet for 60 s closes it)
+  // sustained evidence this recently: "active" (60 s without it closes it; lone stray anomalies
+  // since move last_seen, not active_until)
+  const ACTIVE_SECONDS = 60;
   const SHOWN_TARGETS = 3;
   // Suppression lengths offered (the API takes any expires_at, or none).
   const SUPPRESS_FOR = [["1 hour", 3600], ["1 day", 86400], ["1 week", 604800], ["no expiry", 0]];
@@ -130,7 +132,7 @@
   }
 
   function isActive(incident) {
-    const last = toDate(incident.last_seen);
+    const last = toDate(incident.active_until || incident.last_seen);
     return Boolean(last) && (serverNow() - last.getTime()) / 1000 < ACTIVE_SECONDS && isNew(incident);
   }
 
