@@ -705,14 +705,11 @@ class FeatureState:
             "t_last": self.t_last if math.isfinite(self.t_last) else None,
             "packets": self.packets,
         }
-        arrays = [np.ascontiguousarray(a) for a in self._arrays().values()]
-        header = json.dumps(
-            {
-                "meta": meta,
-                "arrays": [[n, a.dtype.str, a.shape] for n, a in zip(self._arrays(), arrays, strict=True)],
-            }
-        ).encode()
-        return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *(a.data for a in arrays)])
+        arrays = {name: np.ascontiguousarray(a) for name, a in self._arrays().items()}
+        listed = [[name, a.dtype.str, a.shape] for name, a in arrays.items()]
+        header = json.dumps({"meta": meta, "arrays": listed}).encode()
+        body = (a.data for a in arrays.values())
+        return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *body])
 
     def _arrays(self) -> dict[str, np.ndarray]:
         """Every array of the state by its name in the serialised state."""
