@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest_cost.py --prepare --train BENIGN.pcap --template T.sqlite3
     .venv/bin/python bench/ingest_cost.py --template T.sqlite3 PCAP [PCAP ...] [--count 51872]
                                           [--batch 1000] [--read 20] [--repeat N] [--dump OUT.pickle]
-                                          [--profile OUT.pstats]
+                                          [--profile OUT.pstats] [--stages]
 
 ``--prepare`` makes a template database (migrated, ``feature_level=advanced``, the model ``both``
 trained on BENIGN.pcap with ``train_detector --use``; its artifacts under NETMON_MODEL_DIR, default
@@ -87,7 +87,43 @@ def entries_of(records, batch: int, sensor: str) -> list[tuple[bytes, dict]]:
     return out
 
 
-def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | None, repeat: int = 1) -> dict:
+STAGES = (
+    ("score", "detection.scoring", "score_batch"),
+    ("packets", "capture.storage", "store_batch"),
+    ("flows", "capture.storage", "store_flows"),
+    ("anomalies", "detection.ingest", "save_anomalies"),
+)
+
+
+def time_stages() -> dict[str, float]:
+    """Wrap the worker's stages (``STAGES``) with CPU clocks; the dict their seconds add up in."""
+    import importlib
+
+    spent = dict.fromkeys([name for name, _, _ in STAGES], 0.0)
+    for name, module_name, attr in STAGES:
+        module = importlib.import_module(module_name)
+        inner = getattr(module, attr)
+
+        def timed(*args, _inner=inner, _name=name, **kwargs):
+            t0 = time.process_time()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                spent[_name] += time.process_time() - t0
+
+        setattr(module, attr, timed)
+    return spent
+
+
+def run(
+    pcaps: list[Path],
+    count: int,
+    batch: int,
+    read: int,
+    profile: str | None,
+    repeat: int = 1,
+    stages: bool = False,
+) -> dict:
     import numpy as np
     import redis
     from django.conf import settings
@@ -113,6 +149,7 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
         client, warm, ingest.SensorState(), entries_of(first, batch, warm.name), ingest.IngestResult()
     )
     out = {}
+    spent = time_stages() if stages else None
     profiler = None
     if profile:
         import cProfile
@@ -127,6 +164,8 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
         result = ingest.IngestResult()
         if profiler:
             profiler.enable()
+        if spent is not None:
+            spent.update(dict.fromkeys(spent, 0.0))
         c0, w0 = time.process_time(), time.perf_counter()
         for lo in range(0, len(entries), read):
             ingest._process_entries(client, sensor, state, entries[lo : lo + read], result)
@@ -144,6 +183,10 @@ def run(pcaps: list[Path], count: int, batch: int, read: int, profile: str | Non
             f"{out[name]['us']:.1f} us/packet (wall {wall:.2f} s)",
             flush=True,
         )
+        if spent is not None:
+            parts = {**spent, "rest": cpu - sum(spent.values())}
+            out[name]["stages"] = {k: 1e6 * v / result.packets for k, v in parts.items()}
+            print("    us/packet: " + ", ".join(f"{k} {v:.1f}" for k, v in out[name]["stages"].items()))
     if profiler:
         import pstats
 
@@ -231,6 +274,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the captures, one after the other")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile")
+    parser.add_argument("--stages", action="store_true", help="CPU per packet of each stage of a read")
     parser.add_argument("--compare", nargs=2, type=Path)
     args = parser.parse_args()
     if args.compare:
@@ -250,7 +294,7 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", "--noinput", verbosity=0)
-    run(args.pcaps, args.count, args.batch, args.read, args.profile, args.repeat)
+    run(args.pcaps, args.count, args.batch, args.read, args.profile, args.repeat, args.stages)
     if args.dump:
         args.dump.write_bytes(pickle.dumps(dump()))
         print(f"dump: {args.dump}")
