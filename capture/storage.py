@@ -139,7 +139,11 @@ def packet_rows(
 
 
 def flow_rows(
-    sensor_id: int, records: np.ndarray, cols: PacketColumns, with_community_id: bool = True
+    sensor_id: int,
+    records: np.ndarray,
+    cols: PacketColumns,
+    with_community_id: bool = True,
+    held: np.ndarray | None = None,
 ) -> list[tuple]:
     """The batch's IP packets by 5-tuple: (key..., first_seen, last_seen, packets, bytes, community_id).
 
@@ -147,6 +151,9 @@ def flow_rows(
     a loop per packet was a third of what a flow row cost), in the order of each flow's first
     packet. The Community ID is that of the flow's first packet (``capture.community``), computed
     once per flow; ``with_community_id`` False (``NETMON_COMMUNITY_ID=0``) leaves it empty.
+    ``held``: per record, True when the caller keeps the packet elsewhere if it is its flow's only
+    packet (the worker: a scan's probe or a flood's packet, which its incident holds); such flows
+    have no row.
     """
     version = records["ip_version"]
     ip = np.flatnonzero((version == 4) | (version == 6))  # the records with addresses (text not None)
@@ -173,6 +180,11 @@ def flow_rows(
     sizes = np.add.reduceat(rec["length"].astype(np.int64)[order], starts)
     # each flow's first packet (in the batch); the flows in the order of their first packets
     first = ip[np.minimum.reduceat(order, starts)]
+    if held is not None:
+        kept = (ends > starts) | ~held[first]
+        first, starts, ends, sizes = first[kept], starts[kept], ends[kept], sizes[kept]
+        if not len(first):
+            return []
     by_first = np.argsort(first, kind="stable")
     first, starts, ends, sizes = first[by_first], starts[by_first], ends[by_first], sizes[by_first]
     earliest, latest = ip[order[starts]].tolist(), ip[order[ends]].tolist()
@@ -309,18 +321,21 @@ def store_batch(
     return StoreResult(stored=True, packets=len(records), flows=flows)
 
 
-def store_flows(sensor: Sensor, records: np.ndarray, cols: PacketColumns | None = None) -> int:
+def store_flows(
+    sensor: Sensor, records: np.ndarray, cols: PacketColumns | None = None, held: np.ndarray | None = None
+) -> int:
     """Add stored packets to their flows (one upsert per 5-tuple); the number of flow rows upserted.
 
     Upserting a whole read's flows at once, rather than each batch's, writes a flow that spans
     batches once, and gives SQLite's indexes keys in one sorted run: under a scan or a flood,
     where nearly every packet is a flow of its own, that halved the cost of a flow row.
-    Must run inside the transaction that stores the packets.
+    ``held``: per record, True for a packet whose flow has no row if it is the flow's only packet
+    (``flow_rows``). Must run inside the transaction that stores the packets.
     """
     if not len(records):
         return 0
     columns = cols if cols is not None else PacketColumns.of(records)
-    flows = flow_rows(sensor.pk, records, columns, settings.NETMON_COMMUNITY_ID)
+    flows = flow_rows(sensor.pk, records, columns, settings.NETMON_COMMUNITY_ID, held)
     _upsert_flows(flows)
     return len(flows)
 

@@ -43,6 +43,9 @@ class SavedAnomalies:
     stored: int = 0  # anomaly rows written (the incidents' representatives)
     raised: list[int] = field(default_factory=list)  # open incidents whose severity this read raised
     effects: int = 0  # flagged packets set apart as an attack's effect (not anomalies, not counted above)
+    # rows of the batch that are an open scan's or flood's own packets (``incidents.PROBE_KINDS``):
+    # their incident holds their one-packet flows (``capture.storage.store_flows``'s ``held``)
+    probes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 _ANOMALY_COLUMNS = [
@@ -104,7 +107,7 @@ def save_anomalies(
     )
     return SavedAnomalies(
         len(rows) - len(set_apart), top, assignment.opened, assignment.updated, stored=len(chosen),
-        raised=assignment.raised, effects=len(set_apart),
+        raised=assignment.raised, effects=len(set_apart), probes=rows[assignment.probes],
     )  # fmt: skip
 
 

@@ -320,6 +320,14 @@ SERVICE_KINDS = frozenset(
 )  # fmt: skip
 
 
+# Kinds whose packets are probes or flood packets, not conversations: a one-packet flow of such an
+# incident's own anomalies is held by the incident instead of a flow row of its own (``Assignment.probes``).
+PROBE_KINDS = frozenset(
+    {IncidentKind.PORT_SCAN, IncidentKind.HORIZONTAL_SCAN, IncidentKind.SYN_FLOOD, IncidentKind.UDP_FLOOD,
+     IncidentKind.ICMP_FLOOD}
+)  # fmt: skip
+
+
 def host_entity(address: str | None) -> str:
     """The entity key of a client host (``Incident.entity``)."""
     return f"host {address or 'unknown'}"
@@ -383,6 +391,9 @@ class Assignment:
     updated: list[int] = field(default_factory=list)
     raised: list[int] = field(default_factory=list)  # open before this read, a higher severity after it
     suppressed: list[int | None] = field(default_factory=list)  # per anomaly: the rule that suppressed it
+    # the anomalies that are an open scan's or flood's own packets (``PROBE_KINDS``): their one-packet
+    # flows are not stored as flow rows (``capture.storage.flow_rows``'s ``held``)
+    probes: list[int] = field(default_factory=list)
 
 
 def read_anomalies(
@@ -1157,12 +1168,19 @@ def _incidents(
         filed[g.all_rows()] = g.incident.pk
     ids: list[int | None] = filed.tolist()
     opened_ids = {i.pk for i in opened}
+    probes = [
+        k
+        for g in groups.values()
+        if g.incident.opened_at is not None and g.incident.kind in PROBE_KINDS
+        for k in g.rows
+    ]
     return Assignment(
         ids=ids,
         opened=sorted(opened_ids),
         updated=sorted({g.incident.pk for g in groups.values() if g.incident.opened_at} - opened_ids),
         raised=sorted({i.pk for i in raised}),
         suppressed=suppressed,
+        probes=probes,
     )
 
 

@@ -231,7 +231,7 @@ def _process_entries(
     and the batches stored already are recognised by their receipts.
 
     The order of the steps is the crash-safety contract (module docstring): score, commit
-    (receipts, packets, flows, gaps, anomalies, incidents), save the feature state, acknowledge,
+    (receipts, packets, gaps, anomalies, incidents, flows), save the feature state, acknowledge,
     and only then publish.
     """
     new, last = _new_batches(sensor, state.last_seq, entries, result)
@@ -247,6 +247,7 @@ def _process_entries(
     with transaction.atomic():
         fresh, cols = _store_batches(sensor, new, result, scored)
         saved = _save_fresh_anomalies(sensor, merged, scored, fresh, cols)
+        _store_fresh_flows(sensor, merged, fresh, cols, saved)
     _save_state(client, sensor, state, last, scored)
     _acknowledge(client, sensor, entries)
     result.anomalies += saved.count
@@ -304,11 +305,12 @@ def _store_batches(
     PostgreSQL): a worker whose state in Redis is stale (its predecessor died, or lost the lock
     while committing) cannot count packets that were stored as dropped. The read is scored before
     it is stored, so each flagged packet's row is written with its score (``anomaly_score``).
+    Their flows are stored after the anomalies are filed (``_store_fresh_flows``).
     """
     flagged_scores = scored.anomaly_scores() if scored is not None else None
     fresh = np.zeros(sum(len(part.batch.records) for part in new), dtype=bool)
     offset = 0
-    stored_now: list[tuple[np.ndarray, PacketColumns]] = []
+    stored_now: list[PacketColumns] = []
     floor = Sensor.objects.select_for_update().values_list("last_seq_ingested", flat=True).get(pk=sensor.pk)
     for part in new:
         batch = part.batch
@@ -328,7 +330,7 @@ def _store_batches(
         )
         if stored.stored:
             fresh[offset : offset + n] = True
-            stored_now.append((batch.records, cols))
+            stored_now.append(cols)
             result.batches += 1
             result.packets += stored.packets
             result.dropped += gap
@@ -339,11 +341,25 @@ def _store_batches(
         offset += n
     if not stored_now:
         return fresh, None
-    # the flows of the whole read in one upsert (see store_flows)
-    records, parts = zip(*stored_now, strict=True)
-    cols = PacketColumns.joined(list(parts))
-    storage.store_flows(sensor, np.concatenate(records), cols)
-    return fresh, cols
+    return fresh, PacketColumns.joined(stored_now)
+
+
+def _store_fresh_flows(
+    sensor: Sensor, merged: Batch, fresh: np.ndarray, cols: PacketColumns | None, saved: SavedAnomalies
+) -> None:
+    """The flows of the rows stored now, in one upsert for the whole read (see ``store_flows``).
+
+    After the anomalies are filed: a one-packet flow that is an open scan's probe or a flood's
+    packet (``saved.probes``) is held by its incident, which counts and lists it, and gets no
+    flow row (a 10,000-port scan made 20,000 one-packet flow rows, the dearest part of its ingest;
+    its packets are stored, flagged and linked to the incident all the same).
+    """
+    if cols is None:
+        return
+    rows = np.flatnonzero(fresh)
+    held = np.zeros(len(rows), dtype=bool)
+    held[saved.probes] = True
+    storage.store_flows(sensor, merged.records[rows], cols, held)
 
 
 def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from capture.choices import IncidentKind, IncidentSeverity
 from capture.demo import DemoTraffic
-from capture.models import Packet
+from capture.models import Flow, Packet
 from capture.pcapwriter import write_pcap
 from capture.records import ip_texts, ip_to_text
 from detection import incidents, ingest, ml, scoring
@@ -363,3 +363,39 @@ def test_benign_clients_packets_to_a_flooded_service_are_its_effect_not_anomalie
     assert flood[0].packet_count >= flood[0].anomaly_count + set_apart.sum()
     # no benign client has an incident of its own
     assert all(set(i.sources) & attackers for i in Incident.objects.opened())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scans_one_packet_probes_are_held_by_its_incident_not_flow_rows(trained, redis_client):
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject("port_scan")
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    publish_in_batches(redis_client, "k1", records)
+
+    ingest.drain_sensor("k1", redis_client)
+
+    scan = Incident.objects.opened().get(kind=IncidentKind.PORT_SCAN)
+    assert Packet.objects.filter(sensor__name="k1").count() == len(records)  # every packet is stored
+    key = ("protocol", "src_ip", "src_port", "dst_ip", "dst_port")
+    stored_flows = Flow.objects.filter(sensor__name="k1").values_list(*key, "packets")
+    flows = {tuple(row[:5]): row[5] for row in stored_flows}
+    per_tuple: dict[tuple, list] = {}
+    for *five, score, ts in Packet.objects.filter(sensor__name="k1", ip_version__gt=0).values_list(
+        *key, "anomaly_score", "ts"
+    ):
+        per_tuple.setdefault(tuple(five), []).append((score, ts))
+    scanning = {t for t in per_tuple if scan.src_ip in (t[1], t[3])}  # the probes and the replies to them
+    assert len(scanning) > 500
+    # other traffic keeps a flow row per 5-tuple with all its packets
+    for five in per_tuple.keys() - scanning:
+        assert flows.get(five) == len(per_tuple[five]), five
+    # the scan's: a row with all its packets, or none for a one-packet flow the open incident holds
+    held = [five for five in scanning if five not in flows]
+    assert len(held) > 0.9 * len(scanning)  # nearly every probe and reply (the code before: none)
+    for five in scanning - set(held):
+        assert flows[five] == len(per_tuple[five]), five
+    for five in held:
+        [(score, ts)] = per_tuple[five]
+        assert score is not None and scan.first_seen <= ts <= scan.last_seen, five
+    assert scan.packet_count >= len(held)
