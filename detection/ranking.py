@@ -164,7 +164,7 @@ def combined_top(
     top = min(top, Z.shape[1])
     out = np.empty((len(rows), top), np.intp)
     ok = np.empty(len(rows), np.bool_)
-    if len(rows) and top:
+    if top:  # even without rows: the first call loads the compiled code (``scoring.warm_up``)
         _combined_top(
             np.ascontiguousarray(Z),
             np.ascontiguousarray(errors),

@@ -147,7 +147,7 @@ def warm_up() -> DetectionModel | None:
     """Load the model in use and score a few records with it; the model's row, or None.
 
     The first read of a new process otherwise pays ~1 s for it (reading the artifacts, loading
-    the compiled forest and feature code), which shows as a latency spike. A worker calls this
+    the compiled forest, ranking and feature code), which shows as a latency spike. A worker calls this
     in its main process before it starts its pool, so the processes it forks, and those that
     later replace them, start with all of that in memory.
     """
@@ -157,7 +157,8 @@ def warm_up() -> DetectionModel | None:
     row, model, extractor = current
     sample = empty_records(64)
     sample["ts"] = np.arange(64, dtype=np.float64)
-    score_records(model, extractor, sample, extractor.new_state())
+    X, _ = score_records(model, extractor, sample, extractor.new_state())
+    model.score_top(X, TOP_FEATURES)  # as a read is scored: the compiled ranking of flagged rows too
     return row
 
 
