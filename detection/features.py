@@ -1228,6 +1228,8 @@ class FeatureExtractor:
     # -- standard level: exact sliding windows over tail + chunk
 
     def _standard(self, cur: dict[str, np.ndarray], state: FeatureState) -> np.ndarray:
+        from detection.repeats import next_equal  # Numba: loaded by the processes that featurise
+
         W = self.window
         off = len(state.tail["t"])
         c = {k: np.concatenate([state.tail[k], cur[k]]) for k in cur}
@@ -1263,10 +1265,7 @@ class FeatureExtractor:
 
         def distinct(g: _Grouping, value: np.ndarray) -> np.ndarray:
             kv = _combine(g.sorted_keys, value[g.order])  # in g's sorted order
-            o = np.argsort(kv, kind="stable")
-            same = kv[o][1:] == kv[o][:-1]
-            nxt = np.full(N, N, np.int64)  # next occurrence, as a position in g's order...
-            nxt[o[:-1][same]] = o[1:][same]
+            nxt = next_equal(kv)  # next occurrence (N: none), as a position in g's order...
             # ...converted to the packet index, comparable with texp
             nxt_idx = np.where(nxt < N, g.order[np.minimum(nxt, N - 1)], N)
             end = np.minimum(nxt_idx, texp[g.order])

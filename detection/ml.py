@@ -284,11 +284,7 @@ class AnomalyModel:
             parts = self._score_parts(Z)
             chunk = self._score_from_parts(parts)
             scores[lo : lo + _CHUNK] = chunk
-            over = np.flatnonzero(chunk > self.threshold)
-            # Row by row arithmetic, in blocks whose float64 temporaries stay in the CPU's cache
-            for block in range(0, len(over), _TOP_BLOCK):
-                rows = over[block : block + _TOP_BLOCK]
-                tops.append(_top_indices(self._contributions_from_parts(Z[rows], parts, rows), top))
+            tops.append(self._top_from_parts(Z, parts, np.flatnonzero(chunk > self.threshold), top))
         return scores, np.concatenate(tops)
 
     def is_anomalous(self, X: np.ndarray) -> np.ndarray:
@@ -403,6 +399,16 @@ class AnomalyModel:
     def _contributions_from_parts(self, Z: np.ndarray, parts: Any, rows: np.ndarray) -> np.ndarray:
         """``_contributions`` of ``Z`` (the scaled ``rows`` of a chunk whose ``parts`` these are)."""
         return self._contributions(Z)
+
+    def _top_from_parts(self, Z: np.ndarray, parts: Any, rows: np.ndarray, top: int) -> np.ndarray:
+        """``_top_indices`` of the contributions of ``rows`` of a chunk (its scaled rows ``Z``, and
+        the ``parts`` scoring computed of them), in row order: shape (len(rows), top)."""
+        tops = [np.empty((0, min(top, Z.shape[1])), np.intp)]
+        # Row by row arithmetic, in blocks whose float64 temporaries stay in the CPU's cache
+        for block in range(0, len(rows), _TOP_BLOCK):
+            part = rows[block : block + _TOP_BLOCK]
+            tops.append(_top_indices(self._contributions_from_parts(Z[part], parts, part), top))
+        return np.concatenate(tops)
 
     # -- artifacts
 
@@ -793,6 +799,20 @@ class CombinedModel(AnomalyModel):
         forest = self.forest._contributions(Z)
         autoencoder = self.autoencoder._contributions_from_parts(Z, errors, rows)
         return self._shares(((rf[rows], forest), (ra[rows], autoencoder)))
+
+    def _top_from_parts(
+        self, Z: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, top: int
+    ) -> np.ndarray:
+        # Compiled (detection.ranking): in NumPy the top features of a flood's flagged rows cost
+        # more than scoring all of its packets. Imported here: only scoring processes need Numba.
+        from detection.ranking import combined_top
+
+        rf, ra, errors = parts
+        stats = self.forest.stats
+        out, ok = combined_top(Z, errors, rf, ra, stats["z_lo"], stats["z_hi"], rows, top)
+        if not ok.all():  # contributions not all finite: ranked by NumPy's stable sort
+            out[~ok] = super()._top_from_parts(Z, parts, rows[~ok], top)
+        return out
 
     def _params(self) -> dict[str, Any]:
         return {"spreads": self.spreads, "forest_weight": self.forest_weight}

@@ -147,7 +147,7 @@ def warm_up() -> DetectionModel | None:
     """Load the model in use and score a few records with it; the model's row, or None.
 
     The first read of a new process otherwise pays ~1 s for it (reading the artifacts, loading
-    the compiled forest and feature code), which shows as a latency spike. A worker calls this
+    the compiled forest, ranking and feature code), which shows as a latency spike. A worker calls this
     in its main process before it starts its pool, so the processes it forks, and those that
     later replace them, start with all of that in memory.
     """
@@ -157,7 +157,8 @@ def warm_up() -> DetectionModel | None:
     row, model, extractor = current
     sample = empty_records(64)
     sample["ts"] = np.arange(64, dtype=np.float64)
-    score_records(model, extractor, sample, extractor.new_state())
+    X, _ = score_records(model, extractor, sample, extractor.new_state())
+    model.score_top(X, TOP_FEATURES)  # as a read is scored: the compiled ranking of flagged rows too
     return row
 
 
@@ -246,19 +247,18 @@ def score_batch(sensor: Sensor, batch: Batch, state: Any) -> ScoredBatch | None:
     # models again on them cost a flood more than scoring all of its packets.
     scores, top = model.score_top(X, TOP_FEATURES)
     is_anomaly = scores > model.threshold
+    # The rows asked for are picked out of the read's features when asked (a few representatives
+    # per incident): copying every flagged row up front cost a flood a copy of most of its features.
     flagged = np.flatnonzero(is_anomaly)
-    X_flagged = X[flagged]
-    cold_flagged = cold[flagged]
 
     def explain(positions: np.ndarray, records: np.ndarray) -> list[tuple[str, str]]:
         if not len(positions):
             return []
-        return model.explain_records(
-            X_flagged[positions], records, columns=PacketColumns.of(records), cold=cold_flagged[positions]
-        )
+        rows = flagged[positions]
+        return model.explain_records(X[rows], records, columns=PacketColumns.of(records), cold=cold[rows])
 
     def without_service(positions: np.ndarray) -> np.ndarray:
-        return scores_without_service(model, X_flagged[positions])
+        return scores_without_service(model, X[flagged[positions]])
 
     saved_state = fstate.to_bytes()
     _live_states.put(sensor.name, saved_state, fstate)
