@@ -9,12 +9,13 @@
 trained on BENIGN.pcap with ``train_detector --use``; its artifacts under NETMON_MODEL_DIR, default
 var/ingest-cost/models). A run copies the template to var/ingest-cost.sqlite3, migrates it (the
 code under test may add migrations), loads the model as a worker does before forking
-(``scoring.warm_up``), and for each PCAP: its first ``--count`` packets, numbered from 1, in
-batches of ``--batch`` packets (stream entries, ``encode_batch``), go through
-``detection.ingest._process_entries`` ``--read`` entries at a time into a sensor of their own:
-score, store packets and flows, file anomalies under incidents, save the feature state to Redis,
-publish. The CPU time of this process (``time.process_time``: SQLite runs in it; Redis does not,
-as in the worker) per packet is printed per PCAP, and their ratio to the last PCAP's.
+(``scoring.warm_up``; one BLAS thread, as in a worker process), and for each PCAP: its first
+``--count`` packets, numbered from 1, in batches of ``--batch`` packets (stream entries,
+``encode_batch``), go through ``detection.ingest._process_entries`` ``--read`` entries at a time
+into a sensor of their own: score, store packets and flows, file anomalies under incidents, save
+the feature state to Redis, publish. The CPU time of this process (``time.process_time``: SQLite
+runs in it; Redis does not, as in the worker) per packet is printed per PCAP, and their ratio to
+the last PCAP's.
 
 Reads of 20 entries of 1,000 packets are what the worker takes when it lags behind a replay at
 full speed (``bench/incidents.py --pace fast``); ``--batch 100`` gives reads of 2,000 packets,
@@ -127,11 +128,15 @@ def run(
     import numpy as np
     import redis
     from django.conf import settings
+    from threadpoolctl import threadpool_limits
 
     from capture.models import Sensor
     from detection import ingest, scoring
     from detection.services import records_from_pcaps
 
+    # One BLAS thread, as in each worker process (netmon/celery.py, _one_blas_thread): a second one
+    # spins after every matrix product and was billed to this process, 3-6 us a packet.
+    threadpool_limits(1)
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
     scoring.warm_up()
