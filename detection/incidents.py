@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress
-from operator import and_, itemgetter, not_
+from operator import itemgetter, not_
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,6 +61,8 @@ from detection.features import client_side
 from detection.models import Incident
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from detection.scoring import WithoutService
 
 INCIDENT_QUIET = timedelta(seconds=opening.QUIET)  # an entity quiet this long: its incident is quiet
@@ -545,20 +547,81 @@ def _codes(values: list) -> tuple[list, np.ndarray]:
 def _runs(codes: np.ndarray, n: int) -> tuple[list[int], list[int]]:
     """Row indexes ordered by code (ascending within a code), and where each code's run starts
     (``n + 1`` bounds): code ``i``'s rows are ``order[starts[i]:starts[i + 1]]``."""
-    order = np.argsort(codes, kind="stable").tolist()
     starts = [0, *np.cumsum(np.bincount(codes, minlength=n)).tolist()]
-    return order, starts
+    return _by_code(codes, n).tolist(), starts
+
+
+def _by_code(codes: np.ndarray, n: int) -> np.ndarray:
+    """Indexes ordered by code (``n`` codes), ascending within a code."""
+    # (a stable sort of 16-bit codes is a radix sort: ten times faster than of 64-bit ones)
+    return np.argsort(codes.astype(np.uint16) if n <= 1 << 16 else codes, kind="stable")
 
 
 _Rows = dict[str | None, list[int]]  # anomaly indexes per client (or target)
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
-def _by_service_and_client(
-    read: ReadAnomalies, led: np.ndarray
-) -> tuple[dict[str | None, _Rows], _Rows, _Rows]:
+class _Services:
+    """A read's anomaly indexes per target and client: targets in the order of their first anomaly,
+    each one's clients in the order of theirs, indexes ascending (what filling dicts one anomaly
+    after the other gives), kept as arrays per distinct (client, target) pair. The dicts of a
+    target are made only for the targets that need them (``clients_of``): a scan has a target per
+    probe, and a dict and a list per pair were most of the grouping's cost."""
+
+    def __init__(
+        self, clients: list, client_codes: np.ndarray, targets: list, target_codes: np.ndarray
+    ) -> None:
+        self.clients, self.client_codes = clients, client_codes
+        self.targets, self.target_codes = targets, target_codes
+        pairs = client_codes * len(targets) + target_codes
+        distinct, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        # pairs by target (codes number targets in the order of their first anomaly), then each
+        # target's clients in the order of their first anomaly
+        nested = np.lexsort((first, distinct % len(targets)))
+        rank = np.empty(len(nested), dtype=np.int64)
+        rank[nested] = np.arange(len(nested))
+        self.pair_client = (distinct // len(targets))[nested]
+        self.pair_target = (distinct % len(targets))[nested]
+        self.row_pair = rank[inverse.reshape(-1)]
+        self.taken = np.zeros(len(client_codes), dtype=bool)  # rows taken out (ICMP error reports)
+        self._index()
+
+    def _index(self) -> None:
+        """Rows per pair (``rows[bounds[p]:bounds[p + 1]]``), pairs per target, of the rows not taken."""
+        kept = np.flatnonzero(~self.taken)
+        pairs, targets = len(self.pair_client), len(self.targets)
+        self.rows = kept[_by_code(self.row_pair[kept], pairs)]
+        sizes = np.bincount(self.row_pair[kept], minlength=pairs)
+        self.bounds = np.concatenate(([0], np.cumsum(sizes)))
+        self.live = sizes > 0  # pairs with rows left
+        self.pairs_of = np.concatenate(([0], np.cumsum(np.bincount(self.pair_target, minlength=targets))))
+        self.live_pairs = np.bincount(self.pair_target[self.live], minlength=targets)  # per target
+
+    def take(self, rows: np.ndarray) -> list[int]:
+        """Take ``rows`` out; they are returned in the order of their target, client and index."""
+        self.taken[rows] = True
+        ordered = rows[np.lexsort((rows, self.row_pair[rows]))].tolist()
+        self._index()
+        return ordered
+
+    def clients_of(self, target: int) -> dict[Any, list[int]]:
+        """The clients of target ``target`` (its code) and their anomaly indexes."""
+        lo, hi = self.pairs_of[target], self.pairs_of[target + 1]
+        return {
+            self.clients[self.pair_client[p]]: self.rows[self.bounds[p] : self.bounds[p + 1]].tolist()
+            for p in range(lo, hi)
+            if self.live[p]
+        }
+
+    def items(self) -> Iterator[tuple[Any, dict[Any, list[int]]]]:
+        """(target, its clients and their anomaly indexes), targets with anomalies left only."""
+        for target in np.flatnonzero(self.live_pairs).tolist():
+            yield self.targets[target], self.clients_of(target)
+
+
+def _by_service_and_client(read: ReadAnomalies, led: np.ndarray) -> tuple[_Services, _Rows, _Rows]:
     """A read's anomaly indexes per target and client, per client, and per client those led by its
-    own statistics (``led`` False); each dict in the order of first appearance, indexes ascending,
+    own statistics (``led`` False); each in the order of first appearance, indexes ascending,
     as one anomaly after the other would fill them, but worked out per distinct (client, target)."""
     clients, client_codes = _codes(read.client)
     targets, target_codes = _codes(read.target)
@@ -568,22 +631,7 @@ def _by_service_and_client(
     own_order, own_starts = _runs(client_codes[mine], len(clients))
     own_rows = mine[own_order].tolist()
     own = {c: own_rows[own_starts[i] : own_starts[i + 1]] for i, c in enumerate(clients)}
-    pairs = client_codes * len(targets) + target_codes
-    distinct, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    order, starts = _runs(inverse.reshape(-1), len(distinct))
-    by_service: dict[str | None, dict[str | None, list[int]]] = {}
-    seq = np.argsort(first, kind="stable")  # pairs in the order of their first anomaly
-    bounds = np.asarray(starts)
-    pair_clients = _take(clients, (distinct[seq] // len(targets)).tolist())
-    pair_targets = _take(targets, (distinct[seq] % len(targets)).tolist())
-    for client, target, lo, hi in zip(
-        pair_clients, pair_targets, bounds[seq].tolist(), bounds[seq + 1].tolist(), strict=True
-    ):
-        of_target = by_service.get(target)
-        if of_target is None:
-            of_target = by_service[target] = {}
-        of_target[client] = order[lo:hi]
-    return by_service, by_client, own
+    return _Services(clients, client_codes, targets, target_codes), by_client, own
 
 
 def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
@@ -595,6 +643,8 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     by_service, by_client, own = _by_service_and_client(read, np.array(led[: len(read.ts)], dtype=bool))
     errors = _icmp_errors(read, by_service)
     services, hosts = _under_attack(sensor, _when(min(read.ts)))
+    host_names, host_codes = _codes(read.host)
+    target_codes, n_targets = by_service.target_codes, len(by_service.targets)
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     enough = opening.OPEN_MIN_ANOMALIES
@@ -602,10 +652,13 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     hits: Counter = Counter()  # (busy client, host) -> its own anomalies to the host
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
     for c in busy:
-        hosts_hit = _take(read.host, own[c])
-        for h, n in Counter(hosts_hit).items():  # (the pairs in the order of their first anomaly)
-            hits[(c, h)] += n
-        spread.update((c, h) for h, _ in set(zip(hosts_hit, _take(read.target, own[c]), strict=True)))
+        rows = np.array(own[c], dtype=np.int64)
+        hit, first, counts = np.unique(host_codes[rows], return_index=True, return_counts=True)
+        for h, n in zip(hit[np.argsort(first)].tolist(), counts[np.argsort(first)].tolist(), strict=True):
+            hits[(c, host_names[h])] += n  # (the pairs in the order of their first anomaly)
+        seen = _distinct(host_codes[rows] * n_targets + target_codes[rows]) // n_targets
+        for h, n in zip(*np.unique(seen, return_counts=True), strict=True):
+            spread[(c, host_names[h])] += int(n)
     attacker_of: dict[str | None, str] = {}
     for (client, host), n in sorted(hits.items(), key=lambda item: item[1]):
         if host is not None and host not in busy and n >= opening.OPEN_MIN_ANOMALIES:
@@ -617,8 +670,6 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
         if g is None:
             g = groups[entity] = _Group(entity)
         return g
-
-    entity_of: dict[str | None, str] = {}  # client -> its host entity (a scan names it per probe)
 
     def join(
         entity: str, ranked: list[tuple[str | None, list[int]]], own: set[str | None], host: str | None
@@ -647,17 +698,38 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
             else:
                 group(entity).joined.extend(rows)
 
-    for target, clients in by_service.items():
-        if len(clients) == 1 and target not in services:
-            # One client, and no attack it could be the effect of (none on the service, none on its
-            # host, no other client's attack of the host): its own (what the rules below give it,
-            # here in one step, before any ranking: a scan has a target per probe)
-            ((client, rows),) = clients.items()
-            host = read.host[rows[0]]
-            if attacker_of.get(host, client) == client and (host in attacker_of or host not in hosts):
-                entity = entity_of.get(client) or entity_of.setdefault(client, host_entity(client))
-                group(entity).rows.extend(rows)
-                continue
+    # A target of one client and no attack it could be the effect of (none on the service, none on
+    # its host, no other client's attack of the host) is its client's own (what the rules below give
+    # it, here in one step, before any ranking): a scan has a target per probe, so these are found
+    # at once, per distinct client and host, and their anomalies added to their groups together.
+    alone = np.flatnonzero(by_service.live_pairs == 1)
+    if services:
+        alone = alone[[by_service.targets[t] not in services for t in alone.tolist()]]
+    live = np.flatnonzero(by_service.live)
+    single = np.zeros(n_targets, dtype=np.int64)  # target -> its (only) live pair
+    single[by_service.pair_target[live]] = live
+    client_of = by_service.pair_client[single[alone]]
+    host_of = np.zeros(n_targets, dtype=np.int64)
+    host_of[target_codes] = host_codes  # (a target's server end is its host)
+    pair_keys = client_of * len(host_names) + host_of[alone]
+    mine = [
+        key for key in _distinct(pair_keys).tolist()
+        if _own_attack(by_service.clients[key // len(host_names)], host_names[key % len(host_names)],
+                       attacker_of, hosts)
+    ]  # fmt: skip
+    picked = np.isin(pair_keys, mine)
+    own_targets, own_clients = alone[picked], client_of[picked]
+    # each such client's group is made where its first such target is, among the other targets
+    distinct_clients, first = np.unique(own_clients, return_index=True)
+    made_at = dict(zip(own_targets[first].tolist(), distinct_clients.tolist(), strict=True))
+    is_own = np.zeros(n_targets, dtype=bool)
+    is_own[own_targets] = True
+    rest = np.flatnonzero((by_service.live_pairs > 0) & ~is_own).tolist()
+    for t in sorted([*rest, *made_at]):
+        if t in made_at:
+            group(host_entity(by_service.clients[made_at[t]]))
+            continue
+        target, clients = by_service.targets[t], by_service.clients_of(t)
         ranked = list(clients.items())
         if len(ranked) > 1:
             ranked.sort(key=lambda item: -len(item[1]))
@@ -708,6 +780,12 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
                     rows = list(compress(rows, map(not_, leds)))
                 if rows:
                     group(host_entity(client)).rows.extend(rows)
+    if len(own_targets):
+        rows = np.flatnonzero(is_own[target_codes] & ~by_service.taken)
+        order, starts = _runs(by_service.client_codes[rows], len(by_service.clients))
+        ordered = _take(rows.tolist(), order)
+        for c in distinct_clients.tolist():
+            group(host_entity(by_service.clients[c])).rows.extend(ordered[starts[c] : starts[c + 1]])
     if errors:
         _file_icmp_errors(read, errors, groups, by_client)
     for g in groups.values():
@@ -716,7 +794,13 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     return groups
 
 
-def _icmp_errors(read: ReadAnomalies, by_service: dict[str | None, _Rows]) -> list[int]:
+def _own_attack(client: str | None, host: str | None, attacker_of: dict, hosts: dict) -> bool:
+    """Whether a client's anomalies to a host are its own attack when no one else's are there: no
+    other client attacks the host in the read, and no active incident is aimed at the host."""
+    return attacker_of.get(host, client) == client and (host in attacker_of or host not in hosts)
+
+
+def _icmp_errors(read: ReadAnomalies, by_service: _Services) -> list[int]:
     """The read's ICMP error reports, taken out of ``by_service`` (filed by ``_file_icmp_errors``).
 
     An error report (a closed UDP port's "port unreachable") answers its client's packets to the
@@ -726,22 +810,9 @@ def _icmp_errors(read: ReadAnomalies, by_service: dict[str | None, _Rows]) -> li
     """
     if not any(read.icmp_error):
         return []
-    error = read.icmp_error
-    taken: list[int] = []
-    for target in [t for t in by_service if t is None or "/" not in t]:  # portless targets only
-        clients = by_service[target]
-        for client in list(clients):
-            rows = clients[client]
-            kept = [k for k in rows if not error[k]]
-            if len(kept) < len(rows):
-                taken += [k for k in rows if error[k]]
-                if kept:
-                    clients[client] = kept
-                else:
-                    del clients[client]
-        if not clients:
-            del by_service[target]
-    return taken
+    portless = np.array([t is None or "/" not in t for t in by_service.targets], dtype=bool)
+    error = np.array(read.icmp_error, dtype=bool) & portless[by_service.target_codes]
+    return by_service.take(np.flatnonzero(error))
 
 
 def _file_icmp_errors(
@@ -789,38 +860,83 @@ def _orient_pairs(read: ReadAnomalies) -> None:
     download sends more than its client).
     """
     n = len(read.client)
-    known = read.known or [False] * n
-    # Counted per distinct value at C level (Counter, set, compress): a scan or a flood has tens of
-    # thousands of anomalies between a few pairs of hosts, and a loop per anomaly was most of the cost.
-    both = [c is not None and h is not None for c, h in zip(read.client, read.host, strict=True)]
-    pairs = list(zip(read.client, read.host, strict=True))
-    votes = Counter(compress(pairs, both))  # (client guess, server guess) -> anomalies
-    sure = Counter(compress(pairs, map(and_, both, known)))  # (client, server) -> known anomalies
-    # (end, other end) -> how many ports the end used (1, 2 or more) and, for one, which
-    ported = [b and p is not None for b, p in zip(both, read.port, strict=True)]
-    used = set(compress(zip(read.client, read.host, read.client_port, strict=True), ported))
-    used.update(compress(zip(read.host, read.client, read.port, strict=True), ported))
-    ends = itemgetter(0, 1)
-    port_count = Counter(map(ends, used))
-    one_port = dict(zip(map(ends, used), map(itemgetter(2), used), strict=True))
-    unknown = list(map(and_, both, map(not_, known)))
-    flipped: set[tuple[str, str]] = set()  # (client guess, server guess) turned around
-    for client, host in set(compress(pairs, unknown)):
-        mine, theirs = port_count[(client, host)], port_count[(host, client)]
-        if sure[(client, host)] or sure[(host, client)]:  # the openers remembered decide
-            flip = sure[(host, client)] > sure[(client, host)]
-        elif theirs == 1 and mine >= 3:  # the guessed server used one port
-            flip = one_port[(host, client)] >= EPHEMERAL  # a scanner's fixed source port
-        elif mine == 1 and theirs >= 3:  # the guessed client used one port
-            flip = one_port[(client, host)] < EPHEMERAL  # a service's port: it is the server
-        else:  # (not who sent more: a server answering a download sends more than its client)
-            flip = votes[(host, client)] > votes[(client, host)]
-        if flip:
-            flipped.add((client, host))
-    if flipped:
-        turn = map(and_, unknown, map(flipped.__contains__, pairs))
-        for k in compress(range(n), turn):
+    if not n:
+        return
+    # Counted on integer codes with NumPy: a scan or a flood has tens of thousands of anomalies
+    # between a few pairs of hosts, and counting tuples of addresses was most of the grouping's cost.
+    ends, codes = _codes([*read.client, *read.host])  # the distinct addresses (None among them)
+    m = len(ends)
+    client, host = codes[:n], codes[n:]
+    both = np.ones(n, dtype=bool)
+    if None in ends:
+        both = (client != ends.index(None)) & (host != ends.index(None))
+    known = np.array(read.known, dtype=bool) if read.known else np.zeros(n, dtype=bool)
+    pair = client * m + host  # (client guess, server guess)
+    votes = _counts(pair[both])  # -> anomalies
+    sure = _counts(pair[both & known])  # -> known anomalies
+    # (end, other end) -> how many ports the end used and, for one, which: the distinct triples
+    port, client_port = _numbers(read.port), _numbers(read.client_port)
+    ported = both & (port != _NO_PORT)
+    end_pairs = np.concatenate([pair[ported], (host * m + client)[ported]])
+    used_ports = np.concatenate([client_port[ported], port[ported]]) - _NO_PORT
+    universe, at = np.unique(end_pairs, return_inverse=True)
+    used = _distinct(at.reshape(-1) * _PORT_SPAN + used_ports)
+    port_count = (universe, np.bincount(used // _PORT_SPAN, minlength=len(universe)))
+    one_port = np.zeros(len(universe), dtype=np.int64)
+    one_port[used // _PORT_SPAN] = used % _PORT_SPAN + _NO_PORT  # (read only where the end used one)
+    ports = (universe, one_port)
+    unknown = both & ~known
+    guessed = _distinct(pair[unknown])  # (client guess, server guess) pairs without known clients
+    turned = guessed % m * m + guessed // m  # the same pairs the other way round
+    sure_mine, sure_theirs = _lookup(sure, guessed), _lookup(sure, turned)
+    mine, theirs = _lookup(port_count, guessed), _lookup(port_count, turned)
+    flip = np.where(
+        (sure_mine > 0) | (sure_theirs > 0),
+        sure_theirs > sure_mine,  # the openers remembered decide
+        np.where(
+            (theirs == 1) & (mine >= 3),  # the guessed server used one port
+            _lookup(ports, turned) >= EPHEMERAL,  # a scanner's fixed source port
+            np.where(
+                (mine == 1) & (theirs >= 3),  # the guessed client used one port
+                _lookup(ports, guessed) < EPHEMERAL,  # a service's port: it is the server
+                # (not who sent more: a server answering a download sends more than its client)
+                _lookup(votes, turned) > _lookup(votes, guessed),
+            ),
+        ),
+    )
+    if flip.any():
+        for k in np.flatnonzero(unknown & np.isin(pair, guessed[flip])).tolist():
             _turn_around(read, k)
+
+
+_NO_PORT = -1  # a portless anomaly's port in _numbers
+_PORT_SPAN = 65537  # distinct port values: 0-65535 and _NO_PORT
+
+
+def _numbers(values: list[int | None]) -> np.ndarray:
+    """A column of ports (None: portless) as integers, ``_NO_PORT`` for None."""
+    column = np.array(values, dtype=object)
+    column[column == None] = _NO_PORT  # noqa: E711 - elementwise
+    return column.astype(np.int64)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted (``np.unique`` alone hashes them first: slower)."""
+    ordered = np.sort(keys)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+
+
+def _counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys (sorted) and how many times each occurs (``_lookup`` reads them)."""
+    return np.unique(keys, return_counts=True)
+
+
+def _lookup(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """The values of ``keys`` in a table of sorted distinct keys and their values (0 where absent)."""
+    distinct, values = table
+    at = np.minimum(np.searchsorted(distinct, keys), max(0, len(distinct) - 1))
+    found = distinct[at] == keys if len(distinct) else np.zeros(len(keys), dtype=bool)
+    return np.where(found, values[at] if len(distinct) else 0, 0)
 
 
 def _turn_around(read: ReadAnomalies, k: int) -> None:
