@@ -408,39 +408,37 @@ def read_anomalies(
     )
     icmp_request = np.isin(proto, (1, 58)) & ~icmp_error
     families, service_led = _families(top_features)
-    ported = ((flagged["ip_version"] > 0) & np.isin(proto, (6, 17))).tolist()
-    request = client_side(flagged, opened).tolist()
+    ported = (flagged["ip_version"] > 0) & np.isin(proto, (6, 17))
+    is_request = client_side(flagged, opened)
     known = [False] * len(flagged) if opened is None else (opened >= 0).tolist()
-    sports, dports = flagged["sport"].tolist(), flagged["dport"].tolist()
-    client, target, host, port, client_port = [], [], [], [], []
-    spelled: dict[tuple[str, int, str], str] = {}  # (server, port, protocol) -> target (a flood repeats one)
-    for src, dst, pr, is_request, has_ports, sport, dport in zip(
-        cols.src_ip, cols.dst_ip, cols.protocol, request, ported, sports, dports, strict=True
-    ):
-        if is_request:
-            client.append(src), host.append(dst)
-            server, server_port, own_port = dst, dport, sport
-        else:
-            client.append(dst), host.append(src)
-            server, server_port, own_port = src, sport, dport
-        if has_ports and server is not None:
-            port.append(server_port)
-            client_port.append(own_port)
-            name = spelled.get((server, server_port, pr))
-            if name is None:
-                name = spelled[(server, server_port, pr)] = f"{server}:{server_port}/{pr.lower()}"
-            target.append(name)
-        else:
-            port.append(None)
-            client_port.append(None)
-            target.append(server)
+    # Column by column (a loop per anomaly was most of the reading): the client is the source of a
+    # request, else the destination, and the server the other end
+    src, dst = np.array(cols.src_ip, dtype=object), np.array(cols.dst_ip, dtype=object)
+    client, host = np.where(is_request, src, dst), np.where(is_request, dst, src)
+    sport, dport = flagged["sport"], flagged["dport"]
+    has_ports = ported & (host != None)  # noqa: E711 - elementwise
+    port = np.where(has_ports, np.where(is_request, dport, sport), None)
+    client_port = np.where(has_ports, np.where(is_request, sport, dport), None)
+    target = host.copy()  # a portless protocol's target is its server
+    if has_ports.any():
+        # "IP:port/proto" spelled once per distinct (server, port, protocol): a flood repeats one
+        servers, server_codes = _codes(host[has_ports].tolist())
+        names, name_codes = _codes(np.array(cols.protocol, dtype=object)[has_ports].tolist())
+        keys = (server_codes * 65536 + port[has_ports].astype(np.int64)) * len(names) + name_codes
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        spelled = []
+        for key in distinct.tolist():
+            server_port, name = divmod(key, len(names))
+            server, number = divmod(server_port, 65536)
+            spelled.append(f"{servers[server]}:{number}/{names[name].lower()}")
+        target[has_ports] = np.array(spelled, dtype=object)[inverse.reshape(-1)]
     return ReadAnomalies(
-        client=client,
-        target=target,
-        host=host,
-        port=port,
-        client_port=client_port,
-        request=request,
+        client=client.tolist(),
+        target=target.tolist(),
+        host=host.tolist(),
+        port=port.tolist(),
+        client_port=client_port.tolist(),
+        request=is_request.tolist(),
         protocol=cols.protocol,
         syn_only=syn_only.tolist(),
         icmp_request=icmp_request.tolist(),
@@ -459,16 +457,10 @@ def read_anomalies(
 def _families(top_features: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], list[bool]]:
     """``feature_family`` of each name, and whether the first is a statistic of the service, worked
     out once per distinct tuple of names (a flood repeats a few)."""
-    known: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
-    families, service_led = [], []
-    for names in top_features:
-        seen = known.get(names)
-        if seen is None:
-            led = bool(names) and names[0].startswith("service_")
-            seen = known[names] = (tuple(feature_family(name) for name in names), led)
-        families.append(seen[0])
-        service_led.append(seen[1])
-    return families, service_led
+    distinct = set(top_features)
+    families = {names: tuple(feature_family(name) for name in names) for names in distinct}
+    led = {names: bool(names) and names[0].startswith("service_") for names in distinct}
+    return list(map(families.__getitem__, top_features)), list(map(led.__getitem__, top_features))
 
 
 def packets_per_client(records: np.ndarray, opened: np.ndarray | None = None) -> dict[bytes, int]:
