@@ -983,15 +983,24 @@ def set_effects_apart(
     n = len(read.ts)
     if not n:
         return
-    led = read.service_led or [False] * n
-    pairs = list(zip(read.client, read.target, strict=True))
+    led = np.zeros(n, dtype=bool)
+    led[: len(read.service_led)] = read.service_led[:n]
+    # (client, target) pairs as integer codes: a scan has a pair per probe
+    clients, client_codes = _codes(read.client)
+    targets, target_codes = _codes(read.target)
+    pair = client_codes * len(targets) + target_codes
+    keys, first, counts = np.unique(pair[~led], return_index=True, return_counts=True)
+    many = counts >= opening.OPEN_MIN_ANOMALIES
     attackers: dict[str, list[str]] = {}  # target -> its attackers in the read, most anomalies first
-    for (client, target), count in Counter(compress(pairs, map(not_, led))).most_common():
-        if count >= opening.OPEN_MIN_ANOMALIES and client is not None and target is not None:
+    first_attacker: dict[str, int] = {}  # target -> the pair of its first attacker
+    for key in keys[many][np.lexsort((first[many], -counts[many]))].tolist():  # (ties: first seen first)
+        client, target = clients[key // len(targets)], targets[key % len(targets)]
+        if client is not None and target is not None:
             attackers.setdefault(target, []).append(client)
+            first_attacker.setdefault(target, key)
     # the active incidents are asked for (one query) only for services no attacker of the read is
     # on whose anomalies include some led by the service's statistics (an effect's usual look)
-    led_elsewhere = set(compress(read.target, led)).difference(attackers)
+    led_elsewhere = set(_take(targets, _distinct(target_codes[led]).tolist())).difference(attackers)
     owners: dict[str, Incident] = {}
     if led_elsewhere:
         services, _ = _under_attack(sensor, _when(min(read.ts)))
@@ -1001,8 +1010,12 @@ def set_effects_apart(
     attacking = {t: set(clients) for t, clients in attackers.items()}
     for t, incident in owners.items():
         attacking.setdefault(t, set()).update({*incident.sources, incident.src_ip})
-    others = {p for p in set(pairs) if p[1] in attacking and p[0] not in attacking[p[1]]}
-    candidates = list(compress(range(n), map(others.__contains__, pairs)))
+    attacked = np.isin(target_codes, [targets.index(t) for t in attacking])
+    others = [
+        key for key in _distinct(pair[attacked]).tolist()
+        if clients[key // len(targets)] not in attacking[targets[key % len(targets)]]
+    ]  # fmt: skip
+    candidates = np.flatnonzero(np.isin(pair, others)).tolist()
     if not candidates:
         return
     normal = without_service(np.array(candidates, dtype=np.int64)) <= read.threshold
@@ -1017,7 +1030,7 @@ def set_effects_apart(
     into: dict[str, _Group] = {}  # target -> the group its effects are counted on
     for target in dict.fromkeys(read.target[k] for k in set_apart):
         if target in attackers:  # the group the attacker's anomalies to it went to
-            at = int(owner[pairs.index((attackers[target][0], target))])
+            at = int(owner[np.flatnonzero(pair == first_attacker[target])[0]])
             if at >= 0:
                 into[target] = listed[at]
         else:
