@@ -374,6 +374,26 @@ class ReadAnomalies:
     known: list[bool] = field(default_factory=list)
     texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
     community_ids: dict[int, str] = field(default_factory=dict)  # the representatives' flows' IDs
+    # columns as NumPy arrays and integer codes, made once per read (``array``, ``codes``; the
+    # arrays of ``read_anomalies`` come with it), kept up to date by ``_turn_around``
+    derived: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def array(self, name: str) -> np.ndarray:
+        """Column ``name`` as a NumPy array (ports: ``_NO_PORT`` for None), to count a group's
+        anomalies at once."""
+        key = ("array", name)
+        if key not in self.derived:
+            column = getattr(self, name)
+            self.derived[key] = _numbers(column) if name in ("port", "client_port") else np.array(column)
+        return self.derived[key]
+
+    def codes(self, name: str) -> tuple[list, np.ndarray]:
+        """Column ``name``'s distinct values in the order of their first appearance and each
+        anomaly's index among them (``_codes``)."""
+        key = ("codes", name)
+        if key not in self.derived:
+            self.derived[key] = _codes(getattr(self, name))
+        return self.derived[key]
 
 
 @dataclass
@@ -417,19 +437,21 @@ def read_anomalies(
     client, host = np.where(is_request, src, dst), np.where(is_request, dst, src)
     sport, dport = flagged["sport"], flagged["dport"]
     has_ports = ported & (host != None)  # noqa: E711 - elementwise
-    port = np.where(has_ports, np.where(is_request, dport, sport), None)
-    client_port = np.where(has_ports, np.where(is_request, sport, dport), None)
+    sport, dport = sport.astype(np.int64), dport.astype(np.int64)  # (_NO_PORT beside them)
+    server_port = np.where(has_ports, np.where(is_request, dport, sport), _NO_PORT)
+    own_port = np.where(has_ports, np.where(is_request, sport, dport), _NO_PORT)
+    port, client_port = np.where(has_ports, server_port, None), np.where(has_ports, own_port, None)
     target = host.copy()  # a portless protocol's target is its server
     if has_ports.any():
         # "IP:port/proto" spelled once per distinct (server, port, protocol): a flood repeats one
         servers, server_codes = _codes(host[has_ports].tolist())
         names, name_codes = _codes(np.array(cols.protocol, dtype=object)[has_ports].tolist())
-        keys = (server_codes * 65536 + port[has_ports].astype(np.int64)) * len(names) + name_codes
+        keys = (server_codes * 65536 + server_port[has_ports]) * len(names) + name_codes
         distinct, inverse = np.unique(keys, return_inverse=True)
         spelled = []
         for key in distinct.tolist():
-            server_port, name = divmod(key, len(names))
-            server, number = divmod(server_port, 65536)
+            pair, name = divmod(key, len(names))
+            server, number = divmod(pair, 65536)
             spelled.append(f"{servers[server]}:{number}/{names[name].lower()}")
         target[has_ports] = np.array(spelled, dtype=object)[inverse.reshape(-1)]
     return ReadAnomalies(
@@ -451,6 +473,16 @@ def read_anomalies(
         service_led=service_led,
         known=known,
         icmp_error=icmp_error.tolist(),
+        derived={
+            ("array", "request"): is_request,
+            ("array", "payload"): flagged["payload_len"].astype(np.int64),
+            ("array", "length"): flagged["length"].astype(np.int64),
+            ("array", "syn_only"): syn_only,
+            ("array", "icmp_request"): icmp_request,
+            ("array", "ts"): flagged["ts"].astype(np.float64),
+            ("array", "port"): server_port,
+            ("array", "client_port"): own_port,
+        },
     )
 
 
@@ -615,8 +647,8 @@ def _by_service_and_client(read: ReadAnomalies, led: np.ndarray) -> tuple[_Servi
     """A read's anomaly indexes per target and client, per client, and per client those led by its
     own statistics (``led`` False); each in the order of first appearance, indexes ascending,
     as one anomaly after the other would fill them, but worked out per distinct (client, target)."""
-    clients, client_codes = _codes(read.client)
-    targets, target_codes = _codes(read.target)
+    clients, client_codes = read.codes("client")
+    targets, target_codes = read.codes("target")
     order, starts = _runs(client_codes, len(clients))
     by_client = {c: order[starts[i] : starts[i + 1]] for i, c in enumerate(clients)}
     mine = np.flatnonzero(~led)
@@ -635,7 +667,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     by_service, by_client, own = _by_service_and_client(read, np.array(led[: len(read.ts)], dtype=bool))
     errors = _icmp_errors(read, by_service)
     services, hosts = _under_attack(sensor, _when(min(read.ts)))
-    host_names, host_codes = _codes(read.host)
+    host_names, host_codes = read.codes("host")
     target_codes, n_targets = by_service.target_codes, len(by_service.targets)
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
@@ -867,7 +899,7 @@ def _orient_pairs(read: ReadAnomalies) -> None:
     votes = _counts(pair[both])  # -> anomalies
     sure = _counts(pair[both & known])  # -> known anomalies
     # (end, other end) -> how many ports the end used and, for one, which: the distinct triples
-    port, client_port = _numbers(read.port), _numbers(read.client_port)
+    port, client_port = read.array("port"), read.array("client_port")
     ported = both & (port != _NO_PORT)
     end_pairs = np.concatenate([pair[ported], (host * m + client)[ported]])
     used_ports = np.concatenate([client_port[ported], port[ported]]) - _NO_PORT
@@ -897,8 +929,7 @@ def _orient_pairs(read: ReadAnomalies) -> None:
         ),
     )
     if flip.any():
-        for k in np.flatnonzero(unknown & np.isin(pair, guessed[flip])).tolist():
-            _turn_around(read, k)
+        _turn_around(read, np.flatnonzero(unknown & np.isin(pair, guessed[flip])).tolist())
 
 
 _NO_PORT = -1  # a portless anomaly's port in _numbers
@@ -931,14 +962,27 @@ def _lookup(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarra
     return np.where(found, values[at] if len(distinct) else 0, 0)
 
 
-def _turn_around(read: ReadAnomalies, k: int) -> None:
-    """Swap which end of anomaly ``k`` is the client."""
-    client, server, port = read.host[k], read.client[k], read.client_port[k]
-    read.client[k], read.host[k] = client, server
-    read.client_port[k], read.port[k] = read.port[k], port
-    read.request[k] = not read.request[k]
-    proto = read.protocol[k].lower()
-    read.target[k] = server if port is None or server is None else f"{server}:{port}/{proto}"
+def _turn_around(read: ReadAnomalies, rows: list[int]) -> None:
+    """Swap which end of anomalies ``rows`` is the client."""
+    for k in rows:
+        client, server, port = read.host[k], read.client[k], read.client_port[k]
+        read.client[k], read.host[k] = client, server
+        read.client_port[k], read.port[k] = read.port[k], port
+        read.request[k] = not read.request[k]
+        proto = read.protocol[k].lower()
+        read.target[k] = server if port is None or server is None else f"{server}:{port}/{proto}"
+    for name in ("client", "host", "target", "request", "port", "client_port"):
+        read.derived.pop(("codes", name), None)
+    at = np.asarray(rows, dtype=np.int64)
+    arrays = read.derived
+    if ("array", "request") in arrays:
+        arrays[("array", "request")][at] = ~arrays[("array", "request")][at]
+    if ("array", "port") in arrays and ("array", "client_port") in arrays:
+        port, client_port = arrays[("array", "port")], arrays[("array", "client_port")]
+        port[at], client_port[at] = client_port[at], port[at].copy()
+    else:
+        arrays.pop(("array", "port"), None)
+        arrays.pop(("array", "client_port"), None)
 
 
 def group_anomalies(
@@ -986,8 +1030,8 @@ def set_effects_apart(
     led = np.zeros(n, dtype=bool)
     led[: len(read.service_led)] = read.service_led[:n]
     # (client, target) pairs as integer codes: a scan has a pair per probe
-    clients, client_codes = _codes(read.client)
-    targets, target_codes = _codes(read.target)
+    clients, client_codes = read.codes("client")
+    targets, target_codes = read.codes("target")
     pair = client_codes * len(targets) + target_codes
     keys, first, counts = np.unique(pair[~led], return_index=True, return_counts=True)
     many = counts >= opening.OPEN_MIN_ANOMALIES
@@ -1073,11 +1117,9 @@ def _representatives(read: ReadAnomalies, group: _Group) -> list[int]:
     candidates = np.array(rows)
     by_score = candidates[np.argsort(-read.scores[candidates], kind="stable")].tolist()
     chosen = {_top(read, group)}
-    in_order = sorted(rows)
-    targets = _take(read.target, in_order)
-    first = dict(zip(reversed(targets), reversed(in_order), strict=True))  # target -> its first anomaly
-    for target in list(dict.fromkeys(targets))[:TARGET_REPRESENTATIVES]:
-        chosen.add(first[target])
+    in_order = np.sort(candidates)
+    _, firsts, _ = _tally(read.codes("target")[1][in_order])  # each distinct target's first anomaly
+    chosen.update(in_order[firsts[:TARGET_REPRESENTATIVES]].tolist())
     for k in by_score:
         if len(chosen) >= REPRESENTATIVES_PER_GROUP:
             break
@@ -1116,12 +1158,12 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
     if (group.rows and float(read.scores[top]) > incident.peak_score) or not incident.explanation:
         incident.peak_score = float(read.scores[top])
         incident.explanation = read.texts.get(top, "")[:2000]  # the top score is a representative
-    times = _take(read.ts, group.rows)
-    if times:  # other clients' joined anomalies (its effect) do not keep an attack going
-        incident.last_seen = max(incident.last_seen, _when(max(times)))
+    times = read.array("ts")[np.asarray(group.rows, dtype=np.int64)]
+    if len(times):  # other clients' joined anomalies (its effect) do not keep an attack going
+        incident.last_seen = max(incident.last_seen, _when(float(times.max())))
     if incident.opened_at is None:
-        times = sorted([*evidence.recent, *times])
-        at = opening.dense(np.array(times))
+        times = np.sort(np.concatenate([np.asarray(evidence.recent, dtype=np.float64), times]))
+        at = opening.dense(times)
         evidence.coordinated = evidence.coordinated or group.coordinated
         if incident.entity.startswith("service ") and len(incident.sources) < MANY_CLIENTS:
             at = (
@@ -1129,11 +1171,11 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
             )  # a service opens when many clients, or attackers, show it
         if at >= 0:
             incident.opened_at = _now()
-            evidence.opened_ts = times[at]
-            evidence.active_ts = times[opening.last_dense(np.array(times))]
-        evidence.recent = times[-(opening.OPEN_MIN_ANOMALIES - 1) :]
-    elif times:  # open: only sustained evidence keeps it active (the latest times carry it across reads)
-        merged = np.sort(np.array([*evidence.recent, *times]))
+            evidence.opened_ts = float(times[at])
+            evidence.active_ts = float(times[opening.last_dense(times)])
+        evidence.recent = times[-(opening.OPEN_MIN_ANOMALIES - 1) :].tolist()
+    elif len(times):  # open: only sustained evidence keeps it active (the latest times carry it across reads)
+        merged = np.sort(np.concatenate([np.asarray(evidence.recent, dtype=np.float64), times]))
         at = opening.last_dense(merged)
         if at >= 0:
             evidence.active_ts = max(float(merged[at]), evidence.active_ts or 0.0)
@@ -1147,58 +1189,68 @@ def _grow(incident: Incident, evidence: Evidence, read: ReadAnomalies, group: _G
 def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, rows: list[int]) -> None:
     """Count anomalies ``rows`` of the read in ``evidence`` and list their sources and targets.
 
-    A flood repeats a few values thousands of times, so each column is counted at once and the
-    bounded lists and counters visit each distinct value once, in the order of its first anomaly:
-    what one anomaly after the other would give (the bounds admit a value at its first sight, and a
-    value seen again changes nothing but its count), down to the order of the counters' keys.
+    A flood repeats a few values thousands of times, so each column is counted at once (NumPy, on
+    the read's arrays and codes) and the bounded lists and counters visit each distinct value once,
+    in the order of its first anomaly: what one anomaly after the other would give (the bounds
+    admit a value at its first sight, and a value seen again changes nothing but its count), down
+    to the order of the counters' keys.
     """
     if not rows:
         return
-    request = np.array(_take(read.request, rows), dtype=bool)
-    payload = np.array(_take(read.payload, rows), dtype=np.int64)
+    at = np.asarray(rows, dtype=np.int64)
+    request = read.array("request")[at].astype(bool)
+    payload = read.array("payload")[at].astype(np.int64)
     carried = payload > 0
     sent = request & carried
     evidence.anomalies += len(rows)
     evidence.requests += int(np.count_nonzero(request))
-    icmp = np.array(_take(read.icmp_request, rows), dtype=bool)
+    icmp = read.array("icmp_request")[at].astype(bool)
     evidence.icmp_sent += int(np.count_nonzero(request & icmp))
     evidence.sent_with_data += int(np.count_nonzero(sent))
     evidence.sent_payload += int(payload[sent].sum())
     evidence.sent_small += int(np.count_nonzero(sent & (payload < SLOW_SEND)))
     if len(evidence.client_ports) < CONNECTIONS_KEPT:
         known = set(evidence.client_ports)
-        for port in dict.fromkeys(_take(read.client_port, rows)):
-            if port is not None and port not in known and len(evidence.client_ports) < CONNECTIONS_KEPT:
+        for port in _tally(read.array("client_port")[at])[0]:
+            if len(evidence.client_ports) >= CONNECTIONS_KEPT:
+                break
+            if port != _NO_PORT and port not in known:
                 evidence.client_ports.append(port)
                 known.add(port)
-    evidence.protocols.update(_take(read.protocol, rows))
-    evidence.syn_only += int(np.count_nonzero(np.array(_take(read.syn_only, rows), dtype=bool)))
+    names, codes = read.codes("protocol")
+    for code, n in _counted(codes[at]):
+        evidence.protocols[names[code]] += n
+    evidence.syn_only += int(np.count_nonzero(read.array("syn_only")[at].astype(bool)))
     evidence.with_payload += int(np.count_nonzero(carried))
-    evidence.bytes += sum(_take(read.length, rows))
-    for families, n in Counter(_take(read.families, rows)).items():
-        for weight, family in zip((3, 2, 1), families, strict=False):
+    evidence.bytes += int(read.array("length")[at].astype(np.int64).sum())
+    kinds, codes = read.codes("families")
+    for code, n in _counted(codes[at]):
+        for weight, family in zip((3, 2, 1), kinds[code], strict=False):
             evidence.families[family] += weight * n
     sources = list(incident.sources)
     named = set(sources)
-    for client in dict.fromkeys(_take(read.client, rows)):
-        if client is not None and client not in named and len(sources) < SOURCES_KEPT:
+    clients, codes = read.codes("client")
+    for client in _take(clients, _tally(codes[at])[0]):
+        if len(sources) >= SOURCES_KEPT:
+            break
+        if client is not None and client not in named:
             sources.append(client)
             named.add(client)
     incident.sources = sources
     hits = evidence.port_hits
-    for port, n in Counter(_take(read.port, rows)).items():
-        if port is not None and (port in hits or len(hits) < EVIDENCE_PORTS):
+    for port, n in _counted(read.array("port")[at]):
+        if port != _NO_PORT and (port in hits or len(hits) < EVIDENCE_PORTS):
             hits[port] += n
-    names = _take(read.target, rows)
-    first = dict(zip(reversed(names), reversed(rows), strict=True))  # the last write is the first anomaly
-    # distinct target -> its first anomaly, in the order of first sight
-    firsts = {target: first[target] for target in dict.fromkeys(names) if target is not None}
-    counts = Counter(names)
+    names, codes = read.codes("target")
+    distinct, firsts, counts = _tally(codes[at])
     targets = list(incident.targets)
     listed = set(targets)
-    for target, k in firsts.items():
+    # each distinct target, its first anomaly and its count, in the order of first sight
+    for target, k, n in zip(_take(names, distinct), _take(rows, firsts), counts, strict=True):
+        if target is None:
+            continue
         if target in evidence.target_hits or len(evidence.target_hits) < EVIDENCE_PORTS:
-            evidence.target_hits[target] += counts[target]
+            evidence.target_hits[target] += n
         if len(targets) < TARGETS_KEPT:
             if target not in listed:
                 targets.append(target)
@@ -1207,6 +1259,20 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
         elif evidence.add_target(read.host[k], read.port[k]):
             incident.targets_more += 1
     incident.targets = targets
+
+
+def _tally(codes: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """The distinct codes (or integers) in the order of their first appearance, the position of each
+    one's first appearance and how many times each appears."""
+    distinct, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return distinct[order].tolist(), first[order].tolist(), counts[order].tolist()
+
+
+def _counted(codes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(code, how many times it appears), in the order of first appearance (a Counter's order)."""
+    distinct, _, counts = _tally(codes)
+    return zip(distinct, counts, strict=True)
 
 
 def _now() -> datetime:
@@ -1224,7 +1290,8 @@ def _incidents(
     """Grow each entity's incident (or start a candidate) with the read's anomalies. A handful of
     statements per read however many entities it has."""
     # (a group of only an attack's effects has its incident: no first anomaly is needed)
-    firsts = {e: _when(min(_take(read.ts, g.all_rows()))) for e, g in groups.items() if g.all_rows()}
+    ts = read.array("ts")
+    firsts = {e: _when(float(ts[g.all_rows()].min())) for e, g in groups.items() if g.all_rows()}
     current = _recent_incidents(sensor, {e: t for e, t in firsts.items() if groups[e].incident is None})
     rules = suppression.RuleSet.active()
     created: list[Incident] = []
