@@ -448,11 +448,14 @@ def read_anomalies(
         names, name_codes = _codes(np.array(cols.protocol, dtype=object)[has_ports].tolist())
         keys = (server_codes * 65536 + server_port[has_ports]) * len(names) + name_codes
         distinct, inverse = np.unique(keys, return_inverse=True)
-        spelled = []
-        for key in distinct.tolist():
-            pair, name = divmod(key, len(names))
-            server, number = divmod(pair, 65536)
-            spelled.append(f"{servers[server]}:{number}/{names[name].lower()}")
+        lowered = [name.lower() for name in names]
+        spelled = [
+            f"{servers[server]}:{number}/{lowered[name]}"
+            for server, number, name in zip(
+                (distinct // len(names) // 65536).tolist(), (distinct // len(names) % 65536).tolist(),
+                (distinct % len(names)).tolist(), strict=True,
+            )
+        ]  # fmt: skip
         target[has_ports] = np.array(spelled, dtype=object)[inverse.reshape(-1)]
     return ReadAnomalies(
         client=client.tolist(),
