@@ -375,7 +375,8 @@ class ReadAnomalies:
     texts: dict[int, str] = field(default_factory=dict)  # the representatives' explanations
     community_ids: dict[int, str] = field(default_factory=dict)  # the representatives' flows' IDs
     # columns as NumPy arrays and integer codes, made once per read (``array``, ``codes``; the
-    # arrays of ``read_anomalies`` come with it), kept up to date by ``_turn_around``
+    # arrays of ``read_anomalies`` come with it), kept up to date by ``_turn_around``; and what
+    # the database said was under attack (``_attacked``)
     derived: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def array(self, name: str) -> np.ndarray:
@@ -504,13 +505,14 @@ def packets_per_client(records: np.ndarray, opened: np.ndarray | None = None) ->
     if not len(records):
         return {}
     cs = client_side(records, opened)
-    raw = np.ascontiguousarray(np.where(cs[:, None], records["src_ip"], records["dst_ip"]))
-    halves = raw.view(np.uint64)  # (an address's first and last 8 bytes)
+    # (an address's first and last 8 bytes, picked as integers: 4 times faster than as bytes)
+    src, dst = (np.ascontiguousarray(records[column]).view(np.uint64) for column in ("src_ip", "dst_ip"))
+    halves = np.where(cs[:, None], src, dst)
     if (halves[:, 0] == halves[0, 0]).all():  # IPv4 (mapped) only: the last 8 bytes tell them apart
         last, counts = np.unique(halves[:, 1], return_counts=True)  # (as integers: 30 times faster)
         unique = np.stack([np.full(len(last), halves[0, 0]), last], axis=1)
     else:
-        unique, counts = np.unique(raw.view(np.dtype((np.void, 16))).ravel(), return_counts=True)
+        unique, counts = np.unique(halves.view(np.dtype((np.void, 16))).ravel(), return_counts=True)
     buf = unique.tobytes()
     return {buf[16 * i : 16 * i + 16]: c for i, c in enumerate(counts.tolist())}
 
@@ -560,6 +562,15 @@ def _under_attack(sensor: Sensor, since: datetime) -> tuple[dict[str, Incident],
             services[main] = incident
         hosts[suppression.parse_target(main)[0]] = incident
     return services, hosts
+
+
+def _attacked(sensor: Sensor, read: ReadAnomalies) -> tuple[dict[str, Incident], dict[str, Incident]]:
+    """``_under_attack`` since the read's first anomaly, asked of the database once per read
+    (grouping and setting effects apart both ask; nothing is written in between)."""
+    key = ("under attack", str(sensor.pk))
+    if key not in read.derived:
+        read.derived[key] = _under_attack(sensor, _when(float(read.array("ts").min())))
+    return read.derived[key]
 
 
 def _take(column: Any, rows: list[int]) -> list:
@@ -674,7 +685,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     led = read.service_led or [False] * len(read.ts)
     by_service, by_client, own = _by_service_and_client(read, np.array(led[: len(read.ts)], dtype=bool))
     errors = _icmp_errors(read, by_service)
-    services, hosts = _under_attack(sensor, _when(min(read.ts)))
+    services, hosts = _attacked(sensor, read)
     host_names, host_codes = read.codes("host")
     target_codes, n_targets = by_service.target_codes, len(by_service.targets)
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
@@ -1055,7 +1066,7 @@ def set_effects_apart(
     led_elsewhere = set(_take(targets, _distinct(target_codes[led]).tolist())).difference(attackers)
     owners: dict[str, Incident] = {}
     if led_elsewhere:
-        services, _ = _under_attack(sensor, _when(min(read.ts)))
+        services, _ = _attacked(sensor, read)
         owners = {t: i for t, i in services.items() if t in led_elsewhere and i.entity.startswith("host ")}
     if not attackers and not owners:
         return
@@ -1251,21 +1262,30 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
             hits[port] += n
     names, codes = read.codes("target")
     distinct, firsts, counts = _tally(codes[at])
+    # each distinct target, its first anomaly and its count, in the order of first sight
+    seen, ks = _take(names, distinct), _take(rows, firsts)
+    if None in seen:  # (no target: not counted, not listed)
+        at_none = seen.index(None)
+        del seen[at_none], ks[at_none], counts[at_none]
+    hits, room = evidence.target_hits, EVIDENCE_PORTS - len(evidence.target_hits)
+    for target, n in zip(seen, counts, strict=True):
+        if target in hits:
+            hits[target] += n
+        elif room > 0:
+            hits[target] += n
+            room -= 1
+    hosts, ports = _take(read.host, ks), _take(read.port, ks)
     targets = list(incident.targets)
     listed = set(targets)
-    # each distinct target, its first anomaly and its count, in the order of first sight
-    for target, k, n in zip(_take(names, distinct), _take(rows, firsts), counts, strict=True):
-        if target is None:
-            continue
-        if target in evidence.target_hits or len(evidence.target_hits) < EVIDENCE_PORTS:
-            evidence.target_hits[target] += n
-        if len(targets) < TARGETS_KEPT:
-            if target not in listed:
-                targets.append(target)
-                listed.add(target)
-                evidence.add_target(read.host[k], read.port[k])
-        elif evidence.add_target(read.host[k], read.port[k]):
-            incident.targets_more += 1
+    listing = 0  # targets listed until the list is full; each one's destination is remembered
+    while len(targets) < TARGETS_KEPT and listing < len(seen):
+        if seen[listing] not in listed:
+            targets.append(seen[listing])
+            listed.add(seen[listing])
+            evidence.add_target(hosts[listing], ports[listing])
+        listing += 1
+    # then each new destination (within the bounds remembered) is one more target not listed
+    incident.targets_more += sum(map(evidence.add_target, hosts[listing:], ports[listing:]))
     incident.targets = targets
 
 
