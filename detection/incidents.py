@@ -446,15 +446,14 @@ def read_anomalies(
     if has_ports.any():
         # "IP:port/proto" spelled once per distinct (server, port, protocol): a flood repeats one
         servers, server_codes = _codes(host[has_ports].tolist())
-        names, name_codes = _codes(np.array(cols.protocol, dtype=object)[has_ports].tolist())
-        keys = (server_codes * 65536 + server_port[has_ports]) * len(names) + name_codes
-        distinct, inverse = np.unique(keys, return_inverse=True)
-        lowered = [name.lower() for name in names]
+        udp = (proto[has_ports] == 17).astype(np.int64)  # (TCP or UDP: the protocol named by its number)
+        keys = (server_codes * 65536 + server_port[has_ports]) * 2 + udp
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         spelled = [
-            f"{servers[server]}:{number}/{lowered[name]}"
+            f"{servers[server]}:{number}/{name.lower()}"
             for server, number, name in zip(
-                (distinct // len(names) // 65536).tolist(), (distinct // len(names) % 65536).tolist(),
-                (distinct % len(names)).tolist(), strict=True,
+                (distinct // 2 // 65536).tolist(), (distinct // 2 % 65536).tolist(),
+                _take(cols.protocol, np.flatnonzero(has_ports)[first].tolist()), strict=True,
             )
         ]  # fmt: skip
         target[has_ports] = np.array(spelled, dtype=object)[inverse.reshape(-1)]
@@ -907,12 +906,15 @@ def _orient_pairs(read: ReadAnomalies) -> None:
         return
     # Counted on integer codes with NumPy: a scan or a flood has tens of thousands of anomalies
     # between a few pairs of hosts, and counting tuples of addresses was most of the grouping's cost.
-    ends, codes = _codes([*read.client, *read.host])  # the distinct addresses (None among them)
+    clients, client_codes = read.codes("client")  # (kept for the grouping when none is turned)
+    hosts, host_codes = read.codes("host")
+    ends = list(dict.fromkeys([*clients, *hosts]))  # the distinct addresses (None among them)
     m = len(ends)
-    client, host = codes[:n], codes[n:]
-    both = np.ones(n, dtype=bool)
-    if None in ends:
-        both = (client != ends.index(None)) & (host != ends.index(None))
+    index = {end: i for i, end in enumerate(ends)}
+    client = np.array(_take(index, clients), dtype=np.int64)[client_codes]
+    host = np.array(_take(index, hosts), dtype=np.int64)[host_codes]
+    missing = index.get(None, -1)  # (no address: no IP layer)
+    both = (client != missing) & (host != missing)
     known = np.array(read.known, dtype=bool) if read.known else np.zeros(n, dtype=bool)
     pair = client * m + host  # (client guess, server guess)
     votes = _counts(pair[both])  # -> anomalies
@@ -1289,12 +1291,19 @@ def _add_evidence(incident: Incident, evidence: Evidence, read: ReadAnomalies, r
     incident.targets = targets
 
 
-def _tally(codes: np.ndarray) -> tuple[list[int], list[int], list[int]]:
-    """The distinct codes (or integers) in the order of their first appearance, the position of each
-    one's first appearance and how many times each appears."""
-    distinct, first, counts = np.unique(codes, return_index=True, return_counts=True)
-    order = np.argsort(first, kind="stable")
-    return distinct[order].tolist(), first[order].tolist(), counts[order].tolist()
+def _tally(values: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """The distinct integers (codes, ports) in the order of their first appearance, the position of
+    each one's first appearance and how many times each appears (counted and ordered in O(n), not
+    sorted: ``_by_code``)."""
+    if not len(values):
+        return [], [], []
+    low = int(values.min())
+    codes = values - low
+    counts = np.bincount(codes)
+    present = np.flatnonzero(counts)
+    firsts = _by_code(codes, len(counts))[(np.cumsum(counts) - counts)[present]]  # (a stable order)
+    seq = np.argsort(firsts, kind="stable")
+    return (present[seq] + low).tolist(), firsts[seq].tolist(), counts[present][seq].tolist()
 
 
 def _counted(codes: np.ndarray) -> Iterator[tuple[int, int]]:
