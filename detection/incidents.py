@@ -442,25 +442,33 @@ def read_anomalies(
     server_port = np.where(has_ports, np.where(is_request, dport, sport), _NO_PORT)
     own_port = np.where(has_ports, np.where(is_request, sport, dport), _NO_PORT)
     port, client_port = np.where(has_ports, server_port, None), np.where(has_ports, own_port, None)
-    target = host.copy()  # a portless protocol's target is its server
-    if has_ports.any():
-        # "IP:port/proto" spelled once per distinct (server, port, protocol): a flood repeats one
-        servers, server_codes = _codes(host[has_ports].tolist())
-        udp = (proto[has_ports] == 17).astype(np.int64)  # (TCP or UDP: the protocol named by its number)
-        keys = (server_codes * 65536 + server_port[has_ports]) * 2 + udp
-        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        spelled = [
-            f"{servers[server]}:{number}/{name.lower()}"
-            for server, number, name in zip(
-                (distinct // 2 // 65536).tolist(), (distinct // 2 % 65536).tolist(),
-                _take(cols.protocol, np.flatnonzero(has_ports)[first].tolist()), strict=True,
-            )
-        ]  # fmt: skip
-        target[has_ports] = np.array(spelled, dtype=object)[inverse.reshape(-1)]
+    client, host = client.tolist(), host.tolist()
+    derived: dict[tuple[str, str], Any] = {}
+    keys = _address_keys(flagged, is_request)
+    if keys is not None:  # (numbered without hashing an address's text per anomaly)
+        for name, column, key in (("client", client, keys[0]), ("host", host, keys[1])):
+            codes, firsts = _numbered(key)
+            derived[("codes", name)] = (_take(column, firsts.tolist()), codes)
+    if ("codes", "host") not in derived:
+        derived[("codes", "host")] = _codes(host)
+    hosts, host_codes = derived[("codes", "host")]
+    # A target is its server's address, and its port and protocol where it has ports: "IP:port/proto"
+    # spelled once per distinct target (a flood repeats one), numbered in the order of first appearance
+    udp = (proto == 17).astype(np.int64)  # (TCP or UDP: the protocol named by its number)
+    ported_key = len(hosts) + (host_codes * 65536 + server_port) * 2 + udp
+    target_codes, firsts = _numbered(np.where(has_ports, ported_key, host_codes))
+    names = [
+        f"{host[k]}:{port}/{cols.protocol[k].lower()}" if ported_k else host[k]
+        for k, port, ported_k in zip(
+            firsts.tolist(), server_port[firsts].tolist(), has_ports[firsts].tolist(), strict=True
+        )
+    ]
+    derived[("codes", "target")] = (names, target_codes)
+    target = _take(names, target_codes.tolist())
     return ReadAnomalies(
-        client=client.tolist(),
-        target=target.tolist(),
-        host=host.tolist(),
+        client=client,
+        target=target,
+        host=host,
         port=port.tolist(),
         client_port=client_port.tolist(),
         request=is_request.tolist(),
@@ -477,6 +485,7 @@ def read_anomalies(
         known=known,
         icmp_error=icmp_error.tolist(),
         derived={
+            **derived,
             ("array", "request"): is_request,
             ("array", "payload"): flagged["payload_len"].astype(np.int64),
             ("array", "length"): flagged["length"].astype(np.int64),
@@ -487,6 +496,29 @@ def read_anomalies(
             ("array", "client_port"): own_port,
         },
     )
+
+
+def _address_keys(flagged: np.ndarray, is_request: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per anomaly, an integer for its client's address and one for its server's (0: none), where
+    every address is IPv4 (its 4 bytes tell it apart, as its text does); None where some is IPv6."""
+    if (flagged["ip_version"] == 6).any():
+        return None
+    v4 = flagged["ip_version"] == 4
+    src, dst = (
+        np.where(v4, np.ascontiguousarray(flagged[column]).view(np.uint32)[:, 3].astype(np.int64) + 1, 0)
+        for column in ("src_ip", "dst_ip")
+    )
+    return np.where(is_request, src, dst), np.where(is_request, dst, src)
+
+
+def _numbered(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys numbered in the order of their first appearance (as ``_codes`` numbers values),
+    and the position of each number's first appearance."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], first[order]
 
 
 def _families(top_features: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], list[bool]]:
