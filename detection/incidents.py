@@ -436,9 +436,8 @@ def read_anomalies(
     # request, else the destination, and the server the other end
     src, dst = np.array(cols.src_ip, dtype=object), np.array(cols.dst_ip, dtype=object)
     client, host = np.where(is_request, src, dst), np.where(is_request, dst, src)
-    sport, dport = flagged["sport"], flagged["dport"]
     has_ports = ported & (host != None)  # noqa: E711 - elementwise
-    sport, dport = sport.astype(np.int64), dport.astype(np.int64)  # (_NO_PORT beside them)
+    sport, dport = flagged["sport"].astype(np.int64), flagged["dport"].astype(np.int64)  # (and _NO_PORT)
     server_port = np.where(has_ports, np.where(is_request, dport, sport), _NO_PORT)
     own_port = np.where(has_ports, np.where(is_request, sport, dport), _NO_PORT)
     port, client_port = np.where(has_ports, server_port, None), np.where(has_ports, own_port, None)
@@ -727,9 +726,8 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
     for c in busy:
         rows = np.array(own[c], dtype=np.int64)
-        hit, first, counts = np.unique(host_codes[rows], return_index=True, return_counts=True)
-        for h, n in zip(hit[np.argsort(first)].tolist(), counts[np.argsort(first)].tolist(), strict=True):
-            hits[(c, host_names[h])] += n  # (the pairs in the order of their first anomaly)
+        for h, n in _counted(host_codes[rows]):  # (the pairs in the order of their first anomaly)
+            hits[(c, host_names[h])] += n
         seen = _distinct(host_codes[rows] * n_targets + target_codes[rows]) // n_targets
         for h, n in zip(*np.unique(seen, return_counts=True), strict=True):
             spread[(c, host_names[h])] += int(n)
