@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -295,10 +296,11 @@ class PacketColumns:
         )
 
     def take(self, rows: list[int]) -> PacketColumns:
-        """The columns of some rows, in the order given."""
-        return PacketColumns(
-            ts=[self.ts[i] for i in rows],
-            src_ip=[self.src_ip[i] for i in rows],
-            dst_ip=[self.dst_ip[i] for i in rows],
-            protocol=[self.protocol[i] for i in rows],
-        )
+        """The columns of some rows, in the order given (gathered in C: a flood flags most rows)."""
+        if len(rows) < 2:  # (itemgetter of one index gives the value, not a tuple)
+            return PacketColumns(*([column[i] for i in rows] for column in self._columns()))
+        get = itemgetter(*rows)
+        return PacketColumns(*(list(get(column)) for column in self._columns()))
+
+    def _columns(self) -> tuple[list, list, list, list]:
+        return self.ts, self.src_ip, self.dst_ip, self.protocol

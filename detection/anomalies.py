@@ -80,27 +80,30 @@ def save_anomalies(
     if set_apart:
         _unflag(sensor, flagged["seq"][set_apart].tolist())
     chosen = incidents.representatives(groups)
-    explanations = scored.explain(np.array(chosen, dtype=np.int64), flagged[chosen])
+    stored = np.array(chosen, dtype=np.int64)
+    kept = flagged[stored]  # the rows stored (only theirs are needed as Python values)
+    explanations = scored.explain(stored, kept)
     read.texts = {k: text for k, (text, _) in zip(chosen, explanations, strict=True)}
     # Only the rows stored need their flow's Community ID (a new incident takes its first one's).
-    flows = community_ids(flagged[chosen]) if settings.NETMON_COMMUNITY_ID else [""] * len(chosen)
+    flows = community_ids(kept) if settings.NETMON_COMMUNITY_ID else [""] * len(chosen)
     read.community_ids = {k: flow or "" for k, flow in zip(chosen, flows, strict=True)}
     exchanged = incidents.packets_per_client(batch.records, all_opened)
     assignment = incidents.file_groups(sensor, read, groups, exchanged)
     versions = json.dumps(scored.model_versions)
     now = timestamps_text(np.array([time.time()]))[0]
-    seqs, sports, dports = flagged["seq"].tolist(), flagged["sport"].tolist(), flagged["dport"].tolist()
+    seqs, sports, dports = kept["seq"].tolist(), kept["sport"].tolist(), kept["dport"].tolist()
     values = [
         (
-            sensor.pk, assignment.ids[k], seqs[k], cols.ts[k], cols.protocol[k], cols.src_ip[k],
-            cols.dst_ip[k], sports[k], dports[k], float(scores[k]), scored.threshold, scored.model_kind,
+            sensor.pk, assignment.ids[k], seq, cols.ts[k], cols.protocol[k], cols.src_ip[k],
+            cols.dst_ip[k], sport, dport, float(scores[k]), scored.threshold, scored.model_kind,
             versions, text, contributions, False, now, assignment.suppressed[k], read.community_ids[k],
         )
-        for k, (text, contributions) in zip(chosen, explanations, strict=True)
+        for k, seq, sport, dport, (text, contributions) in zip(
+            chosen, seqs, sports, dports, explanations, strict=True
+        )
     ]  # fmt: skip
     # In the transaction of the batch receipt: a batch stored once has its anomalies once.
     _insert_anomalies(values)
-    stored = np.array(chosen, dtype=np.int64)
     best = stored[np.argsort(-scores[stored], kind="stable")[:BROADCAST_PER_BATCH]]
     top = list(
         Anomaly.objects.filter(sensor=sensor, packet_seq__in=flagged["seq"][best].tolist()).order_by("-score")

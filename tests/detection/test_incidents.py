@@ -519,6 +519,9 @@ def test_evidence_of_a_read_counted_at_once_is_what_one_anomaly_after_the_other_
     )  # fmt: skip
     assert len(at_once.sources) == 3 and len(at_once.targets) == 4 and at_once.targets_more > 0
     assert len(evidence_at_once.port_hits) == 5 and len(evidence_at_once.hosts) == 3
+    # ports are those of TCP and UDP anomalies (ICMP and frames without IP have none)
+    assert set(evidence_at_once.client_ports) <= {read.client_port[k] for k in rows} - {None}
+    assert set(evidence_at_once.port_hits) <= {read.port[k] for k in rows} - {None}
 
 
 def test_anomalies_by_service_and_client_are_what_one_anomaly_after_the_other_gives():
