@@ -9,13 +9,13 @@
 trained on BENIGN.pcap with ``train_detector --use``; its artifacts under NETMON_MODEL_DIR, default
 var/ingest-cost/models). A run copies the template to var/ingest-cost.sqlite3, migrates it (the
 code under test may add migrations), loads the model as a worker does before forking
-(``scoring.warm_up``; one BLAS thread, as in a worker process), and for each PCAP: its first
-``--count`` packets, numbered from 1, in batches of ``--batch`` packets (stream entries,
-``encode_batch``), go through ``detection.ingest._process_entries`` ``--read`` entries at a time
-into a sensor of their own: score, store packets and flows, file anomalies under incidents, save
-the feature state to Redis, publish. The CPU time of this process (``time.process_time``: SQLite
-runs in it; Redis does not, as in the worker) per packet is printed per PCAP, and their ratio to
-the last PCAP's.
+(``scoring.warm_up``; one BLAS thread and frozen start-up objects, as in a worker process), and
+for each PCAP: its first ``--count`` packets, numbered from 1, in batches of ``--batch`` packets
+(stream entries, ``encode_batch``), go through ``detection.ingest._process_entries`` ``--read``
+entries at a time into a sensor of their own: score, store packets and flows, file anomalies under
+incidents, save the feature state to Redis, publish. The CPU time of this process
+(``time.process_time``: SQLite runs in it; Redis does not, as in the worker) per packet is printed
+per PCAP, and their ratio to the last PCAP's.
 
 Reads of 20 entries of 1,000 packets are what the worker takes when it lags behind a replay at
 full speed (``bench/incidents.py --pace fast``); ``--batch 100`` gives reads of 2,000 packets,
@@ -27,6 +27,7 @@ times) to compare two versions of the code column by column (``--compare A B``).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pickle
 import shutil
@@ -153,6 +154,10 @@ def run(
     ingest._process_entries(
         client, warm, ingest.SensorState(), entries_of(first, batch, warm.name), ingest.IngestResult()
     )
+    # What is alive now is frozen, as a worker process freezes its start-up objects
+    # (netmon/celery.py, GarbageCollector.start): collections then walk only what the reads make.
+    gc.collect()
+    gc.freeze()
     out = {}
     spent = time_stages() if stages else None
     profiler = None
