@@ -182,6 +182,15 @@ def trained(tmp_path, settings, redis_client):
     return trained_with(("--model", "autoencoder", "--feature-level", "standard"), benign)
 
 
+def _demo_with(attack: str) -> np.ndarray:
+    """20,000 packets of the demo network (seed 7) with ``attack`` injected, numbered from 1."""
+    traffic = DemoTraffic(seed=7, attack_prob=0.0)
+    traffic.inject(attack)
+    records = traffic.records(20_000)
+    records["seq"] = np.arange(1, len(records) + 1)
+    return records
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("attack", "kind"),
@@ -189,10 +198,7 @@ def trained(tmp_path, settings, redis_client):
      ("udp_flood", IncidentKind.UDP_FLOOD), ("http_flood", IncidentKind.REQUEST_FLOOD)],
 )  # fmt: skip
 def test_the_demo_attackers_incidents_are_named_after_their_attack(trained, redis_client, attack, kind):
-    traffic = DemoTraffic(seed=7, attack_prob=0.0)
-    traffic.inject(attack)
-    records = traffic.records(20_000)
-    records["seq"] = np.arange(1, len(records) + 1)
+    records = _demo_with(attack)
     publish_in_batches(redis_client, "k1", records)
 
     ingest.drain_sensor("k1", redis_client)
@@ -269,10 +275,7 @@ def _sent_while(action) -> list[dict]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_announces_opened_and_grown_incidents_once_per_read(trained, redis_client):
-    traffic = DemoTraffic(seed=7, attack_prob=0.0)
-    traffic.inject("port_scan")
-    records = traffic.records(20_000)
-    records["seq"] = np.arange(1, len(records) + 1)
+    records = _demo_with("port_scan")
     probes = records["label"] > 0
     cut = int(np.flatnonzero(probes)[probes.sum() // 2])  # the scan goes on across two reads
 
@@ -367,10 +370,7 @@ def test_benign_clients_packets_to_a_flooded_service_are_its_effect_not_anomalie
 
 @pytest.mark.django_db(transaction=True)
 def test_a_scans_one_packet_probes_are_held_by_its_incident_not_flow_rows(trained, redis_client):
-    traffic = DemoTraffic(seed=7, attack_prob=0.0)
-    traffic.inject("port_scan")
-    records = traffic.records(20_000)
-    records["seq"] = np.arange(1, len(records) + 1)
+    records = _demo_with("port_scan")
     publish_in_batches(redis_client, "k1", records)
 
     ingest.drain_sensor("k1", redis_client)
