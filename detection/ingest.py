@@ -24,6 +24,9 @@ Crash safety (the order of effects of a read, in ``_process_entries``, is this c
   restart) is counted as dropped, so stored + dropped always adds up to what was published;
   the part of a gap the capture dropped itself (announced in the entry's ``dropped_before``
   field) is not counted again: stored + dropped by capture + dropped in the stream = read;
+* a defect in filing a read's anomalies (not a database error) undoes the filing to its savepoint
+  and is logged; the read's packets are stored with their scores, under no incident, so one bad
+  read cannot stall the sensor;
 * the lock is extended before the commit: a holder whose scoring outlived the lock must not
   commit what its successor is reading again (the gaps would be counted twice).
 """
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 import redis
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from redis.lock import Lock
 
@@ -385,7 +388,22 @@ def _save_fresh_anomalies(
         return SavedAnomalies(0, [])
     rows = np.flatnonzero(fresh)
     stored = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
-    saved = save_anomalies(sensor, stored, scored.select(rows), cols)
+    try:
+        with transaction.atomic():  # a savepoint: what a failed filing wrote is undone, not the packets
+            saved = save_anomalies(sensor, stored, scored.select(rows), cols)
+    except DatabaseError:
+        raise  # the database's own trouble: the task retries the whole read (tasks.ingest_sensor)
+    except Exception:
+        # A defect in filing (grouping, wording, ...) must not stall the sensor: the same read would
+        # fail again at every redelivery while capture's backlog is trimmed and counted as dropped.
+        # Its packets are stored with their scores (``?flagged=true`` finds them), under no incident.
+        seqs = stored.records["seq"]
+        log.exception(
+            "sensor %s: filing the anomalies of packets %d-%d failed; they are stored with their "
+            "scores, under no incident",
+            sensor.name, int(seqs.min()), int(seqs.max()),
+        )  # fmt: skip
+        saved = SavedAnomalies(0, [])
     Sensor.objects.filter(pk=sensor.pk).update(packets_scored=F("packets_scored") + len(rows))
     return saved
 

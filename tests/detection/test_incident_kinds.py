@@ -399,3 +399,22 @@ def test_a_scans_one_packet_probes_are_held_by_its_incident_not_flow_rows(traine
         [(score, ts)] = per_tuple[five]
         assert score is not None and scan.first_seen <= ts <= scan.last_seen, five
     assert scan.packet_count >= len(held)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_defect_in_filing_anomalies_does_not_stall_the_sensor(trained, redis_client, monkeypatch, caplog):
+    records = _demo_with("port_scan")
+    publish_in_batches(redis_client, "k1", records)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect in grouping")
+
+    monkeypatch.setattr(incidents, "group_anomalies", broken)  # fault injection: our own code fails
+    ingest.drain_sensor("k1", redis_client)
+
+    # every packet stored once, the flagged ones with their scores, no incident; the reads acknowledged
+    assert Packet.objects.filter(sensor__name="k1").count() == len(records)
+    assert Packet.objects.filter(sensor__name="k1", anomaly_score__isnull=False).count() > 500
+    assert not Incident.objects.exists()
+    assert "filing the anomalies of packets 1-" in caplog.text
+    assert ingest.drain_sensor("k1", redis_client).batches == 0
