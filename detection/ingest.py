@@ -249,8 +249,11 @@ def _process_entries(
         lock.extend(LOCK_TTL, replace_ttl=True)
     with transaction.atomic():
         fresh, cols = _store_batches(sensor, new, result, scored)
-        saved = _save_fresh_anomalies(sensor, merged, scored, fresh, cols)
-        _store_fresh_flows(sensor, merged, fresh, cols, saved)
+        rows = np.flatnonzero(fresh)  # not the batches stored before a crash
+        records = merged.records if len(rows) == len(fresh) else merged.records[rows]
+        stored = Batch(sensor=sensor.name, records=records, read_at=merged.read_at)
+        saved = _save_fresh_anomalies(sensor, stored, rows, scored, cols)
+        _store_fresh_flows(sensor, stored, cols, saved)
     _save_state(client, sensor, state, last, scored)
     _acknowledge(client, sensor, entries)
     result.anomalies += saved.count
@@ -348,7 +351,7 @@ def _store_batches(
 
 
 def _store_fresh_flows(
-    sensor: Sensor, merged: Batch, fresh: np.ndarray, cols: PacketColumns | None, saved: SavedAnomalies
+    sensor: Sensor, stored: Batch, cols: PacketColumns | None, saved: SavedAnomalies
 ) -> None:
     """The flows of the rows stored now, in one upsert for the whole read (see ``store_flows``).
 
@@ -359,10 +362,9 @@ def _store_fresh_flows(
     """
     if cols is None:
         return
-    rows = np.flatnonzero(fresh)
-    held = np.zeros(len(rows), dtype=bool)
+    held = np.zeros(len(stored.records), dtype=bool)
     held[saved.probes] = True
-    storage.store_flows(sensor, merged.records[rows], cols, held)
+    storage.store_flows(sensor, stored.records, cols, held)
 
 
 def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:
@@ -377,17 +379,15 @@ def _lost_in_stream(first_seq: int, floor: int, dropped_by_capture: int) -> int:
 
 def _save_fresh_anomalies(
     sensor: Sensor,
-    merged: Batch,
+    stored: Batch,
+    rows: np.ndarray,
     scored: scoring.ScoredBatch | None,
-    fresh: np.ndarray,
     cols: PacketColumns | None = None,
 ) -> SavedAnomalies:
-    """Anomalies of the rows stored now (not of batches stored before a crash), counted as scored;
+    """Anomalies of the rows stored now (``stored``: the read's rows ``rows``), counted as scored;
     ``cols``: the text columns of those rows."""
-    if not fresh.any() or scored is None:
+    if not len(rows) or scored is None:
         return SavedAnomalies(0, [])
-    rows = np.flatnonzero(fresh)
-    stored = Batch(sensor=sensor.name, records=merged.records[rows], read_at=merged.read_at)
     try:
         with transaction.atomic():  # a savepoint: what a failed filing wrote is undone, not the packets
             saved = save_anomalies(sensor, stored, scored.select(rows), cols)
