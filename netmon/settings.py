@@ -271,6 +271,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+if NETMON_ENV == "test":
+    # A password hash costs ~0.2 s on purpose (PBKDF2, a million rounds) and the suite makes and
+    # logs in thousands of users: minutes of CPU per pass. The test environment alone hashes with
+    # a fast hasher; development and production keep Django's defaults.
+    from django.conf import global_settings
+
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *global_settings.PASSWORD_HASHERS]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
