@@ -732,10 +732,13 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     enough = opening.OPEN_MIN_ANOMALIES
-    busy = {c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES}
+    first_seen = [c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES]
+    busy = set(first_seen)
     hits: Counter = Counter()  # (busy client, host) -> its own anomalies to the host
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
-    for c in busy:
+    # The first seen last: of clients with as many anomalies to a host, it is written last below and
+    # is the host's attacker (the order of the set was the hash seed's, so a tie changed at restart).
+    for c in reversed(first_seen):
         rows = np.array(own[c], dtype=np.int64)
         for h, n in _counted(host_codes[rows]):  # (the pairs in the order of their first anomaly)
             hits[(c, host_names[h])] += n

@@ -368,6 +368,27 @@ def test_a_scan_of_a_host_another_client_floods_harder_in_the_same_read_is_its_o
     assert flood_incident.sources == ["10.0.0.68"] and flood_incident.evidence["affected"] == 0
 
 
+def test_two_clients_flooding_a_host_equally_the_first_seen_takes_a_quiet_clients_anomalies():
+    # A tie for "the host's attacker" was decided by the iteration order of a set of addresses,
+    # which changes with the names and with Python's hash seed. Several pairs of names: the old
+    # order gave the quiet client's anomalies to the second attacker for about half of them.
+    pairs = [(f"10.0.{k}.7", f"10.0.{k}.3") for k in range(4)] + [
+        (f"10.0.{k}.3", f"10.0.{k}.7") for k in range(4)
+    ]
+    for k, (first, second) in enumerate(pairs):
+        sensor = Sensor.objects.create(name=f"tie{k}")
+        packets = []
+        for i in range(150):  # the same number of anomalies each, to two services of the host
+            packets.append((first, VICTIM, 40_000 + i, 8080, 6, SYN, 0))
+            packets.append((second, VICTIM, 40_000 + i, 8081, 6, SYN, 0))
+        packets += [(CLIENT, VICTIM, 50_000 + i, 443, 6, PSH_ACK, 300) for i in range(3)]
+        _save(sensor, packets, 1, T0)
+        by_entity = {i.entity: i for i in Incident.objects.filter(sensor=sensor)}
+        assert set(by_entity) == {f"host {first}", f"host {second}"}, (first, second)
+        affected = {e: i.evidence["affected"] for e, i in by_entity.items()}
+        assert affected == {f"host {first}": 3, f"host {second}": 0}, (first, second)
+
+
 def test_port_unreachables_answering_a_udp_scan_join_the_scan_not_an_icmp_flood_of_the_host():
     sensor = Sensor.objects.create(name="inc")
     _save(sensor, _udp_scan("10.0.0.70", range(1, 41), answered=False), 1, T0)
