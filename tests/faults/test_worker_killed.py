@@ -110,7 +110,8 @@ def test_whole_worker_killed_repeatedly_then_a_new_worker_finishes(tmp_path, red
     n = 12_000
     pcap = tmp_path / "big.pcap"
     write_pcap(pcap, synthetic_records(n, seed=12))
-    capture = processes.start_capture("--pcap", str(pcap), "--sensor", "f2", "--batch-size", "200")
+    # Small batches, short reads: after the last kill several reads are left (``stored < n`` below)
+    capture = processes.start_capture("--pcap", str(pcap), "--sensor", "f2", "--batch-size", "50")
     with processes.running(capture):
         for i in range(KILLS):
             worker = processes.start_worker(concurrency=1, name=f"fault-worker-{i}")
