@@ -732,7 +732,7 @@ def _group(sensor: Sensor, read: ReadAnomalies) -> dict[str, _Group]:
     # Clients busy enough in this read to open an incident, and for each host the busiest of them
     # that hit it: that client's incident takes other (quiet) clients' anomalies to the host.
     enough = opening.OPEN_MIN_ANOMALIES
-    first_seen = [c for c, rows in own.items() if c is not None and len(rows) >= opening.OPEN_MIN_ANOMALIES]
+    first_seen = [c for c, rows in own.items() if c is not None and len(rows) >= enough]
     busy = set(first_seen)
     hits: Counter = Counter()  # (busy client, host) -> its own anomalies to the host
     spread: Counter = Counter()  # (busy client, host) -> the distinct targets of the host they hit
